@@ -1,0 +1,32 @@
+// Command-line options of the mediaproxy binary (documented in mediaproxy.8).
+//
+// Owns parsing argv into CommandLine and the --help text. Command-line values
+// override the configuration file; applying them is the caller's job.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "common/config.h"
+#include "common/log.h"
+
+namespace mp::app {
+
+inline constexpr const char* kDefaultConfigPath = "/etc/mediaproxy/mediaproxy.ini";
+
+struct CommandLine {
+  std::optional<Role> role;
+  std::optional<std::string> config;
+  std::optional<std::string> runtime_dir;
+  std::optional<std::string> pid_file;
+  std::optional<log::Level> log_level;
+  bool foreground = false;
+  bool help = false;
+  bool version = false;
+};
+
+// Returns false with `error` set for a usage error.
+bool parse_command_line(int argc, char** argv, CommandLine& out, std::string& error);
+std::string usage_text();
+
+}  // namespace mp::app

@@ -1,0 +1,272 @@
+// Process start-up, role wiring, signals and shutdown (server.h).
+#include "app/server.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <memory>
+
+#include "common/log.h"
+#include "common/net_detect.h"
+#include "dispatcher/dispatcher.h"
+#include "dispatcher/in_process_link.h"
+#include "dispatcher/module_server.h"
+#include "relay/relay_engine.h"
+
+namespace mp::app {
+
+namespace {
+
+constexpr uint64_t kInProcessOwner = 1;
+
+bool make_dirs(const std::string& path, std::string& error) {
+  std::string partial;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = path.find('/', pos + 1);
+    partial = path.substr(0, pos);
+    if (partial.empty()) continue;
+    if (mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
+      error = "cannot create runtime directory " + partial + ": " + std::strerror(errno);
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string absolute(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  char cwd[PATH_MAX];
+  if (!getcwd(cwd, sizeof cwd)) return path;
+  return std::string(cwd) + "/" + path;
+}
+
+// Raises the soft open-file limit to the hard one; returns the new limit.
+rlim_t raise_file_limit() {
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  return rl.rlim_cur;
+}
+
+// Classic double fork. The original process waits until the daemon reports
+// that start-up succeeded (byte 0) or failed (byte 1) and exits accordingly,
+// so init scripts see start-up errors.
+int daemonize(int& ready_fd) {
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid > 0) {
+    close(fds[1]);
+    char status = 1;
+    ssize_t n = read(fds[0], &status, 1);
+    _exit(n == 1 && status == 0 ? 0 : 1);
+  }
+  close(fds[0]);
+  setsid();
+  pid = fork();
+  if (pid < 0) _exit(1);
+  if (pid > 0) _exit(0);
+  if (chdir("/") != 0) { /* stay where we are */
+  }
+  int devnull = open("/dev/null", O_RDWR);
+  if (devnull >= 0) {
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    if (devnull > 2) close(devnull);
+  }
+  ready_fd = fds[1];
+  return 0;
+}
+
+void report_ready(int& fd, bool ok) {
+  if (fd < 0) return;
+  char status = ok ? 0 : 1;
+  ssize_t n = write(fd, &status, 1);
+  (void)n;
+  close(fd);
+  fd = -1;
+}
+
+struct Process {
+  uv_loop_t* loop = nullptr;
+  Config cfg;
+  log::Level configured_level = log::Level::Info;
+  std::unique_ptr<relay::RelayEngine> engine;
+  std::unique_ptr<dispatcher::InProcessLink> link;
+  std::unique_ptr<dispatcher::Dispatcher> dispatcher;
+  std::unique_ptr<dispatcher::ModuleServer> module_server;
+  uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
+  bool stopping = false;
+
+  void stop(const char* why) {
+    if (stopping) return;
+    stopping = true;
+    LOG_INFO("shutting down (%s)", why);
+    if (module_server) module_server->close();
+    if (engine) engine->shutdown();  // every session ends now and is reported
+    if (engine) engine->close();
+    if (dispatcher) dispatcher->close();
+    for (uv_signal_t* s : {&sig_term, &sig_int, &sig_hup, &sig_usr1})
+      uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+  }
+};
+
+}  // namespace
+
+int run_server(Config cfg, bool foreground) {
+  if (cfg.role != Role::Combined) {
+    std::fprintf(stderr,
+                 "mediaproxy: role %s needs the TLS relay link, not available in this version; "
+                 "use --role combined\n",
+                 std::string(role_name(cfg.role)).c_str());
+    return 1;
+  }
+  Process p;
+  p.configured_level = cfg.log_level;
+  if (cfg.relay.log_level && *cfg.relay.log_level > p.configured_level)
+    p.configured_level = *cfg.relay.log_level;
+  if (cfg.dispatcher.log_level && *cfg.dispatcher.log_level > p.configured_level)
+    p.configured_level = *cfg.dispatcher.log_level;
+  log::set_level(p.configured_level);
+  for (const std::string& w : cfg.warnings) LOG_WARN("%s", w.c_str());
+
+  cfg.runtime_dir = absolute(cfg.runtime_dir);
+  if (!cfg.pid_file.empty()) cfg.pid_file = absolute(cfg.pid_file);
+  if (!cfg.dispatcher.socket_path.empty() && cfg.dispatcher.socket_path[0] != '/' &&
+      cfg.dispatcher.socket_path.find('/') != std::string::npos)
+    LOG_DEBUG("socket_path %s is relative to %s", cfg.dispatcher.socket_path.c_str(),
+              cfg.runtime_dir.c_str());
+  std::string error;
+  if (!make_dirs(cfg.runtime_dir, error)) {
+    LOG_CRIT("%s", error.c_str());
+    return 1;
+  }
+
+  Ipv4 relay_ip;
+  if (cfg.relay.relay_ip) {
+    relay_ip = *cfg.relay.relay_ip;
+    if (!is_local_address(relay_ip)) {
+      LOG_CRIT("relay_ip %s is not an address of this host; set [Relay] relay_ip to one that is",
+               format_ipv4(relay_ip).c_str());
+      return 1;
+    }
+  } else {
+    std::string why;
+    auto ip = default_route_address(why);
+    if (!ip) {
+      LOG_CRIT("cannot choose a relay address: %s", why.c_str());
+      return 1;
+    }
+    relay_ip = *ip;
+    LOG_INFO("relay_ip not set: using %s, the address of the default-route interface",
+             format_ipv4(relay_ip).c_str());
+  }
+
+  rlim_t files = raise_file_limit();
+  const size_t pairs = static_cast<size_t>(cfg.relay.port_end - cfg.relay.port_start) / 2;
+  const size_t fd_streams = files > 64 ? static_cast<size_t>(files - 64) / 4 : 0;
+  if (fd_streams < pairs / 2)
+    LOG_WARN("open-file limit %llu allows about %zu streams, fewer than port_range offers (%zu); "
+             "raise the limit (LimitNOFILE=) to use the whole range",
+             static_cast<unsigned long long>(files), fd_streams, pairs / 2);
+
+  int ready_fd = -1;
+  if (!foreground) {
+    if (daemonize(ready_fd) != 0) {
+      LOG_CRIT("cannot daemonise: %s", std::strerror(errno));
+      return 1;
+    }
+    log::use_syslog(true);
+    if (cfg.pid_file.empty()) cfg.pid_file = cfg.runtime_dir + "/mediaproxy.pid";
+  }
+  signal(SIGPIPE, SIG_IGN);
+
+  p.cfg = cfg;
+  p.loop = uv_default_loop();
+  p.engine = std::make_unique<relay::RelayEngine>(p.loop, cfg.relay, relay_ip);
+  p.link = std::make_unique<dispatcher::InProcessLink>(*p.engine, format_ipv4(relay_ip),
+                                                       kInProcessOwner);
+  p.dispatcher = std::make_unique<dispatcher::Dispatcher>(p.loop, cfg.dispatcher);
+  p.dispatcher->add_relay(p.link.get());
+  p.engine->set_expired_sink([&p](uint64_t owner, const std::string& json) {
+    if (owner == kInProcessOwner) p.link->deliver_expired(json);
+  });
+  p.module_server = std::make_unique<dispatcher::ModuleServer>(p.loop, *p.dispatcher, cfg.dispatcher);
+
+  for (auto [sig, handle] : {std::pair{SIGTERM, &p.sig_term}, std::pair{SIGINT, &p.sig_int},
+                             std::pair{SIGHUP, &p.sig_hup}, std::pair{SIGUSR1, &p.sig_usr1}}) {
+    uv_signal_init(p.loop, handle);
+    handle->data = &p;
+    uv_signal_start(
+        handle,
+        [](uv_signal_t* h, int signum) {
+          auto* proc = static_cast<Process*>(h->data);
+          switch (signum) {
+            case SIGTERM: proc->stop("SIGTERM"); break;
+            case SIGINT: proc->stop("SIGINT"); break;
+            case SIGUSR1: {
+              log::Level l = log::toggle_debug(proc->configured_level);
+              log::write(log::Level::Info, "SIGUSR1: log level is now %s",
+                         std::string(log::level_name(l)).c_str());
+              break;
+            }
+            case SIGHUP:
+              if (proc->engine->halting()) break;
+              LOG_INFO("SIGHUP: graceful halt, exiting when the last session ends");
+              proc->engine->halt([proc] { proc->stop("halted, last session ended"); });
+              break;
+          }
+        },
+        sig);
+  }
+
+  bool ok = p.module_server->listen(cfg.module_socket_path(), error);
+  if (ok && !cfg.pid_file.empty()) {
+    std::ofstream pid(cfg.pid_file, std::ios::trunc);
+    pid << getpid() << "\n";
+    if (!pid) {
+      error = "cannot write pid file " + cfg.pid_file;
+      ok = false;
+    }
+  }
+  if (!ok) {
+    LOG_CRIT("%s", error.c_str());
+    report_ready(ready_fd, false);
+    p.stop("start-up failed");
+    uv_run(p.loop, UV_RUN_DEFAULT);
+    return 1;
+  }
+  LOG_INFO("mediaproxy %s started: role %s, relay %s, ports %d-%d (%zu streams)",
+           MEDIAPROXY_VERSION, std::string(role_name(cfg.role)).c_str(),
+           format_ipv4(relay_ip).c_str(), cfg.relay.port_start, cfg.relay.port_end - 1, pairs / 2);
+  report_ready(ready_fd, true);
+
+  uv_run(p.loop, UV_RUN_DEFAULT);
+  if (!cfg.pid_file.empty()) unlink(cfg.pid_file.c_str());
+  p.module_server.reset();
+  p.dispatcher.reset();
+  p.link.reset();
+  p.engine.reset();
+  int rc = uv_loop_close(p.loop);
+  if (rc != 0) LOG_DEBUG("event loop closed with handles still open: %s", uv_strerror(rc));
+  LOG_INFO("mediaproxy stopped");
+  return 0;
+}
+
+}  // namespace mp::app

@@ -1,0 +1,308 @@
+// INI loader and option table for config.h.
+#include "common/config.h"
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+namespace mp {
+
+std::string_view role_name(Role r) {
+  switch (r) {
+    case Role::Combined: return "combined";
+    case Role::Dispatcher: return "dispatcher";
+    case Role::Relay: return "relay";
+  }
+  return "?";
+}
+
+std::optional<Role> parse_role(std::string_view t) {
+  if (t == "combined") return Role::Combined;
+  if (t == "dispatcher") return Role::Dispatcher;
+  if (t == "relay") return Role::Relay;
+  return std::nullopt;
+}
+
+std::string Config::module_socket_path() const {
+  const std::string& p = dispatcher.socket_path;
+  if (!p.empty() && p[0] == '/') return p;
+  return runtime_dir + "/" + p;
+}
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+std::string lower(std::string_view s) {
+  std::string r(s);
+  for (char& c : r) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return r;
+}
+
+// Each setter returns an empty string on success or the reason the value is bad.
+using Setter = std::function<std::string(std::string_view value, Config&)>;
+
+std::string set_int(std::string_view v, int& out, int min, int max, const char* what) {
+  int x = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+  if (v.empty() || ec != std::errc() || p != v.data() + v.size() || x < min || x > max)
+    return "expected " + std::string(what) + " between " + std::to_string(min) + " and " +
+           std::to_string(max) + ", got '" + std::string(v) + "'";
+  out = x;
+  return {};
+}
+
+std::string set_level(std::string_view v, std::optional<log::Level>& out) {
+  if (v.empty()) {
+    out.reset();
+    return {};
+  }
+  log::Level l;
+  if (!log::parse_level(v, l))
+    return "unknown log level '" + std::string(v) + "' (use critical, error, warning, info, debug)";
+  out = l;
+  return {};
+}
+
+std::string set_ip(std::string_view v, std::optional<Ipv4>& out) {
+  if (v.empty()) {
+    out.reset();
+    return {};
+  }
+  auto ip = parse_ipv4(v);
+  if (!ip) return "expected an IPv4 address, got '" + std::string(v) + "'";
+  if (ip->is_any()) return "0.0.0.0 is not a usable address here; give the host's address";
+  out = ip;
+  return {};
+}
+
+std::string check_bool(std::string_view v) {
+  static const std::set<std::string> kOk = {"yes", "no", "true", "false", "on", "off", "1", "0"};
+  return kOk.count(lower(v)) ? "" : "expected yes/no/true/false/on/off/1/0, got '" + std::string(v) + "'";
+}
+
+struct Option {
+  Setter set;
+  bool unused = false;  // accepted for AG compatibility, not used by this version
+};
+
+using Section = std::vector<std::pair<std::string, Option>>;
+
+Option unused_option() {
+  return Option{[](std::string_view, Config&) { return std::string(); }, true};
+}
+
+std::vector<std::pair<std::string, Section>> option_table() {
+  std::vector<std::pair<std::string, Section>> t;
+  t.push_back({"General",
+               {
+                   {"role", {[](std::string_view v, Config& c) -> std::string {
+                      auto r = parse_role(v);
+                      if (!r) return "unknown role '" + std::string(v) + "' (use combined, dispatcher, relay)";
+                      c.role = *r;
+                      return {};
+                    }}},
+                   {"runtime_dir", {[](std::string_view v, Config& c) -> std::string {
+                      if (v.empty()) return "runtime_dir must not be empty";
+                      c.runtime_dir = std::string(v);
+                      return {};
+                    }}},
+                   {"pid_file", {[](std::string_view v, Config& c) -> std::string {
+                      c.pid_file = std::string(v);
+                      return {};
+                    }}},
+                   {"log_level", {[](std::string_view v, Config& c) -> std::string {
+                      std::optional<log::Level> l;
+                      auto e = set_level(v, l);
+                      if (e.empty() && l) c.log_level = *l;
+                      return e;
+                    }}},
+               }});
+  t.push_back(
+      {"Dispatcher",
+       {
+           {"socket_path", {[](std::string_view v, Config& c) -> std::string {
+              if (v.empty()) return "socket_path must not be empty";
+              if (v.size() > 100) return "socket_path is longer than a UNIX socket path may be (100)";
+              c.dispatcher.socket_path = std::string(v);
+              return {};
+            }}},
+           {"socket_mode", {[](std::string_view v, Config& c) -> std::string {
+              unsigned m = 0;
+              auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), m, 8);
+              if (v.empty() || ec != std::errc() || p != v.data() + v.size() || m > 0777)
+                return "expected an octal file mode such as 0660, got '" + std::string(v) + "'";
+              c.dispatcher.socket_mode = static_cast<mode_t>(m);
+              return {};
+            }}},
+           {"socket_group", {[](std::string_view v, Config& c) -> std::string {
+              c.dispatcher.socket_group = std::string(v);
+              return {};
+            }}},
+           {"relay_timeout", {[](std::string_view v, Config& c) -> std::string {
+              double d = 0;
+              auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+              if (v.empty() || ec != std::errc() || p != v.data() + v.size() || !(d > 0) || d > 60)
+                return "expected seconds between 0 and 60 (e.g. 0.2), got '" + std::string(v) + "'";
+              c.dispatcher.relay_timeout = d;
+              return {};
+            }}},
+           {"max_connections", {[](std::string_view v, Config& c) {
+              return set_int(v, c.dispatcher.max_connections, 1, 100000, "a connection count");
+            }}},
+           {"cleanup_expired_sessions_after", {[](std::string_view v, Config& c) {
+              return set_int(v, c.dispatcher.cleanup_expired_sessions_after, 1, 10000000, "seconds");
+            }}},
+           {"log_level", {[](std::string_view v, Config& c) { return set_level(v, c.dispatcher.log_level); }}},
+           {"listen", unused_option()},
+           {"listen_management", unused_option()},
+           {"management_use_tls", {[](std::string_view v, Config&) { return check_bool(v); }, true}},
+           {"passport", unused_option()},
+           {"management_passport", unused_option()},
+           {"accounting", unused_option()},
+           {"relay_recover_interval", unused_option()},
+           {"cleanup_dead_relays_after", unused_option()},
+       }});
+  t.push_back(
+      {"Relay",
+       {
+           {"relay_ip", {[](std::string_view v, Config& c) { return set_ip(v, c.relay.relay_ip); }}},
+           {"advertised_ip", {[](std::string_view v, Config& c) { return set_ip(v, c.relay.advertised_ip); }}},
+           {"port_range", {[](std::string_view v, Config& c) -> std::string {
+              size_t colon = v.find(':');
+              int a = 0, b = 0;
+              std::string bad = "expected START:END with even numbers, 1024 <= START < END <= 65536, got '" +
+                                std::string(v) + "'";
+              if (colon == std::string_view::npos) return bad;
+              if (!set_int(v.substr(0, colon), a, 1024, 65536, "").empty() ||
+                  !set_int(v.substr(colon + 1), b, 1024, 65536, "").empty() || a >= b || a % 2 || b % 2)
+                return bad;
+              c.relay.port_start = a;
+              c.relay.port_end = b;
+              return {};
+            }}},
+           {"stream_timeout", {[](std::string_view v, Config& c) {
+              return set_int(v, c.relay.stream_timeout, 1, 86400, "seconds");
+            }}},
+           {"on_hold_timeout", {[](std::string_view v, Config& c) {
+              return set_int(v, c.relay.on_hold_timeout, 1, 86400 * 7, "seconds");
+            }}},
+           {"answer_timeout", {[](std::string_view v, Config& c) {
+              return set_int(v, c.relay.answer_timeout, 1, 86400, "seconds");
+            }}},
+           {"routable_private_ranges", {[](std::string_view v, Config& c) -> std::string {
+              std::vector<Cidr> out;
+              std::string s(v);
+              for (char& ch : s)
+                if (ch == ',') ch = ' ';
+              std::istringstream in(s);
+              std::string tok;
+              while (in >> tok) {
+                auto cidr = parse_cidr(tok);
+                if (!cidr) return "expected CIDR ranges such as 10.0.0.0/8, got '" + tok + "'";
+                out.push_back(*cidr);
+              }
+              c.relay.routable_private_ranges = std::move(out);
+              return {};
+            }}},
+           {"userspace_transmit_every", {[](std::string_view v, Config& c) {
+              return set_int(v, c.relay.userspace_transmit_every, 1, 1000000, "a packet count");
+            }}},
+           {"traffic_sampling_period", {[](std::string_view v, Config& c) {
+              return set_int(v, c.relay.traffic_sampling_period, 0, 86400, "seconds");
+            }}},
+           {"log_level", {[](std::string_view v, Config& c) { return set_level(v, c.relay.log_level); }}},
+           {"dispatchers", unused_option()},
+           {"passport", unused_option()},
+           {"auto_detect_interfaces", {[](std::string_view v, Config&) { return check_bool(v); }, true}},
+           {"dns_check_interval", unused_option()},
+           {"reconnect_delay", unused_option()},
+           {"keepalive_interval", unused_option()},
+       }});
+  t.push_back({"TLS", {{"certs_path", unused_option()}, {"verify_interval", unused_option()}}});
+  t.push_back({"Database",
+               {{"dburi", unused_option()},
+                {"sessions_table", unused_option()},
+                {"callid_column", unused_option()},
+                {"fromtag_column", unused_option()},
+                {"totag_column", unused_option()},
+                {"info_column", unused_option()}}});
+  t.push_back({"Radius", {{"config_file", unused_option()}, {"additional_dictionary", unused_option()}}});
+  t.push_back({"OpenSIPS", {{"socket_path", unused_option()}, {"location_table", unused_option()}}});
+  t.push_back({"ThorNetwork", {{"domain", unused_option()}, {"node_ip", unused_option()}}});
+  return t;
+}
+
+}  // namespace
+
+bool load_config_text(std::string_view text, const std::string& name, Config& cfg,
+                      std::string& error) {
+  static const auto table = option_table();
+  const Section* section = nullptr;
+  std::string section_name;
+  std::set<std::string> seen;
+  int lineno = 0;
+  auto fail = [&](const std::string& msg) {
+    error = name + ":" + std::to_string(lineno) + ": " + msg;
+    return false;
+  };
+  while (!text.empty()) {
+    ++lineno;
+    size_t nl = text.find('\n');
+    std::string_view line = trim(text.substr(0, nl));
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    if (line.empty() || line[0] == '#' || line[0] == ';') continue;
+    if (line[0] == '[') {
+      if (line.back() != ']') return fail("section header must look like [Name]");
+      section_name = std::string(trim(line.substr(1, line.size() - 2)));
+      section = nullptr;
+      for (const auto& [sname, opts] : table)
+        if (sname == section_name) section = &opts;
+      if (!section) {
+        std::string known;
+        for (const auto& entry : table) known += (known.empty() ? "" : ", ") + entry.first;
+        return fail("unknown section [" + section_name + "] (known: " + known + ")");
+      }
+      continue;
+    }
+    size_t eq = line.find('=');
+    if (eq == std::string_view::npos) return fail("expected 'option = value', got '" + std::string(line) + "'");
+    if (!section) return fail("option outside any section; put it under [General], [Dispatcher] or [Relay]");
+    std::string key = std::string(trim(line.substr(0, eq)));
+    std::string_view value = trim(line.substr(eq + 1));
+    const Option* opt = nullptr;
+    for (const auto& [oname, o] : *section)
+      if (oname == key) opt = &o;
+    if (!opt) return fail("unknown option '" + key + "' in section [" + section_name + "]");
+    if (!seen.insert(section_name + "." + key).second)
+      return fail("option '" + key + "' given twice in section [" + section_name + "]");
+    std::string e = opt->set(value, cfg);
+    if (!e.empty()) return fail(key + ": " + e);
+    if (opt->unused)
+      cfg.warnings.push_back(name + ":" + std::to_string(lineno) + ": option '" + key + "' in [" +
+                             section_name + "] is accepted for AG MediaProxy compatibility but not used by this version");
+  }
+  return true;
+}
+
+bool load_config_file(const std::string& path, Config& cfg, std::string& error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error = path + ": cannot open configuration file: " + std::strerror(errno);
+    return false;
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return load_config_text(ss.str(), path, cfg, error);
+}
+
+}  // namespace mp

@@ -1,0 +1,71 @@
+// The configuration model and its INI loader.
+//
+// Owns every option the program understands, its default, its validation and
+// the mapping from the INI file (sections and names follow AG MediaProxy's
+// config.ini, spec section E, so operators can port their files). Any unknown
+// section or option, duplicate option or bad value stops start-up with
+// "FILE:LINE: what is wrong". Options that AG MediaProxy has but this version
+// does not use yet are accepted and reported in `warnings`.
+// Documented in man/mediaproxy.ini.5 and etc/mediaproxy.ini: keep all three in step.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/address.h"
+#include "common/log.h"
+
+namespace mp {
+
+enum class Role { Combined, Dispatcher, Relay };
+std::string_view role_name(Role r);
+std::optional<Role> parse_role(std::string_view text);
+
+struct DispatcherConfig {
+  std::string socket_path = "dispatcher.sock";
+  mode_t socket_mode = 0660;
+  std::string socket_group;
+  double relay_timeout = 0.2;  // seconds
+  int max_connections = 1024;
+  int cleanup_expired_sessions_after = 86400;
+  std::optional<log::Level> log_level;
+};
+
+struct RelayConfig {
+  std::optional<Ipv4> relay_ip;
+  std::optional<Ipv4> advertised_ip;
+  int port_start = 40000;
+  int port_end = 60000;
+  int stream_timeout = 90;
+  int on_hold_timeout = 7200;
+  int answer_timeout = 300;
+  std::vector<Cidr> routable_private_ranges;
+  int userspace_transmit_every = 1;
+  int traffic_sampling_period = 15;
+  std::optional<log::Level> log_level;
+};
+
+struct Config {
+  Role role = Role::Combined;
+  std::string runtime_dir = "/run/mediaproxy";
+  std::string pid_file;
+  log::Level log_level = log::Level::Info;
+  DispatcherConfig dispatcher;
+  RelayConfig relay;
+  std::vector<std::string> warnings;  // accepted-but-unused options, "FILE:LINE: ..."
+
+  // Absolute or runtime-dir-relative module socket path resolved.
+  std::string module_socket_path() const;
+};
+
+// Parses INI text into `cfg` (starting from whatever it holds). On failure
+// returns false and sets `error` to "NAME:LINE: message".
+bool load_config_text(std::string_view text, const std::string& name, Config& cfg,
+                      std::string& error);
+bool load_config_file(const std::string& path, Config& cfg, std::string& error);
+
+}  // namespace mp

@@ -1,0 +1,71 @@
+// Implementation of the logging sink declared in log.h.
+#include "common/log.h"
+
+#include <syslog.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
+
+namespace mp::log {
+namespace {
+std::atomic<int> g_level{static_cast<int>(Level::Info)};
+std::atomic<bool> g_syslog{false};
+constexpr std::string_view kNames[] = {"critical", "error", "warning", "info", "debug"};
+}  // namespace
+
+bool parse_level(std::string_view text, Level& out) {
+  for (int i = 0; i < 5; ++i) {
+    std::string_view n = kNames[i];
+    if (n.size() != text.size()) continue;
+    bool same = true;
+    for (size_t k = 0; k < n.size(); ++k)
+      if ((text[k] | 0x20) != n[k]) same = false;
+    if (same) {
+      out = static_cast<Level>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string_view level_name(Level l) { return kNames[static_cast<int>(l)]; }
+
+void use_syslog(bool enable) {
+  if (enable && !g_syslog) openlog("mediaproxy", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+  g_syslog = enable;
+}
+
+void set_level(Level l) { g_level = static_cast<int>(l); }
+Level level() { return static_cast<Level>(g_level.load()); }
+
+Level toggle_debug(Level configured) {
+  Level next = level() == Level::Debug ? configured : Level::Debug;
+  set_level(next);
+  return next;
+}
+
+bool enabled(Level l) { return static_cast<int>(l) <= g_level.load(std::memory_order_relaxed); }
+
+void write(Level l, const char* fmt, ...) {
+  static thread_local char msg[65536];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (g_syslog) {
+    static const int kPrio[] = {LOG_CRIT, LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
+    syslog(kPrio[static_cast<int>(l)], "%s", msg);
+    return;
+  }
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  tm t;
+  gmtime_r(&ts.tv_sec, &t);
+  std::fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-7s %s\n", t.tm_year + 1900,
+               t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1000000,
+               kNames[static_cast<int>(l)].data(), msg);
+}
+
+}  // namespace mp::log

@@ -1,0 +1,217 @@
+// Request routing, relay selection and session records (dispatcher.h).
+#include "dispatcher/dispatcher.h"
+
+#include <rapidjson/document.h>
+
+#include <algorithm>
+
+#include "common/json_writer.h"
+#include "common/log.h"
+
+namespace mp::dispatcher {
+
+namespace {
+constexpr uint64_t kCleanupIntervalMs = 60 * 1000;
+}
+
+Dispatcher::Dispatcher(uv_loop_t* loop, const DispatcherConfig& cfg) : loop_(loop), cfg_(cfg) {
+  uv_timer_init(loop, &cleanup_timer_);
+  cleanup_timer_.data = this;
+  uv_timer_start(&cleanup_timer_, on_cleanup, kCleanupIntervalMs, kCleanupIntervalMs);
+}
+
+Dispatcher::~Dispatcher() = default;
+
+void Dispatcher::close() {
+  uv_timer_stop(&cleanup_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&cleanup_timer_), nullptr);
+}
+
+double Dispatcher::now() const { return static_cast<double>(uv_now(loop_)) / 1000.0; }
+
+void Dispatcher::add_relay(RelayLink* link) {
+  relays_.push_back(link);
+  link->on_expired([this, link](const std::string& json) { on_expired(link, json); });
+}
+
+size_t Dispatcher::sessions_on(const RelayLink* relay) const {
+  size_t n = 0;
+  for (const auto& [id, rec] : sessions_)
+    if (rec.relay == relay && !rec.expired_at) ++n;
+  return n;
+}
+
+std::vector<RelayLink*> Dispatcher::candidates(const std::string& preferred) const {
+  std::vector<RelayLink*> out;
+  for (RelayLink* r : relays_)
+    if (r->usable()) out.push_back(r);
+  std::stable_sort(out.begin(), out.end(), [this](const RelayLink* a, const RelayLink* b) {
+    return sessions_on(a) < sessions_on(b);
+  });
+  if (!preferred.empty()) {
+    auto it = std::find_if(out.begin(), out.end(),
+                           [&](const RelayLink* r) { return r->relay_ip() == preferred; });
+    if (it != out.end())
+      std::rotate(out.begin(), it, it + 1);
+    else
+      LOG_WARN("preferred media relay %s is not available; choosing another", preferred.c_str());
+  }
+  return out;
+}
+
+void Dispatcher::handle(const protocol::Request& req, Done done) {
+  const std::string* call_id = req.find("call_id");
+  if (!call_id) {
+    LOG_WARN("module request '%s' without call_id answered with error", req.command.c_str());
+    done("error");
+    return;
+  }
+  if (req.command != "update" && req.command != "remove") {
+    LOG_WARN("unknown module command '%s' (call %s) answered with error", req.command.c_str(),
+             call_id->c_str());
+    done("error");
+    return;
+  }
+  std::vector<RelayHeader> headers;
+  headers.reserve(req.headers.size());
+  for (const auto& h : req.headers) headers.push_back({h.name, h.value});
+
+  auto it = sessions_.find(*call_id);
+  if (it != sessions_.end() && !it->second.expired_at) {
+    forward(it->second, req, std::move(headers), std::move(done));
+    return;
+  }
+  if (req.command == "update") {
+    const std::string* preferred = req.find("media_relay");
+    update_new_session(req, std::move(headers), candidates(preferred ? *preferred : ""), 0,
+                       std::move(done));
+    return;
+  }
+  if (it != sessions_.end()) {  // remove for a session that already expired
+    sessions_.erase(it);
+    done("removed");
+    return;
+  }
+  LOG_INFO("remove for unknown call %s answered with error", call_id->c_str());
+  done("error");
+}
+
+void Dispatcher::update_new_session(const protocol::Request& req, std::vector<RelayHeader> headers,
+                                    std::vector<RelayLink*> cands, size_t index, Done done) {
+  const std::string call_id = *req.find("call_id");
+  if (index >= cands.size()) {
+    LOG_ERROR("no relay could take call %s (%zu tried): answered with error", call_id.c_str(),
+              cands.size());
+    done("error");
+    return;
+  }
+  RelayLink* relay = cands[index];
+  const std::string* dialog = req.find("dialog_id");
+  const std::string dialog_id = dialog ? *dialog : std::string();
+  relay->send("update", headers,
+              [this, req, headers, cands, index, done, relay, call_id,
+               dialog_id](std::optional<std::string> payload) mutable {
+                if (!payload || *payload == "error" || *payload == "halting") {
+                  if (payload && *payload == "halting") relay->mark_halting();
+                  LOG_WARN("relay %s refused call %s (%s); trying the next relay",
+                           relay->relay_ip().c_str(), call_id.c_str(),
+                           payload ? payload->c_str() : "no answer");
+                  update_new_session(req, std::move(headers), std::move(cands), index + 1,
+                                     std::move(done));
+                  return;
+                }
+                sessions_[call_id] = Record{relay, dialog_id, std::nullopt};
+                done(std::move(*payload));
+              });
+}
+
+void Dispatcher::forward(Record& rec, const protocol::Request& req, std::vector<RelayHeader> headers,
+                         Done done) {
+  RelayLink* relay = rec.relay;
+  const std::string call_id = *req.find("call_id");
+  const std::string command = req.command;
+  if (const std::string* dialog = req.find("dialog_id"); dialog && rec.dialog_id.empty())
+    rec.dialog_id = *dialog;
+  relay->send(command, headers, [this, command, call_id, relay,
+                                 done](std::optional<std::string> payload) {
+    if (!payload || *payload == "error" || *payload == "halting") {
+      LOG_WARN("relay %s answered %s for %s of call %s", relay->relay_ip().c_str(),
+               payload ? payload->c_str() : "nothing", command.c_str(), call_id.c_str());
+      done("error");
+      return;
+    }
+    if (command == "update") {
+      done(std::move(*payload));
+      return;
+    }
+    auto it = sessions_.find(call_id);
+    std::string dialog_id = it != sessions_.end() ? it->second.dialog_id : std::string();
+    if (it != sessions_.end()) sessions_.erase(it);
+    account(*payload, dialog_id, false, std::nullopt);
+    done("removed");
+  });
+}
+
+void Dispatcher::on_expired(RelayLink* relay, const std::string& json) {
+  rapidjson::Document d;
+  d.Parse(json.c_str(), json.size());
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("call_id") || !d["call_id"].IsString()) {
+    LOG_ERROR("relay %s sent an unreadable expired report", relay->relay_ip().c_str());
+    return;
+  }
+  const std::string call_id = d["call_id"].GetString();
+  auto it = sessions_.find(call_id);
+  if (it == sessions_.end() || it->second.relay != relay) {
+    LOG_DEBUG("expired report for unknown call %s from relay %s ignored", call_id.c_str(),
+              relay->relay_ip().c_str());
+    return;
+  }
+  bool all_ice = true;
+  if (d.HasMember("streams") && d["streams"].IsArray()) {
+    for (const auto& st : d["streams"].GetArray())
+      if (!st.IsObject() || !st.HasMember("status") || !st["status"].IsString() ||
+          std::string(st["status"].GetString()) != "unselected ICE candidate")
+        all_ice = false;
+    if (d["streams"].GetArray().Empty()) all_ice = false;  // spec G.18: not for an empty list
+  }
+  account(json, it->second.dialog_id, !all_ice, all_ice);
+  // Keep the record so that the proxy's later `remove` is answered `removed`.
+  it->second.expired_at = now();
+}
+
+// Appends the dispatcher's fields to the relay's record (spec D.13) and writes
+// it to the log; this is where accounting backends will hook in.
+void Dispatcher::account(const std::string& json, const std::string& dialog_id, bool timed_out,
+                         std::optional<bool> all_streams_ice) {
+  std::string record = json;
+  if (!record.empty() && record.back() == '}') {
+    record.pop_back();
+    auto add = [&](std::string_view k, auto v) {
+      record += ", " + json_quote(k) + ": ";
+      record += v;
+    };
+    if (all_streams_ice) {
+      add("timed_out", std::string(timed_out ? "true" : "false"));
+      add("dialog_id", dialog_id.empty() ? std::string("null") : json_quote(dialog_id));
+      add("all_streams_ice", std::string(*all_streams_ice ? "true" : "false"));
+    } else {
+      add("dialog_id", dialog_id.empty() ? std::string("null") : json_quote(dialog_id));
+      add("timed_out", std::string(timed_out ? "true" : "false"));
+    }
+    record += '}';
+  }
+  LOG_INFO("session ended: %s", record.c_str());
+}
+
+void Dispatcher::on_cleanup(uv_timer_t* t) {
+  auto* self = static_cast<Dispatcher*>(t->data);
+  const double limit = self->now() - self->cfg_.cleanup_expired_sessions_after;
+  for (auto it = self->sessions_.begin(); it != self->sessions_.end();) {
+    if (it->second.expired_at && *it->second.expired_at < limit)
+      it = self->sessions_.erase(it);
+    else
+      ++it;
+  }
+}
+
+}  // namespace mp::dispatcher

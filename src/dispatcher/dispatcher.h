@@ -1,0 +1,67 @@
+// The dispatcher: routes proxy-module requests to relays (spec A.10, B.6, B.7).
+//
+// Owns the call_id -> relay table, relay selection for new calls (preferred
+// relay from `media_relay` first, then the other usable relays in order of
+// fewest sessions), the handling of relay replies (`error`, `halting`,
+// statistics JSON) and of `expired` reports, and the end-of-session record
+// (logged; accounting backends come later). It never blocks: replies come
+// back through callbacks.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/config.h"
+#include "mediaproxy/relay_link.h"
+#include "protocol/request.h"
+
+namespace mp::dispatcher {
+
+class Dispatcher {
+ public:
+  Dispatcher(uv_loop_t* loop, const DispatcherConfig& cfg);
+  ~Dispatcher();
+
+  void add_relay(RelayLink* link);  // not owned
+
+  // Answers one module request; `done` gets the reply line without CRLF.
+  using Done = std::function<void(std::string reply)>;
+  void handle(const protocol::Request& request, Done done);
+
+  size_t session_count() const { return sessions_.size(); }
+  // Releases the timer; run the loop afterwards.
+  void close();
+
+ private:
+  struct Record {
+    RelayLink* relay = nullptr;
+    std::string dialog_id;
+    std::optional<double> expired_at;  // monotonic seconds
+  };
+
+  void update_new_session(const protocol::Request& req, std::vector<RelayHeader> headers,
+                          std::vector<RelayLink*> candidates, size_t index, Done done);
+  void forward(Record& rec, const protocol::Request& req, std::vector<RelayHeader> headers,
+               Done done);
+  void on_expired(RelayLink* relay, const std::string& json);
+  void account(const std::string& json, const std::string& dialog_id, bool timed_out,
+               std::optional<bool> all_streams_ice);
+  std::vector<RelayLink*> candidates(const std::string& preferred) const;
+  size_t sessions_on(const RelayLink* relay) const;
+  double now() const;
+  static void on_cleanup(uv_timer_t* t);
+
+  uv_loop_t* loop_;
+  DispatcherConfig cfg_;
+  std::vector<RelayLink*> relays_;
+  std::unordered_map<std::string, Record> sessions_;
+  uv_timer_t cleanup_timer_;
+};
+
+}  // namespace mp::dispatcher

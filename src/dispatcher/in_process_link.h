@@ -1,0 +1,43 @@
+// The relay link of the combined role: dispatcher and relay in one process.
+//
+// Every command is serialised to the exact bytes of the relay protocol
+// (spec B.2), framed and parsed on the relay side, handled by the RelayEngine,
+// and the reply goes back through the same serialise/parse path, as it would
+// over TLS. Keeping the wire format in the loop means the combined role
+// exercises the protocol code the distributed roles depend on.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "mediaproxy/relay_link.h"
+#include "protocol/request.h"
+#include "relay/relay_engine.h"
+
+namespace mp::dispatcher {
+
+class InProcessLink final : public RelayLink {
+ public:
+  InProcessLink(relay::RelayEngine& engine, std::string relay_ip, uint64_t owner_id);
+
+  void send(const std::string& command, const std::vector<RelayHeader>& headers,
+            ReplyCallback on_reply) override;
+  void on_expired(ExpiredCallback cb) override { expired_ = std::move(cb); }
+  std::string relay_ip() const override { return relay_ip_; }
+  bool usable() const override { return !halting_; }
+  void mark_halting() override { halting_ = true; }
+
+  // Called by the engine's expired sink for sessions owned by this link.
+  void deliver_expired(const std::string& json);
+
+ private:
+  relay::RelayEngine& engine_;
+  std::string relay_ip_;
+  uint64_t owner_;
+  uint64_t next_seq_ = 0;
+  bool halting_ = false;
+  protocol::RequestFramer relay_side_{protocol::kMaxRelayLineAtRelay};
+  ExpiredCallback expired_;
+};
+
+}  // namespace mp::dispatcher

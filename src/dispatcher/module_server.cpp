@@ -1,0 +1,211 @@
+// UNIX socket server for the proxy module (module_server.h).
+#include "dispatcher/module_server.h"
+
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+#include "protocol/request.h"
+
+namespace mp::dispatcher {
+
+struct ModuleServer::Connection {
+  uv_pipe_t pipe;
+  ModuleServer* server = nullptr;
+  uint64_t id = 0;
+  bool closing = false;
+  protocol::RequestFramer framer{protocol::kMaxModuleLine};
+  std::shared_ptr<Connection> self;  // keeps the object alive until uv_close completes
+};
+
+namespace {
+
+char g_read_buffer[64 * 1024];
+
+struct WriteReq {
+  uv_write_t req;
+  std::string data;
+};
+
+void on_write_done(uv_write_t* req, int) { delete reinterpret_cast<WriteReq*>(req->data); }
+
+// True if something accepts connections on the UNIX socket at `path`.
+bool socket_is_live(const std::string& path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  std::strncpy(sa.sun_path, path.c_str(), sizeof(sa.sun_path) - 1);
+  bool live = connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0;
+  ::close(fd);
+  return live;
+}
+
+}  // namespace
+
+ModuleServer::ModuleServer(uv_loop_t* loop, Dispatcher& dispatcher, const DispatcherConfig& cfg)
+    : loop_(loop), dispatcher_(dispatcher), cfg_(cfg) {}
+
+ModuleServer::~ModuleServer() = default;
+
+bool ModuleServer::listen(const std::string& path, std::string& error) {
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+    error = "socket path " + path + " is too long for a UNIX socket (max " +
+            std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes)";
+    return false;
+  }
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      error = path + " exists and is not a socket; remove it or choose another socket_path";
+      return false;
+    }
+    if (socket_is_live(path)) {
+      error = "another process is serving " + path + " (is mediaproxy already running?)";
+      return false;
+    }
+    LOG_INFO("removing stale socket file %s", path.c_str());
+    unlink(path.c_str());
+  }
+  uv_pipe_init(loop_, &listener_, 0);
+  listener_.data = this;
+  listening_ = true;
+  int r = uv_pipe_bind(&listener_, path.c_str());
+  if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, on_connection);
+  if (r != 0) {
+    error = "cannot listen on " + path + ": " + uv_strerror(r);
+    return false;
+  }
+  path_ = path;
+  if (chmod(path.c_str(), cfg_.socket_mode) != 0) {
+    error = "cannot set mode of " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  if (!cfg_.socket_group.empty()) {
+    gid_t gid;
+    char* end = nullptr;
+    unsigned long num = std::strtoul(cfg_.socket_group.c_str(), &end, 10);
+    if (end && *end == '\0') {
+      gid = static_cast<gid_t>(num);
+    } else {
+      group* g = getgrnam(cfg_.socket_group.c_str());
+      if (!g) {
+        error = "socket_group '" + cfg_.socket_group + "' does not exist";
+        return false;
+      }
+      gid = g->gr_gid;
+    }
+    if (chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) {
+      error = "cannot give " + path + " to group " + cfg_.socket_group + ": " + std::strerror(errno);
+      return false;
+    }
+  }
+  LOG_INFO("listening for the proxy module on %s", path.c_str());
+  return true;
+}
+
+void ModuleServer::on_connection(uv_stream_t* listener, int status) {
+  auto* self = static_cast<ModuleServer*>(listener->data);
+  if (status < 0) {
+    LOG_WARN("module socket accept error: %s", uv_strerror(status));
+    return;
+  }
+  auto conn = std::make_shared<Connection>();
+  conn->server = self;
+  conn->id = self->next_id_++;
+  conn->self = conn;
+  uv_pipe_init(self->loop_, &conn->pipe, 0);
+  conn->pipe.data = conn.get();
+  if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&conn->pipe)) != 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&conn->pipe),
+             [](uv_handle_t* h) { static_cast<Connection*>(h->data)->self.reset(); });
+    return;
+  }
+  if (self->connections_.size() >= static_cast<size_t>(self->cfg_.max_connections)) {
+    if (self->refused_++ % 100 == 0)
+      LOG_WARN("module connection refused: max_connections (%d) reached (%llu refused so far)",
+               self->cfg_.max_connections, static_cast<unsigned long long>(self->refused_));
+    conn->closing = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&conn->pipe),
+             [](uv_handle_t* h) { static_cast<Connection*>(h->data)->self.reset(); });
+    return;
+  }
+  self->connections_.insert(conn);
+  LOG_DEBUG("module connection %llu opened", static_cast<unsigned long long>(conn->id));
+
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&conn->pipe),
+      [](uv_handle_t*, size_t, uv_buf_t* buf) {
+        buf->base = g_read_buffer;
+        buf->len = sizeof g_read_buffer;
+      },
+      [](uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+        auto* c = static_cast<Connection*>(stream->data);
+        ModuleServer* server = c->server;
+        if (nread < 0) {
+          if (nread != UV_EOF)
+            LOG_DEBUG("module connection %llu: %s", static_cast<unsigned long long>(c->id),
+                      uv_strerror(static_cast<int>(nread)));
+          server->close_connection(c);
+          return;
+        }
+        std::weak_ptr<Connection> weak = c->self;
+        auto status = c->framer.feed(
+            std::string_view(buf->base, static_cast<size_t>(nread)),
+            [&](protocol::ParseResult&& parsed) {
+              auto reply = [weak](std::string line) {
+                auto conn = weak.lock();
+                if (!conn || conn->closing) return;
+                auto* w = new WriteReq;
+                w->req.data = w;
+                w->data = std::move(line);
+                w->data += "\r\n";
+                uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+                if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&conn->pipe), &b, 1,
+                             on_write_done) != 0)
+                  delete w;
+              };
+              if (!parsed.request) {
+                LOG_WARN("module connection %llu: malformed request (%s) answered with error",
+                         static_cast<unsigned long long>(c->id), parsed.error.c_str());
+                reply("error");
+                return;
+              }
+              server->dispatcher_.handle(*parsed.request, reply);
+            });
+        if (status == protocol::RequestFramer::Status::LineTooLong) {
+          LOG_WARN("module connection %llu: line longer than %zu bytes; connection closed",
+                   static_cast<unsigned long long>(c->id), protocol::kMaxModuleLine);
+          server->close_connection(c);
+        }
+      });
+}
+
+void ModuleServer::close_connection(Connection* c) {
+  if (c->closing) return;
+  c->closing = true;
+  LOG_DEBUG("module connection %llu closed", static_cast<unsigned long long>(c->id));
+  connections_.erase(c->self);
+  uv_close(reinterpret_cast<uv_handle_t*>(&c->pipe),
+           [](uv_handle_t* h) { static_cast<Connection*>(h->data)->self.reset(); });
+}
+
+void ModuleServer::close() {
+  if (listening_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    listening_ = false;
+  }
+  std::vector<Connection*> all;
+  for (const auto& c : connections_) all.push_back(c.get());
+  for (Connection* c : all) close_connection(c);
+  if (!path_.empty()) unlink(path_.c_str());
+  path_.clear();
+}
+
+}  // namespace mp::dispatcher

@@ -1,0 +1,50 @@
+// The UNIX stream socket served to the SIP proxy's mediaproxy module (spec A.1).
+//
+// Owns the listening socket file (stale files replaced, mode and group
+// applied, a live owner detected), the persistent connections of the proxy's
+// worker processes, request framing with bounded buffers, and writing exactly
+// one CRLF-terminated reply per request. A malformed request gets `error`
+// and the connection lives on; an oversized line closes that connection only.
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <unordered_set>
+
+#include "common/config.h"
+#include "dispatcher/dispatcher.h"
+
+namespace mp::dispatcher {
+
+class ModuleServer {
+ public:
+  ModuleServer(uv_loop_t* loop, Dispatcher& dispatcher, const DispatcherConfig& cfg);
+  ~ModuleServer();
+
+  // Creates and listens on `path`; false with `error` on failure.
+  bool listen(const std::string& path, std::string& error);
+  // Stops listening, closes every connection and unlinks the socket file.
+  void close();
+
+  size_t connection_count() const { return connections_.size(); }
+
+  struct Connection;
+
+ private:
+  static void on_connection(uv_stream_t* server, int status);
+  void close_connection(Connection* c);
+
+  uv_loop_t* loop_;
+  Dispatcher& dispatcher_;
+  DispatcherConfig cfg_;
+  uv_pipe_t listener_;
+  bool listening_ = false;
+  std::string path_;
+  std::unordered_set<std::shared_ptr<Connection>> connections_;
+  uint64_t next_id_ = 1;
+  uint64_t refused_ = 0;
+};
+
+}  // namespace mp::dispatcher

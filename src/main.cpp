@@ -1,0 +1,48 @@
+// Entry point: parses the command line and the configuration file, then hands
+// over to the server for the chosen role. Exit status: 0 clean exit,
+// 1 start-up error, 2 usage error (mediaproxy.8, EXIT STATUS).
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <string>
+
+#include "app/options.h"
+#include "app/server.h"
+#include "common/config.h"
+
+int main(int argc, char** argv) {
+  mp::app::CommandLine cl;
+  std::string error;
+  if (!mp::app::parse_command_line(argc, argv, cl, error)) {
+    std::fprintf(stderr, "mediaproxy: %s\n%s", error.c_str(), mp::app::usage_text().c_str());
+    return 2;
+  }
+  if (cl.help) {
+    std::fputs(mp::app::usage_text().c_str(), stdout);
+    return 0;
+  }
+  if (cl.version) {
+    std::printf("mediaproxy %s\n", MEDIAPROXY_VERSION);
+    return 0;
+  }
+  mp::Config cfg;
+  std::string path;
+  struct stat st;
+  if (cl.config)
+    path = *cl.config;
+  else if (stat(mp::app::kDefaultConfigPath, &st) == 0)
+    path = mp::app::kDefaultConfigPath;
+  if (!path.empty() && !mp::load_config_file(path, cfg, error)) {
+    std::fprintf(stderr, "mediaproxy: %s\n", error.c_str());
+    return 1;
+  }
+  if (cl.role) cfg.role = *cl.role;
+  if (cl.runtime_dir) cfg.runtime_dir = *cl.runtime_dir;
+  if (cl.pid_file) cfg.pid_file = *cl.pid_file;
+  if (cl.log_level) {
+    cfg.log_level = *cl.log_level;
+    cfg.dispatcher.log_level.reset();
+    cfg.relay.log_level.reset();
+  }
+  return mp::app::run_server(std::move(cfg), cl.foreground);
+}

@@ -1,0 +1,36 @@
+// What every stream of a relay shares: the loop, the relay's addresses, the
+// port pool, the forwarding policy and the clocks. Owned by RelayEngine and
+// handed to sessions and streams by reference.
+#pragma once
+
+#include <uv.h>
+
+#include <time.h>
+
+#include <vector>
+
+#include "common/address.h"
+#include "relay/port_pool.h"
+
+namespace mp::relay {
+
+struct RelayContext {
+  uv_loop_t* loop = nullptr;
+  Ipv4 relay_ip;                 // media sockets bind here
+  Ipv4 reply_ip;                 // advertised_ip if set, else relay_ip
+  PortPool* ports = nullptr;
+  std::vector<Cidr> routable_private_ranges;
+  int transmit_every = 1;
+  uint64_t relayed_bytes = 0;  // every byte forwarded, for bps_relayed
+
+  // Monotonic seconds (loop time: cheap, updated once per loop iteration).
+  double now() const { return static_cast<double>(uv_now(loop)) / 1000.0; }
+  // Unix time with sub-second precision, for reports.
+  static double wall_now() {
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+  }
+};
+
+}  // namespace mp::relay

@@ -1,0 +1,296 @@
+// Session table, commands and expiry policy of the relay (relay_engine.h).
+#include "relay/relay_engine.h"
+
+#include <rapidjson/document.h>
+
+#include <algorithm>
+#include <charconv>
+#include <map>
+
+#include "common/json_writer.h"
+#include "common/log.h"
+
+namespace mp::relay {
+
+namespace {
+
+constexpr uint64_t kSweepIntervalMs = 250;
+
+std::string key_of(const std::string& call_id, const std::string& tag) {
+  return call_id + '\n' + tag;
+}
+
+// signaling_ip forms (spec A.4): JSON object, "SRC_DST", or a plain address.
+void parse_signaling_ip(const std::string& v, UpdateRequest& req) {
+  if (!v.empty() && v[0] == '{') {
+    rapidjson::Document d;
+    d.Parse(v.c_str(), v.size());
+    if (!d.HasParseError() && d.IsObject()) {
+      auto str = [&d](const char* k) -> std::optional<std::string> {
+        auto it = d.FindMember(k);
+        if (it == d.MemberEnd() || !it->value.IsString()) return std::nullopt;
+        return std::string(it->value.GetString(), it->value.GetStringLength());
+      };
+      req.caller_ip = str("signaling_ip").value_or("");
+      req.destination_ip = str("destination_ip").value_or("");
+      req.username = str("username");
+      return;
+    }
+  }
+  size_t us = v.find('_');
+  if (us != std::string::npos) {
+    req.caller_ip = v.substr(0, us);
+    req.destination_ip = v.substr(us + 1);
+  } else {
+    req.caller_ip = v;
+  }
+}
+
+}  // namespace
+
+RelayEngine::RelayEngine(uv_loop_t* loop, const RelayConfig& cfg, Ipv4 relay_ip)
+    : cfg_(cfg), pool_(cfg.port_start, cfg.port_end) {
+  ctx_.loop = loop;
+  ctx_.relay_ip = relay_ip;
+  ctx_.reply_ip = cfg.advertised_ip.value_or(relay_ip);
+  ctx_.ports = &pool_;
+  ctx_.routable_private_ranges = cfg.routable_private_ranges;
+  ctx_.transmit_every = cfg.userspace_transmit_every;
+  started_ = ctx_.now();
+  uv_timer_init(loop, &sweep_timer_);
+  sweep_timer_.data = this;
+  uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs);
+  uv_timer_init(loop, &sample_timer_);
+  sample_timer_.data = this;
+  if (cfg.traffic_sampling_period > 0) {
+    uint64_t ms = static_cast<uint64_t>(cfg.traffic_sampling_period) * 1000;
+    uv_timer_start(&sample_timer_, on_sample, ms, ms);
+  }
+}
+
+RelayEngine::~RelayEngine() = default;
+
+void RelayEngine::close() {
+  sessions_.clear();
+  uv_timer_stop(&sweep_timer_);
+  uv_timer_stop(&sample_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sample_timer_), nullptr);
+}
+
+std::string RelayEngine::handle(const protocol::RelayCommand& cmd, uint64_t owner) {
+  if (cmd.name == "update") return handle_update(cmd, owner);
+  if (cmd.name == "remove") return handle_remove(cmd);
+  if (cmd.name == "summary") return summary_json();
+  if (cmd.name == "sessions") return sessions_json();
+  LOG_WARN("relay: unknown command '%s' answered with error", cmd.name.c_str());
+  return "error";
+}
+
+Session* RelayEngine::find(const std::string& call_id, const std::string& from_tag,
+                           const std::string& to_tag) {
+  auto it = sessions_.find(key_of(call_id, from_tag));
+  if (it == sessions_.end() && !to_tag.empty()) it = sessions_.find(key_of(call_id, to_tag));
+  return it == sessions_.end() ? nullptr : it->second.get();
+}
+
+std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64_t owner) {
+  protocol::Request view{cmd.name, cmd.headers};
+  UpdateRequest req;
+  const char* required[] = {"call_id", "from_tag", "from_uri", "to_uri", "cseq", "user_agent", "type"};
+  for (const char* name : required) {
+    if (!view.find(name)) {
+      LOG_WARN("relay: update without '%s' header answered with error", name);
+      return "error";
+    }
+  }
+  req.call_id = *view.find("call_id");
+  req.from_tag = *view.find("from_tag");
+  if (const std::string* t = view.find("to_tag")) req.to_tag = *t;
+  req.from_uri = *view.find("from_uri");
+  req.to_uri = *view.find("to_uri");
+  req.user_agent = *view.find("user_agent");
+  const std::string& type = *view.find("type");
+  if (type != "request" && type != "reply") {
+    LOG_WARN("relay: update %s with type '%s' (expected request or reply)", req.call_id.c_str(),
+             type.c_str());
+    return "error";
+  }
+  req.is_request = type == "request";
+  const std::string& cseq = *view.find("cseq");
+  auto [p, ec] = std::from_chars(cseq.data(), cseq.data() + cseq.size(), req.cseq);
+  if (ec != std::errc() || p != cseq.data() + cseq.size() || req.cseq < 0) {
+    LOG_WARN("relay: update %s with non-numeric cseq '%s'", req.call_id.c_str(), cseq.c_str());
+    return "error";
+  }
+  if (const std::string* sig = view.find("signaling_ip")) parse_signaling_ip(*sig, req);
+  if (const std::string* m = view.find("media")) {
+    std::string why;
+    req.media = protocol::parse_media(*m, &why);
+    if (!req.media) {
+      LOG_WARN("relay: update %s has an undecodable media header (%s): answered with error",
+               req.call_id.c_str(), why.c_str());
+      return "error";
+    }
+  }
+
+  Session* session = find(req.call_id, req.from_tag, req.to_tag);
+  if (!session) {
+    if (halting_) return "halting";
+    if (!req.is_request && (!req.media || req.media->empty())) return "None";
+    auto fresh = std::make_unique<Session>(ctx_, req, owner);
+    session = fresh.get();
+    sessions_.emplace(key_of(req.call_id, req.from_tag), std::move(fresh));
+    LOG_DEBUG("relay: new session %s (from tag %s)", req.call_id.c_str(), req.from_tag.c_str());
+  }
+  std::string reply, error;
+  if (!session->update(req, reply, error)) {
+    LOG_WARN("relay: update for %s failed: %s", req.call_id.c_str(), error.c_str());
+    if (!session->alive() && session->streams().empty()) erase(session);
+    return "error";
+  }
+  return reply;
+}
+
+std::string RelayEngine::handle_remove(const protocol::RelayCommand& cmd) {
+  protocol::Request view{cmd.name, cmd.headers};
+  const std::string* call_id = view.find("call_id");
+  const std::string* from_tag = view.find("from_tag");
+  if (!call_id || !from_tag) {
+    LOG_WARN("relay: remove without call_id/from_tag answered with error");
+    return "error";
+  }
+  const std::string* to_tag = view.find("to_tag");
+  Session* s = find(*call_id, *from_tag, to_tag ? *to_tag : std::string());
+  if (!s) {
+    LOG_INFO("relay: remove for unknown session %s", call_id->c_str());
+    return "error";
+  }
+  s->close_all("closed");
+  std::string json = s->stats_json();
+  erase(s);
+  return json;
+}
+
+void RelayEngine::erase(Session* s) {
+  sessions_.erase(key_of(s->call_id(), s->from_tag()));
+  check_drained();
+}
+
+void RelayEngine::expire(Session* s) {
+  s->close_all("closed");  // no-op for streams already ended with their reason
+  std::string json = s->stats_json();
+  LOG_INFO("relay: session %s expired", s->call_id().c_str());
+  uint64_t owner = s->owner();
+  erase(s);
+  if (expired_sink_) expired_sink_(owner, json);
+}
+
+void RelayEngine::on_sweep(uv_timer_t* t) { static_cast<RelayEngine*>(t->data)->sweep(); }
+
+// Expiry policy (documented in mediaproxy.8, "Timers"):
+//  * a stream without a final answer lives answer_timeout from its offer;
+//  * an answered stream on hold ends after on_hold_timeout without packets;
+//  * any other answered stream ends after stream_timeout without packets,
+//    counted from the final answer or the last packet, whichever is later;
+//  * a session ends when no stream of its current or previous offer is alive.
+void RelayEngine::sweep() {
+  const double now = ctx_.now();
+  std::vector<Session*> dead;
+  for (auto& [key, session] : sessions_) {
+    for (auto& st : session->streams()) {
+      if (!st->alive()) continue;
+      if (!st->confirmed) {
+        if (now - st->created >= cfg_.answer_timeout)
+          st->close("no-traffic timeout", cfg_.answer_timeout);
+      } else if (st->on_hold()) {
+        if (now - std::max(st->hold_since, st->last_activity) >= cfg_.on_hold_timeout)
+          st->close("on hold timeout", cfg_.on_hold_timeout);
+      } else if (now - std::max(*st->confirmed, st->last_activity) >= cfg_.stream_timeout) {
+        const char* status = st->uses_ice()     ? "unselected ICE candidate"
+                             : st->any_media() ? "conntrack timeout"
+                                               : "no-traffic timeout";
+        st->close(status, cfg_.stream_timeout);
+      }
+    }
+    if (!session->alive()) dead.push_back(session.get());
+  }
+  for (Session* s : dead) expire(s);
+}
+
+void RelayEngine::on_sample(uv_timer_t* t) {
+  auto* self = static_cast<RelayEngine*>(t->data);
+  uint64_t total = self->ctx_.relayed_bytes;
+  self->bps_relayed_ = 8.0 * static_cast<double>(total - self->bytes_at_last_sample_) /
+                       self->cfg_.traffic_sampling_period;
+  self->bytes_at_last_sample_ = total;
+  self->bps_sampled_ = true;
+}
+
+void RelayEngine::halt(std::function<void()> drained) {
+  halting_ = true;
+  drained_ = std::move(drained);
+  LOG_INFO("relay: halting: no new sessions; %zu session(s) left", sessions_.size());
+  check_drained();
+}
+
+void RelayEngine::check_drained() {
+  if (halting_ && sessions_.empty() && drained_) {
+    auto cb = std::move(drained_);
+    drained_ = nullptr;
+    cb();
+  }
+}
+
+void RelayEngine::shutdown() {
+  std::vector<Session*> all;
+  for (auto& [key, s] : sessions_) all.push_back(s.get());
+  for (Session* s : all) expire(s);
+}
+
+size_t RelayEngine::stream_count() const {
+  size_t n = 0;
+  for (const auto& [key, s] : sessions_)
+    for (const auto& st : s->streams())
+      if (st->alive()) ++n;
+  return n;
+}
+
+std::string RelayEngine::summary_json() const {
+  std::map<std::string, int64_t> by_type;
+  for (const auto& [key, s] : sessions_)
+    for (const auto& st : s->streams())
+      if (st->alive()) ++by_type[st->media_type()];
+  JsonWriter w;
+  w.begin_object();
+  w.field("ip", format_ipv4(ctx_.relay_ip));
+  w.field("version", std::string(MEDIAPROXY_VERSION));
+  w.field("status", std::string(halting_ ? "halting" : "active"));
+  w.field("uptime", static_cast<int64_t>(ctx_.now() - started_));
+  w.field("session_count", static_cast<int64_t>(sessions_.size()));
+  w.key("stream_count");
+  w.begin_object();
+  for (const auto& [type, n] : by_type) w.field(type, n);
+  w.end_object();
+  w.key("bps_relayed");
+  if (bps_sampled_)
+    w.value(bps_relayed_);
+  else
+    w.value(static_cast<int64_t>(0));
+  w.end_object();
+  return w.take();
+}
+
+std::string RelayEngine::sessions_json() const {
+  std::string out = "[";
+  bool first = true;
+  for (const auto& [key, s] : sessions_) {
+    if (!first) out += ", ";
+    first = false;
+    out += s->stats_json();
+  }
+  out += "]";
+  return out;
+}
+
+}  // namespace mp::relay

@@ -1,0 +1,87 @@
+// The relay: its session table and the commands of the relay protocol.
+//
+// Owns every session of this relay, the port pool, the expiry sweep (spec D.8
+// with the improvements listed in mediaproxy.8) and the relay-wide figures of
+// the `summary` command (spec C.3). It serves the commands of spec B.3
+// (update, remove, summary, sessions) for any number of dispatchers, each
+// identified by an opaque owner id, and reports expired sessions to the
+// dispatcher that created them. Transport-agnostic: the in-process link of the
+// combined role and the TLS link both call handle().
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "common/config.h"
+#include "protocol/relay_link.h"
+#include "relay/port_pool.h"
+#include "relay/relay_context.h"
+#include "relay/session.h"
+
+namespace mp::relay {
+
+class RelayEngine {
+ public:
+  RelayEngine(uv_loop_t* loop, const RelayConfig& cfg, Ipv4 relay_ip);
+  ~RelayEngine();
+  RelayEngine(const RelayEngine&) = delete;
+  RelayEngine& operator=(const RelayEngine&) = delete;
+
+  // Answers one command from dispatcher `owner` with the reply payload.
+  std::string handle(const protocol::RelayCommand& cmd, uint64_t owner);
+
+  // Where `expired <json>` reports go.
+  using ExpiredSink = std::function<void(uint64_t owner, const std::string& json)>;
+  void set_expired_sink(ExpiredSink sink) { expired_sink_ = std::move(sink); }
+
+  // SIGHUP: refuse new sessions, keep the others; `drained` runs once the
+  // last session has ended (immediately if there is none).
+  void halt(std::function<void()> drained);
+  bool halting() const { return halting_; }
+  // SIGTERM: every session ends now (status "closed") and is reported.
+  void shutdown();
+
+  // Releases the timers; run the loop afterwards so libuv finishes closing
+  // them (and the sockets) before the engine is destroyed.
+  void close();
+
+  size_t session_count() const { return sessions_.size(); }
+  size_t stream_count() const;
+  const PortPool& ports() const { return pool_; }
+
+ private:
+  std::string handle_update(const protocol::RelayCommand& cmd, uint64_t owner);
+  std::string handle_remove(const protocol::RelayCommand& cmd);
+  std::string summary_json() const;
+  std::string sessions_json() const;
+
+  Session* find(const std::string& call_id, const std::string& from_tag, const std::string& to_tag);
+  void erase(Session* s);
+  void expire(Session* s);
+  void sweep();
+  void check_drained();
+  static void on_sweep(uv_timer_t* t);
+  static void on_sample(uv_timer_t* t);
+
+  RelayConfig cfg_;
+  PortPool pool_;
+  RelayContext ctx_;
+  uv_timer_t sweep_timer_;
+  uv_timer_t sample_timer_;
+  double started_;
+  double bps_relayed_ = 0;
+  bool bps_sampled_ = false;
+  uint64_t bytes_at_last_sample_ = 0;
+
+  // Keyed by call_id + '\n' + creator's from_tag.
+  std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
+  ExpiredSink expired_sink_;
+  bool halting_ = false;
+  std::function<void()> drained_;
+};
+
+}  // namespace mp::relay

@@ -1,0 +1,96 @@
+// One relayed dialog's media: the offer/answer state machine (spec D.2, D.3,
+// D.9, D.10).
+//
+// Owns the session's identity (call id, creating From tag, URIs, user agents),
+// its CSeq bookkeeping, the streams of the current and previous offer, and the
+// choice of ports to return for each update. A session is keyed by
+// (call_id, from_tag of the creator) and also found by (call_id, to_tag).
+// Deviations from AG MediaProxy, on purpose: a retransmitted offer is
+// recognised as such and does not count as an answer; only answers carrying a
+// To tag (final answers) arm the no-traffic timer, so ringing is never cut.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "protocol/media.h"
+#include "relay/relay_context.h"
+#include "relay/stream.h"
+
+namespace mp::relay {
+
+// The decoded headers of an `update` command (spec A.4).
+struct UpdateRequest {
+  std::string call_id;
+  std::string from_tag;
+  std::string to_tag;  // empty: none
+  std::string from_uri;
+  std::string to_uri;
+  std::string user_agent;
+  bool is_request = true;  // type: request / reply
+  int64_t cseq = 0;
+  std::optional<std::vector<protocol::MediaItem>> media;  // nullopt: absent
+  std::string caller_ip, destination_ip;                  // from signaling_ip
+  std::optional<std::string> username;                    // from JSON signaling_ip
+};
+
+class Session {
+ public:
+  Session(RelayContext& ctx, const UpdateRequest& first, uint64_t owner);
+
+  // Applies one update. On success `reply` is the payload for the proxy:
+  // "<ip> <port>..." or "None". On failure returns false with `error` set.
+  bool update(const UpdateRequest& req, std::string& reply, std::string& error);
+
+  // Ends every stream that is still alive with `status`.
+  void close_all(const std::string& status);
+  // Freezes the session's end time (reports then stop counting duration).
+  void mark_ended();
+  // True while a stream of the current or previous offer is alive.
+  bool alive() const;
+  // Streams for the expiry sweep.
+  const std::vector<std::unique_ptr<MediaStream>>& streams() const { return streams_; }
+  std::vector<std::unique_ptr<MediaStream>>& streams() { return streams_; }
+
+  const std::string& call_id() const { return call_id_; }
+  const std::string& from_tag() const { return from_tag_; }
+  const std::string& to_tag() const { return to_tag_; }
+  uint64_t owner() const { return owner_; }  // the dispatcher that created it
+  double created() const { return created_; }
+
+  // Statistics record (spec D.13), Python json.dumps format.
+  std::string stats_json() const;
+
+ private:
+  using CSeqPair = std::pair<int64_t, int64_t>;
+  struct Offer {
+    Side offerer;
+    std::vector<MediaStream*> streams;
+  };
+
+  bool apply_offer(const CSeqPair& c, Side party, const std::vector<protocol::MediaItem>& media,
+                   std::string& error);
+  bool apply_answer(const CSeqPair& c, Side party, const UpdateRequest& req, std::string& error);
+  std::string local_media(bool downstream, int64_t cseq, bool caller_cseq) const;
+  void close_unless_in(const Offer& old, const Offer& keep1, const Offer* keep2);
+
+  RelayContext& ctx_;
+  std::string call_id_, from_tag_, to_tag_, from_uri_, to_uri_;
+  std::string caller_ua_, callee_ua_;
+  std::optional<std::string> username_;
+  uint64_t owner_;
+  double created_;
+  std::optional<double> start_wall_;
+  std::optional<double> ended_wall_;
+
+  std::optional<CSeqPair> cseq_, previous_cseq_;
+  std::map<CSeqPair, Offer> offers_;
+  std::vector<std::unique_ptr<MediaStream>> streams_;  // every stream ever created, in order
+};
+
+}  // namespace mp::relay

@@ -1,0 +1,211 @@
+// Media stream sockets, latching and userspace forwarding (stream.h).
+#include "relay/stream.h"
+
+#include <cstring>
+
+#include "common/log.h"
+#include "relay/codec.h"
+
+namespace mp::relay {
+
+namespace {
+constexpr int kBindAttempts = 16;
+constexpr uint64_t kIpUdpHeader = 28;  // counters are IP-layer bytes, like the kernel's
+
+int tag_of(SubStream k, Side s) { return k * 2 + s; }
+}  // namespace
+
+bool PendingQueue::push(const uint8_t* data, size_t len) {
+  if (count_ >= kSlots || len > kMaxLen) return false;
+  if (!storage_) storage_ = std::make_unique<uint8_t[]>(kSlots * kMaxLen);
+  std::memcpy(storage_.get() + count_ * kMaxLen, data, len);
+  lengths_[count_++] = static_cast<uint16_t>(len);
+  return true;
+}
+
+std::unique_ptr<MediaStream> MediaStream::create(RelayContext& ctx, const std::string& media_type,
+                                                 std::string& error) {
+  std::unique_ptr<MediaStream> st(new MediaStream(ctx, media_type));
+  for (Side side : {kCaller, kCallee}) {
+    bool bound = false;
+    for (int attempt = 0; attempt < kBindAttempts && !bound; ++attempt) {
+      auto port = ctx.ports->allocate();
+      if (!port) {
+        error = "port pool exhausted (" + std::to_string(ctx.ports->capacity()) +
+                " pairs in port_range, all in use)";
+        return nullptr;  // destructor releases what the caller side holds
+      }
+      int err = 0;
+      MediaSocket* rtp = MediaSocket::open(ctx.loop, Endpoint{ctx.relay_ip, *port}, st.get(),
+                                           tag_of(kRtp, side), err);
+      MediaSocket* rtcp = nullptr;
+      if (rtp)
+        rtcp = MediaSocket::open(ctx.loop, Endpoint{ctx.relay_ip, static_cast<uint16_t>(*port + 1)},
+                                 st.get(), tag_of(kRtcp, side), err);
+      if (!rtp || !rtcp) {
+        if (rtp) rtp->close();
+        LOG_WARN("cannot bind relay ports %s:%u/%u: %s; trying the next pair",
+                 format_ipv4(ctx.relay_ip).c_str(), *port, *port + 1, uv_strerror(err));
+        ctx.ports->mark_bad(*port);
+        if (err == UV_EMFILE || err == UV_ENFILE || err == UV_EADDRNOTAVAIL) {
+          error = std::string("cannot open relay sockets: ") + uv_strerror(err);
+          return nullptr;
+        }
+        continue;
+      }
+      st->rtp_port_[side] = *port;
+      st->legs_[kRtp][side].socket = rtp;
+      st->legs_[kRtcp][side].socket = rtcp;
+      bound = true;
+    }
+    if (!bound) {
+      error = "could not bind any port pair after " + std::to_string(kBindAttempts) + " attempts";
+      return nullptr;
+    }
+  }
+  st->created = ctx.now();
+  st->last_activity = st->created;
+  return st;
+}
+
+std::unique_ptr<MediaStream> MediaStream::create_disabled(RelayContext& ctx,
+                                                         const std::string& media_type) {
+  std::unique_ptr<MediaStream> st(new MediaStream(ctx, media_type));
+  st->created = ctx.now();
+  st->last_activity = st->created;
+  st->alive_ = false;
+  st->status_ = "closed";
+  st->end_wall = RelayContext::wall_now();
+  st->ports_released_ = true;
+  return st;
+}
+
+bool MediaStream::any_media() const {
+  for (const auto& sub : legs_)
+    for (const Leg& l : sub)
+      if (l.got_media) return true;
+  return false;
+}
+
+MediaStream::~MediaStream() { release_ports(); }
+
+void MediaStream::release_ports() {
+  for (Side side : {kCaller, kCallee}) {
+    for (SubStream k : {kRtp, kRtcp}) {
+      Leg& leg = legs_[k][side];
+      if (leg.socket) leg.socket->close();
+      leg.socket = nullptr;
+      leg.pending.clear();
+    }
+    if (rtp_port_[side] && !ports_released_) ctx_.ports->release(rtp_port_[side]);
+  }
+  ports_released_ = true;
+}
+
+void MediaStream::close(const std::string& status, int wait) {
+  if (!alive_) return;
+  alive_ = false;
+  status_ = status;
+  timeout_wait = wait;
+  end_wall = RelayContext::wall_now();
+  release_ports();  // the port numbers stay recorded for the report
+}
+
+void MediaStream::update_hold(Side s, protocol::Direction d, Ipv4 ip) {
+  sdp_[s].direction = d;
+  sdp_[s].hold_ip = ip.is_any();  // old-style hold; the real address stays recorded
+  bool hold = on_hold();
+  if (hold && !was_on_hold_) hold_since = ctx_.now();
+  if (!hold && was_on_hold_) last_activity = ctx_.now();  // resume: a fresh timeout window
+  was_on_hold_ = hold;
+  if (alive_) status_ = hold ? "on hold" : "active";
+}
+
+void MediaStream::reset_party(Side s, Ipv4 ip, uint16_t port) {
+  sdp_[s].ip = ip;
+  sdp_[s].port = port;
+  Endpoint announced{ip, port};
+  for (SubStream k : {kRtp, kRtcp}) {
+    Leg& leg = legs_[k][s];
+    if (leg.learned && !(k == kRtp && leg.remote == announced)) {
+      leg.has_obsolete = true;
+      leg.obsolete = leg.remote;
+      leg.learned = false;
+    }
+    leg.transmit_counter = 0;
+  }
+  last_activity = ctx_.now();
+}
+
+void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t* data, size_t len) {
+  if (!alive_) return;
+  const auto k = static_cast<SubStream>(tag / 2);
+  const auto s = static_cast<Side>(tag % 2);
+  Leg& leg = legs_[k][s];
+  const Endpoint from = Endpoint::from_sockaddr(from_sa);
+  if (!leg.learned) {
+    if (leg.has_obsolete && from == leg.obsolete) {
+      ++leg.dropped;
+      return;
+    }
+    leg.learned = true;
+    leg.remote = from;
+    LOG_DEBUG("%s %s: learned %s address %s on relay port %u", media_type_.c_str(),
+              k == kRtp ? "RTP" : "RTCP", s == kCaller ? "caller" : "callee",
+              format_endpoint(from).c_str(), leg.socket ? leg.socket->local().port : 0);
+    // Anything queued for this party can go now.
+    Leg& to_leg = legs_[k][s];
+    if (!to_leg.pending.empty() && to_leg.socket) {
+      const sockaddr_in dst = from.to_sockaddr();
+      to_leg.pending.drain([&](const uint8_t* d, size_t n) { to_leg.socket->send(dst, d, n); });
+    }
+  } else if (from != leg.remote) {
+    ++leg.dropped;
+    return;
+  }
+  const bool stun = is_stun(data, len);
+  if (!stun) {
+    const double now = ctx_.now();
+    last_activity = now;
+    if (!leg.got_media) {
+      leg.got_media = true;
+      if (!first_media) first_media = now;
+      if (k == kRtp && len >= 2) codec[s] = codec_name(data[1]);
+    }
+  }
+  deliver(k, other(s), data, len, stun, leg);
+}
+
+void MediaStream::deliver(SubStream k, Side to, const uint8_t* data, size_t len, bool stun,
+                          Leg& from_leg) {
+  Leg& out = legs_[k][to];
+  if (!out.socket) return;
+  sockaddr_in dst;
+  if (out.learned) {
+    dst = out.remote.to_sockaddr();
+  } else if (k == kRtp && sdp_[to].known && sdp_[to].port != 0 && !sdp_[to].ip.is_any() &&
+             is_publicly_routable(sdp_[to].ip, ctx_.routable_private_ranges)) {
+    dst = Endpoint{sdp_[to].ip, sdp_[to].port}.to_sockaddr();
+  } else {
+    if (stun) {
+      if (!out.pending.push(data, len)) ++from_leg.dropped;
+    } else {
+      ++from_leg.dropped;
+    }
+    return;
+  }
+  if (!out.pending.empty())
+    out.pending.drain([&](const uint8_t* d, size_t n) { out.socket->send(dst, d, n); });
+  if (!stun && ctx_.transmit_every > 1 &&
+      ++from_leg.transmit_counter % static_cast<uint32_t>(ctx_.transmit_every) != 0)
+    return;
+  if (out.socket->send(dst, data, len)) {
+    ++from_leg.packets;
+    from_leg.bytes += len + kIpUdpHeader;
+    ctx_.relayed_bytes += len + kIpUdpHeader;
+  } else {
+    ++from_leg.dropped;
+  }
+}
+
+}  // namespace mp::relay

@@ -1,0 +1,143 @@
+// One media stream (one m= line) of a relayed session.
+//
+// Owns the stream's four relay sockets (caller-facing and callee-facing RTP and
+// RTCP), what each party declared in its SDP, what the relay learned from the
+// packets (latching, spec D.4), the userspace forwarding rule (D.5), STUN
+// queueing (D.6), per-direction counters and the stream's status and times.
+// The offer/answer logic that creates, reuses and closes streams is in
+// session.cpp; the expiry policy that reads the times kept here is in
+// relay_engine.cpp.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/address.h"
+#include "protocol/media.h"
+#include "relay/media_socket.h"
+#include "relay/relay_context.h"
+
+namespace mp::relay {
+
+enum Side : int { kCaller = 0, kCallee = 1 };
+enum SubStream : int { kRtp = 0, kRtcp = 1 };
+inline Side other(Side s) { return s == kCaller ? kCallee : kCaller; }
+
+// What a party said about the stream in its SDP.
+struct PartySdp {
+  bool known = false;
+  Ipv4 ip;
+  uint16_t port = 0;
+  protocol::Direction direction = protocol::Direction::SendRecv;
+  bool ice = false;
+  bool hold_ip = false;  // last SDP used the old-style hold address 0.0.0.0
+  bool on_hold() const {
+    return known && (hold_ip || direction == protocol::Direction::SendOnly ||
+                     direction == protocol::Direction::Inactive);
+  }
+};
+
+// Small FIFO of STUN datagrams waiting for a destination. Its storage is
+// allocated once, the first time something is queued.
+class PendingQueue {
+ public:
+  static constexpr size_t kSlots = 4;
+  static constexpr size_t kMaxLen = 1500;
+  bool push(const uint8_t* data, size_t len);  // false: full or too long, dropped
+  template <typename F>
+  void drain(F&& send) {
+    for (size_t i = 0; i < count_; ++i) send(storage_.get() + i * kMaxLen, lengths_[i]);
+    count_ = 0;
+  }
+  bool empty() const { return count_ == 0; }
+  void clear() { count_ = 0; }
+
+ private:
+  std::unique_ptr<uint8_t[]> storage_;
+  std::array<uint16_t, kSlots> lengths_{};
+  size_t count_ = 0;
+};
+
+// One party on one sub-stream: the socket facing it and what we learned.
+struct Leg {
+  MediaSocket* socket = nullptr;
+  bool learned = false;
+  Endpoint remote;
+  bool has_obsolete = false;  // after a reset: ignore this old source
+  Endpoint obsolete;
+  bool got_media = false;  // a non-STUN datagram arrived from this party
+  uint64_t packets = 0;    // forwarded from this party (IP-layer bytes)
+  uint64_t bytes = 0;
+  uint64_t dropped = 0;  // from foreign sources or undeliverable
+  uint32_t transmit_counter = 0;
+  PendingQueue pending;  // STUN to be sent *to* this party
+};
+
+class MediaStream final : public MediaSocketOwner {
+ public:
+  // Allocates the two port pairs (caller side first) and binds the four
+  // sockets. On failure nothing is leaked and `error` says why.
+  static std::unique_ptr<MediaStream> create(RelayContext& ctx, const std::string& media_type,
+                                             std::string& error);
+  // A stream offered with port 0: no ports, closed from the start.
+  static std::unique_ptr<MediaStream> create_disabled(RelayContext& ctx,
+                                                      const std::string& media_type);
+  ~MediaStream();
+  MediaStream(const MediaStream&) = delete;
+  MediaStream& operator=(const MediaStream&) = delete;
+
+  const std::string& media_type() const { return media_type_; }
+  const std::string& status() const { return status_; }
+  bool alive() const { return alive_; }
+  bool on_hold() const { return sdp_[kCaller].on_hold() || sdp_[kCallee].on_hold(); }
+  bool uses_ice() const { return sdp_[kCaller].ice && sdp_[kCallee].ice; }
+
+  PartySdp& sdp(Side s) { return sdp_[s]; }
+  const PartySdp& sdp(Side s) const { return sdp_[s]; }
+  const Leg& leg(SubStream k, Side s) const { return legs_[k][s]; }
+  Endpoint local(Side s) const { return Endpoint{ctx_.relay_ip, rtp_port_[s]}; }
+  bool any_media() const;  // some party sent a non-STUN datagram at some point
+  uint16_t reply_port(Side facing) const { return rtp_port_[facing]; }
+
+  // Applies a party's SDP direction/address and updates the hold state.
+  void update_hold(Side s, protocol::Direction d, Ipv4 ip);
+  // The party announced a new address in an answer: forget what was learned
+  // (the old source is ignored from now on unless it equals the new SDP).
+  void reset_party(Side s, Ipv4 ip, uint16_t port);
+  // Stops forwarding and releases the ports. `status` is kept in reports.
+  void close(const std::string& status, int timeout_wait = 0);
+
+  // Times (monotonic seconds unless named wall).
+  double created = 0;                  // offer seen
+  std::optional<double> start_wall;    // first answer (stats start_time)
+  std::optional<double> confirmed;     // final answer (with a To tag) seen
+  std::optional<double> end_wall;      // closed
+  double last_activity = 0;            // last non-STUN datagram accepted
+  double hold_since = 0;               // entered hold
+  std::optional<double> first_media;   // monotonic, for post-dial delay
+  int timeout_wait = 0;
+  std::string codec[2] = {"Unknown", "Unknown"};
+
+  void on_datagram(int tag, const sockaddr_in& from, const uint8_t* data, size_t len) override;
+
+ private:
+  MediaStream(RelayContext& ctx, std::string media_type)
+      : ctx_(ctx), media_type_(std::move(media_type)) {}
+  void release_ports();
+  void deliver(SubStream k, Side to, const uint8_t* data, size_t len, bool stun, Leg& from_leg);
+
+  RelayContext& ctx_;
+  std::string media_type_;
+  std::string status_ = "active";
+  bool alive_ = true;
+  PartySdp sdp_[2];
+  Leg legs_[2][2];  // [sub-stream][side]
+  uint16_t rtp_port_[2] = {0, 0};
+  bool was_on_hold_ = false;
+  bool ports_released_ = false;
+};
+
+}  // namespace mp::relay
