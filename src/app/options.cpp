@@ -9,11 +9,13 @@ namespace mp::app {
 std::string usage_text() {
   return "Usage: mediaproxy [OPTIONS]\n"
          "SIP media relay compatible with the Kamailio/OpenSIPS mediaproxy module.\n\n"
-         "  --role ROLE          dispatcher, relay or combined (default: from config, else combined)\n"
+         "  --role ROLE          dispatcher, relay or combined (default: from config, else "
+         "combined)\n"
          "  --config FILE        configuration file (default: " +
          std::string(kDefaultConfigPath) +
          " if it exists)\n"
-         "  --runtime-dir DIR    directory for the module socket and pid file (default /run/mediaproxy)\n"
+         "  --runtime-dir DIR    directory for the module socket and pid file (default "
+         "/run/mediaproxy)\n"
          "  --foreground         stay in the foreground and log to stderr\n"
          "  --pid-file FILE      write the process id to FILE\n"
          "  --log-level LEVEL    critical, error, warning, info or debug\n"

@@ -12,7 +12,9 @@
 
 namespace mp::app {
 
-inline constexpr const char* kDefaultConfigPath = "/etc/mediaproxy/mediaproxy.ini";
+// prefix/sysconfdir/mediaproxy/mediaproxy.ini: /etc/mediaproxy/mediaproxy.ini
+// for a --prefix=/usr build (Debian), /usr/local/etc/... for meson's default.
+inline constexpr const char* kDefaultConfigPath = MEDIAPROXY_CONFIG_PATH;
 
 struct CommandLine {
   std::optional<Role> role;

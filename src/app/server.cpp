@@ -2,6 +2,7 @@
 #include "app/server.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -112,6 +113,7 @@ struct Process {
   std::unique_ptr<dispatcher::Dispatcher> dispatcher;
   std::unique_ptr<dispatcher::ModuleServer> module_server;
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
+  uv_timer_t halt_timer;
   bool stopping = false;
 
   void stop(const char* why) {
@@ -122,8 +124,17 @@ struct Process {
     if (engine) engine->shutdown();  // every session ends now and is reported
     if (engine) engine->close();
     if (dispatcher) dispatcher->close();
+    // Closing a libuv signal handle restores the default action; a second
+    // SIGTERM during shutdown must not kill us, so ignore them first with the
+    // signals blocked in between.
+    sigset_t block, old;
+    sigemptyset(&block);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&block, sig);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
     for (uv_signal_t* s : {&sig_term, &sig_int, &sig_hup, &sig_usr1})
       uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) signal(sig, SIG_IGN);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
   }
 };
 
@@ -145,6 +156,10 @@ int run_server(Config cfg, bool foreground) {
     p.configured_level = *cfg.dispatcher.log_level;
   log::set_level(p.configured_level);
   for (const std::string& w : cfg.warnings) LOG_WARN("%s", w.c_str());
+  if (cfg.dispatcher.relay_timeout >= 0.5)
+    LOG_WARN("relay_timeout %.3g s is not below the proxy module's 500 ms timeout: a late relay "
+             "answer would be lost and its session orphaned; use 0.2",
+             cfg.dispatcher.relay_timeout);
 
   cfg.runtime_dir = absolute(cfg.runtime_dir);
   if (!cfg.pid_file.empty()) cfg.pid_file = absolute(cfg.pid_file);
@@ -182,9 +197,10 @@ int run_server(Config cfg, bool foreground) {
   const size_t pairs = static_cast<size_t>(cfg.relay.port_end - cfg.relay.port_start) / 2;
   const size_t fd_streams = files > 64 ? static_cast<size_t>(files - 64) / 4 : 0;
   if (fd_streams < pairs / 2)
-    LOG_WARN("open-file limit %llu allows about %zu streams, fewer than port_range offers (%zu); "
-             "raise the limit (LimitNOFILE=) to use the whole range",
-             static_cast<unsigned long long>(files), fd_streams, pairs / 2);
+    LOG_WARN(
+        "open-file limit %llu allows about %zu streams, fewer than port_range offers (%zu); "
+        "raise the limit (LimitNOFILE=) to use the whole range",
+        static_cast<unsigned long long>(files), fd_streams, pairs / 2);
 
   int ready_fd = -1;
   if (!foreground) {
@@ -207,7 +223,8 @@ int run_server(Config cfg, bool foreground) {
   p.engine->set_expired_sink([&p](uint64_t owner, const std::string& json) {
     if (owner == kInProcessOwner) p.link->deliver_expired(json);
   });
-  p.module_server = std::make_unique<dispatcher::ModuleServer>(p.loop, *p.dispatcher, cfg.dispatcher);
+  p.module_server =
+      std::make_unique<dispatcher::ModuleServer>(p.loop, *p.dispatcher, cfg.dispatcher);
 
   for (auto [sig, handle] : {std::pair{SIGTERM, &p.sig_term}, std::pair{SIGINT, &p.sig_int},
                              std::pair{SIGHUP, &p.sig_hup}, std::pair{SIGUSR1, &p.sig_usr1}}) {
@@ -218,8 +235,12 @@ int run_server(Config cfg, bool foreground) {
         [](uv_signal_t* h, int signum) {
           auto* proc = static_cast<Process*>(h->data);
           switch (signum) {
-            case SIGTERM: proc->stop("SIGTERM"); break;
-            case SIGINT: proc->stop("SIGINT"); break;
+            case SIGTERM:
+              proc->stop("SIGTERM");
+              break;
+            case SIGINT:
+              proc->stop("SIGINT");
+              break;
             case SIGUSR1: {
               log::Level l = log::toggle_debug(proc->configured_level);
               log::write(log::Level::Info, "SIGUSR1: log level is now %s",
@@ -229,7 +250,20 @@ int run_server(Config cfg, bool foreground) {
             case SIGHUP:
               if (proc->engine->halting()) break;
               LOG_INFO("SIGHUP: graceful halt, exiting when the last session ends");
-              proc->engine->halt([proc] { proc->stop("halted, last session ended"); });
+              // The last session usually ends inside a `remove`: stop on the
+              // next loop turn, once its reply has been written.
+              proc->engine->halt([proc] {
+                uv_timer_init(proc->loop, &proc->halt_timer);
+                proc->halt_timer.data = proc;
+                uv_timer_start(
+                    &proc->halt_timer,
+                    [](uv_timer_t* t) {
+                      auto* pr = static_cast<Process*>(t->data);
+                      uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
+                      pr->stop("halted, last session ended");
+                    },
+                    0, 0);
+              });
               break;
           }
         },

@@ -98,10 +98,10 @@ bool is_publicly_routable(Ipv4 ip, const std::vector<Cidr>& also_routable) {
     uint32_t net;
     int prefix;
   } kSpecial[] = {
-      {0x00000000, 8},  {0x0a000000, 8},   {0x64400000, 10}, {0x7f000000, 8},
-      {0xa9fe0000, 16}, {0xac100000, 12},  {0xc0000000, 24}, {0xc0000200, 24},
-      {0xc0586300, 24}, {0xc0a80000, 16},  {0xc6120000, 15}, {0xc6336400, 24},
-      {0xcb007100, 24}, {0xe0000000, 4},   {0xf0000000, 4},  {0xffffffff, 32},
+      {0x00000000, 8},  {0x0a000000, 8},  {0x64400000, 10}, {0x7f000000, 8},
+      {0xa9fe0000, 16}, {0xac100000, 12}, {0xc0000000, 24}, {0xc0000200, 24},
+      {0xc0586300, 24}, {0xc0a80000, 16}, {0xc6120000, 15}, {0xc6336400, 24},
+      {0xcb007100, 24}, {0xe0000000, 4},  {0xf0000000, 4},  {0xffffffff, 32},
   };
   for (const auto& s : kSpecial)
     if (Cidr{Ipv4::from_host_order(s.net), s.prefix}.contains(ip)) return false;

@@ -14,9 +14,12 @@ namespace mp {
 
 std::string_view role_name(Role r) {
   switch (r) {
-    case Role::Combined: return "combined";
-    case Role::Dispatcher: return "dispatcher";
-    case Role::Relay: return "relay";
+    case Role::Combined:
+      return "combined";
+    case Role::Dispatcher:
+      return "dispatcher";
+    case Role::Relay:
+      return "relay";
   }
   return "?";
 }
@@ -37,8 +40,10 @@ std::string Config::module_socket_path() const {
 namespace {
 
 std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -87,7 +92,9 @@ std::string set_ip(std::string_view v, std::optional<Ipv4>& out) {
 
 std::string check_bool(std::string_view v) {
   static const std::set<std::string> kOk = {"yes", "no", "true", "false", "on", "off", "1", "0"};
-  return kOk.count(lower(v)) ? "" : "expected yes/no/true/false/on/off/1/0, got '" + std::string(v) + "'";
+  return kOk.count(lower(v))
+             ? ""
+             : "expected yes/no/true/false/on/off/1/0, got '" + std::string(v) + "'";
 }
 
 struct Option {
@@ -107,7 +114,9 @@ std::vector<std::pair<std::string, Section>> option_table() {
                {
                    {"role", {[](std::string_view v, Config& c) -> std::string {
                       auto r = parse_role(v);
-                      if (!r) return "unknown role '" + std::string(v) + "' (use combined, dispatcher, relay)";
+                      if (!r)
+                        return "unknown role '" + std::string(v) +
+                               "' (use combined, dispatcher, relay)";
                       c.role = *r;
                       return {};
                     }}},
@@ -132,7 +141,8 @@ std::vector<std::pair<std::string, Section>> option_table() {
        {
            {"socket_path", {[](std::string_view v, Config& c) -> std::string {
               if (v.empty()) return "socket_path must not be empty";
-              if (v.size() > 100) return "socket_path is longer than a UNIX socket path may be (100)";
+              if (v.size() > 100)
+                return "socket_path is longer than a UNIX socket path may be (100)";
               c.dispatcher.socket_path = std::string(v);
               return {};
             }}},
@@ -160,12 +170,15 @@ std::vector<std::pair<std::string, Section>> option_table() {
               return set_int(v, c.dispatcher.max_connections, 1, 100000, "a connection count");
             }}},
            {"cleanup_expired_sessions_after", {[](std::string_view v, Config& c) {
-              return set_int(v, c.dispatcher.cleanup_expired_sessions_after, 1, 10000000, "seconds");
+              return set_int(v, c.dispatcher.cleanup_expired_sessions_after, 1, 10000000,
+                             "seconds");
             }}},
-           {"log_level", {[](std::string_view v, Config& c) { return set_level(v, c.dispatcher.log_level); }}},
+           {"log_level",
+            {[](std::string_view v, Config& c) { return set_level(v, c.dispatcher.log_level); }}},
            {"listen", unused_option()},
            {"listen_management", unused_option()},
-           {"management_use_tls", {[](std::string_view v, Config&) { return check_bool(v); }, true}},
+           {"management_use_tls",
+            {[](std::string_view v, Config&) { return check_bool(v); }, true}},
            {"passport", unused_option()},
            {"management_passport", unused_option()},
            {"accounting", unused_option()},
@@ -175,16 +188,20 @@ std::vector<std::pair<std::string, Section>> option_table() {
   t.push_back(
       {"Relay",
        {
-           {"relay_ip", {[](std::string_view v, Config& c) { return set_ip(v, c.relay.relay_ip); }}},
-           {"advertised_ip", {[](std::string_view v, Config& c) { return set_ip(v, c.relay.advertised_ip); }}},
+           {"relay_ip",
+            {[](std::string_view v, Config& c) { return set_ip(v, c.relay.relay_ip); }}},
+           {"advertised_ip",
+            {[](std::string_view v, Config& c) { return set_ip(v, c.relay.advertised_ip); }}},
            {"port_range", {[](std::string_view v, Config& c) -> std::string {
               size_t colon = v.find(':');
               int a = 0, b = 0;
-              std::string bad = "expected START:END with even numbers, 1024 <= START < END <= 65536, got '" +
-                                std::string(v) + "'";
+              std::string bad =
+                  "expected START:END with even numbers, 1024 <= START < END <= 65536, got '" +
+                  std::string(v) + "'";
               if (colon == std::string_view::npos) return bad;
               if (!set_int(v.substr(0, colon), a, 1024, 65536, "").empty() ||
-                  !set_int(v.substr(colon + 1), b, 1024, 65536, "").empty() || a >= b || a % 2 || b % 2)
+                  !set_int(v.substr(colon + 1), b, 1024, 65536, "").empty() || a >= b || a % 2 ||
+                  b % 2)
                 return bad;
               c.relay.port_start = a;
               c.relay.port_end = b;
@@ -220,10 +237,12 @@ std::vector<std::pair<std::string, Section>> option_table() {
            {"traffic_sampling_period", {[](std::string_view v, Config& c) {
               return set_int(v, c.relay.traffic_sampling_period, 0, 86400, "seconds");
             }}},
-           {"log_level", {[](std::string_view v, Config& c) { return set_level(v, c.relay.log_level); }}},
+           {"log_level",
+            {[](std::string_view v, Config& c) { return set_level(v, c.relay.log_level); }}},
            {"dispatchers", unused_option()},
            {"passport", unused_option()},
-           {"auto_detect_interfaces", {[](std::string_view v, Config&) { return check_bool(v); }, true}},
+           {"auto_detect_interfaces",
+            {[](std::string_view v, Config&) { return check_bool(v); }, true}},
            {"dns_check_interval", unused_option()},
            {"reconnect_delay", unused_option()},
            {"keepalive_interval", unused_option()},
@@ -236,8 +255,10 @@ std::vector<std::pair<std::string, Section>> option_table() {
                 {"fromtag_column", unused_option()},
                 {"totag_column", unused_option()},
                 {"info_column", unused_option()}}});
-  t.push_back({"Radius", {{"config_file", unused_option()}, {"additional_dictionary", unused_option()}}});
-  t.push_back({"OpenSIPS", {{"socket_path", unused_option()}, {"location_table", unused_option()}}});
+  t.push_back(
+      {"Radius", {{"config_file", unused_option()}, {"additional_dictionary", unused_option()}}});
+  t.push_back(
+      {"OpenSIPS", {{"socket_path", unused_option()}, {"location_table", unused_option()}}});
   t.push_back({"ThorNetwork", {{"domain", unused_option()}, {"node_ip", unused_option()}}});
   return t;
 }
@@ -275,8 +296,10 @@ bool load_config_text(std::string_view text, const std::string& name, Config& cf
       continue;
     }
     size_t eq = line.find('=');
-    if (eq == std::string_view::npos) return fail("expected 'option = value', got '" + std::string(line) + "'");
-    if (!section) return fail("option outside any section; put it under [General], [Dispatcher] or [Relay]");
+    if (eq == std::string_view::npos)
+      return fail("expected 'option = value', got '" + std::string(line) + "'");
+    if (!section)
+      return fail("option outside any section; put it under [General], [Dispatcher] or [Relay]");
     std::string key = std::string(trim(line.substr(0, eq)));
     std::string_view value = trim(line.substr(eq + 1));
     const Option* opt = nullptr;
@@ -288,8 +311,9 @@ bool load_config_text(std::string_view text, const std::string& name, Config& cf
     std::string e = opt->set(value, cfg);
     if (!e.empty()) return fail(key + ": " + e);
     if (opt->unused)
-      cfg.warnings.push_back(name + ":" + std::to_string(lineno) + ": option '" + key + "' in [" +
-                             section_name + "] is accepted for AG MediaProxy compatibility but not used by this version");
+      cfg.warnings.push_back(
+          name + ":" + std::to_string(lineno) + ": option '" + key + "' in [" + section_name +
+          "] is accepted for AG MediaProxy compatibility but not used by this version");
   }
   return true;
 }

@@ -30,15 +30,21 @@ bool parse_level(std::string_view text, Level& out) {
   return false;
 }
 
-std::string_view level_name(Level l) { return kNames[static_cast<int>(l)]; }
+std::string_view level_name(Level l) {
+  return kNames[static_cast<int>(l)];
+}
 
 void use_syslog(bool enable) {
   if (enable && !g_syslog) openlog("mediaproxy", LOG_PID | LOG_NDELAY, LOG_DAEMON);
   g_syslog = enable;
 }
 
-void set_level(Level l) { g_level = static_cast<int>(l); }
-Level level() { return static_cast<Level>(g_level.load()); }
+void set_level(Level l) {
+  g_level = static_cast<int>(l);
+}
+Level level() {
+  return static_cast<Level>(g_level.load());
+}
 
 Level toggle_debug(Level configured) {
   Level next = level() == Level::Debug ? configured : Level::Debug;
@@ -46,7 +52,9 @@ Level toggle_debug(Level configured) {
   return next;
 }
 
-bool enabled(Level l) { return static_cast<int>(l) <= g_level.load(std::memory_order_relaxed); }
+bool enabled(Level l) {
+  return static_cast<int>(l) <= g_level.load(std::memory_order_relaxed);
+}
 
 void write(Level l, const char* fmt, ...) {
   static thread_local char msg[65536];

@@ -27,10 +27,10 @@ void write(Level l, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
 }  // namespace mp::log
 
-#define MP_LOG(lvl, ...)                                                     \
-  do {                                                                       \
-    if (::mp::log::enabled(::mp::log::Level::lvl))                           \
-      ::mp::log::write(::mp::log::Level::lvl, __VA_ARGS__);                  \
+#define MP_LOG(lvl, ...)                                    \
+  do {                                                      \
+    if (::mp::log::enabled(::mp::log::Level::lvl))          \
+      ::mp::log::write(::mp::log::Level::lvl, __VA_ARGS__); \
   } while (0)
 #define LOG_CRIT(...) MP_LOG(Critical, __VA_ARGS__)
 #define LOG_ERROR(...) MP_LOG(Error, __VA_ARGS__)

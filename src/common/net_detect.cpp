@@ -44,7 +44,8 @@ std::optional<Ipv4> default_route_address(std::string& why) {
     break;
   }
   freeifaddrs(list);
-  if (!found) why = "default-route interface " + iface + " has no IPv4 address; set relay_ip in [Relay]";
+  if (!found)
+    why = "default-route interface " + iface + " has no IPv4 address; set relay_ip in [Relay]";
   return found;
 }
 

@@ -27,7 +27,9 @@ void Dispatcher::close() {
   uv_close(reinterpret_cast<uv_handle_t*>(&cleanup_timer_), nullptr);
 }
 
-double Dispatcher::now() const { return static_cast<double>(uv_now(loop_)) / 1000.0; }
+double Dispatcher::now() const {
+  return static_cast<double>(uv_now(loop_)) / 1000.0;
+}
 
 void Dispatcher::add_relay(RelayLink* link) {
   relays_.push_back(link);
@@ -125,31 +127,31 @@ void Dispatcher::update_new_session(const protocol::Request& req, std::vector<Re
               });
 }
 
-void Dispatcher::forward(Record& rec, const protocol::Request& req, std::vector<RelayHeader> headers,
-                         Done done) {
+void Dispatcher::forward(Record& rec, const protocol::Request& req,
+                         std::vector<RelayHeader> headers, Done done) {
   RelayLink* relay = rec.relay;
   const std::string call_id = *req.find("call_id");
   const std::string command = req.command;
   if (const std::string* dialog = req.find("dialog_id"); dialog && rec.dialog_id.empty())
     rec.dialog_id = *dialog;
-  relay->send(command, headers, [this, command, call_id, relay,
-                                 done](std::optional<std::string> payload) {
-    if (!payload || *payload == "error" || *payload == "halting") {
-      LOG_WARN("relay %s answered %s for %s of call %s", relay->relay_ip().c_str(),
-               payload ? payload->c_str() : "nothing", command.c_str(), call_id.c_str());
-      done("error");
-      return;
-    }
-    if (command == "update") {
-      done(std::move(*payload));
-      return;
-    }
-    auto it = sessions_.find(call_id);
-    std::string dialog_id = it != sessions_.end() ? it->second.dialog_id : std::string();
-    if (it != sessions_.end()) sessions_.erase(it);
-    account(*payload, dialog_id, false, std::nullopt);
-    done("removed");
-  });
+  relay->send(
+      command, headers, [this, command, call_id, relay, done](std::optional<std::string> payload) {
+        if (!payload || *payload == "error" || *payload == "halting") {
+          LOG_WARN("relay %s answered %s for %s of call %s", relay->relay_ip().c_str(),
+                   payload ? payload->c_str() : "nothing", command.c_str(), call_id.c_str());
+          done("error");
+          return;
+        }
+        if (command == "update") {
+          done(std::move(*payload));
+          return;
+        }
+        auto it = sessions_.find(call_id);
+        std::string dialog_id = it != sessions_.end() ? it->second.dialog_id : std::string();
+        if (it != sessions_.end()) sessions_.erase(it);
+        account(*payload, dialog_id, false, std::nullopt);
+        done("removed");
+      });
 }
 
 void Dispatcher::on_expired(RelayLink* relay, const std::string& json) {
@@ -175,8 +177,14 @@ void Dispatcher::on_expired(RelayLink* relay, const std::string& json) {
     if (d["streams"].GetArray().Empty()) all_ice = false;  // spec G.18: not for an empty list
   }
   account(json, it->second.dialog_id, !all_ice, all_ice);
-  // Keep the record so that the proxy's later `remove` is answered `removed`.
-  it->second.expired_at = now();
+  // Spec B.5: an answered call with a dialog id (that did not just move to
+  // another ICE path) keeps its record, so the proxy's later `remove` gets
+  // `removed`; anything else is forgotten now.
+  const bool answered = d.HasMember("start_time") && !d["start_time"].IsNull();
+  if (!it->second.dialog_id.empty() && answered && !all_ice)
+    it->second.expired_at = now();
+  else
+    sessions_.erase(it);
 }
 
 // Appends the dispatcher's fields to the relay's record (spec D.13) and writes

@@ -33,7 +33,9 @@ struct WriteReq {
   std::string data;
 };
 
-void on_write_done(uv_write_t* req, int) { delete reinterpret_cast<WriteReq*>(req->data); }
+void on_write_done(uv_write_t* req, int) {
+  delete reinterpret_cast<WriteReq*>(req->data);
+}
 
 // True if something accepts connections on the UNIX socket at `path`.
 bool socket_is_live(const std::string& path) {
@@ -102,7 +104,8 @@ bool ModuleServer::listen(const std::string& path, std::string& error) {
       gid = g->gr_gid;
     }
     if (chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) {
-      error = "cannot give " + path + " to group " + cfg_.socket_group + ": " + std::strerror(errno);
+      error =
+          "cannot give " + path + " to group " + cfg_.socket_group + ": " + std::strerror(errno);
       return false;
     }
   }
@@ -156,18 +159,18 @@ void ModuleServer::on_connection(uv_stream_t* listener, int status) {
           return;
         }
         std::weak_ptr<Connection> weak = c->self;
-        auto status = c->framer.feed(
+        auto feed_status = c->framer.feed(
             std::string_view(buf->base, static_cast<size_t>(nread)),
             [&](protocol::ParseResult&& parsed) {
               auto reply = [weak](std::string line) {
-                auto conn = weak.lock();
-                if (!conn || conn->closing) return;
+                auto live = weak.lock();
+                if (!live || live->closing) return;
                 auto* w = new WriteReq;
                 w->req.data = w;
                 w->data = std::move(line);
                 w->data += "\r\n";
                 uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-                if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&conn->pipe), &b, 1,
+                if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&live->pipe), &b, 1,
                              on_write_done) != 0)
                   delete w;
               };
@@ -179,7 +182,7 @@ void ModuleServer::on_connection(uv_stream_t* listener, int status) {
               }
               server->dispatcher_.handle(*parsed.request, reply);
             });
-        if (status == protocol::RequestFramer::Status::LineTooLong) {
+        if (feed_status == protocol::RequestFramer::Status::LineTooLong) {
           LOG_WARN("module connection %llu: line longer than %zu bytes; connection closed",
                    static_cast<unsigned long long>(c->id), protocol::kMaxModuleLine);
           server->close_connection(c);

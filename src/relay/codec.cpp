@@ -5,11 +5,11 @@ namespace mp::relay {
 
 std::string codec_name(uint8_t pt) {
   pt &= 0x7f;
-  static const char* kStatic[35] = {
-      "G711u", "1016", "G721", "GSM",  "G723", "DVI4", "DVI4", "LPC",  "G711a",
-      "G722",  "L16",  "L16",  nullptr, nullptr, "MPA", "G728", nullptr, nullptr,
-      "G729",  nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, "CelB", "JPEG",
-      nullptr, "nv",   nullptr, nullptr, "H261", "MPV",  "MP2T", "H263"};
+  static const char* kStatic[35] = {"G711u", "1016",  "G721",  "GSM",   "G723", "DVI4",  "DVI4",
+                                    "LPC",   "G711a", "G722",  "L16",   "L16",  nullptr, nullptr,
+                                    "MPA",   "G728",  nullptr, nullptr, "G729", nullptr, nullptr,
+                                    nullptr, nullptr, nullptr, nullptr, "CelB", "JPEG",  nullptr,
+                                    "nv",    nullptr, nullptr, "H261",  "MPV",  "MP2T",  "H263"};
   if (pt >= 96) return "Dynamic(" + std::to_string(pt) + ")";
   if (pt < 35 && kStatic[pt]) return kStatic[pt];
   return "Unknown(" + std::to_string(pt) + ")";

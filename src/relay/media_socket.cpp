@@ -14,7 +14,9 @@ alignas(64) unsigned char g_rx[kChunk * kBatch];
 DataPathStats g_stats;
 }  // namespace
 
-DataPathStats& data_path_stats() { return g_stats; }
+DataPathStats& data_path_stats() {
+  return g_stats;
+}
 
 MediaSocket* MediaSocket::open(uv_loop_t* loop, Endpoint local, MediaSocketOwner* owner, int tag,
                                int& error) {
@@ -45,7 +47,9 @@ void MediaSocket::close() {
   uv_close(reinterpret_cast<uv_handle_t*>(&handle_), on_closed);
 }
 
-void MediaSocket::on_closed(uv_handle_t* h) { delete static_cast<MediaSocket*>(h->data); }
+void MediaSocket::on_closed(uv_handle_t* h) {
+  delete static_cast<MediaSocket*>(h->data);
+}
 
 void MediaSocket::on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
   buf->base = reinterpret_cast<char*>(g_rx);

@@ -15,7 +15,9 @@ std::optional<uint16_t> PortPool::allocate() {
   return p;
 }
 
-void PortPool::release(uint16_t rtp_port) { free_.push_back(rtp_port); }
+void PortPool::release(uint16_t rtp_port) {
+  free_.push_back(rtp_port);
+}
 
 void PortPool::mark_bad(uint16_t rtp_port) {
   bad_.push_back(rtp_port);

@@ -16,8 +16,8 @@ namespace mp::relay {
 
 struct RelayContext {
   uv_loop_t* loop = nullptr;
-  Ipv4 relay_ip;                 // media sockets bind here
-  Ipv4 reply_ip;                 // advertised_ip if set, else relay_ip
+  Ipv4 relay_ip;  // media sockets bind here
+  Ipv4 reply_ip;  // advertised_ip if set, else relay_ip
   PortPool* ports = nullptr;
   std::vector<Cidr> routable_private_ranges;
   int transmit_every = 1;

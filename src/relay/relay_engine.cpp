@@ -97,7 +97,8 @@ Session* RelayEngine::find(const std::string& call_id, const std::string& from_t
 std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64_t owner) {
   protocol::Request view{cmd.name, cmd.headers};
   UpdateRequest req;
-  const char* required[] = {"call_id", "from_tag", "from_uri", "to_uri", "cseq", "user_agent", "type"};
+  const char* required[] = {"call_id", "from_tag",   "from_uri", "to_uri",
+                            "cseq",    "user_agent", "type"};
   for (const char* name : required) {
     if (!view.find(name)) {
       LOG_WARN("relay: update without '%s' header answered with error", name);
@@ -186,7 +187,9 @@ void RelayEngine::expire(Session* s) {
   if (expired_sink_) expired_sink_(owner, json);
 }
 
-void RelayEngine::on_sweep(uv_timer_t* t) { static_cast<RelayEngine*>(t->data)->sweep(); }
+void RelayEngine::on_sweep(uv_timer_t* t) {
+  static_cast<RelayEngine*>(t->data)->sweep();
+}
 
 // Expiry policy (documented in mediaproxy.8, "Timers"):
 //  * a stream without a final answer lives answer_timeout from its offer;
@@ -207,7 +210,7 @@ void RelayEngine::sweep() {
         if (now - std::max(st->hold_since, st->last_activity) >= cfg_.on_hold_timeout)
           st->close("on hold timeout", cfg_.on_hold_timeout);
       } else if (now - std::max(*st->confirmed, st->last_activity) >= cfg_.stream_timeout) {
-        const char* status = st->uses_ice()     ? "unselected ICE candidate"
+        const char* status = st->uses_ice()    ? "unselected ICE candidate"
                              : st->any_media() ? "conntrack timeout"
                                                : "no-traffic timeout";
         st->close(status, cfg_.stream_timeout);

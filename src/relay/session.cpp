@@ -39,8 +39,8 @@ bool Session::update(const UpdateRequest& req, std::string& reply, std::string& 
     if (!media.empty() && !apply_offer(c, party, media, error)) return false;
   } else if (c == *cseq_) {
     if (offers_.at(c).offerer == party) {
-      LOG_DEBUG("session %s: retransmitted offer (cseq %lld), answered as before",
-                call_id_.c_str(), static_cast<long long>(req.cseq));
+      LOG_DEBUG("session %s: retransmitted offer (cseq %lld), answered as before", call_id_.c_str(),
+                static_cast<long long>(req.cseq));
     } else if (!apply_answer(c, party, req, error)) {
       return false;
     }

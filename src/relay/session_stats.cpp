@@ -19,8 +19,9 @@ std::string Session::stats_json() const {
   std::vector<const MediaStream*> reported;
   for (const auto& st : streams_)
     if (st->start_wall) reported.push_back(st.get());
-  std::stable_sort(reported.begin(), reported.end(),
-                   [](const MediaStream* a, const MediaStream* b) { return *a->start_wall < *b->start_wall; });
+  std::stable_sort(
+      reported.begin(), reported.end(),
+      [](const MediaStream* a, const MediaStream* b) { return *a->start_wall < *b->start_wall; });
 
   JsonWriter w;
   w.begin_object();
@@ -41,8 +42,8 @@ std::string Session::stats_json() const {
   w.key("streams");
   w.begin_array();
   for (const MediaStream* st : reported) {
-    const int64_t start_rel =
-        static_cast<int64_t>(std::max(0.0, *st->start_wall - start_wall_.value_or(*st->start_wall)));
+    const int64_t start_rel = static_cast<int64_t>(
+        std::max(0.0, *st->start_wall - start_wall_.value_or(*st->start_wall)));
     int64_t end_rel;
     if (st->status() == "rejected")
       end_rel = start_rel;

@@ -12,7 +12,9 @@ namespace {
 constexpr int kBindAttempts = 16;
 constexpr uint64_t kIpUdpHeader = 28;  // counters are IP-layer bytes, like the kernel's
 
-int tag_of(SubStream k, Side s) { return k * 2 + s; }
+int tag_of(SubStream k, Side s) {
+  return k * 2 + s;
+}
 }  // namespace
 
 bool PendingQueue::push(const uint8_t* data, size_t len) {
@@ -69,7 +71,7 @@ std::unique_ptr<MediaStream> MediaStream::create(RelayContext& ctx, const std::s
 }
 
 std::unique_ptr<MediaStream> MediaStream::create_disabled(RelayContext& ctx,
-                                                         const std::string& media_type) {
+                                                          const std::string& media_type) {
   std::unique_ptr<MediaStream> st(new MediaStream(ctx, media_type));
   st->created = ctx.now();
   st->last_activity = st->created;
@@ -87,7 +89,9 @@ bool MediaStream::any_media() const {
   return false;
 }
 
-MediaStream::~MediaStream() { release_ports(); }
+MediaStream::~MediaStream() {
+  release_ports();
+}
 
 void MediaStream::release_ports() {
   for (Side side : {kCaller, kCallee}) {
@@ -137,7 +141,8 @@ void MediaStream::reset_party(Side s, Ipv4 ip, uint16_t port) {
   last_activity = ctx_.now();
 }
 
-void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t* data, size_t len) {
+void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t* data,
+                              size_t len) {
   if (!alive_) return;
   const auto k = static_cast<SubStream>(tag / 2);
   const auto s = static_cast<Side>(tag % 2);

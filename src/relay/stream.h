@@ -24,7 +24,9 @@ namespace mp::relay {
 
 enum Side : int { kCaller = 0, kCallee = 1 };
 enum SubStream : int { kRtp = 0, kRtcp = 1 };
-inline Side other(Side s) { return s == kCaller ? kCallee : kCaller; }
+inline Side other(Side s) {
+  return s == kCaller ? kCallee : kCaller;
+}
 
 // What a party said about the stream in its SDP.
 struct PartySdp {
@@ -111,13 +113,13 @@ class MediaStream final : public MediaSocketOwner {
   void close(const std::string& status, int timeout_wait = 0);
 
   // Times (monotonic seconds unless named wall).
-  double created = 0;                  // offer seen
-  std::optional<double> start_wall;    // first answer (stats start_time)
-  std::optional<double> confirmed;     // final answer (with a To tag) seen
-  std::optional<double> end_wall;      // closed
-  double last_activity = 0;            // last non-STUN datagram accepted
-  double hold_since = 0;               // entered hold
-  std::optional<double> first_media;   // monotonic, for post-dial delay
+  double created = 0;                 // offer seen
+  std::optional<double> start_wall;   // first answer (stats start_time)
+  std::optional<double> confirmed;    // final answer (with a To tag) seen
+  std::optional<double> end_wall;     // closed
+  double last_activity = 0;           // last non-STUN datagram accepted
+  double hold_since = 0;              // entered hold
+  std::optional<double> first_media;  // monotonic, for post-dial delay
   int timeout_wait = 0;
   std::string codec[2] = {"Unknown", "Unknown"};
 

@@ -1,0 +1,165 @@
+// Implementation of the `media` header codec (media.h, spec A.5).
+//
+// Owns the decoding of "type:ip:port:direction[:k=v...]" items separated by
+// commas and their re-encoding. Validation is stricter than the original
+// relay where the original would have failed later anyway: the IP must be a
+// dotted quad, the port a plain decimal 0-65535, the direction one of the four
+// SDP words (any letter case, as the modules copy it from the SDP), and the
+// media type a non-empty run of visible ASCII characters. Any violation
+// rejects the whole header, which the relay then treats as "no media".
+#include "protocol/media.h"
+
+#include <array>
+
+namespace mp::protocol {
+
+namespace {
+
+constexpr std::array<std::pair<Direction, std::string_view>, 4> kDirections = {{
+    {Direction::SendRecv, "sendrecv"},
+    {Direction::SendOnly, "sendonly"},
+    {Direction::RecvOnly, "recvonly"},
+    {Direction::Inactive, "inactive"},
+}};
+
+bool iequals_lower(std::string_view text, std::string_view lower) {
+  if (text.size() != lower.size()) return false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != lower[i]) return false;
+  }
+  return true;
+}
+
+void set_error(std::string* error, std::string text) {
+  if (error) *error = std::move(text);
+}
+
+// Splits off the text before the next `sep` (or all of it) from `rest`.
+std::string_view next_field(std::string_view& rest, char sep, bool& found) {
+  const size_t pos = rest.find(sep);
+  found = pos != std::string_view::npos;
+  std::string_view field = rest.substr(0, pos);
+  rest = found ? rest.substr(pos + 1) : std::string_view();
+  return field;
+}
+
+bool parse_item(std::string_view text, size_t index, MediaItem& item, std::string* error) {
+  const std::string where = "media item " + std::to_string(index) + ": ";
+  std::string_view rest = text;
+  bool more = false;
+  const std::string_view type = next_field(rest, ':', more);
+  if (type.empty()) {
+    set_error(error, where + "empty media type");
+    return false;
+  }
+  for (char c : type) {
+    if (c <= ' ' || c > '~') {  // an SDP token: visible ASCII only
+      set_error(error, where + "invalid character in media type");
+      return false;
+    }
+  }
+  if (!more) {
+    set_error(error, where + "missing ip, port and direction");
+    return false;
+  }
+  const std::string_view ip_text = next_field(rest, ':', more);
+  if (!more) {
+    set_error(error, where + "missing port and direction");
+    return false;
+  }
+  const std::string_view port_text = next_field(rest, ':', more);
+  if (!more) {
+    set_error(error, where + "missing direction");
+    return false;
+  }
+  const std::string_view direction_text = next_field(rest, ':', more);
+
+  const auto ip = parse_ipv4(ip_text);
+  if (!ip) {
+    set_error(error, where + "invalid IPv4 address");
+    return false;
+  }
+  const auto port = parse_port(port_text);
+  if (!port) {
+    set_error(error, where + "invalid port");
+    return false;
+  }
+  const auto direction = parse_direction(direction_text);
+  if (!direction) {
+    set_error(error, where + "unknown direction");
+    return false;
+  }
+  item.type.assign(type);
+  item.ip = *ip;
+  item.port = *port;
+  item.direction = *direction;
+  item.ice = false;
+
+  // Parameters: ":"-separated key=value pairs; empty ones are skipped, the
+  // last occurrence of a key wins, only `ice` is interpreted.
+  while (more) {
+    const std::string_view param = next_field(rest, ':', more);
+    if (param.empty()) continue;
+    const size_t eq = param.find('=');
+    if (eq == std::string_view::npos) {
+      set_error(error, where + "parameter without '='");
+      return false;
+    }
+    if (param.substr(0, eq) == "ice") item.ice = param.substr(eq + 1) == "yes";
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string_view to_string(Direction d) {
+  for (const auto& [dir, name] : kDirections)
+    if (dir == d) return name;
+  return "sendrecv";
+}
+
+std::optional<Direction> parse_direction(std::string_view text) {
+  for (const auto& [dir, name] : kDirections)
+    if (iequals_lower(text, name)) return dir;
+  return std::nullopt;
+}
+
+std::optional<std::vector<MediaItem>> parse_media(std::string_view value, std::string* error) {
+  std::vector<MediaItem> items;
+  std::string_view rest = value;
+  bool more = true;
+  size_t index = 0;
+  while (more) {
+    const std::string_view text = next_field(rest, ',', more);
+    if (text.empty()) continue;  // empty items between commas are ignored
+    ++index;
+    if (items.size() >= kMaxMediaItems) {
+      set_error(error, "more than " + std::to_string(kMaxMediaItems) + " media items");
+      return std::nullopt;
+    }
+    MediaItem item;
+    if (!parse_item(text, index, item, error)) return std::nullopt;
+    items.push_back(std::move(item));
+  }
+  return items;
+}
+
+std::string format_media(const std::vector<MediaItem>& items) {
+  std::string out;
+  for (const MediaItem& item : items) {
+    if (!out.empty()) out.push_back(',');
+    out += item.type;
+    out.push_back(':');
+    out += format_ipv4(item.ip);
+    out.push_back(':');
+    out += std::to_string(item.port);
+    out.push_back(':');
+    out += to_string(item.direction);
+    out += item.ice ? ":ice=yes" : ":ice=no";
+  }
+  return out;
+}
+
+}  // namespace mp::protocol

@@ -1,0 +1,33 @@
+"""pytest wrapper for the Kamailio end-to-end test (run_e2e.sh), one test per
+Kamailio mode:
+
+    /usr/bin/python3 -m pytest -v tests/e2e/test_kamailio.py
+
+Honours the same environment variables as run_e2e.sh (MP_BIN,
+MPE2E_NO_MEDIAPROXY, MPE2E_KEEP, MPE2E_STATS_TOL). Needs root (network
+namespaces); skipped otherwise.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "run_e2e.sh")
+
+
+@pytest.mark.parametrize("mode", ["use", "engage"])
+def test_kamailio_mediaproxy(mode):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    try:
+        proc = subprocess.run(["/bin/bash", SCRIPT, mode], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=120)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        sys.stdout.write(out)
+        pytest.fail(f"run_e2e.sh {mode} did not finish within 120 s")
+    sys.stdout.write(proc.stdout)
+    assert proc.returncode == 0, f"run_e2e.sh {mode} failed (rc={proc.returncode}):\n{proc.stdout}"
