@@ -1,0 +1,251 @@
+// Stand-alone driver for the fuzz targets when libFuzzer is not available
+// (gcc builds, or -Dfuzz=false): it links with one fuzz_*.cpp file and calls
+// its LLVMFuzzerTestOneInput().
+//
+//   fuzz_<name> FILE|DIR...   run every file given (directories: every regular
+//                             file inside, recursively), e.g. a crash reproducer
+//   fuzz_<name>               run the built-in seeds, then 20,000 inputs made
+//                             by a fixed-seed xorshift PRNG (random bytes,
+//                             concatenated protocol tokens, mutated seeds), so
+//                             the run is deterministic and suitable for CI.
+// A violated invariant aborts inside the target; this driver only reports
+// how many inputs ran.
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <iterator>
+#include <string>
+#include <string_view>
+#include <vector>
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
+
+namespace {
+
+constexpr int kRandomInputs = 20000;
+
+void run_one(std::string_view input) {
+  // Copy into an exactly-sized heap buffer so that ASan catches reads past
+  // the end, as under libFuzzer.
+  std::vector<uint8_t> buf(input.begin(), input.end());
+  LLVMFuzzerTestOneInput(buf.empty() ? nullptr : buf.data(), buf.size());
+}
+
+bool run_path(const std::filesystem::path& path, size_t& count) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(path, ec)) {
+      if (entry.is_regular_file(ec) && !run_path(entry.path(), count)) return false;
+    }
+    return !ec;
+  }
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) {
+    std::fprintf(stderr, "cannot read %s\n", path.c_str());
+    return false;
+  }
+  std::string data;
+  char chunk[65536];
+  for (size_t n; (n = std::fread(chunk, 1, sizeof chunk, f)) > 0;) data.append(chunk, n);
+  const bool read_error = std::ferror(f) != 0;
+  std::fclose(f);
+  if (read_error) {
+    std::fprintf(stderr, "cannot read %s\n", path.c_str());
+    return false;
+  }
+  run_one(data);
+  ++count;
+  return true;
+}
+
+const std::vector<std::string>& seeds() {
+  static const std::vector<std::string> kSeeds = {
+      // Module requests (spec A.11).
+      "update\r\ntype: request\r\ndialog_id: 1234:5678\r\ncall_id: 3c26700d2b0f@10.0.0.23\r\n"
+      "cseq: 101\r\nfrom_uri: alice@example.com\r\nto_uri: bob@example.net\r\nfrom_tag: "
+      "9fxced76sl\r\nto_tag: \r\nuser_agent: Blink 5.1.2\r\nsignaling_ip: 203.0.113.7\r\n"
+      "media_relay: \r\nmedia: audio:10.0.0.23:49170:sendrecv:ice=no,video:10.0.0.23:51372:"
+      "sendrecv:ice=no\r\n\r\n",
+      "remove\r\ncall_id: 3c26700d2b0f@10.0.0.23\r\nfrom_tag: 9fxced76sl\r\nto_tag: "
+      "8321234356\r\n\r\n",
+      "\r\n\r\nupdate\r\ncall_id: x\r\nbad line\r\n\r\nremove\r\ncall_id: x\r\n\r\n",
+      // Relay commands (spec B.10).
+      "sessions 0\r\n\r\n",
+      "remove 3\r\ncall_id: 3c26700d2b0f@10.0.0.23\r\nfrom_tag: 9fxced76sl\r\nto_tag: "
+      "8321234356\r\n\r\n",
+      "update 18446744073709551616\r\ncall_id: x\r\n\r\n",
+      // Media header values (spec A.5).
+      "audio:10.0.0.23:49170:sendrecv:ice=no,video:10.0.0.23:51372:sendrecv:ice=no",
+      "audio:198.51.100.20:3456:sendrecv:ice=no,video:198.51.100.20:0:sendrecv:ice=no",
+      ",audio:0.0.0.0:4000:inactive::x=y:ice=yes,,image:1.2.3.4:65535:RECVONLY",
+      "audio:1.2.3.4:1/1:sendrecv:ice",
+      // Relay messages and module replies (spec A.6, B.2).
+      "0 []",
+      "1 192.0.2.5 40002 40006",
+      "3 {\"call_id\": \"3c26700d2b0f@10.0.0.23\", \"from_tag\": \"9fxced76sl\"}",
+      "expired {\"call_id\": \"x\", \"streams\": []}",
+      "ping",
+      "pong",
+      "192.0.2.5 40000 0",
+      "removed",
+      "error",
+      "None",
+      "5 halting",
+      // Addresses.
+      "192.0.2.5:40000",
+      "10.0.0.0/8",
+      // Strings and doubles for the JSON checks.
+      "\xf0\x9f\x98\x80\xc3\xa9\xff\x01\x7f\"\\",
+      std::string("\x00\x00\x00\x00\x00\x00\xf0\x3f", 8),  // 1.0
+      std::string("\x2d\x43\x1c\xeb\xe2\x36\x1a\x3f", 8),  // 1e-4
+      "",
+  };
+  return kSeeds;
+}
+
+const char* const kTokens[] = {
+    "\r\n",
+    "\r",
+    "\n",
+    ": ",
+    ":",
+    ",",
+    " ",
+    "=",
+    "update",
+    "remove",
+    "sessions",
+    "summary",
+    "call_id",
+    "from_tag",
+    "media",
+    "to_tag",
+    "audio",
+    "video",
+    "0.0.0.0",
+    "10.0.0.23",
+    "255.255.255.255",
+    "256.1.1.1",
+    "49170",
+    "65535",
+    "65536",
+    "0",
+    "sendrecv",
+    "sendonly",
+    "recvonly",
+    "inactive",
+    "ice=yes",
+    "ice=no",
+    "expired ",
+    "ping",
+    "pong",
+    "error",
+    "removed",
+    "None",
+    "halting",
+    "{",
+    "}",
+    "\"",
+    "\\",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-1",
+    "/",
+    "\xc3\xa9",
+    "\xf0\x9f\x98\x80",
+    "\xff",
+    "\xed\xa0\x80",
+};
+
+class XorShift {
+ public:
+  explicit XorShift(uint64_t seed) : state_(seed) {}
+  uint64_t next() {
+    state_ ^= state_ << 13;
+    state_ ^= state_ >> 7;
+    state_ ^= state_ << 17;
+    return state_;
+  }
+  size_t below(size_t n) { return n == 0 ? 0 : static_cast<size_t>(next() % n); }
+
+ private:
+  uint64_t state_;
+};
+
+std::string random_bytes(XorShift& rng) {
+  std::string s(rng.below(129), '\0');
+  for (char& c : s) c = static_cast<char>(rng.next() >> 56);
+  return s;
+}
+
+std::string random_tokens(XorShift& rng) {
+  std::string s;
+  const size_t n = rng.below(40);
+  for (size_t i = 0; i < n; ++i) s += kTokens[rng.below(std::size(kTokens))];
+  return s;
+}
+
+std::string mutated_seed(XorShift& rng) {
+  std::string s = seeds()[rng.below(seeds().size())];
+  const size_t mutations = 1 + rng.below(4);
+  for (size_t m = 0; m < mutations; ++m) {
+    switch (rng.below(5)) {
+      case 0:  // overwrite a byte
+        if (!s.empty()) s[rng.below(s.size())] = static_cast<char>(rng.next() >> 56);
+        break;
+      case 1:  // insert a token
+        s.insert(rng.below(s.size() + 1), kTokens[rng.below(std::size(kTokens))]);
+        break;
+      case 2:  // erase a range
+        if (!s.empty()) {
+          const size_t at = rng.below(s.size());
+          s.erase(at, 1 + rng.below(8));
+        }
+        break;
+      case 3:  // duplicate a range
+        if (!s.empty()) {
+          const size_t at = rng.below(s.size());
+          s.insert(at, s.substr(at, 1 + rng.below(16)));
+        }
+        break;
+      default:  // truncate
+        s.resize(rng.below(s.size() + 1));
+        break;
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  size_t count = 0;
+  if (argc > 1) {
+    for (int i = 1; i < argc; ++i)
+      if (!run_path(argv[i], count)) return 1;
+    std::fprintf(stderr, "%s: ran %zu input(s)\n", argv[0], count);
+    return 0;
+  }
+  for (const std::string& seed : seeds()) {
+    run_one(seed);
+    ++count;
+  }
+  XorShift rng(0x2545f4914f6cdd1dull);
+  for (int i = 0; i < kRandomInputs; ++i) {
+    switch (i % 3) {
+      case 0:
+        run_one(random_bytes(rng));
+        break;
+      case 1:
+        run_one(random_tokens(rng));
+        break;
+      default:
+        run_one(mutated_seed(rng));
+        break;
+    }
+    ++count;
+  }
+  std::fprintf(stderr, "%s: ran %zu built-in input(s), all invariants held\n", argv[0], count);
+  return 0;
+}

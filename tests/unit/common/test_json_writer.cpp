@@ -1,0 +1,318 @@
+// Unit tests for JsonWriter / json_quote (common/json_writer.h): the output is
+// compared byte for byte with what CPython's json.dumps() prints for the same
+// data (expected strings below were produced with Python 3).
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+
+#include "common/json_writer.h"
+
+using mp::json_quote;
+using mp::JsonWriter;
+
+namespace {
+
+std::string dump_double(double v) {
+  JsonWriter w;
+  w.value(v);
+  return w.take();
+}
+
+}  // namespace
+
+TEST_CASE("json_quote: plain ASCII and the short escapes", "[json]") {
+  CHECK(json_quote("") == "\"\"");
+  CHECK(json_quote("abc") == "\"abc\"");
+  CHECK(json_quote("a\"b") == "\"a\\\"b\"");
+  CHECK(json_quote("a\\b") == "\"a\\\\b\"");
+  CHECK(json_quote("a/b") == "\"a/b\"");  // '/' is not escaped by Python
+  CHECK(json_quote("\n") == "\"\\n\"");
+  CHECK(json_quote("\t") == "\"\\t\"");
+  CHECK(json_quote("\r") == "\"\\r\"");
+  CHECK(json_quote("\b") == "\"\\b\"");
+  CHECK(json_quote("\f") == "\"\\f\"");
+}
+
+TEST_CASE("json_quote: other control characters and DEL use lower-case \\u00XX", "[json]") {
+  CHECK(json_quote("\x01") == "\"\\u0001\"");
+  CHECK(json_quote("\x1f") == "\"\\u001f\"");
+  CHECK(json_quote("\x7f") == "\"\\u007f\"");
+  CHECK(json_quote(std::string("a\0b", 3)) == "\"a\\u0000b\"");
+  CHECK(json_quote("\x0b") == "\"\\u000b\"");
+}
+
+TEST_CASE("json_quote: the Python reference sample", "[json]") {
+  // json.dumps("a\"b\\c/d\n\t\r\b\f\x01\x1f\x7f é中😀\u2028")
+  const std::string input =
+      "a\"b\\c/d\n\t\r\b\f\x01\x1f\x7f "
+      "\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80\xe2\x80\xa8";
+  CHECK(json_quote(input) ==
+        "\"a\\\"b\\\\c/d\\n\\t\\r\\b\\f\\u0001\\u001f\\u007f "
+        "\\u00e9\\u4e2d\\ud83d\\ude00\\u2028\"");
+}
+
+TEST_CASE("json_quote: non-ASCII UTF-8", "[json]") {
+  CHECK(json_quote("\xc3\xa9") == "\"\\u00e9\"");                 // é (2 bytes)
+  CHECK(json_quote("\xe2\x82\xac") == "\"\\u20ac\"");             // € (3 bytes)
+  CHECK(json_quote("\xef\xbf\xbf") == "\"\\uffff\"");             // U+FFFF
+  CHECK(json_quote("\xc2\x80") == "\"\\u0080\"");                 // U+0080
+  CHECK(json_quote("\xf0\x9f\x98\x80") == "\"\\ud83d\\ude00\"");  // 😀 surrogate pair
+  CHECK(json_quote("\xf0\x90\x80\x80") == "\"\\ud800\\udc00\"");  // U+10000
+  CHECK(json_quote("\xf4\x8f\xbf\xbf") == "\"\\udbff\\udfff\"");  // U+10FFFF
+  CHECK(json_quote("Bj\xc3\xb6rk <bj\xc3\xb6rk@example.com>") ==
+        "\"Bj\\u00f6rk <bj\\u00f6rk@example.com>\"");
+}
+
+TEST_CASE("json_quote: invalid UTF-8 bytes are escaped one by one as Latin-1", "[json]") {
+  CHECK(json_quote("\xff") == "\"\\u00ff\"");
+  CHECK(json_quote("\x80") == "\"\\u0080\"");                                   // lone continuation
+  CHECK(json_quote("\xc0\x80") == "\"\\u00c0\\u0080\"");                        // overlong NUL
+  CHECK(json_quote("\xe0\x80\xaf") == "\"\\u00e0\\u0080\\u00af\"");             // overlong '/'
+  CHECK(json_quote("\xed\xa0\x80") == "\"\\u00ed\\u00a0\\u0080\"");             // UTF-8 surrogate
+  CHECK(json_quote("\xf4\x90\x80\x80") == "\"\\u00f4\\u0090\\u0080\\u0080\"");  // > U+10FFFF
+  CHECK(json_quote("\xe2\x82") == "\"\\u00e2\\u0082\"");                        // truncated at end
+  CHECK(json_quote("\xe2\x82x") == "\"\\u00e2\\u0082x\"");                   // truncated mid-string
+  CHECK(json_quote("\xc3\xa9\xff\xc3\xa9") == "\"\\u00e9\\u00ff\\u00e9\"");  // resync
+}
+
+TEST_CASE("json_quote: output is always printable ASCII", "[json]") {
+  std::string all;
+  for (int c = 0; c < 256; ++c) all.push_back(static_cast<char>(c));
+  const std::string q = json_quote(all);
+  for (char c : q) {
+    const auto u = static_cast<unsigned char>(c);
+    CHECK((u >= 0x20 && u < 0x7f));
+  }
+  CHECK(q.front() == '"');
+  CHECK(q.back() == '"');
+}
+
+TEST_CASE("JsonWriter: doubles are printed like Python's float repr", "[json]") {
+  CHECK(dump_double(0.0) == "0.0");
+  CHECK(dump_double(-0.0) == "-0.0");
+  CHECK(dump_double(1.5) == "1.5");
+  CHECK(dump_double(5.0) == "5.0");
+  CHECK(dump_double(65.0) == "65.0");
+  CHECK(dump_double(100.0) == "100.0");
+  CHECK(dump_double(-3.75) == "-3.75");
+  CHECK(dump_double(0.1) == "0.1");
+  CHECK(dump_double(0.30000000000000004) == "0.30000000000000004");
+  CHECK(dump_double(123.456) == "123.456");
+  CHECK(dump_double(1700000000.5213) == "1700000000.5213");
+  CHECK(dump_double(1.2034759521484375) == "1.2034759521484375");
+  CHECK(dump_double(1e16) == "1e+16");
+  CHECK(dump_double(1e22) == "1e+22");
+  CHECK(dump_double(1e300) == "1e+300");
+  CHECK(dump_double(1234567890123456.0) == "1234567890123456.0");
+  CHECK(dump_double(12345678901234567.0) == "1.2345678901234568e+16");
+  CHECK(dump_double(9007199254740993.0) == "9007199254740992.0");
+  CHECK(dump_double(0.0001) == "0.0001");
+  CHECK(dump_double(1e-5) == "1e-05");
+  CHECK(dump_double(-1e-7) == "-1e-07");
+  CHECK(dump_double(2.5e-10) == "2.5e-10");
+  CHECK(dump_double(5e-324) == "5e-324");
+  CHECK(dump_double(1.7976931348623157e308) == "1.7976931348623157e+308");
+}
+
+TEST_CASE("JsonWriter: non-finite doubles as json.dumps writes them", "[json]") {
+  CHECK(dump_double(std::numeric_limits<double>::quiet_NaN()) == "NaN");
+  CHECK(dump_double(std::numeric_limits<double>::infinity()) == "Infinity");
+  CHECK(dump_double(-std::numeric_limits<double>::infinity()) == "-Infinity");
+}
+
+TEST_CASE("JsonWriter: integers and literals", "[json]") {
+  JsonWriter w;
+  w.begin_array();
+  w.value(std::numeric_limits<int64_t>::min());
+  w.value(std::numeric_limits<int64_t>::max());
+  w.value(std::numeric_limits<uint64_t>::max());
+  w.value(0);
+  w.value(-1);
+  w.value(true);
+  w.value(false);
+  w.null();
+  w.end_array();
+  CHECK(w.str() ==
+        "[-9223372036854775808, 9223372036854775807, 18446744073709551615, 0, -1, true, false, "
+        "null]");
+}
+
+TEST_CASE("JsonWriter: empty containers", "[json]") {
+  JsonWriter a;
+  a.begin_object();
+  a.end_object();
+  CHECK(a.str() == "{}");
+  JsonWriter b;
+  b.begin_array();
+  b.end_array();
+  CHECK(b.str() == "[]");
+}
+
+TEST_CASE("JsonWriter: nested containers use Python separators", "[json]") {
+  // json.dumps({"a": [1, [], {}, {"b": [None, True, False]}], "c": {}})
+  JsonWriter w;
+  w.begin_object();
+  w.key("a");
+  w.begin_array();
+  w.value(1);
+  w.begin_array();
+  w.end_array();
+  w.begin_object();
+  w.end_object();
+  w.begin_object();
+  w.key("b");
+  w.begin_array();
+  w.null();
+  w.value(true);
+  w.value(false);
+  w.end_array();
+  w.end_object();
+  w.end_array();
+  w.key("c");
+  w.begin_object();
+  w.end_object();
+  w.end_object();
+  CHECK(w.str() == "{\"a\": [1, [], {}, {\"b\": [null, true, false]}], \"c\": {}}");
+}
+
+TEST_CASE("JsonWriter: keys are escaped like values", "[json]") {
+  JsonWriter w;
+  w.begin_object();
+  w.field("k\"\xc3\xa9", "v\n");
+  w.end_object();
+  CHECK(w.str() == "{\"k\\\"\\u00e9\": \"v\\n\"}");
+}
+
+TEST_CASE("JsonWriter: raw() inserts pre-serialised JSON as a value", "[json]") {
+  JsonWriter w;
+  w.begin_array();
+  w.raw("{\"x\": 1}");
+  w.raw("[]");
+  w.value("s");
+  w.end_array();
+  CHECK(w.str() == "[{\"x\": 1}, [], \"s\"]");
+
+  JsonWriter o;
+  o.begin_object();
+  o.key("inner");
+  o.raw("{\"x\": 1}");
+  o.field("after", 2);
+  o.end_object();
+  CHECK(o.str() == "{\"inner\": {\"x\": 1}, \"after\": 2}");
+}
+
+TEST_CASE("JsonWriter: field() with optionals writes null when empty", "[json]") {
+  JsonWriter w;
+  w.begin_object();
+  w.field("a", std::optional<double>{});
+  w.field("b", std::optional<double>{2.0});
+  w.field("c", std::optional<std::string>{});
+  w.field("d", std::optional<std::string>{"x"});
+  w.field("e", std::optional<int64_t>{7});
+  w.end_object();
+  CHECK(w.str() == "{\"a\": null, \"b\": 2.0, \"c\": null, \"d\": \"x\", \"e\": 7}");
+}
+
+TEST_CASE("JsonWriter: string overloads", "[json]") {
+  JsonWriter w;
+  w.begin_array();
+  w.value("literal");
+  w.value(std::string("string"));
+  w.value(std::string_view("view"));
+  w.end_array();
+  CHECK(w.str() == "[\"literal\", \"string\", \"view\"]");
+  const std::string taken = w.take();
+  CHECK(taken == "[\"literal\", \"string\", \"view\"]");
+}
+
+TEST_CASE("JsonWriter: the D.13 statistics record, byte for byte", "[json]") {
+  JsonWriter w;
+  w.begin_object();
+  w.field("call_id", "3c26700d2b0f@10.0.0.23");
+  w.field("from_tag", "9fxced76sl");
+  w.field("from_uri", "alice@example.com");
+  w.field("to_tag", std::optional<std::string>{"8321234356"});
+  w.field("to_uri", "bob@example.net");
+  w.field("start_time", std::optional<double>{1700000000.5213});
+  w.field("duration", int64_t{65});
+  w.field("caller_ua", "Blink 5.1.2");
+  w.field("callee_ua", "ExamplePhone/2.0");
+  w.field("username", std::optional<std::string>{});
+  w.key("streams");
+  w.begin_array();
+
+  w.begin_object();
+  w.field("media_type", "audio");
+  w.field("status", "closed");
+  w.field("timeout_wait", 0);
+  w.field("caller_codec", "G711u");
+  w.field("callee_codec", "G711u");
+  w.field("start_time", std::optional<int64_t>{0});
+  w.field("end_time", std::optional<int64_t>{65});
+  w.field("post_dial_delay", std::optional<double>{1.2034759521484375});
+  w.field("caller_bytes", uint64_t{651300});
+  w.field("callee_bytes", uint64_t{651300});
+  w.field("caller_packets", uint64_t{3263});
+  w.field("callee_packets", uint64_t{3263});
+  w.field("caller_local", "192.0.2.5:40000");
+  w.field("callee_local", "192.0.2.5:40002");
+  w.field("caller_remote", "203.0.113.7:62000");
+  w.field("callee_remote", "198.51.100.20:3456");
+  w.end_object();
+
+  w.begin_object();
+  w.field("media_type", "video");
+  w.field("status", "rejected");
+  w.field("timeout_wait", 0);
+  w.field("caller_codec", "Unknown");
+  w.field("callee_codec", "Unknown");
+  w.field("start_time", std::optional<int64_t>{0});
+  w.field("end_time", std::optional<int64_t>{0});
+  w.field("post_dial_delay", std::optional<double>{});
+  w.field("caller_bytes", uint64_t{0});
+  w.field("callee_bytes", uint64_t{0});
+  w.field("caller_packets", uint64_t{0});
+  w.field("callee_packets", uint64_t{0});
+  w.field("caller_local", "192.0.2.5:40004");
+  w.field("callee_local", "192.0.2.5:40006");
+  w.field("caller_remote", "Unknown");
+  w.field("callee_remote", "Unknown");
+  w.end_object();
+
+  w.end_array();
+  w.end_object();
+
+  const char* expected =
+      "{\"call_id\": \"3c26700d2b0f@10.0.0.23\", \"from_tag\": \"9fxced76sl\", \"from_uri\": "
+      "\"alice@example.com\", \"to_tag\": \"8321234356\", \"to_uri\": \"bob@example.net\", "
+      "\"start_time\": 1700000000.5213, \"duration\": 65, \"caller_ua\": \"Blink 5.1.2\", "
+      "\"callee_ua\": \"ExamplePhone/2.0\", \"username\": null, \"streams\": [{\"media_type\": "
+      "\"audio\", \"status\": \"closed\", \"timeout_wait\": 0, \"caller_codec\": \"G711u\", "
+      "\"callee_codec\": \"G711u\", \"start_time\": 0, \"end_time\": 65, \"post_dial_delay\": "
+      "1.2034759521484375, \"caller_bytes\": 651300, \"callee_bytes\": 651300, "
+      "\"caller_packets\": 3263, \"callee_packets\": 3263, \"caller_local\": "
+      "\"192.0.2.5:40000\", \"callee_local\": \"192.0.2.5:40002\", \"caller_remote\": "
+      "\"203.0.113.7:62000\", \"callee_remote\": \"198.51.100.20:3456\"}, {\"media_type\": "
+      "\"video\", \"status\": \"rejected\", \"timeout_wait\": 0, \"caller_codec\": \"Unknown\", "
+      "\"callee_codec\": \"Unknown\", \"start_time\": 0, \"end_time\": 0, \"post_dial_delay\": "
+      "null, \"caller_bytes\": 0, \"callee_bytes\": 0, \"caller_packets\": 0, "
+      "\"callee_packets\": 0, \"caller_local\": \"192.0.2.5:40004\", \"callee_local\": "
+      "\"192.0.2.5:40006\", \"caller_remote\": \"Unknown\", \"callee_remote\": \"Unknown\"}]}";
+  CHECK(w.str() == expected);
+}
+
+TEST_CASE("JsonWriter: dispatcher additions appended through raw() prefix", "[json]") {
+  // The dispatcher re-emits a relay record with keys appended; emulate the
+  // common tail: ..."callee_remote": "Unknown"}], "dialog_id": ..., "timed_out": false}
+  JsonWriter w;
+  w.begin_object();
+  w.key("streams");
+  w.raw("[]");
+  w.field("dialog_id", "1234:5678");
+  w.field("timed_out", false);
+  w.end_object();
+  CHECK(w.str() == "{\"streams\": [], \"dialog_id\": \"1234:5678\", \"timed_out\": false}");
+}
