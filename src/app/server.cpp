@@ -216,6 +216,13 @@ int run_server(Config cfg, bool foreground) {
   p.cfg = cfg;
   p.loop = uv_default_loop();
   p.engine = std::make_unique<relay::RelayEngine>(p.loop, cfg.relay, relay_ip);
+  if (!p.engine->start_forwarding(error)) {
+    LOG_CRIT("%s", error.c_str());
+    report_ready(ready_fd, false);
+    p.engine->close();
+    uv_run(p.loop, UV_RUN_DEFAULT);
+    return 1;
+  }
   p.link = std::make_unique<dispatcher::InProcessLink>(*p.engine, format_ipv4(relay_ip),
                                                        kInProcessOwner);
   p.dispatcher = std::make_unique<dispatcher::Dispatcher>(p.loop, cfg.dispatcher);
@@ -286,9 +293,10 @@ int run_server(Config cfg, bool foreground) {
     uv_run(p.loop, UV_RUN_DEFAULT);
     return 1;
   }
-  LOG_INFO("mediaproxy %s started: role %s, relay %s, ports %d-%d (%zu streams)",
+  LOG_INFO("mediaproxy %s started: role %s, relay %s, ports %d-%d (%zu streams), %s forwarding",
            MEDIAPROXY_VERSION, std::string(role_name(cfg.role)).c_str(),
-           format_ipv4(relay_ip).c_str(), cfg.relay.port_start, cfg.relay.port_end - 1, pairs / 2);
+           format_ipv4(relay_ip).c_str(), cfg.relay.port_start, cfg.relay.port_end - 1, pairs / 2,
+           p.engine->kernel_forwarding() ? "kernel" : "userspace");
   report_ready(ready_fd, true);
 
   uv_run(p.loop, UV_RUN_DEFAULT);

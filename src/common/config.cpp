@@ -1,6 +1,7 @@
 // INI loader and option table for config.h.
 #include "common/config.h"
 
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -29,6 +30,15 @@ std::optional<Role> parse_role(std::string_view t) {
   if (t == "dispatcher") return Role::Dispatcher;
   if (t == "relay") return Role::Relay;
   return std::nullopt;
+}
+
+std::string_view forwarding_name(Forwarding f) {
+  switch (f) {
+    case Forwarding::Auto: return "auto";
+    case Forwarding::Kernel: return "kernel";
+    case Forwarding::Userspace: return "userspace";
+  }
+  return "?";
 }
 
 std::string Config::module_socket_path() const {
@@ -239,6 +249,29 @@ std::vector<std::pair<std::string, Section>> option_table() {
             }}},
            {"log_level",
             {[](std::string_view v, Config& c) { return set_level(v, c.relay.log_level); }}},
+           {"forwarding", {[](std::string_view v, Config& c) -> std::string {
+              if (v == "auto")
+                c.relay.forwarding = Forwarding::Auto;
+              else if (v == "kernel")
+                c.relay.forwarding = Forwarding::Kernel;
+              else if (v == "userspace")
+                c.relay.forwarding = Forwarding::Userspace;
+              else
+                return "expected auto, kernel or userspace, got '" + std::string(v) + "'";
+              return {};
+            }}},
+           {"nft_table", {[](std::string_view v, Config& c) -> std::string {
+              if (v.empty() || v.size() > 64) return "expected a table name of 1 to 64 characters";
+              for (char ch : v)
+                if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '-')
+                  return "table name may hold letters, digits, '_' and '-' only, got '" +
+                         std::string(v) + "'";
+              c.relay.nft_table = std::string(v);
+              return {};
+            }}},
+           {"kernel_handover_packets", {[](std::string_view v, Config& c) {
+              return set_int(v, c.relay.kernel_handover_packets, 1, 1000, "a packet count");
+            }}},
            {"dispatchers", unused_option()},
            {"passport", unused_option()},
            {"auto_detect_interfaces",

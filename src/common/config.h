@@ -35,6 +35,9 @@ struct DispatcherConfig {
   std::optional<log::Level> log_level;
 };
 
+enum class Forwarding { Auto, Kernel, Userspace };
+std::string_view forwarding_name(Forwarding f);
+
 struct RelayConfig {
   std::optional<Ipv4> relay_ip;
   std::optional<Ipv4> advertised_ip;
@@ -47,6 +50,9 @@ struct RelayConfig {
   int userspace_transmit_every = 1;
   int traffic_sampling_period = 15;
   std::optional<log::Level> log_level;
+  Forwarding forwarding = Forwarding::Auto;
+  std::string nft_table = "mediaproxy";
+  int kernel_handover_packets = 1;
 };
 
 struct Config {

@@ -110,7 +110,7 @@ RequestFramer::Status RequestFramer::feed(std::string_view bytes,
       const size_t pending = buffer_.size() - start;
       // A pending line of max_line_ + 1 bytes is still fine if its last byte
       // is the CR of the terminating CRLF.
-      if (pending > max_line_ + 1 || (pending == max_line_ + 1 && buffer_.back() != '\r'))
+      if (pending > max_line_ && (pending - max_line_ > 1 || buffer_.back() != '\r'))
         status = Status::LineTooLong;
       // A trailing CR may be completed by the next chunk: rescan it then.
       scan = buffer_.size() > start ? buffer_.size() - 1 : start;

@@ -7,12 +7,27 @@
 
 #include <time.h>
 
+#include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "common/address.h"
 #include "relay/port_pool.h"
 
+namespace mp::kernel {
+class NftForwarder;
+}
+
 namespace mp::relay {
+
+class MediaStream;
+
+// Which stream leg a kernel rule id belongs to.
+struct KernelRuleRef {
+  MediaStream* stream = nullptr;
+  int sub = 0;   // SubStream
+  int side = 0;  // Side whose packets the rule forwards
+};
 
 struct RelayContext {
   uv_loop_t* loop = nullptr;
@@ -21,7 +36,12 @@ struct RelayContext {
   PortPool* ports = nullptr;
   std::vector<Cidr> routable_private_ranges;
   int transmit_every = 1;
-  uint64_t relayed_bytes = 0;  // every byte forwarded, for bps_relayed
+  uint64_t relayed_bytes = 0;  // every byte forwarded in userspace, for bps_relayed
+
+  // In-kernel forwarding (nullptr: userspace only).
+  kernel::NftForwarder* kernel = nullptr;
+  int handover_packets = 1;
+  std::unordered_map<uint32_t, KernelRuleRef> kernel_rules;
 
   // Monotonic seconds (loop time: cheap, updated once per loop iteration).
   double now() const { return static_cast<double>(uv_now(loop)) / 1000.0; }

@@ -15,6 +15,9 @@ namespace mp::relay {
 namespace {
 
 constexpr uint64_t kSweepIntervalMs = 250;
+// Kernel counters are read in one dump this often; they move a stream's
+// last-activity time, so expiry is exact to about this interval.
+constexpr double kKernelPollInterval = 1.0;
 
 std::string key_of(const std::string& call_id, const std::string& tag) {
   return call_id + '\n' + tag;
@@ -70,8 +73,50 @@ RelayEngine::RelayEngine(uv_loop_t* loop, const RelayConfig& cfg, Ipv4 relay_ip)
 
 RelayEngine::~RelayEngine() = default;
 
+bool RelayEngine::start_forwarding(std::string& error) {
+  ctx_.handover_packets = cfg_.kernel_handover_packets;
+  if (cfg_.forwarding == Forwarding::Userspace) {
+    LOG_INFO("forwarding: userspace (configured)");
+    return true;
+  }
+  std::string why;
+  if (kernel::NftForwarder::probe(why))
+    kernel_ = kernel::NftForwarder::create(cfg_.nft_table, ctx_.relay_ip, why);
+  if (!kernel_) {
+    if (cfg_.forwarding == Forwarding::Kernel) {
+      error = "forwarding = kernel, but in-kernel forwarding is not available: " + why;
+      return false;
+    }
+    LOG_WARN("forwarding: userspace only, in-kernel forwarding is not available: %s",
+             why.c_str());
+    return true;
+  }
+  ctx_.kernel = kernel_.get();
+  LOG_INFO("forwarding: in the kernel through nftables table 'ip %s' (hand-over after %d "
+           "packet(s) from each side)",
+           cfg_.nft_table.c_str(), cfg_.kernel_handover_packets);
+  return true;
+}
+
+void RelayEngine::poll_kernel_counters() {
+  if (!kernel_ || ctx_.kernel_rules.empty()) return;
+  std::string error;
+  bool ok = kernel_->read_counters(
+      [this](uint32_t id, const kernel::Counters& c) {
+        auto it = ctx_.kernel_rules.find(id);
+        if (it == ctx_.kernel_rules.end()) return;
+        it->second.stream->kernel_counters(static_cast<SubStream>(it->second.sub),
+                                           static_cast<Side>(it->second.side), c.packets,
+                                           c.bytes);
+      },
+      error);
+  if (!ok) LOG_WARN("reading kernel counters failed: %s", error.c_str());
+}
+
 void RelayEngine::close() {
   sessions_.clear();
+  ctx_.kernel = nullptr;
+  kernel_.reset();  // deletes the nftables table
   uv_timer_stop(&sweep_timer_);
   uv_timer_stop(&sample_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
@@ -199,6 +244,10 @@ void RelayEngine::on_sweep(uv_timer_t* t) {
 //  * a session ends when no stream of its current or previous offer is alive.
 void RelayEngine::sweep() {
   const double now = ctx_.now();
+  if (kernel_ && now - last_kernel_poll_ >= kKernelPollInterval) {
+    last_kernel_poll_ = now;
+    poll_kernel_counters();
+  }
   std::vector<Session*> dead;
   for (auto& [key, session] : sessions_) {
     for (auto& st : session->streams()) {

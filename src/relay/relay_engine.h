@@ -20,6 +20,7 @@
 #include "protocol/relay_link.h"
 #include "relay/port_pool.h"
 #include "relay/relay_context.h"
+#include "kernel/nft_forwarder.h"
 #include "relay/session.h"
 
 namespace mp::relay {
@@ -27,6 +28,11 @@ namespace mp::relay {
 class RelayEngine {
  public:
   RelayEngine(uv_loop_t* loop, const RelayConfig& cfg, Ipv4 relay_ip);
+  // Sets up forwarding as [Relay] forwarding asks: `kernel` fails (false,
+  // `error` set) when nftables cannot be used; `auto` falls back to userspace
+  // with one log line saying why.
+  bool start_forwarding(std::string& error);
+  bool kernel_forwarding() const { return kernel_ != nullptr; }
   ~RelayEngine();
   RelayEngine(const RelayEngine&) = delete;
   RelayEngine& operator=(const RelayEngine&) = delete;
@@ -64,10 +70,13 @@ class RelayEngine {
   void expire(Session* s);
   void sweep();
   void check_drained();
+  void poll_kernel_counters();
   static void on_sweep(uv_timer_t* t);
   static void on_sample(uv_timer_t* t);
 
   RelayConfig cfg_;
+  std::unique_ptr<kernel::NftForwarder> kernel_;
+  double last_kernel_poll_ = 0;
   PortPool pool_;
   RelayContext ctx_;
   uv_timer_t sweep_timer_;

@@ -1,7 +1,8 @@
 // The statistics record of a session (spec D.13): the JSON object returned for
 // `remove`, sent in `expired` reports and listed by `sessions`. Key order,
 // value types and number formatting follow the original exactly, because
-// accounting scripts and the AG web page read these records.
+// accounting scripts and the AG web page read these records. Keys this
+// implementation adds come after the original ones.
 #include <algorithm>
 #include <cmath>
 
@@ -52,10 +53,12 @@ std::string Session::stats_json() const {
     else
       end_rel = std::min<int64_t>(
           static_cast<int64_t>(std::max(0.0, st->end_wall.value_or(end) - *start_wall_)), duration);
-    uint64_t bytes[2], packets[2];
+    uint64_t bytes[2], packets[2], kbytes[2], kpackets[2];
     for (Side s : {kCaller, kCallee}) {
-      bytes[s] = st->leg(kRtp, s).bytes + st->leg(kRtcp, s).bytes;
-      packets[s] = st->leg(kRtp, s).packets + st->leg(kRtcp, s).packets;
+      bytes[s] = st->leg(kRtp, s).total_bytes() + st->leg(kRtcp, s).total_bytes();
+      packets[s] = st->leg(kRtp, s).total_packets() + st->leg(kRtcp, s).total_packets();
+      kbytes[s] = st->leg(kRtp, s).all_kernel_bytes() + st->leg(kRtcp, s).all_kernel_bytes();
+      kpackets[s] = st->leg(kRtp, s).all_kernel_packets() + st->leg(kRtcp, s).all_kernel_packets();
     }
     auto remote = [st](Side s) {
       const Leg& l = st->leg(kRtp, s);
@@ -82,6 +85,15 @@ std::string Session::stats_json() const {
     w.field("callee_local", format_endpoint(st->local(kCallee)));
     w.field("caller_remote", remote(kCaller));
     w.field("callee_remote", remote(kCallee));
+    // Additions of this implementation, after the keys AG tools know: the
+    // share of the counters above that the kernel forwarded, and where the
+    // RTP sub-stream is forwarded now.
+    w.field("caller_kernel_packets", kpackets[kCaller]);
+    w.field("callee_kernel_packets", kpackets[kCallee]);
+    w.field("caller_kernel_bytes", kbytes[kCaller]);
+    w.field("callee_kernel_bytes", kbytes[kCallee]);
+    const bool kernel = st->in_kernel(kRtp) || kpackets[kCaller] + kpackets[kCallee] > 0;
+    w.field("forwarding", std::string(kernel ? "kernel" : "userspace"));
     w.end_object();
   }
   w.end_array();

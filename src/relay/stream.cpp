@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "kernel/nft_forwarder.h"
 #include "relay/codec.h"
 
 namespace mp::relay {
@@ -112,6 +113,8 @@ void MediaStream::close(const std::string& status, int wait) {
   status_ = status;
   timeout_wait = wait;
   end_wall = RelayContext::wall_now();
+  take_back_from_kernel(kRtp);
+  take_back_from_kernel(kRtcp);
   release_ports();  // the port numbers stay recorded for the report
 }
 
@@ -130,6 +133,7 @@ void MediaStream::reset_party(Side s, Ipv4 ip, uint16_t port) {
   sdp_[s].port = port;
   Endpoint announced{ip, port};
   for (SubStream k : {kRtp, kRtcp}) {
+    take_back_from_kernel(k);
     Leg& leg = legs_[k][s];
     if (leg.learned && !(k == kRtp && leg.remote == announced)) {
       leg.has_obsolete = true;
@@ -172,6 +176,7 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
   if (!stun) {
     const double now = ctx_.now();
     last_activity = now;
+    ++leg.media_seen;
     if (!leg.got_media) {
       leg.got_media = true;
       if (!first_media) first_media = now;
@@ -179,6 +184,82 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
     }
   }
   deliver(k, other(s), data, len, stun, leg);
+  if (!stun && ctx_.kernel) maybe_hand_over(k);
+}
+
+// Both parties of sub-stream k are learned and have sent enough media: from
+// now on the kernel forwards their packets (the very next one already).
+void MediaStream::maybe_hand_over(SubStream k) {
+  Leg& a = legs_[k][kCaller];
+  Leg& b = legs_[k][kCallee];
+  if (a.kernel_id || kernel_refused_ || !alive_ || !a.learned || !b.learned || !a.socket ||
+      !b.socket)
+    return;
+  const uint64_t need = static_cast<uint64_t>(ctx_.handover_packets);
+  if (a.media_seen < need || b.media_seen < need) return;
+  kernel::ForwardRule from_caller{a.remote, a.socket->local().port, b.socket->local().port,
+                                  b.remote};
+  kernel::ForwardRule from_callee{b.remote, b.socket->local().port, a.socket->local().port,
+                                  a.remote};
+  uint32_t ida = ctx_.kernel->add(from_caller);
+  uint32_t idb = ctx_.kernel->add(from_callee);
+  std::string error;
+  if (!ctx_.kernel->commit(nullptr, error)) {
+    kernel_refused_ = true;
+    LOG_WARN("%s %s: kernel forwarding refused (%s); this stream stays in userspace",
+             media_type_.c_str(), k == kRtp ? "RTP" : "RTCP", error.c_str());
+    return;
+  }
+  a.kernel_id = ida;
+  b.kernel_id = idb;
+  a.kernel_live_packets = a.kernel_live_bytes = 0;
+  b.kernel_live_packets = b.kernel_live_bytes = 0;
+  ctx_.kernel_rules[ida] = KernelRuleRef{this, k, kCaller};
+  ctx_.kernel_rules[idb] = KernelRuleRef{this, k, kCallee};
+  LOG_DEBUG("%s %s: handed to the kernel (%s <-> %s)", media_type_.c_str(),
+            k == kRtp ? "RTP" : "RTCP", format_endpoint(a.remote).c_str(),
+            format_endpoint(b.remote).c_str());
+}
+
+// Removes the kernel rules of sub-stream k; their final counters are kept.
+void MediaStream::take_back_from_kernel(SubStream k) {
+  if (!ctx_.kernel) return;
+  Leg* legs[2] = {&legs_[k][kCaller], &legs_[k][kCallee]};
+  bool any = false;
+  for (Leg* l : legs) {
+    if (!l->kernel_id) continue;
+    ctx_.kernel->remove(l->kernel_id);
+    any = true;
+  }
+  if (!any) return;
+  std::string error;
+  bool ok = ctx_.kernel->commit(
+      [&](uint32_t id, const kernel::Counters& c) {
+        for (Leg* l : legs) {
+          if (l->kernel_id != id) continue;
+          l->kernel_live_packets = c.packets;
+          l->kernel_live_bytes = c.bytes;
+        }
+      },
+      error);
+  if (!ok)
+    LOG_ERROR("%s %s: removing kernel rules failed: %s", media_type_.c_str(),
+              k == kRtp ? "RTP" : "RTCP", error.c_str());
+  for (Leg* l : legs) {
+    if (!l->kernel_id) continue;
+    ctx_.kernel_rules.erase(l->kernel_id);
+    l->kernel_id = 0;
+    l->kernel_packets += l->kernel_live_packets;
+    l->kernel_bytes += l->kernel_live_bytes;
+    l->kernel_live_packets = l->kernel_live_bytes = 0;
+  }
+}
+
+void MediaStream::kernel_counters(SubStream k, Side side, uint64_t packets, uint64_t bytes) {
+  Leg& l = legs_[k][side];
+  if (packets != l.kernel_live_packets) last_activity = ctx_.now();
+  l.kernel_live_packets = packets;
+  l.kernel_live_bytes = bytes;
 }
 
 void MediaStream::deliver(SubStream k, Side to, const uint8_t* data, size_t len, bool stun,

@@ -76,6 +76,19 @@ struct Leg {
   uint64_t dropped = 0;  // from foreign sources or undeliverable
   uint32_t transmit_counter = 0;
   PendingQueue pending;  // STUN to be sent *to* this party
+
+  // In-kernel forwarding of this party's packets (spec D.7, nftables).
+  uint64_t media_seen = 0;      // non-STUN datagrams accepted from this party
+  uint32_t kernel_id = 0;       // installed rule, 0 if none
+  uint64_t kernel_packets = 0;  // counted by rules already removed
+  uint64_t kernel_bytes = 0;
+  uint64_t kernel_live_packets = 0;  // last reading of the installed rule
+  uint64_t kernel_live_bytes = 0;
+
+  uint64_t total_packets() const { return packets + kernel_packets + kernel_live_packets; }
+  uint64_t total_bytes() const { return bytes + kernel_bytes + kernel_live_bytes; }
+  uint64_t all_kernel_packets() const { return kernel_packets + kernel_live_packets; }
+  uint64_t all_kernel_bytes() const { return kernel_bytes + kernel_live_bytes; }
 };
 
 class MediaStream final : public MediaSocketOwner {
@@ -125,10 +138,16 @@ class MediaStream final : public MediaSocketOwner {
 
   void on_datagram(int tag, const sockaddr_in& from, const uint8_t* data, size_t len) override;
 
+  // A reading of the kernel counters of rule `side` of sub-stream `k`.
+  void kernel_counters(SubStream k, Side side, uint64_t packets, uint64_t bytes);
+  bool in_kernel(SubStream k) const { return legs_[k][kCaller].kernel_id != 0; }
+
  private:
   MediaStream(RelayContext& ctx, std::string media_type)
       : ctx_(ctx), media_type_(std::move(media_type)) {}
   void release_ports();
+  void maybe_hand_over(SubStream k);
+  void take_back_from_kernel(SubStream k);
   void deliver(SubStream k, Side to, const uint8_t* data, size_t len, bool stun, Leg& from_leg);
 
   RelayContext& ctx_;
@@ -140,6 +159,7 @@ class MediaStream final : public MediaSocketOwner {
   uint16_t rtp_port_[2] = {0, 0};
   bool was_on_hold_ = false;
   bool ports_released_ = false;
+  bool kernel_refused_ = false;  // a hand-over failed: stay in userspace
 };
 
 }  // namespace mp::relay

@@ -334,6 +334,14 @@ def check(d, mode, with_mp):
                 c.ok(near(ep, len(r2c)) or near(ep, len(e2r)),
                      f"callee_packets {ep} within {STATS_TOLERANCE} of tcpdump "
                      f"(callee->relay {len(e2r)}, relay->caller {len(r2c)})")
+                forwarding = os.environ.get("MPE2E_FORWARDING", "userspace")
+                kp = sum(int(s.get("caller_kernel_packets", 0)) for s in streams)
+                if forwarding == "kernel":
+                    c.ok(s0.get("forwarding") == "kernel" and kp >= cp - 5,
+                         f"forwarding=kernel: {kp} of {cp} caller packets went through "
+                         f"the kernel (stream reports {s0.get('forwarding')})")
+                else:
+                    c.ok(kp == 0, f"forwarding={forwarding}: no packet in the kernel ({kp})")
                 c.ok(s0.get("media_type") == "audio", "stream media_type audio")
                 c.ok(s0.get("caller_local") == f"{RELAY_IP}:{caller_got[1]}",
                      f"caller_local {s0.get('caller_local')} == caller's SDP address")

@@ -13,6 +13,8 @@
 #                            directly between the phones
 #   MPE2E_KEEP=1             keep the artefact directory even on success
 #   MPE2E_STATS_TOL=N        allowed difference stats vs tcpdump (default 10)
+#   MPE2E_FORWARDING=MODE    the relay's forwarding option (default userspace;
+#                            kernel asserts that the kernel carried the call)
 # Exit code 0 only if every requested mode passed.
 set -euo pipefail
 
@@ -195,6 +197,7 @@ log_level = debug
 [Relay]
 relay_ip = 10.200.0.1
 port_range = 40000:41000
+forwarding = ${MPE2E_FORWARDING:-userspace}
 EOF
         t1=$(date +%s.%N)
         ip netns exec "$NS_R" "$MP_BIN" --foreground --config "$d/mp.ini" \

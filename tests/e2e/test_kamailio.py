@@ -3,6 +3,8 @@ Kamailio mode:
 
     /usr/bin/python3 -m pytest -v tests/e2e/test_kamailio.py
 
+The engage mode runs a second time with the relay's in-kernel forwarding
+(forwarding = kernel), asserting that the kernel carried the call.
 Honours the same environment variables as run_e2e.sh (MP_BIN,
 MPE2E_NO_MEDIAPROXY, MPE2E_KEEP, MPE2E_STATS_TOL). Needs root (network
 namespaces); skipped otherwise.
@@ -18,13 +20,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "run_e2e.sh")
 
 
-@pytest.mark.parametrize("mode", ["use", "engage"])
-def test_kamailio_mediaproxy(mode):
+@pytest.mark.parametrize("mode,forwarding", [("use", "userspace"), ("engage", "userspace"),
+                                             ("engage", "kernel")])
+def test_kamailio_mediaproxy(mode, forwarding):
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces")
     try:
+        env = dict(os.environ, MPE2E_FORWARDING=forwarding)
         proc = subprocess.run(["/bin/bash", SCRIPT, mode], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=120)
+                              stderr=subprocess.STDOUT, text=True, timeout=120, env=env)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         sys.stdout.write(out)

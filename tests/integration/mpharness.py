@@ -55,6 +55,9 @@ DEFAULTS: Dict[str, Dict[str, str]] = {
         "stream_timeout": "90",
         "on_hold_timeout": "7200",
         "answer_timeout": "300",
+        # Loopback cannot exercise the kernel path (tests/kernel does, in
+        # namespaces); pin userspace so the host's nftables state is irrelevant.
+        "forwarding": "userspace",
     },
 }
 OPTION_SECTION = {opt: sec for sec, opts in DEFAULTS.items() for opt in opts}

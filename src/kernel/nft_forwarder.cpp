@@ -1,0 +1,817 @@
+// In-kernel forwarding through nftables: implementation of nft_forwarder.h.
+//
+// Owns the bookkeeping between rule ids and the elements that carry them in
+// the kernel, the batching of changes, and the words of every error. The
+// objects and their encoding live in nft_ruleset.cpp, the socket discipline
+// in nft_netlink.cpp. What an operator sees (`nft list table ip <name>`):
+//
+//   map fwd_map   { type ipv4_addr . inet_service . inet_service : mark; counter; }
+//                   latched source address . source port . relay port -> mark
+//   map out_sport { type mark : inet_service }  mark -> relay port to send from
+//   map out_daddr { type mark : ipv4_addr }     mark -> destination address
+//   map out_dport { type mark : inet_service }  mark -> destination port
+//   chain prerouting  (filter, priority raw): packets to the relay address whose
+//       key is in fwd_map get the mark, notrack, and the three rewrites;
+//       anything else (a lookup miss) goes on to the userspace socket.
+//   chain postrouting (filter, priority srcnat): marked packets get the relay
+//       address as source.
+//
+// Marks: mark = 0x6d000000 | id, id in 1..0xffffff (kMarkTag in
+// nft_ruleset.h), so a forwarded packet's mark is never 0 and postrouting
+// tests `meta mark & 0xff000000 == 0x6d000000`. Forwarded packets keep that
+// mark, so policy routing on fwmarks (ip rule fwmark) sees it; nothing else
+// on the host should use marks with top byte 0x6d.
+//
+// The map is named fwd_map rather than fwd because `fwd` is an nft keyword:
+// `nft list ruleset` output containing a map called fwd cannot be loaded back.
+//
+// Rule ids and final counters: every id add() returned is reported exactly
+// once through commit()'s `final_counters` when it leaves the kernel or the
+// queue: after remove(), when a later add() of the same key replaced it (the
+// old element is deleted and the new one added in the same transaction, so no
+// packet falls through to userspace in between), or, with zero counters, when
+// it was removed or replaced before ever being committed, or could not be
+// installed (commit() then also returns false and says why). Final counters
+// are read in one request per chunk of removed keys (a dump when many rules
+// go) just before the transaction that deletes them; packets forwarded
+// between the read and the deletion (microseconds) are not counted.
+//
+// Errors: the kernel reports EEXIST/ENOENT/EBUSY for the whole transaction of
+// a batch. Those mean the table was changed behind our back (e.g. by hand with
+// nft); the rules of such a batch are then retried one by one, deleting what
+// stands in the way (an element of the same key, an element already gone is
+// fine). Any other error (permissions, memory, timeout) leaves the remaining
+// changes queued for the next commit(). If the whole table (or a map) is
+// gone, typically `nft flush ruleset` from an nftables.service reload, the
+// next commit() or read_counters() that notices logs it, recreates the table
+// and reinstalls every installed rule, counters continuing from the last
+// values read; until then the packets of those streams reach userspace.
+#include "kernel/nft_forwarder.h"
+
+#include <errno.h>
+#include <libmnl/libmnl.h>
+#include <linux/netfilter/nf_tables.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <unordered_map>
+
+#include "common/log.h"
+#include "kernel/nft_netlink.h"
+#include "kernel/nft_ruleset.h"
+
+namespace mp::kernel {
+
+using namespace detail;
+
+namespace {
+
+constexpr const char* kIpForwardPath = "/proc/sys/net/ipv4/ip_forward";
+
+// "" when this network namespace forwards IPv4, otherwise why not.
+std::string check_ip_forward() {
+  FILE* f = std::fopen(kIpForwardPath, "re");
+  if (!f)
+    return std::string("cannot read ") + kIpForwardPath + " (" + std::strerror(errno) +
+           "): kernel forwarding needs net.ipv4.ip_forward = 1 in this network namespace";
+  int c = std::fgetc(f);
+  std::fclose(f);
+  if (c == '1') return "";
+  return "net.ipv4.ip_forward is 0 in this network namespace (" + std::string(kIpForwardPath) +
+         "): kernel forwarding needs it set to 1 (sysctl -w net.ipv4.ip_forward=1, and in "
+         "/etc/sysctl.d/ to keep it), or set forwarding = userspace";
+}
+
+// nft accepts these names unquoted: ({letter}|_|.)({letter}|{digit}|[/_.-])*.
+bool valid_table_name(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  if (!letter(name[0]) && name[0] != '_' && name[0] != '.') return false;
+  for (char c : name)
+    if (!letter(c) && !(c >= '0' && c <= '9') && c != '_' && c != '.' && c != '-' && c != '/')
+      return false;
+  return true;
+}
+
+const char* object_of(uint16_t msg_type) {
+  switch (msg_type) {
+    case NFT_MSG_NEWTABLE:
+    case NFT_MSG_DELTABLE:
+      return "the table";
+    case NFT_MSG_NEWSET:
+      return "a map with element counters";
+    case NFT_MSG_NEWCHAIN:
+      return "a filter chain on the prerouting/postrouting hook";
+    case NFT_MSG_NEWRULE:
+      return "a rule (lookup, notrack, payload rewrite with checksum update)";
+    case NFT_MSG_NEWSETELEM:
+      return "map elements";
+    case NFT_MSG_DELSETELEM:
+      return "the deletion of map elements";
+    default:
+      return "the transaction";
+  }
+}
+
+// Error text for a failed creation of the ruleset (create() and probe()).
+std::string ruleset_error(const BatchError& be, const std::string& table) {
+  std::string what =
+      "cannot create nftables table ip " + table + " (failed at " + object_of(be.msg_type) + ")";
+  if (be.err == ENOENT)
+    return what + ": " + std::strerror(ENOENT) +
+           " (nf_tables is not available in this kernel or lacks a feature the forwarder needs: "
+           "CONFIG_NF_TABLES, CONFIG_NF_TABLES_IPV4, filter chains, maps with counters, notrack "
+           "(CONFIG_NFT_CT), payload rewrite; or set forwarding = userspace)";
+  return describe_errno(be.err, what);
+}
+
+uint64_t key_of(Ipv4 ip, uint16_t sport, uint16_t dport) {
+  return (static_cast<uint64_t>(ip.be) << 32) | (static_cast<uint64_t>(sport) << 16) | dport;
+}
+
+// Errors that concern single elements of a batch (the table was changed by
+// someone else) rather than the whole socket or kernel.
+bool element_error(int err) {
+  return err == EEXIST || err == ENOENT || err == EBUSY;
+}
+
+}  // namespace
+
+struct NftForwarder::Impl {
+  enum class State : uint8_t {
+    kPendingAdd,     // queued, not in the kernel
+    kInstalled,      // in the kernel
+    kPendingRemove,  // in the kernel, deletion queued (alone or by a replacing add)
+    kCancelled,      // not (or no longer) in the kernel; reported at the end of commit(),
+                     // with zero counters if it never was
+  };
+  struct Entry {
+    ForwardRule rule;
+    uint64_t key = 0;
+    State state = State::kPendingAdd;
+    uint32_t replaces = 0;     // kPendingAdd: id deleted in the same transaction
+    uint32_t replaced_by = 0;  // kPendingRemove: the kPendingAdd that deletes it
+    Counters last;             // last counters read (base + kernel)
+    Counters base;             // counted by elements lost with a vanished table
+  };
+  // One transaction's worth of work for one rule: delete `remove`, add `add`.
+  struct Unit {
+    uint32_t remove = 0;
+    uint32_t add = 0;
+    size_t elements() const { return (remove ? 4u : 0u) + (add ? 4u : 0u); }
+  };
+
+  std::string table;
+  Ipv4 relay_ip;
+  Netlink nl;
+  Batch batch;
+  std::vector<char> request_buf = std::vector<char>(Batch::kMaxMessage + 4096);
+
+  std::unordered_map<uint32_t, Entry> entries;
+  std::unordered_map<uint64_t, uint32_t> kernel_owner;   // key -> id whose element is installed
+  std::unordered_map<uint64_t, uint32_t> pending_owner;  // key -> id queued for installation
+  std::vector<uint32_t> pending_adds;
+  std::vector<uint32_t> pending_removes;
+  std::vector<uint32_t> cancelled;
+  uint32_t next_id = 1;
+  std::vector<std::pair<uint32_t, Counters>> dumped;  // reused by dump_fwd()
+  bool table_lost = false;  // deleted behind our back; commit() rebuilds it
+
+  Entry* find(uint32_t id) {
+    auto it = entries.find(id);
+    return it == entries.end() ? nullptr : &it->second;
+  }
+
+  uint32_t alloc_id() {
+    for (uint32_t tries = 0; tries < kMaxId; ++tries) {
+      uint32_t id = next_id;
+      next_id = next_id >= kMaxId ? 1 : next_id + 1;
+      if (!entries.count(id)) return id;
+    }
+    return 0;
+  }
+
+  // The id installed in the kernel whose fwd_map element is `v`, or 0.
+  uint32_t id_of(const ElementView& v) const {
+    if (v.data_len != 4 || v.key_len != sizeof(FwdKey)) return 0;
+    uint32_t mark;
+    std::memcpy(&mark, v.data, 4);
+    if ((mark & kMarkMask) != kMarkTag) return 0;
+    uint32_t id = mark & kMaxId;
+    auto it = entries.find(id);
+    if (it == entries.end()) return 0;
+    const Entry& e = it->second;
+    if (e.state != State::kInstalled && e.state != State::kPendingRemove) return 0;
+    FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
+    return std::memcmp(k.bytes, v.key, sizeof k.bytes) == 0 ? id : 0;
+  }
+
+  Counters total(uint32_t id, const ElementView& v) const {
+    const Counters& b = entries.at(id).base;
+    return Counters{b.packets + v.packets, b.bytes + v.bytes};
+  }
+
+  // One dump of fwd_map into `dumped` (id, counters) for known ids. 0 or errno.
+  int dump_fwd() {
+    int err = EINTR;
+    for (int attempt = 0; attempt < 3 && err == EINTR; ++attempt) {
+      dumped.clear();
+      nlmsghdr* req = build_dump_elements(request_buf.data(), nl.take_seq(), table, kFwdMap);
+      bool malformed = false;
+      err = nl.request(req, [&](const nlmsghdr* nlh) {
+        if (!parse_elements(nlh, [&](const ElementView& v) {
+              if (uint32_t id = id_of(v)) dumped.emplace_back(id, total(id, v));
+            }))
+          malformed = true;
+      });
+      if (err == 0 && malformed) err = EPROTO;
+    }
+    return err;
+  }
+
+  // Reads the counters of the installed rules `ids` into their entries'
+  // `last`. 0, or the errno of the dump tried last (the entries then keep
+  // the counters read before).
+  int read_final(const std::vector<uint32_t>& ids) {
+    if (ids.empty()) return 0;
+    // Answers to a GETSETELEM come one message (~4 KiB of socket memory) per
+    // element; keep a request's answers well inside the receive buffer.
+    size_t chunk = std::clamp<size_t>(nl.receive_buffer() / 8192, 16, kMaxBatchElements);
+    bool use_dump = ids.size() > 2 * chunk || ids.size() * 2 > kernel_owner.size();
+    int err = 0;
+    if (!use_dump) {
+      for (size_t i = 0; i < ids.size() && err == 0; i += chunk) {
+        nlmsghdr* req = build_element_request(request_buf.data(), nl.take_seq());
+        ElementWriter w(req, table, kFwdMap);
+        for (size_t j = i; j < ids.size() && j < i + chunk; ++j) {
+          const Entry& e = entries.at(ids[j]);
+          FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
+          w.add(k.bytes, sizeof k.bytes);
+        }
+        w.finish();
+        err = nl.request(req, [&](const nlmsghdr* nlh) {
+          parse_elements(nlh, [&](const ElementView& v) {
+            if (uint32_t id = id_of(v)) entries.at(id).last = total(id, v);
+          });
+        });
+      }
+      if (err == 0) return 0;
+      // ENOENT: an element is gone (deleted by hand); the kernel stops at it.
+      LOG_DEBUG("kernel forwarding: reading final counters by key failed (%s), dumping the map",
+                std::strerror(err));
+    }
+    err = dump_fwd();
+    if (err) {
+      LOG_WARN("%s; final counters of %zu removed rules are the last ones read",
+               describe_errno(err, "cannot read nftables counters of table ip " + table).c_str(),
+               ids.size());
+      return err;
+    }
+    for (const auto& [id, c] : dumped) entries.at(id).last = c;
+    return 0;
+  }
+
+  // false if our table or one of its maps is gone (ENOENT on GETSET).
+  bool ruleset_present() {
+    for (const char* set : {kFwdMap, kSportMap, kDaddrMap, kDportMap}) {
+      nlmsghdr* req = build_get_set(request_buf.data(), nl.take_seq(), table, set);
+      if (nl.request(req, [](const nlmsghdr*) {}) == ENOENT) return false;
+    }
+    return true;
+  }
+
+  // After ENOENT: true (and logged) if the table was deleted behind our back.
+  bool lost_table(int err) {
+    if (err != ENOENT || ruleset_present()) return false;
+    LOG_ERROR(
+        "kernel forwarding: nftables table ip %s (or a map in it) was deleted behind mediaproxy's "
+        "back, e.g. by `nft flush ruleset` in an nftables.service reload; packets of kernel-"
+        "forwarded streams go to userspace until it is rebuilt, which happens now. Keep "
+        "`flush ruleset` out of the firewall configuration (flush only its own tables)",
+        table.c_str());
+    table_lost = true;
+    return true;
+  }
+
+  // Sends units [begin, end) in batches, all-or-error. 0 or errno.
+  int send_all(const std::vector<Unit>& units) {
+    for (size_t i = 0; i < units.size();) {
+      size_t j = i;
+      size_t n = 0;
+      while (j < units.size() && n + units[j].elements() <= kMaxBatchElements)
+        n += units[j++].elements();
+      if (int err = send_units(units, i, j)) return err;
+      for (; i < j; ++i) applied(units[i]);
+    }
+    return 0;
+  }
+
+  // Recreates the table after it vanished and reinstalls every rule the
+  // kernel had, counting on from the last counters read (packets forwarded
+  // between that read and the loss are not counted). Rules whose deletion
+  // was queued are gone for good: they are reported by the next commit().
+  // 0 or errno; on failure the next commit() or read_counters() starts over.
+  int rebuild() {
+    table_lost = true;
+    batch.begin(nl.peek_seq());
+    put_ruleset(batch, table, relay_ip);
+    batch.end();
+    nl.done_seq(batch.next_seq());
+    BatchError be;
+    if (int err = nl.send_batch(batch, be)) return err;
+    kernel_owner.clear();
+    std::vector<Unit> units;
+    for (auto& [id, e] : entries) {
+      if (e.state == State::kInstalled) {
+        e.base = e.last;
+        units.push_back(Unit{0, id});
+      } else if (e.state == State::kPendingRemove) {
+        if (e.replaced_by) entries.at(e.replaced_by).replaces = 0;
+        e.replaced_by = 0;
+        e.state = State::kCancelled;  // reported with its last counters
+        cancelled.push_back(id);
+      }
+    }
+    if (int err = send_all(units)) return err;
+    table_lost = false;
+    LOG_WARN("kernel forwarding: rebuilt nftables table ip %s with its %zu rules", table.c_str(),
+             units.size());
+    return 0;
+  }
+
+  // Drops from units [from, end) what a rebuild made moot.
+  void refilter(std::vector<Unit>& units, size_t from) {
+    for (size_t k = from; k < units.size(); ++k) {
+      Unit& u = units[k];
+      if (u.remove && entries.at(u.remove).state != State::kPendingRemove) u.remove = 0;
+      if (u.add && entries.at(u.add).state != State::kPendingAdd) u.add = 0;
+    }
+    units.erase(std::remove_if(units.begin() + static_cast<std::ptrdiff_t>(from), units.end(),
+                               [](const Unit& u) { return u.elements() == 0; }),
+                units.end());
+  }
+
+  // Appends one element message per map for units [begin, end): deletions
+  // first, then additions with fwd_map last.
+  bool put_units(const std::vector<Unit>& units, size_t begin, size_t end) {
+    bool removes = false;
+    bool adds = false;
+    for (size_t i = begin; i < end; ++i) {
+      removes = removes || units[i].remove;
+      adds = adds || units[i].add;
+    }
+    auto put = [&](uint16_t type, uint16_t flags, const char* set, auto&& each) {
+      nlmsghdr* nlh = batch.add(type, flags);
+      if (!nlh) return false;
+      ElementWriter w(nlh, table, set);
+      for (size_t i = begin; i < end; ++i) each(w, units[i]);
+      w.finish();
+      batch.close(nlh);
+      return true;
+    };
+    auto del_key = [&](ElementWriter& w, const Unit& u) {
+      if (!u.remove) return;
+      const Entry& e = entries.at(u.remove);
+      FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
+      w.add(k.bytes, sizeof k.bytes);
+    };
+    auto del_mark = [&](ElementWriter& w, const Unit& u) {
+      if (!u.remove) return;
+      uint32_t m = mark_of(u.remove);
+      w.add(&m, 4);
+    };
+    auto add_sport = [&](ElementWriter& w, const Unit& u) {
+      if (!u.add) return;
+      uint32_t m = mark_of(u.add);
+      uint16_t port = htons(entries.at(u.add).rule.relay_out_port);
+      w.add(&m, 4, &port, 2);
+    };
+    auto add_daddr = [&](ElementWriter& w, const Unit& u) {
+      if (!u.add) return;
+      uint32_t m = mark_of(u.add);
+      uint32_t ip = entries.at(u.add).rule.to.ip.be;
+      w.add(&m, 4, &ip, 4);
+    };
+    auto add_dport = [&](ElementWriter& w, const Unit& u) {
+      if (!u.add) return;
+      uint32_t m = mark_of(u.add);
+      uint16_t port = htons(entries.at(u.add).rule.to.port);
+      w.add(&m, 4, &port, 2);
+    };
+    auto add_fwd = [&](ElementWriter& w, const Unit& u) {
+      if (!u.add) return;
+      const Entry& e = entries.at(u.add);
+      FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
+      uint32_t m = mark_of(u.add);
+      w.add(k.bytes, sizeof k.bytes, &m, 4);
+    };
+    constexpr uint16_t kCreate = NLM_F_CREATE | NLM_F_EXCL;
+    if (removes && !(put(NFT_MSG_DELSETELEM, 0, kFwdMap, del_key) &&
+                     put(NFT_MSG_DELSETELEM, 0, kSportMap, del_mark) &&
+                     put(NFT_MSG_DELSETELEM, 0, kDaddrMap, del_mark) &&
+                     put(NFT_MSG_DELSETELEM, 0, kDportMap, del_mark)))
+      return false;
+    if (adds && !(put(NFT_MSG_NEWSETELEM, kCreate, kSportMap, add_sport) &&
+                  put(NFT_MSG_NEWSETELEM, kCreate, kDaddrMap, add_daddr) &&
+                  put(NFT_MSG_NEWSETELEM, kCreate, kDportMap, add_dport) &&
+                  put(NFT_MSG_NEWSETELEM, kCreate, kFwdMap, add_fwd)))
+      return false;
+    return true;
+  }
+
+  // One transaction for units [begin, end). 0 or errno.
+  int send_units(const std::vector<Unit>& units, size_t begin, size_t end) {
+    batch.begin(nl.peek_seq());
+    if (!put_units(units, begin, end) || !batch.end()) return EMSGSIZE;
+    nl.done_seq(batch.next_seq());
+    BatchError be;
+    return nl.send_batch(batch, be);
+  }
+
+  // Deletes one element of `set` in its own transaction; ENOENT counts as done.
+  int delete_one(const char* set, const void* key, uint32_t key_len) {
+    batch.begin(nl.peek_seq());
+    nlmsghdr* nlh = batch.add(NFT_MSG_DELSETELEM, 0);
+    ElementWriter w(nlh, table, set);
+    w.add(key, key_len);
+    w.finish();
+    batch.close(nlh);
+    batch.end();
+    nl.done_seq(batch.next_seq());
+    BatchError be;
+    int err = nl.send_batch(batch, be);
+    return err == ENOENT ? 0 : err;
+  }
+
+  // Deletes, element by element, whatever of rule `id`'s elements exists.
+  int delete_rule_elements(uint32_t id) {
+    const Entry& e = entries.at(id);
+    FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
+    uint32_t m = mark_of(id);
+    int err = delete_one(kFwdMap, k.bytes, sizeof k.bytes);
+    for (const char* set : {kSportMap, kDaddrMap, kDportMap})
+      if (err == 0) err = delete_one(set, &m, 4);
+    return err;
+  }
+
+  // Bookkeeping once `u` is in effect in the kernel; returns the removed id
+  // (to report) or 0.
+  uint32_t applied(const Unit& u) {
+    if (u.remove) {
+      Entry& e = entries.at(u.remove);
+      e.state = State::kCancelled;
+      e.replaced_by = 0;
+      auto it = kernel_owner.find(e.key);
+      if (it != kernel_owner.end() && it->second == u.remove) kernel_owner.erase(it);
+    }
+    if (u.add) {
+      Entry& e = entries.at(u.add);
+      e.state = State::kInstalled;
+      e.replaces = 0;
+      kernel_owner[e.key] = u.add;
+      auto it = pending_owner.find(e.key);
+      if (it != pending_owner.end() && it->second == u.add) pending_owner.erase(it);
+    }
+    return u.remove;
+  }
+
+  // `id` could not be installed: forget it (reported with zero counters).
+  void drop_add(uint32_t id) {
+    Entry& e = entries.at(id);
+    auto it = pending_owner.find(e.key);
+    if (it != pending_owner.end() && it->second == id) pending_owner.erase(it);
+    e.state = State::kCancelled;
+    e.last = Counters{};
+  }
+
+  void report(uint32_t id, const std::function<void(uint32_t, const Counters&)>& final_counters) {
+    auto it = entries.find(id);
+    if (it == entries.end()) return;
+    Counters c = it->second.last;
+    entries.erase(it);
+    if (final_counters) final_counters(id, c);
+  }
+
+  // Retries a unit of a refused batch alone and, if the kernel still refuses
+  // it because of elements we did not expect, clears the way and tries once
+  // more. Returns 0, or an errno that is not about elements (stop committing).
+  // Adds that cannot be installed are dropped and described in `failures`.
+  int retry_unit(const Unit& u, std::vector<uint32_t>& removed, std::vector<uint32_t>& dropped,
+                 std::string& failures, size_t& failed) {
+    std::vector<Unit> one{u};
+    int err = send_units(one, 0, 1);
+    if (err == 0) {
+      if (uint32_t r = applied(u)) removed.push_back(r);
+      return 0;
+    }
+    if (!element_error(err)) return err;
+    LOG_DEBUG("kernel forwarding: rule %u/%u refused (%s), clearing the way", u.remove, u.add,
+              std::strerror(err));
+    if (u.remove) {
+      err = delete_rule_elements(u.remove);
+      if (err) return err;
+      applied(Unit{u.remove, 0});
+      removed.push_back(u.remove);
+      if (u.add) entries.at(u.add).replaces = 0;
+    }
+    if (!u.add) return 0;
+    err = delete_rule_elements(u.add);
+    if (err) return err;
+    one[0] = Unit{0, u.add};
+    err = send_units(one, 0, 1);
+    if (err == 0) {
+      applied(one[0]);
+      return 0;
+    }
+    if (!element_error(err)) return err;
+    if (failed++ == 0) {
+      const Entry& e = entries.at(u.add);
+      failures =
+          describe_errno(err, "cannot install kernel forwarding rule " + std::to_string(u.add) +
+                                  " (from " + format_endpoint(e.rule.from) + " to relay port " +
+                                  std::to_string(e.rule.relay_in_port) + ")");
+    }
+    drop_add(u.add);
+    dropped.push_back(u.add);
+    return 0;
+  }
+};
+
+NftForwarder::NftForwarder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+bool NftForwarder::probe(std::string& why) {
+  Netlink nl;
+  if (int err = nl.open()) {
+    why = describe_errno(err, "cannot open a netlink socket to nf_tables");
+    return false;
+  }
+  static std::atomic<unsigned> counter{0};
+  std::string name =
+      "mediaproxy_probe_" + std::to_string(getpid()) + "_" + std::to_string(counter.fetch_add(1));
+  Batch batch;
+  batch.begin(nl.peek_seq());
+  put_ruleset(batch, name, Ipv4{});
+  batch.end();
+  nl.done_seq(batch.next_seq());
+  BatchError be;
+  if (nl.send_batch(batch, be) != 0) {
+    why = ruleset_error(be, name);
+    return false;
+  }
+  batch.begin(nl.peek_seq());
+  put_delete_table(batch, name);
+  batch.end();
+  nl.done_seq(batch.next_seq());
+  if (nl.send_batch(batch, be) != 0) {
+    why = describe_errno(be.err, "cannot delete the scratch nftables table ip " + name +
+                                     " (delete it by hand: nft delete table ip " + name + ")");
+    return false;
+  }
+  why = check_ip_forward();
+  return why.empty();
+}
+
+std::unique_ptr<NftForwarder> NftForwarder::create(const std::string& table_name, Ipv4 relay_ip,
+                                                   std::string& error) {
+  if (!valid_table_name(table_name)) {
+    error = "invalid nftables table name \"" + table_name +
+            "\": use 1 to 64 letters, digits and _ . - /, starting with a letter or _";
+    return nullptr;
+  }
+  if (relay_ip.is_any()) {
+    error = "kernel forwarding needs the relay's own IPv4 address, not 0.0.0.0";
+    return nullptr;
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->table = table_name;
+  impl->relay_ip = relay_ip;
+  if (int err = impl->nl.open()) {
+    error = describe_errno(err, "cannot open a netlink socket to nf_tables");
+    return nullptr;
+  }
+  error = check_ip_forward();
+  if (!error.empty()) return nullptr;
+
+  // Only to say so in the log: the transaction below replaces it either way.
+  nlmsghdr* req = build_get_table(impl->request_buf.data(), impl->nl.take_seq(), table_name);
+  bool stale = impl->nl.request(req, [](const nlmsghdr*) {}) == 0;
+
+  Batch& batch = impl->batch;
+  batch.begin(impl->nl.peek_seq());
+  put_ruleset(batch, table_name, relay_ip);
+  batch.end();
+  impl->nl.done_seq(batch.next_seq());
+  BatchError be;
+  if (impl->nl.send_batch(batch, be) != 0) {
+    error = ruleset_error(be, table_name);
+    return nullptr;
+  }
+  if (stale)
+    LOG_WARN(
+        "kernel forwarding: nftables table ip %s already existed (left by an instance that did "
+        "not exit cleanly, or another instance using the same table name); deleted and recreated",
+        table_name.c_str());
+  LOG_INFO("kernel forwarding: created nftables table ip %s for relay address %s",
+           table_name.c_str(), format_ipv4(relay_ip).c_str());
+  return std::unique_ptr<NftForwarder>(new NftForwarder(std::move(impl)));
+}
+
+NftForwarder::~NftForwarder() {
+  if (!impl_) return;
+  Impl& im = *impl_;
+  im.batch.begin(im.nl.peek_seq());
+  put_delete_table(im.batch, im.table);
+  im.batch.end();
+  im.nl.done_seq(im.batch.next_seq());
+  BatchError be;
+  int err = im.nl.send_batch(im.batch, be);
+  if (err == 0)
+    LOG_INFO("kernel forwarding: deleted nftables table ip %s", im.table.c_str());
+  else if (err != ENOENT)
+    LOG_ERROR("%s",
+              describe_errno(err, "kernel forwarding: cannot delete nftables table ip " + im.table +
+                                      " (delete it by hand: nft delete table ip " + im.table + ")")
+                  .c_str());
+}
+
+uint32_t NftForwarder::add(const ForwardRule& rule) {
+  Impl& im = *impl_;
+  uint32_t id = im.alloc_id();
+  if (id == 0) {
+    LOG_ERROR("kernel forwarding: no free rule id (%u rules live)", kMaxId);
+    return 0;
+  }
+  Impl::Entry e;
+  e.rule = rule;
+  e.key = key_of(rule.from.ip, rule.from.port, rule.relay_in_port);
+  // An earlier add of the same key not yet committed never reaches the kernel.
+  if (auto it = im.pending_owner.find(e.key); it != im.pending_owner.end()) {
+    uint32_t old = it->second;
+    im.entries.at(old).state = Impl::State::kCancelled;
+    im.cancelled.push_back(old);
+  }
+  // The element installed for this key is deleted in the transaction that adds this one.
+  if (auto it = im.kernel_owner.find(e.key); it != im.kernel_owner.end()) {
+    Impl::Entry& installed = im.entries.at(it->second);
+    installed.state = Impl::State::kPendingRemove;
+    installed.replaced_by = id;
+    e.replaces = it->second;
+  }
+  im.pending_owner[e.key] = id;
+  im.entries.emplace(id, e);
+  im.pending_adds.push_back(id);
+  return id;
+}
+
+void NftForwarder::remove(uint32_t id) {
+  Impl& im = *impl_;
+  Impl::Entry* e = im.find(id);
+  if (!e) return;
+  switch (e->state) {
+    case Impl::State::kPendingAdd: {
+      auto it = im.pending_owner.find(e->key);
+      if (it != im.pending_owner.end() && it->second == id) im.pending_owner.erase(it);
+      if (e->replaces) {
+        // The rule it was to replace goes anyway, on its own.
+        im.entries.at(e->replaces).replaced_by = 0;
+        im.pending_removes.push_back(e->replaces);
+      }
+      e->state = Impl::State::kCancelled;
+      im.cancelled.push_back(id);
+      break;
+    }
+    case Impl::State::kInstalled:
+      e->state = Impl::State::kPendingRemove;
+      im.pending_removes.push_back(id);
+      break;
+    case Impl::State::kPendingRemove:
+    case Impl::State::kCancelled:
+      break;
+  }
+}
+
+bool NftForwarder::commit(const std::function<void(uint32_t id, const Counters&)>& final_counters,
+                          std::string& error) {
+  Impl& im = *impl_;
+  using Unit = Impl::Unit;
+  using State = Impl::State;
+  error.clear();
+  int fatal = im.table_lost ? im.rebuild() : 0;
+
+  // Work queued so far; callbacks below may queue more.
+  std::vector<uint32_t> removes = std::move(im.pending_removes);
+  std::vector<uint32_t> adds = std::move(im.pending_adds);
+  std::vector<uint32_t> cancelled = std::move(im.cancelled);
+  im.pending_removes.clear();
+  im.pending_adds.clear();
+  im.cancelled.clear();
+  std::sort(removes.begin(), removes.end());
+  removes.erase(std::unique(removes.begin(), removes.end()), removes.end());
+
+  std::vector<Unit> units;
+  for (uint32_t id : removes) {
+    const Impl::Entry* e = im.find(id);
+    if (e && e->state == State::kPendingRemove && !e->replaced_by) units.push_back(Unit{id, 0});
+  }
+  for (uint32_t id : adds) {
+    const Impl::Entry* e = im.find(id);
+    if (e && e->state == State::kPendingAdd) units.push_back(Unit{e->replaces, id});
+  }
+  if (!fatal) {
+    std::vector<uint32_t> deleting;
+    for (const Unit& u : units)
+      if (u.remove) deleting.push_back(u.remove);
+    if (im.lost_table(im.read_final(deleting))) {
+      fatal = im.rebuild();
+      im.refilter(units, 0);
+    }
+  }
+
+  std::vector<uint32_t> removed;
+  std::vector<uint32_t> dropped;
+  std::string failures;
+  size_t failed = 0;
+  size_t i = 0;
+  while (i < units.size() && !fatal) {
+    size_t j = i;
+    size_t n = 0;
+    while (j < units.size() && n + units[j].elements() <= kMaxBatchElements)
+      n += units[j++].elements();
+    int err = im.send_units(units, i, j);
+    if (err == 0) {
+      for (; i < j; ++i)
+        if (uint32_t r = im.applied(units[i])) removed.push_back(r);
+    } else if (im.lost_table(err)) {
+      fatal = im.rebuild();
+      im.refilter(units, i);
+    } else if (element_error(err)) {
+      LOG_WARN(
+          "kernel forwarding: the kernel refused a batch of %zu rule changes (%s): nftables "
+          "table ip %s was changed by someone else; retrying rule by rule",
+          j - i, std::strerror(err), im.table.c_str());
+      for (; i < j && !fatal; ++i) {
+        fatal = im.retry_unit(units[i], removed, dropped, failures, failed);
+        if (fatal) break;
+      }
+    } else {
+      fatal = err;
+    }
+  }
+  if (fatal) {
+    // Keep what was not done queued for the next commit().
+    for (size_t k = i; k < units.size(); ++k) {
+      const Unit& u = units[k];
+      if (u.add && im.entries.at(u.add).state == State::kPendingAdd)
+        im.pending_adds.push_back(u.add);
+      else if (u.remove && im.entries.at(u.remove).state == State::kPendingRemove)
+        im.pending_removes.push_back(u.remove);
+    }
+    error = describe_errno(fatal, "kernel forwarding: cannot update nftables table ip " + im.table +
+                                      " (" + std::to_string(units.size() - i) +
+                                      " rule changes stay queued)");
+  } else if (failed) {
+    error = failures;
+    if (failed > 1) error += " (and " + std::to_string(failed - 1) + " more rules)";
+  }
+
+  // Reported last, with no reference into the tables held: the callback may
+  // queue new changes. `late`: rules whose deletion a rebuild made moot.
+  std::vector<uint32_t> late = std::move(im.cancelled);
+  im.cancelled.clear();
+  for (const auto* list : {&cancelled, &removed, &dropped, &late})
+    for (uint32_t id : *list) im.report(id, final_counters);
+  return error.empty();
+}
+
+bool NftForwarder::read_counters(const std::function<void(uint32_t id, const Counters&)>& visit,
+                                 std::string& error) {
+  Impl& im = *impl_;
+  int err = im.table_lost ? ENOENT : im.dump_fwd();
+  if (err && (im.table_lost || im.lost_table(err))) {
+    err = im.rebuild();
+    if (err == 0) err = im.dump_fwd();
+  }
+  if (err) {
+    error = describe_errno(
+        err, "kernel forwarding: cannot read counters of nftables table ip " + im.table);
+    return false;
+  }
+  error.clear();
+  for (const auto& [id, c] : im.dumped) im.entries.at(id).last = c;
+  if (visit)
+    for (const auto& [id, c] : im.dumped) visit(id, c);
+  return true;
+}
+
+size_t NftForwarder::installed() const {
+  return impl_->kernel_owner.size();
+}
+
+const std::string& NftForwarder::table_name() const {
+  return impl_->table;
+}
+
+}  // namespace mp::kernel

@@ -1,0 +1,464 @@
+// Implementation of the forwarder's nftables objects (nft_ruleset.h).
+//
+// The expressions reproduce `nft --debug=netlink` (nft 1.0.6) for:
+//   map fwd_map { type ipv4_addr . inet_service . inet_service : mark; counter; }
+//   map out_sport { type mark : inet_service; }   (out_daddr: ipv4_addr, out_dport)
+//   chain prerouting { type filter hook prerouting priority raw; policy accept;
+//     ip daddr R meta l4proto udp
+//     meta mark set ip saddr . udp sport . udp dport map @fwd_map notrack
+//     udp sport set meta mark map @out_sport ip daddr set meta mark map @out_daddr
+//     udp dport set meta mark map @out_dport }
+//   chain postrouting { type filter hook postrouting priority srcnat; policy accept;
+//     meta mark & 0xff000000 == 0x6d000000 ip saddr set R }
+// which nft compiles to:
+//   [ payload load 4b @ network header + 16 => reg 1 ] [ cmp eq reg 1 R ]
+//   [ meta load l4proto => reg 1 ] [ cmp eq reg 1 0x11 ]
+//   [ payload load 4b @ network header + 12 => reg 1 ]
+//   [ payload load 2b @ transport header + 0 => reg 9 ]
+//   [ payload load 2b @ transport header + 2 => reg 10 ]
+//   [ lookup reg 1 set fwd_map dreg 1 ] [ meta set mark with reg 1 ] [ notrack ]
+//   [ meta load mark => reg 1 ] [ lookup reg 1 set out_sport dreg 1 ]
+//   [ payload write reg 1 => 2b @ transport header + 0 csum_type 1 csum_off 6 csum_flags 0x0 ]
+//   [ meta load mark => reg 1 ] [ lookup reg 1 set out_daddr dreg 1 ]
+//   [ payload write reg 1 => 4b @ network header + 16 csum_type 1 csum_off 10 csum_flags 0x1 ]
+//   [ meta load mark => reg 1 ] [ lookup reg 1 set out_dport dreg 1 ]
+//   [ payload write reg 1 => 2b @ transport header + 2 csum_type 1 csum_off 6 csum_flags 0x0 ]
+// and
+//   [ meta load mark => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0xff000000 ) ^ 0x00000000 ]
+//   [ cmp eq reg 1 0x6d000000 ] [ immediate reg 1 R ]
+//   [ payload write reg 1 => 4b @ network header + 12 csum_type 1 csum_off 10 csum_flags 0x1 ]
+// csum_type 1 (inet) with csum_off 10 fixes the IP header checksum; the
+// pseudo-header flag (0x1) also fixes the UDP checksum for address changes;
+// port changes fix the UDP checksum at offset 6. A zero UDP checksum (none)
+// is left alone by the kernel.
+#include "kernel/nft_ruleset.h"
+
+#include <libmnl/libmnl.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/common.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <libnftnl/udata.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+#include <netinet/in.h>
+
+#include <cstring>
+
+namespace mp::kernel::detail {
+
+namespace {
+
+// nft's datatype ids (src/datatype.h) and byte orders, used for the set
+// declarations and the user data that lets `nft list` print elements.
+constexpr uint32_t kTypeIpAddr = 7;
+constexpr uint32_t kTypeInetService = 13;
+constexpr uint32_t kTypeMark = 19;
+constexpr uint32_t kTypeBits = 6;
+constexpr uint32_t kByteorderInvalid = 0;
+constexpr uint32_t kByteorderHost = 1;
+constexpr uint32_t kByteorderBig = 2;
+
+constexpr const char* kTableComment = "mediaproxy: in-kernel forwarding of latched media streams";
+constexpr const char* kPreroutingComment =
+    "mediaproxy: forward packets of latched peers, rewrite ports and destination";
+constexpr const char* kPostroutingComment = "mediaproxy: source address of forwarded packets";
+
+// Set ids tie the rules to sets created in the same transaction.
+enum SetId : uint32_t { kFwdId = 1, kSportId, kDaddrId, kDportId };
+
+template <typename T, void (*Free)(T*)>
+struct Owned {
+  T* p;
+  explicit Owned(T* x) : p(x) {}
+  ~Owned() {
+    if (p) Free(p);
+  }
+  Owned(const Owned&) = delete;
+  Owned& operator=(const Owned&) = delete;
+};
+
+void free_table(nftnl_table* t) {
+  nftnl_table_free(t);
+}
+void free_chain(nftnl_chain* c) {
+  nftnl_chain_free(c);
+}
+void free_set(nftnl_set* s) {
+  nftnl_set_free(s);
+}
+void free_rule(nftnl_rule* r) {
+  nftnl_rule_free(r);
+}
+void free_udata(nftnl_udata_buf* b) {
+  nftnl_udata_buf_free(b);
+}
+using Table = Owned<nftnl_table, free_table>;
+using Chain = Owned<nftnl_chain, free_chain>;
+using Set = Owned<nftnl_set, free_set>;
+using Rule = Owned<nftnl_rule, free_rule>;
+using Udata = Owned<nftnl_udata_buf, free_udata>;
+
+bool put_table(Batch& batch, uint16_t type, uint16_t flags, const std::string& name,
+               bool with_comment) {
+  Table t(nftnl_table_alloc());
+  nftnl_table_set_str(t.p, NFTNL_TABLE_NAME, name.c_str());
+  Udata ud(nftnl_udata_buf_alloc(256));
+  if (with_comment) {
+    nftnl_table_set_u32(t.p, NFTNL_TABLE_FLAGS, 0);
+    nftnl_udata_put_strz(ud.p, NFTNL_UDATA_TABLE_COMMENT, kTableComment);
+    nftnl_table_set_data(t.p, NFTNL_TABLE_USERDATA, nftnl_udata_buf_data(ud.p),
+                         nftnl_udata_buf_len(ud.p));
+  }
+  nlmsghdr* nlh = batch.add(type, flags);
+  if (!nlh) return false;
+  nftnl_table_nlmsg_build_payload(nlh, t.p);
+  batch.close(nlh);
+  return true;
+}
+
+bool put_chain(Batch& batch, const std::string& table, const char* name, uint32_t hook,
+               int32_t prio) {
+  Chain c(nftnl_chain_alloc());
+  nftnl_chain_set_str(c.p, NFTNL_CHAIN_TABLE, table.c_str());
+  nftnl_chain_set_str(c.p, NFTNL_CHAIN_NAME, name);
+  nftnl_chain_set_str(c.p, NFTNL_CHAIN_TYPE, "filter");
+  nftnl_chain_set_u32(c.p, NFTNL_CHAIN_HOOKNUM, hook);
+  nftnl_chain_set_s32(c.p, NFTNL_CHAIN_PRIO, prio);
+  nftnl_chain_set_u32(c.p, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+  nlmsghdr* nlh = batch.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
+  if (!nlh) return false;
+  nftnl_chain_nlmsg_build_payload(nlh, c.p);
+  batch.close(nlh);
+  return true;
+}
+
+bool put_map(Batch& batch, const std::string& table, const char* name, uint32_t id,
+             uint32_t key_type, uint32_t key_len, uint32_t key_order, uint32_t data_type,
+             uint32_t data_len, uint32_t data_order, bool counter) {
+  Set s(nftnl_set_alloc());
+  nftnl_set_set_str(s.p, NFTNL_SET_TABLE, table.c_str());
+  nftnl_set_set_str(s.p, NFTNL_SET_NAME, name);
+  nftnl_set_set_u32(s.p, NFTNL_SET_FLAGS, NFT_SET_MAP);
+  nftnl_set_set_u32(s.p, NFTNL_SET_KEY_TYPE, key_type);
+  nftnl_set_set_u32(s.p, NFTNL_SET_KEY_LEN, key_len);
+  nftnl_set_set_u32(s.p, NFTNL_SET_DATA_TYPE, data_type);
+  nftnl_set_set_u32(s.p, NFTNL_SET_DATA_LEN, data_len);
+  nftnl_set_set_u32(s.p, NFTNL_SET_ID, id);
+  Udata ud(nftnl_udata_buf_alloc(64));
+  nftnl_udata_put_u32(ud.p, NFTNL_UDATA_SET_KEYBYTEORDER, key_order);
+  nftnl_udata_put_u32(ud.p, NFTNL_UDATA_SET_DATABYTEORDER, data_order);
+  nftnl_set_set_data(s.p, NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud.p),
+                     nftnl_udata_buf_len(ud.p));
+  if (counter) nftnl_set_add_expr(s.p, nftnl_expr_alloc("counter"));  // owned by the set
+  nlmsghdr* nlh = batch.add(NFT_MSG_NEWSET, NLM_F_CREATE);
+  if (!nlh) return false;
+  nftnl_set_nlmsg_build_payload(nlh, s.p);
+  batch.close(nlh);
+  return true;
+}
+
+// Expression builders; the rule owns what they return.
+nftnl_expr* payload_load(uint32_t base, uint32_t offset, uint32_t len, uint32_t dreg) {
+  nftnl_expr* e = nftnl_expr_alloc("payload");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
+  return e;
+}
+
+nftnl_expr* payload_write(uint32_t base, uint32_t offset, uint32_t len, uint32_t csum_offset,
+                          uint32_t csum_flags) {
+  nftnl_expr* e = nftnl_expr_alloc("payload");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_TYPE, NFT_PAYLOAD_CSUM_INET);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_OFFSET, csum_offset);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_FLAGS, csum_flags);
+  return e;
+}
+
+nftnl_expr* cmp_eq(const void* data, uint32_t len) {
+  nftnl_expr* e = nftnl_expr_alloc("cmp");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, NFT_CMP_EQ);
+  nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+  return e;
+}
+
+nftnl_expr* meta_load(uint32_t key) {
+  nftnl_expr* e = nftnl_expr_alloc("meta");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
+  return e;
+}
+
+nftnl_expr* meta_set_mark() {
+  nftnl_expr* e = nftnl_expr_alloc("meta");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, NFT_META_MARK);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
+  return e;
+}
+
+nftnl_expr* lookup(const char* set, uint32_t set_id) {
+  nftnl_expr* e = nftnl_expr_alloc("lookup");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, NFT_REG_1);
+  nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, set_id);
+  return e;
+}
+
+bool put_rule(Batch& batch, const std::string& table, const char* chain, const char* comment,
+              const std::function<void(nftnl_rule*)>& fill) {
+  Rule r(nftnl_rule_alloc());
+  nftnl_rule_set_str(r.p, NFTNL_RULE_TABLE, table.c_str());
+  nftnl_rule_set_str(r.p, NFTNL_RULE_CHAIN, chain);
+  fill(r.p);
+  Udata ud(nftnl_udata_buf_alloc(256));
+  nftnl_udata_put_strz(ud.p, NFTNL_UDATA_RULE_COMMENT, comment);
+  nftnl_rule_set_data(r.p, NFTNL_RULE_USERDATA, nftnl_udata_buf_data(ud.p),
+                      nftnl_udata_buf_len(ud.p));
+  nlmsghdr* nlh = batch.add(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
+  if (!nlh) return false;
+  nftnl_rule_nlmsg_build_payload(nlh, r.p);
+  batch.close(nlh);
+  return true;
+}
+
+void fill_prerouting(nftnl_rule* r, Ipv4 relay_ip) {
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG_1));
+  nftnl_rule_add_expr(r, cmp_eq(&relay_ip.be, 4));
+  nftnl_rule_add_expr(r, meta_load(NFT_META_L4PROTO));
+  uint8_t udp = IPPROTO_UDP;
+  nftnl_rule_add_expr(r, cmp_eq(&udp, 1));
+  // ip saddr . udp sport . udp dport in registers 1 (= 32-bit 00), 32-bit 01, 02.
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG_1));
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG32_01));
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_02));
+  // A miss ends the rule here: the packet goes on to the userspace socket.
+  nftnl_rule_add_expr(r, lookup(kFwdMap, kFwdId));
+  nftnl_rule_add_expr(r, meta_set_mark());
+  nftnl_rule_add_expr(r, nftnl_expr_alloc("notrack"));
+  nftnl_rule_add_expr(r, meta_load(NFT_META_MARK));
+  nftnl_rule_add_expr(r, lookup(kSportMap, kSportId));
+  nftnl_rule_add_expr(r, payload_write(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, 6, 0));
+  nftnl_rule_add_expr(r, meta_load(NFT_META_MARK));
+  nftnl_rule_add_expr(r, lookup(kDaddrMap, kDaddrId));
+  nftnl_rule_add_expr(
+      r, payload_write(NFT_PAYLOAD_NETWORK_HEADER, 16, 4, 10, NFT_PAYLOAD_L4CSUM_PSEUDOHDR));
+  nftnl_rule_add_expr(r, meta_load(NFT_META_MARK));
+  nftnl_rule_add_expr(r, lookup(kDportMap, kDportId));
+  nftnl_rule_add_expr(r, payload_write(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, 6, 0));
+}
+
+void fill_postrouting(nftnl_rule* r, Ipv4 relay_ip) {
+  nftnl_rule_add_expr(r, meta_load(NFT_META_MARK));
+  nftnl_expr* bw = nftnl_expr_alloc("bitwise");
+  uint32_t mask = kMarkMask;
+  uint32_t zero = 0;
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, 4);
+  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, &mask, 4);
+  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, &zero, 4);
+  nftnl_rule_add_expr(r, bw);
+  uint32_t tag = kMarkTag;
+  nftnl_rule_add_expr(r, cmp_eq(&tag, 4));
+  nftnl_expr* imm = nftnl_expr_alloc("immediate");
+  nftnl_expr_set_u32(imm, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
+  nftnl_expr_set(imm, NFTNL_EXPR_IMM_DATA, &relay_ip.be, 4);
+  nftnl_rule_add_expr(r, imm);
+  nftnl_rule_add_expr(
+      r, payload_write(NFT_PAYLOAD_NETWORK_HEADER, 12, 4, 10, NFT_PAYLOAD_L4CSUM_PSEUDOHDR));
+}
+
+}  // namespace
+
+bool put_ruleset(Batch& batch, const std::string& table, Ipv4 relay_ip) {
+  constexpr uint32_t kFwdKeyType =
+      (((kTypeIpAddr << kTypeBits) | kTypeInetService) << kTypeBits) | kTypeInetService;
+  return put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE, table, false) &&
+         put_table(batch, NFT_MSG_DELTABLE, 0, table, false) &&
+         put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, table, true) &&
+         put_map(batch, table, kFwdMap, kFwdId, kFwdKeyType, 12, kByteorderInvalid, kTypeMark, 4,
+                 kByteorderHost, true) &&
+         put_map(batch, table, kSportMap, kSportId, kTypeMark, 4, kByteorderHost, kTypeInetService,
+                 2, kByteorderBig, false) &&
+         put_map(batch, table, kDaddrMap, kDaddrId, kTypeMark, 4, kByteorderHost, kTypeIpAddr, 4,
+                 kByteorderBig, false) &&
+         put_map(batch, table, kDportMap, kDportId, kTypeMark, 4, kByteorderHost, kTypeInetService,
+                 2, kByteorderBig, false) &&
+         put_chain(batch, table, "prerouting", NF_INET_PRE_ROUTING, -300) &&
+         put_chain(batch, table, "postrouting", NF_INET_POST_ROUTING, 100) &&
+         put_rule(batch, table, "prerouting", kPreroutingComment,
+                  [&](nftnl_rule* r) { fill_prerouting(r, relay_ip); }) &&
+         put_rule(batch, table, "postrouting", kPostroutingComment,
+                  [&](nftnl_rule* r) { fill_postrouting(r, relay_ip); });
+}
+
+bool put_delete_table(Batch& batch, const std::string& table) {
+  return put_table(batch, NFT_MSG_DELTABLE, 0, table, false);
+}
+
+nlmsghdr* build_get_table(char* buf, uint32_t seq, const std::string& table) {
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, NFPROTO_IPV4, NLM_F_ACK, seq);
+  mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, table.c_str());
+  return nlh;
+}
+
+nlmsghdr* build_get_set(char* buf, uint32_t seq, const std::string& table, const char* set) {
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSET, NFPROTO_IPV4, NLM_F_ACK, seq);
+  mnl_attr_put_strz(nlh, NFTA_SET_TABLE, table.c_str());
+  mnl_attr_put_strz(nlh, NFTA_SET_NAME, set);
+  return nlh;
+}
+
+nlmsghdr* build_dump_elements(char* buf, uint32_t seq, const std::string& table, const char* set) {
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_IPV4, NLM_F_DUMP, seq);
+  mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, table.c_str());
+  mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, set);
+  return nlh;
+}
+
+nlmsghdr* build_element_request(char* buf, uint32_t seq) {
+  return nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_IPV4, NLM_F_ACK, seq);
+}
+
+FwdKey make_fwd_key(Ipv4 saddr, uint16_t sport, uint16_t dport) {
+  FwdKey k{};
+  uint16_t sp = htons(sport);
+  uint16_t dp = htons(dport);
+  std::memcpy(k.bytes, &saddr.be, 4);
+  std::memcpy(k.bytes + 4, &sp, 2);
+  std::memcpy(k.bytes + 8, &dp, 2);
+  return k;
+}
+
+ElementWriter::ElementWriter(nlmsghdr* nlh, const std::string& table, const char* set) : nlh_(nlh) {
+  mnl_attr_put_strz(nlh_, NFTA_SET_ELEM_LIST_TABLE, table.c_str());
+  mnl_attr_put_strz(nlh_, NFTA_SET_ELEM_LIST_SET, set);
+  list_ = mnl_attr_nest_start(nlh_, NFTA_SET_ELEM_LIST_ELEMENTS);
+}
+
+void ElementWriter::add(const void* key, uint32_t key_len, const void* data, uint32_t data_len) {
+  nlattr* elem = mnl_attr_nest_start(nlh_, NFTA_LIST_ELEM);
+  nlattr* k = mnl_attr_nest_start(nlh_, NFTA_SET_ELEM_KEY);
+  mnl_attr_put(nlh_, NFTA_DATA_VALUE, key_len, key);
+  mnl_attr_nest_end(nlh_, k);
+  if (data) {
+    nlattr* d = mnl_attr_nest_start(nlh_, NFTA_SET_ELEM_DATA);
+    mnl_attr_put(nlh_, NFTA_DATA_VALUE, data_len, data);
+    mnl_attr_nest_end(nlh_, d);
+  }
+  mnl_attr_nest_end(nlh_, elem);
+  ++count_;
+}
+
+size_t ElementWriter::finish() {
+  mnl_attr_nest_end(nlh_, list_);
+  return count_;
+}
+
+size_t ElementWriter::size() const {
+  return nlh_->nlmsg_len;
+}
+
+namespace {
+
+// Calls `f` for every attribute in [start, start + len); libmnl's
+// mnl_attr_for_each* macros do not compile as C++.
+template <typename F>
+void each_attr(const void* start, size_t len, F&& f) {
+  const char* end = static_cast<const char*>(start) + len;
+  for (auto* a = static_cast<const nlattr*>(start);
+       mnl_attr_ok(a, static_cast<int>(end - reinterpret_cast<const char*>(a)));
+       a = mnl_attr_next(a))
+    f(a);
+}
+
+template <typename F>
+void each_nested(const nlattr* nest, F&& f) {
+  each_attr(mnl_attr_get_payload(nest), mnl_attr_get_payload_len(nest), f);
+}
+
+// Value of an NFTA_SET_ELEM_KEY / _DATA nest.
+void data_value(const nlattr* nest, const uint8_t*& value, uint32_t& len) {
+  each_nested(nest, [&](const nlattr* a) {
+    if (mnl_attr_get_type(a) != NFTA_DATA_VALUE) return;
+    value = static_cast<const uint8_t*>(mnl_attr_get_payload(a));
+    len = mnl_attr_get_payload_len(a);
+  });
+}
+
+// A "counter" expression (NFTA_EXPR_NAME, NFTA_EXPR_DATA) into `view`.
+void parse_expr(const nlattr* expr, ElementView& view) {
+  const char* name = nullptr;
+  const nlattr* data = nullptr;
+  each_nested(expr, [&](const nlattr* a) {
+    if (mnl_attr_get_type(a) == NFTA_EXPR_NAME && mnl_attr_validate(a, MNL_TYPE_NUL_STRING) >= 0)
+      name = mnl_attr_get_str(a);
+    else if (mnl_attr_get_type(a) == NFTA_EXPR_DATA)
+      data = a;
+  });
+  if (!name || !data || std::strcmp(name, "counter") != 0) return;
+  each_nested(data, [&](const nlattr* a) {
+    if (mnl_attr_validate(a, MNL_TYPE_U64) < 0) return;
+    if (mnl_attr_get_type(a) == NFTA_COUNTER_PACKETS) {
+      view.packets = be64toh(mnl_attr_get_u64(a));
+      view.has_counter = true;
+    } else if (mnl_attr_get_type(a) == NFTA_COUNTER_BYTES) {
+      view.bytes = be64toh(mnl_attr_get_u64(a));
+      view.has_counter = true;
+    }
+  });
+}
+
+}  // namespace
+
+bool parse_elements(const nlmsghdr* nlh, const std::function<void(const ElementView&)>& visit) {
+  if (nlh->nlmsg_len < NLMSG_LENGTH(sizeof(nfgenmsg))) return false;
+  bool ok = true;
+  each_attr(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)),
+            nlh->nlmsg_len - NLMSG_LENGTH(sizeof(nfgenmsg)), [&](const nlattr* list) {
+              if (mnl_attr_get_type(list) != NFTA_SET_ELEM_LIST_ELEMENTS) return;
+              each_nested(list, [&](const nlattr* elem) {
+                if (mnl_attr_get_type(elem) != NFTA_LIST_ELEM) return;
+                ElementView view;
+                each_nested(elem, [&](const nlattr* f) {
+                  switch (mnl_attr_get_type(f)) {
+                    case NFTA_SET_ELEM_KEY:
+                      data_value(f, view.key, view.key_len);
+                      break;
+                    case NFTA_SET_ELEM_DATA:
+                      data_value(f, view.data, view.data_len);
+                      break;
+                    case NFTA_SET_ELEM_EXPR:
+                      parse_expr(f, view);
+                      break;
+                    case NFTA_SET_ELEM_EXPRESSIONS:
+                      each_nested(f, [&](const nlattr* e) {
+                        if (mnl_attr_get_type(e) == NFTA_LIST_ELEM) parse_expr(e, view);
+                      });
+                      break;
+                    default:
+                      break;
+                  }
+                });
+                if (view.key)
+                  visit(view);
+                else
+                  ok = false;
+              });
+            });
+  return ok;
+}
+
+}  // namespace mp::kernel::detail

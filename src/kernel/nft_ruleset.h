@@ -1,0 +1,100 @@
+// The forwarder's nftables objects and their netlink encoding (private to
+// src/kernel/).
+//
+// Owns the shape of the ruleset (table, the `fwd_map` map and the three
+// id-keyed rewrite maps, the prerouting and postrouting chains and their rules,
+// expression for expression what `nft` 1.0.6 generates for the equivalent
+// text, see nft_forwarder.cpp), the mark value space, and the encoding and
+// parsing of set elements. Table, chains, sets and rules go through libnftnl;
+// elements are written and parsed with libmnl directly, because there can be
+// tens of thousands of them per call and libnftnl allocates per element.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "common/address.h"
+#include "kernel/nft_netlink.h"
+
+struct nlattr;
+
+namespace mp::kernel::detail {
+
+// Map names. `fwd` itself is an nft keyword (netdev fwd statement): a map of
+// that name makes `nft list ruleset` output unloadable and cannot be named on
+// the nft command line, hence `fwd_map`. The same holds for sport/daddr/dport.
+inline constexpr const char* kFwdMap = "fwd_map";
+inline constexpr const char* kSportMap = "out_sport";
+inline constexpr const char* kDaddrMap = "out_daddr";
+inline constexpr const char* kDportMap = "out_dport";
+
+// Mark value space: mark = kMarkTag | id, id in [1, kMaxId]. A tagged mark is
+// never 0 and is what postrouting tests for (meta mark & kMarkMask == kMarkTag).
+inline constexpr uint32_t kMarkTag = 0x6d000000;  // 'm'
+inline constexpr uint32_t kMarkMask = 0xff000000;
+inline constexpr uint32_t kMaxId = 0x00ffffff;
+
+inline uint32_t mark_of(uint32_t id) {
+  return kMarkTag | id;
+}
+
+// Appends the messages that create table `table` (family ip) with everything
+// in it for `relay_ip`. The table is first added (a no-op if it exists) and
+// deleted, so a table of that name left behind is replaced in the same
+// transaction. false if the batch has no room.
+bool put_ruleset(Batch& batch, const std::string& table, Ipv4 relay_ip);
+// Appends the deletion of table `table`.
+bool put_delete_table(Batch& batch, const std::string& table);
+// Writes into `buf` (at least 1 KiB) a GETTABLE request for `table`.
+nlmsghdr* build_get_table(char* buf, uint32_t seq, const std::string& table);
+// Writes into `buf` (at least 1 KiB) a GETSET request for `set`.
+nlmsghdr* build_get_set(char* buf, uint32_t seq, const std::string& table, const char* set);
+// Writes into `buf` (at least 1 KiB) a GETSETELEM dump request for `set`.
+nlmsghdr* build_dump_elements(char* buf, uint32_t seq, const std::string& table, const char* set);
+
+// Key of the fwd map: saddr . sport . dport as the registers hold them
+// (network byte order, each port padded to 4 bytes).
+struct FwdKey {
+  uint8_t bytes[12];
+};
+FwdKey make_fwd_key(Ipv4 saddr, uint16_t sport, uint16_t dport);
+
+// Appends the element list of one set to a message started with Batch::add()
+// or build_element_request(). Elements are a key and, for maps being filled,
+// data; both are copied as given.
+class ElementWriter {
+ public:
+  ElementWriter(nlmsghdr* nlh, const std::string& table, const char* set);
+  void add(const void* key, uint32_t key_len, const void* data = nullptr, uint32_t data_len = 0);
+  // Closes the list; returns the number of elements written.
+  size_t finish();
+  // Bytes in the message so far.
+  size_t size() const;
+
+ private:
+  nlmsghdr* nlh_;
+  nlattr* list_;
+  size_t count_ = 0;
+};
+
+// Writes into `buf` (at least Batch::kMaxMessage bytes) the header of a
+// GETSETELEM request for given keys, to be filled with an ElementWriter.
+nlmsghdr* build_element_request(char* buf, uint32_t seq);
+
+// One element of a set as the kernel reports it.
+struct ElementView {
+  const uint8_t* key = nullptr;
+  uint32_t key_len = 0;
+  const uint8_t* data = nullptr;
+  uint32_t data_len = 0;
+  bool has_counter = false;
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+};
+// Calls `visit` for every element of a NEWSETELEM message (dump part or
+// GETSETELEM answer). false if the message is malformed.
+bool parse_elements(const nlmsghdr* nlh, const std::function<void(const ElementView&)>& visit);
+
+}  // namespace mp::kernel::detail
