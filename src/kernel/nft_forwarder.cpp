@@ -177,7 +177,7 @@ struct NftForwarder::Impl {
   std::vector<uint32_t> pending_removes;
   std::vector<uint32_t> cancelled;
   uint32_t next_id = 1;
-  std::vector<std::pair<uint32_t, Counters>> dumped;  // reused by dump_fwd()
+  std::vector<std::pair<uint32_t, Counters>> dumped;  // reused by dump_fwd(); totals
   bool table_lost = false;  // deleted behind our back; commit() rebuilds it
 
   Entry* find(uint32_t id) {
@@ -194,24 +194,26 @@ struct NftForwarder::Impl {
     return 0;
   }
 
-  // The id installed in the kernel whose fwd_map element is `v`, or 0.
-  uint32_t id_of(const ElementView& v) const {
-    if (v.data_len != 4 || v.key_len != sizeof(FwdKey)) return 0;
+  // The rule installed in the kernel whose fwd_map element is `v` (its id in
+  // `id`), or nullptr for elements that are not ours.
+  Entry* entry_of(const ElementView& v, uint32_t& id) {
+    if (v.data_len != 4 || v.key_len != sizeof(FwdKey)) return nullptr;
     uint32_t mark;
     std::memcpy(&mark, v.data, 4);
-    if ((mark & kMarkMask) != kMarkTag) return 0;
-    uint32_t id = mark & kMaxId;
+    if ((mark & kMarkMask) != kMarkTag) return nullptr;
+    id = mark & kMaxId;
     auto it = entries.find(id);
-    if (it == entries.end()) return 0;
-    const Entry& e = it->second;
-    if (e.state != State::kInstalled && e.state != State::kPendingRemove) return 0;
+    if (it == entries.end()) return nullptr;
+    Entry& e = it->second;
+    if (e.state != State::kInstalled && e.state != State::kPendingRemove) return nullptr;
     FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
-    return std::memcmp(k.bytes, v.key, sizeof k.bytes) == 0 ? id : 0;
+    return std::memcmp(k.bytes, v.key, sizeof k.bytes) == 0 ? &e : nullptr;
   }
 
-  Counters total(uint32_t id, const ElementView& v) const {
-    const Counters& b = entries.at(id).base;
-    return Counters{b.packets + v.packets, b.bytes + v.bytes};
+  // Updates the rule's `last` from its element; returns it (with `base`).
+  static const Counters& take(Entry& e, const ElementView& v) {
+    e.last = Counters{e.base.packets + v.packets, e.base.bytes + v.bytes};
+    return e.last;
   }
 
   // One dump of fwd_map into `dumped` (id, counters) for known ids. 0 or errno.
@@ -223,7 +225,8 @@ struct NftForwarder::Impl {
       bool malformed = false;
       err = nl.request(req, [&](const nlmsghdr* nlh) {
         if (!parse_elements(nlh, [&](const ElementView& v) {
-              if (uint32_t id = id_of(v)) dumped.emplace_back(id, total(id, v));
+              uint32_t id;
+              if (Entry* e = entry_of(v, id)) dumped.emplace_back(id, take(*e, v));
             }))
           malformed = true;
       });
@@ -254,7 +257,8 @@ struct NftForwarder::Impl {
         w.finish();
         err = nl.request(req, [&](const nlmsghdr* nlh) {
           parse_elements(nlh, [&](const ElementView& v) {
-            if (uint32_t id = id_of(v)) entries.at(id).last = total(id, v);
+            uint32_t id;
+            if (Entry* e = entry_of(v, id)) take(*e, v);
           });
         });
       }
@@ -270,7 +274,6 @@ struct NftForwarder::Impl {
                ids.size());
       return err;
     }
-    for (const auto& [id, c] : dumped) entries.at(id).last = c;
     return 0;
   }
 
@@ -800,7 +803,6 @@ bool NftForwarder::read_counters(const std::function<void(uint32_t id, const Cou
     return false;
   }
   error.clear();
-  for (const auto& [id, c] : im.dumped) im.entries.at(id).last = c;
   if (visit)
     for (const auto& [id, c] : im.dumped) visit(id, c);
   return true;

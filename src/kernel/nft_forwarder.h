@@ -5,12 +5,13 @@
 // iptables, no conntrack). Design (measured in shared/notes/platform-findings.md,
 // "stateless header rewrite"): a filter chain on prerouting at raw priority
 // matches UDP packets to the relay address whose (source address, source
-// port, destination port) is a key of the `fwd` map, marks them notrack,
+// port, destination port) is a key of the `fwd_map` map (named so because
+// `fwd` is an nft keyword), marks them notrack,
 // rewrites source port, destination address and destination port from
 // id-keyed maps, and a postrouting chain sets the source address to the
 // relay address. Only the latched peer is forwarded by the kernel; packets
 // from any other source fall through to the userspace socket. Every element
-// of the `fwd` map has its own counter (packets and bytes as seen at the IP
+// of the `fwd_map` map has its own counter (packets and bytes as seen at the IP
 // layer). Streams are map elements; the ruleset itself never changes after
 // start. Changes are queued and committed in netlink batches of at most
 // kMaxBatchElements elements.
@@ -59,24 +60,35 @@ class NftForwarder {
   NftForwarder(const NftForwarder&) = delete;
   NftForwarder& operator=(const NftForwarder&) = delete;
 
-  // Queues the installation of a rule; returns its id (never 0). Takes effect
-  // at commit(). Installing a rule whose (from, relay_in_port) key is already
-  // installed replaces it.
+  // Queues the installation of a rule; returns its id (never 0, unless
+  // 16,777,215 rules are live). Takes effect at commit(). Installing a rule
+  // whose (from, relay_in_port) key is already installed replaces it: the old
+  // element is deleted and the new one added in the same transaction, and the
+  // old id is reported through commit()'s `final_counters`.
   uint32_t add(const ForwardRule& rule);
-  // Queues the removal of rule `id`. Its final counters are read (in one
-  // request for all queued removals) during commit() and reported through
-  // `final_counters` before the element is deleted.
+  // Queues the removal of rule `id` (unknown ids are ignored). Its final
+  // counters are read during commit() just before the transaction that
+  // deletes the element (one request per kMaxBatchElements removed keys, or
+  // one dump of the map when many rules go) and reported through
+  // `final_counters` once it is deleted.
   void remove(uint32_t id);
   // Sends the queued changes (removals first, then additions) in batches.
-  // `final_counters(id, counters)` is called for each removed rule.
+  // `final_counters(id, counters)` is called exactly once for every id that
+  // leaves: removed, replaced, or, with zero counters, removed or replaced
+  // before it was ever committed, or refused by the kernel (then commit()
+  // also returns false and `error` says why). It is called after all kernel
+  // work of this commit and may queue new changes. On errors other than a
+  // refused element (permissions, memory, timeout) the changes not done stay
+  // queued for the next commit().
   bool commit(const std::function<void(uint32_t id, const Counters&)>& final_counters,
               std::string& error);
 
-  // One dump of the `fwd` map: calls `visit(id, counters)` for every
+  // One dump of the `fwd_map` map: calls `visit(id, counters)` for every
   // installed rule. One netlink request however many rules are installed.
   bool read_counters(const std::function<void(uint32_t id, const Counters&)>& visit,
                      std::string& error);
 
+  // Rules whose elements are in the kernel (as of the last commit()).
   size_t installed() const;
   const std::string& table_name() const;
 

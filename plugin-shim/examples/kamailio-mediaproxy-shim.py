@@ -1,0 +1,301 @@
+"""kamailio-mediaproxy-shim.py - Kamailio app_python3 (KEMI) routing script that
+relays media through mediaproxy by calling libmediaproxy-shim with ctypes, in
+place of the stock `mediaproxy` module: use_media_proxy() on INVITE/UPDATE
+with SDP and on 18x/2xx replies with SDP, end_media_session() on BYE, CANCEL
+and failed INVITEs, and the old module's NAT helpers client_nat_test() and
+fix_contact() on initial requests. Load it from kamailio.cfg (see
+kamailio.cfg beside this file) with
+
+    loadmodule "app_python3.so"
+    modparam("app_python3", "load", "/path/to/kamailio-mediaproxy-shim.py")
+    cfgengine "python"
+
+Settings come from the environment of the Kamailio process:
+  MPSHIM_LIB         the library (default "libmediaproxy-shim.so.1")
+  MPSHIM_SOCKET      dispatcher socket (default /run/mediaproxy/dispatcher.sock)
+  MPSHIM_TIMEOUT_MS  reply timeout (default 500)
+  MPSHIM_ICE         none | low-priority | high-priority (default none)
+  MPSHIM_FORWARD_TO  destination URI for initial INVITEs ($du); default: the
+                     Request-URI
+The module's AVPs keep their meaning: $avp(s:signaling_ip),
+$avp(s:media_relay) and $avp(s:ice_candidate) are read when set.
+Each call is logged as "E2E <function>(<what>) rc=<code>".
+"""
+
+import ctypes
+import os
+
+import KSR  # provided by app_python3
+
+MPSHIM_OK = 1
+MPSHIM_REQUEST = 0
+MPSHIM_REPLY = 1
+ICE_MODES = {"": 0, "default": 0, "none": 1, "low-priority": 2, "high-priority": 3}
+NAT_TESTS = 1 | 2 | 4  # private Contact, Via/source mismatch, private Via
+
+
+class Config(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t),
+                ("socket_path", ctypes.c_char_p),
+                ("timeout_ms", ctypes.c_int),
+                ("retry_interval_ms", ctypes.c_int),
+                ("ice_candidate", ctypes.c_int)]
+
+
+class Message(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t),
+                ("type", ctypes.c_int),
+                ("status", ctypes.c_int),
+                ("method", ctypes.c_char_p),
+                ("call_id", ctypes.c_char_p),
+                ("cseq", ctypes.c_char_p),
+                ("from_uri", ctypes.c_char_p),
+                ("to_uri", ctypes.c_char_p),
+                ("from_tag", ctypes.c_char_p),
+                ("to_tag", ctypes.c_char_p),
+                ("user_agent", ctypes.c_char_p),
+                ("signaling_ip", ctypes.c_char_p),
+                ("media_relay", ctypes.c_char_p),
+                ("dialog_id", ctypes.c_char_p),
+                ("ice_candidate", ctypes.c_int),
+                ("content_type", ctypes.c_char_p),
+                ("body", ctypes.c_char_p),
+                ("body_len", ctypes.c_size_t)]
+
+
+class NatInfo(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t),
+                ("contact", ctypes.c_char_p),
+                ("via", ctypes.c_char_p),
+                ("source_ip", ctypes.c_char_p),
+                ("source_port", ctypes.c_uint),
+                ("sip_asymmetric", ctypes.c_int)]
+
+
+def load_library(path):
+    lib = ctypes.CDLL(path)
+    lib.mpshim_version.restype = ctypes.c_char_p
+    lib.mpshim_config_init.argtypes = [ctypes.POINTER(Config)]
+    lib.mpshim_message_init.argtypes = [ctypes.POINTER(Message)]
+    lib.mpshim_nat_info_init.argtypes = [ctypes.POINTER(NatInfo)]
+    lib.mpshim_client_new.argtypes = [ctypes.POINTER(Config)]
+    lib.mpshim_client_new.restype = ctypes.c_void_p
+    lib.mpshim_client_last_error.argtypes = [ctypes.c_void_p]
+    lib.mpshim_client_last_error.restype = ctypes.c_char_p
+    lib.mpshim_use_media_proxy.argtypes = [ctypes.c_void_p, ctypes.POINTER(Message),
+                                           ctypes.POINTER(ctypes.c_void_p),
+                                           ctypes.POINTER(ctypes.c_size_t)]
+    lib.mpshim_end_media_session.argtypes = [ctypes.c_void_p, ctypes.POINTER(Message)]
+    lib.mpshim_client_nat_test.argtypes = [ctypes.POINTER(NatInfo), ctypes.c_int]
+    lib.mpshim_fix_contact.argtypes = [ctypes.POINTER(NatInfo), ctypes.POINTER(ctypes.c_void_p),
+                                       ctypes.POINTER(ctypes.c_size_t)]
+    lib.mpshim_free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def pv(name):
+    """A pseudo-variable as bytes, or None when it is not set."""
+    value = KSR.pv.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value)
+    return value.encode("utf-8", "surrogateescape")
+
+
+class MediaproxyShim:
+    """One client handle per Kamailio process, created on first use."""
+
+    def __init__(self):
+        self.lib = load_library(os.environ.get("MPSHIM_LIB", "libmediaproxy-shim.so.1"))
+        self.socket = os.environ.get("MPSHIM_SOCKET", "/run/mediaproxy/dispatcher.sock").encode()
+        self.timeout = int(os.environ.get("MPSHIM_TIMEOUT_MS", "500"))
+        self.ice = ICE_MODES.get(os.environ.get("MPSHIM_ICE", "none").lower(), 1) or 1
+        self.client = None
+        self.pid = None
+
+    def handle(self):
+        if self.client is None or self.pid != os.getpid():
+            cfg = Config()
+            self.lib.mpshim_config_init(ctypes.byref(cfg))
+            cfg.socket_path = self.socket
+            cfg.timeout_ms = self.timeout
+            cfg.ice_candidate = self.ice
+            self.client = self.lib.mpshim_client_new(ctypes.byref(cfg))
+            self.pid = os.getpid()
+        return self.client
+
+    def error(self):
+        return self.lib.mpshim_client_last_error(self.handle()).decode(errors="replace")
+
+    def message(self):
+        """An mpshim_message for the current SIP message; the bytes it points
+        to are kept alive in the returned list."""
+        m = Message()
+        self.lib.mpshim_message_init(ctypes.byref(m))
+        is_reply = KSR.pv.get("$mt") == 2
+        m.type = MPSHIM_REPLY if is_reply else MPSHIM_REQUEST
+        m.status = int(KSR.pv.get("$rs") or 0) if is_reply else 0
+        keep = []
+
+        def s(value):
+            keep.append(value)
+            return value
+
+        m.method = s(pv("$rm"))  # for replies: the method of the CSeq
+        m.call_id = s(pv("$ci"))
+        m.cseq = s(pv("$cs"))
+        m.from_uri = s(pv("$fu"))
+        m.to_uri = s(pv("$tu"))
+        m.from_tag = s(pv("$ft"))
+        m.to_tag = s(pv("$tt"))
+        m.user_agent = s(pv("$ua") or pv("$hdr(Server)"))
+        m.signaling_ip = s(pv("$avp(s:signaling_ip)") or pv("$si"))
+        m.media_relay = s(pv("$avp(s:media_relay)"))
+        ice = (pv("$avp(s:ice_candidate)") or b"").decode().lower()
+        m.ice_candidate = ICE_MODES.get(ice, 0)
+        m.content_type = s(pv("$hdr(Content-Type)"))
+        body = pv("$rb") or b""
+        m.body = s(body)
+        m.body_len = len(body)
+        return m, keep, body
+
+    def use_media_proxy(self):
+        m, keep, body_in = self.message()
+        out = ctypes.c_void_p()
+        out_len = ctypes.c_size_t()
+        rc = self.lib.mpshim_use_media_proxy(self.handle(), ctypes.byref(m), ctypes.byref(out),
+                                             ctypes.byref(out_len))
+        if rc == MPSHIM_OK and out.value:
+            body = ctypes.string_at(out.value, out_len.value)
+            self.lib.mpshim_free(out)
+            if body != body_in:
+                ctype = (m.content_type or b"application/sdp").decode()
+                KSR.textops.set_body(body.decode("utf-8", "surrogateescape"), ctype)
+        elif rc != MPSHIM_OK:
+            KSR.info("mediaproxy-shim: use_media_proxy: %d (%s)\n" % (rc, self.error()))
+        return rc
+
+    def end_media_session(self):
+        m, keep, _ = self.message()
+        rc = self.lib.mpshim_end_media_session(self.handle(), ctypes.byref(m))
+        if rc != MPSHIM_OK:
+            KSR.info("mediaproxy-shim: end_media_session: %d (%s)\n" % (rc, self.error()))
+        return rc
+
+    def nat_info(self, keep):
+        n = NatInfo()
+        self.lib.mpshim_nat_info_init(ctypes.byref(n))
+        for field, name in (("contact", "$hdr(Contact)"), ("via", "$hdr(Via)"),
+                            ("source_ip", "$si")):
+            value = pv(name)
+            keep.append(value)
+            setattr(n, field, value)
+        n.source_port = int(KSR.pv.get("$sp") or 0)
+        return n
+
+    def client_nat_test(self, tests):
+        keep = []
+        n = self.nat_info(keep)
+        return self.lib.mpshim_client_nat_test(ctypes.byref(n), tests)
+
+    def fix_contact(self):
+        """Replace the Contact header when the fixed value differs."""
+        keep = []
+        n = self.nat_info(keep)
+        out = ctypes.c_void_p()
+        out_len = ctypes.c_size_t()
+        rc = self.lib.mpshim_fix_contact(ctypes.byref(n), ctypes.byref(out), ctypes.byref(out_len))
+        if rc == MPSHIM_OK:
+            value = ctypes.string_at(out.value, out_len.value)
+            self.lib.mpshim_free(out)
+            if value != keep[0]:
+                KSR.hdr.remove("Contact")
+                KSR.hdr.append("Contact: %s\r\n" % value.decode("utf-8", "surrogateescape"))
+        return rc
+
+
+def log_rc(function, what, rc):
+    KSR.notice("E2E %s(%s) rc=%d\n" % (function, what, rc))
+
+
+class kamailio:  # noqa: N801 - the name app_python3's examples use
+    def __init__(self):
+        self.mp = MediaproxyShim()
+        self.forward_to = os.environ.get("MPSHIM_FORWARD_TO", "")
+        KSR.info("mediaproxy-shim %s loaded\n" % self.mp.lib.mpshim_version().decode())
+
+    def child_init(self, rank):
+        return 0
+
+    def use(self, what):
+        log_rc("use_media_proxy", what, self.mp.use_media_proxy())
+
+    def end(self, what):
+        log_rc("end_media_session", what, self.mp.end_media_session())
+
+    def relay(self):
+        if KSR.tm.t_relay() < 0:
+            KSR.sl.sl_reply_error()
+        return 1
+
+    def ksr_request_route(self, msg):
+        if KSR.maxfwd.process_maxfwd(10) < 0:
+            KSR.sl.sl_send_reply(483, "Too Many Hops")
+            return 1
+        method = KSR.pv.get("$rm")
+        if KSR.siputils.has_totag() > 0:
+            if KSR.rr.loose_route() > 0:
+                if method == "BYE":
+                    self.end("BYE")
+                elif method in ("INVITE", "UPDATE") and KSR.textops.has_body() > 0:
+                    self.use(method)
+                    KSR.tm.t_on_reply("ksr_onreply_mediaproxy")
+                return self.relay()
+            if method == "ACK" and KSR.tm.t_check_trans() > 0:
+                return self.relay()
+            if method != "ACK":
+                KSR.sl.sl_send_reply(404, "Not here")
+            return 1
+        if method == "CANCEL":
+            if KSR.tm.t_check_trans() > 0:
+                self.end("CANCEL")
+                self.relay()
+            return 1
+        KSR.tm.t_check_trans()
+        if method != "INVITE":
+            KSR.sl.sl_send_reply(405, "Method Not Allowed")
+            return 1
+        found = self.mp.client_nat_test(NAT_TESTS)
+        KSR.info("mediaproxy-shim: client_nat_test(%d) = %d\n" % (NAT_TESTS, found))
+        if found > 0:
+            self.mp.fix_contact()
+        KSR.hdr.remove("Route")
+        KSR.rr.record_route()
+        if self.forward_to:
+            KSR.pv.sets("$du", self.forward_to)
+        if KSR.textops.has_body() > 0:
+            self.use(method)
+        KSR.tm.t_on_reply("ksr_onreply_mediaproxy")
+        KSR.tm.t_on_failure("ksr_failure_mediaproxy")
+        return self.relay()
+
+    def ksr_onreply_mediaproxy(self, msg):
+        status = int(KSR.pv.get("$rs") or 0)
+        if (180 <= status <= 189 or 200 <= status <= 299) and KSR.textops.has_body() > 0:
+            self.use("reply %d" % status)
+        return 1
+
+    def ksr_failure_mediaproxy(self, msg):
+        self.end("failure")
+        return 1
+
+    def ksr_reply_route(self, msg):
+        return 1
+
+    def ksr_onsend_route(self, msg):
+        return 1
+
+
+def mod_init():
+    return kamailio()

@@ -1,0 +1,208 @@
+/*
+ * mediaproxy-shim.h - public C API of libmediaproxy-shim, the client library
+ * that lets any SIP proxy use the mediaproxy dispatcher the way Kamailio's
+ * stock `mediaproxy` module does (use_media_proxy, end_media_session) plus the
+ * NAT helpers of the old SER/OpenSER module (client_nat_test, fix_contact).
+ * This header owns the whole ABI: types, constants, functions and the
+ * threading and memory rules. See mediaproxy-shim(3).
+ */
+#ifndef MEDIAPROXY_SHIM_H
+#define MEDIAPROXY_SHIM_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && defined(MPSHIM_BUILDING)
+#define MPSHIM_API __attribute__((visibility("default")))
+#else
+#define MPSHIM_API
+#endif
+
+/* Version of the library this header belongs to (see mpshim_version()). */
+#define MPSHIM_VERSION_MAJOR 1
+#define MPSHIM_VERSION_MINOR 0
+#define MPSHIM_VERSION_PATCH 0
+
+/*
+ * Return codes, the same as the Kamailio module's script functions:
+ *   MPSHIM_OK      1  success
+ *   MPSHIM_ERROR  -1  error: bad input, SDP the module would refuse, dispatcher
+ *                     unreachable or in its retry interval, timeout, `error`
+ *                     reply, ICE negotiation end (a=remote-candidates)...
+ *                     mpshim_client_last_error() says which.
+ *   MPSHIM_NO_SDP -2  the message has no body (nothing was sent)
+ */
+#define MPSHIM_OK 1
+#define MPSHIM_ERROR (-1)
+#define MPSHIM_NO_SDP (-2)
+
+/* ICE relay candidate insertion (Kamailio parameter `ice_candidate`). */
+#define MPSHIM_ICE_DEFAULT 0 /* message: use the client's setting */
+#define MPSHIM_ICE_NONE 1    /* never insert a relay candidate */
+#define MPSHIM_ICE_LOW 2     /* "low-priority": priority 16777215 */
+#define MPSHIM_ICE_HIGH 3    /* "high-priority": priority 2197815295 */
+
+/* Message types (mpshim_message.type). */
+#define MPSHIM_REQUEST 0
+#define MPSHIM_REPLY 1
+
+/* NAT tests of mpshim_client_nat_test(), to be OR-ed together. */
+#define MPSHIM_NAT_PRIVATE_CONTACT 1 /* RFC 1918 address in the Contact URI */
+#define MPSHIM_NAT_SOURCE_ADDRESS 2  /* top Via address differs from the source */
+#define MPSHIM_NAT_PRIVATE_VIA 4     /* RFC 1918 address in the top Via */
+
+/*
+ * Client configuration. Always initialise with mpshim_config_init() (it sets
+ * struct_size and the defaults), then change what you need. The library reads
+ * only the first struct_size bytes, so a program built against this header
+ * keeps working with later minor versions that append fields.
+ */
+typedef struct mpshim_config {
+  size_t struct_size;
+  /* Path of the dispatcher's UNIX stream socket (copied by
+   * mpshim_client_new). Default "/run/mediaproxy/dispatcher.sock". */
+  const char* socket_path;
+  /* Upper bound in milliseconds for one call: connect + send + waiting for
+   * the reply line. Default 500 (Kamailio `mediaproxy_timeout`). 1..60000. */
+  int timeout_ms;
+  /* After any failure (connect, send, receive, timeout, peer closed) the
+   * connection is closed and no reconnect is attempted for this many
+   * milliseconds; calls fail at once meanwhile. Default 10000 (the module's
+   * RETRY_INTERVAL of 10 s). 0..3600000. */
+  int retry_interval_ms;
+  /* MPSHIM_ICE_NONE (default), MPSHIM_ICE_LOW or MPSHIM_ICE_HIGH. */
+  int ice_candidate;
+} mpshim_config;
+
+/*
+ * One SIP message, as the proxy parsed it. Initialise with
+ * mpshim_message_init(); unset strings are NULL. All strings are
+ * NUL-terminated and only read during the call.
+ */
+typedef struct mpshim_message {
+  size_t struct_size;
+  int type;                 /* MPSHIM_REQUEST or MPSHIM_REPLY */
+  int status;               /* replies: status code 100..699 (1xx: To tag not sent) */
+  const char* method;       /* request method, or for a reply the CSeq method;
+                               a 200 reply to INVITE without body still updates */
+  const char* call_id;      /* Call-ID (required; whitespace trimmed) */
+  const char* cseq;         /* CSeq number; "101" or a whole "101 INVITE" */
+  const char* from_uri;     /* From URI, e.g. "sip:alice@example.com;user=phone"
+                               (a leading "sip:" and any ";params" are removed,
+                               "<...>" is unwrapped); NULL -> "unknown" */
+  const char* to_uri;       /* To URI, same rules */
+  const char* from_tag;     /* From tag of this message, NULL -> empty */
+  const char* to_tag;       /* To tag of this message, NULL -> empty */
+  const char* user_agent;   /* User-Agent, else Server value; NULL -> "unknown agent" */
+  const char* signaling_ip; /* source IP of the message, or the value the
+                               module takes from its signaling_ip AVP (a plain
+                               IP, "SRC_DST" or JSON). Required. */
+  const char* media_relay;  /* preferred relay IP, NULL -> none */
+  const char* dialog_id;    /* e.g. "1234:5678", NULL -> none */
+  int ice_candidate;        /* per-call override, MPSHIM_ICE_DEFAULT = client's */
+  const char* content_type; /* Content-Type of the body; NULL = assume SDP.
+                               "application/sdp" or "multipart/mixed;boundary=..."
+                               (the SDP part is rewritten in place); anything
+                               else -> MPSHIM_ERROR, like the module */
+  const char* body;         /* message body (the SDP), NULL or empty = none */
+  size_t body_len;          /* its length in bytes (may contain NULs) */
+} mpshim_message;
+
+/*
+ * Inputs of the NAT helpers. Initialise with mpshim_nat_info_init().
+ */
+typedef struct mpshim_nat_info {
+  size_t struct_size;
+  const char* contact;   /* Contact header value (the first contact is used),
+                            e.g. "\"Alice\" <sip:alice@10.0.0.5:5062>;expires=60" */
+  const char* via;       /* top Via header value, e.g.
+                            "SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bK1;rport" */
+  const char* source_ip; /* address the message came from */
+  unsigned source_port;  /* port it came from */
+  int sip_asymmetric;    /* nonzero: the client sends SIP from a port other
+                            than the one it listens on (the old module's
+                            sip_asymmetrics list): ports are not compared and
+                            fix_contact keeps the Contact port */
+} mpshim_nat_info;
+
+typedef struct mpshim_client mpshim_client;
+
+/*
+ * Threading: a client handle is used by one thread at a time (it holds one
+ * connection and one reply buffer, with no locking); different handles are
+ * independent and may be used concurrently. The functions that take no
+ * handle are thread-safe. A handle must not be used across fork(): create
+ * one per process (e.g. in each SIP worker's child_init); the socket is
+ * opened lazily on first use, with close-on-exec, and SIGPIPE is never raised.
+ */
+
+/* Library version string, "1.0.0". */
+MPSHIM_API const char* mpshim_version(void);
+
+MPSHIM_API void mpshim_config_init(mpshim_config* cfg);
+MPSHIM_API void mpshim_message_init(mpshim_message* msg);
+MPSHIM_API void mpshim_nat_info_init(mpshim_nat_info* info);
+
+/* New client, or NULL (errno EINVAL for a bad config, ENOMEM). No I/O. */
+MPSHIM_API mpshim_client* mpshim_client_new(const mpshim_config* cfg);
+/* Close the connection and free the handle. NULL is ignored. */
+MPSHIM_API void mpshim_client_free(mpshim_client* client);
+
+/* Why the last call on this handle returned MPSHIM_ERROR or MPSHIM_NO_SDP
+ * ("" after a success). Valid until the next call on the handle. */
+MPSHIM_API const char* mpshim_client_last_error(const mpshim_client* client);
+/* 1 if the handle currently holds an open connection, else 0. */
+MPSHIM_API int mpshim_client_connected(const mpshim_client* client);
+
+/*
+ * use_media_proxy(): send one `update` for the message to the dispatcher
+ * and rewrite its SDP with the relay address and ports from the reply,
+ * byte-for-byte as Kamailio's module does.
+ *
+ * Returns MPSHIM_OK, MPSHIM_ERROR or MPSHIM_NO_SDP. On MPSHIM_OK and when
+ * out_body is not NULL, *out_body receives the whole new body (a
+ * NUL-terminated copy in memory the library allocates, to be released with
+ * mpshim_free(); identical to the input when nothing needed changing, e.g.
+ * no supported stream) and *out_len its length, or NULL/0 when the message
+ * had no body (a 200 reply to INVITE without SDP). Otherwise *out_body is
+ * set to NULL and the body must be forwarded unchanged.
+ */
+MPSHIM_API int mpshim_use_media_proxy(mpshim_client* client, const mpshim_message* msg,
+                                      char** out_body, size_t* out_len);
+
+/*
+ * end_media_session(): send `remove` with the message's Call-ID, From tag
+ * and To tag (the To tag is left empty for 1xx replies). Returns MPSHIM_OK
+ * when a reply line arrived (even `error`), else MPSHIM_ERROR.
+ */
+MPSHIM_API int mpshim_end_media_session(mpshim_client* client, const mpshim_message* msg);
+
+/*
+ * client_nat_test(tests): run the tests selected in the bit mask `tests`
+ * (MPSHIM_NAT_*, 1..7). Returns the mask of the selected tests that found
+ * NAT (0 when none did; the old module returned true when this is > 0), or
+ * MPSHIM_ERROR for a NULL info or a mask outside 1..7.
+ */
+MPSHIM_API int mpshim_client_nat_test(const mpshim_nat_info* info, int tests);
+
+/*
+ * fix_contact(): replace host:port of the first Contact URI with
+ * source_ip:source_port (for sip_asymmetric clients the URI's own port is
+ * kept). Returns MPSHIM_OK with the whole new Contact header value in
+ * *out_value (free with mpshim_free()) and its length in *out_len, or
+ * MPSHIM_ERROR (no or unparsable Contact, "*", a transport other than UDP,
+ * bad source address) with *out_value = NULL.
+ */
+MPSHIM_API int mpshim_fix_contact(const mpshim_nat_info* info, char** out_value, size_t* out_len);
+
+/* Free memory returned by this library. NULL is ignored. */
+MPSHIM_API void mpshim_free(void* ptr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MEDIAPROXY_SHIM_H */

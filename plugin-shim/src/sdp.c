@@ -1,0 +1,605 @@
+/*
+ * sdp.c - the SDP side of use_media_proxy(): locating the SDP in a body
+ * (plain or multipart/mixed), analysing it into a session with up to 32
+ * streams, building the `media` header, and rewriting the body from a
+ * dispatcher reply. The analysis and the edits follow Kamailio's mediaproxy
+ * module (spec A.5-A.8) and the edits are applied the way Kamailio applies
+ * its body "lumps", so the result is byte-identical to what the stock module
+ * makes Kamailio forward. Where the module would overflow a buffer or read
+ * uninitialised memory, this file fails with -1 (or uses 0) instead.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shim_internal.h"
+
+/* ---- locating the SDP ---------------------------------------------------- */
+
+static int is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static int prefix_ieq(mps_str s, const char* lit) {
+  size_t n = strlen(lit);
+  if (s.len < n) return 0;
+  mps_str head = {s.s, n};
+  return mps_str_ieq(head, lit);
+}
+
+/* The boundary parameter of a multipart Content-Type, quotes removed. */
+static int multipart_boundary(mps_str type, mps_str* boundary) {
+  const char* p = memchr(type.s, ';', type.len);
+  const char* end = type.s + type.len;
+  while (p && p < end) {
+    p++; /* after ';' */
+    const char* next = memchr(p, ';', (size_t)(end - p));
+    const char* pend = next ? next : end;
+    const char* eq = memchr(p, '=', (size_t)(pend - p));
+    if (eq) {
+      mps_str name = {p, (size_t)(eq - p)};
+      while (name.len && is_space(name.s[0])) name.s++, name.len--;
+      while (name.len && is_space(name.s[name.len - 1])) name.len--;
+      mps_str val = {eq + 1, (size_t)(pend - eq - 1)};
+      while (val.len && is_space(val.s[0])) val.s++, val.len--;
+      while (val.len && is_space(val.s[val.len - 1])) val.len--;
+      if (val.len >= 2 && val.s[0] == '"' && val.s[val.len - 1] == '"') {
+        /* quoted: a ';' inside quotes was taken as a separator above; good
+         * enough for boundaries, which may not contain ';' unquoted anyway */
+        val.s++;
+        val.len -= 2;
+      }
+      if (mps_str_ieq(name, "boundary") && val.len > 0) {
+        *boundary = val;
+        return 1;
+      }
+    }
+    p = next;
+  }
+  return 0;
+}
+
+int mps_find_sdp(const char* content_type, const char* body, size_t body_len, mps_str* sdp,
+                 char* err) {
+  sdp->s = body;
+  sdp->len = body_len;
+  if (!content_type) return 1; /* the module assumes a missing type is fine */
+
+  mps_str type = mps_trim(content_type);
+  int multipart;
+  if (prefix_ieq(type, "application/sdp")) {
+    multipart = 0;
+  } else if (prefix_ieq(type, "multipart/mixed")) {
+    multipart = 1;
+  } else {
+    mps_seterr(err, "invalid Content-Type for SDP: %.*s", (int)type.len, type.s);
+    return -1;
+  }
+  if (type.len > 15 && !(is_space(type.s[15]) || type.s[15] == ';')) {
+    mps_seterr(err, "invalid character after Content-Type: '%c'", type.s[15]);
+    return -1;
+  }
+  if (!multipart) return 1;
+
+  mps_str b;
+  if (!multipart_boundary(type, &b)) {
+    mps_seterr(err, "multipart Content-Type without a boundary parameter");
+    return -1;
+  }
+  if (b.len > 1024) {
+    mps_seterr(err, "multipart boundary too long");
+    return -1;
+  }
+  char boundary[1030];
+  boundary[0] = '-';
+  boundary[1] = '-';
+  memcpy(boundary + 2, b.s, b.len);
+  boundary[b.len + 2] = '\0';
+
+  /* Find a part whose header line is exactly "Content-Type: application/sdp"
+   * followed by CRLF; it runs to the CRLF before the next boundary line. (The
+   * module loops forever when the first such header names another type; we
+   * go on with the next one.) */
+  const char* zone = body;
+  const char* end = body + body_len;
+  while (zone < end) {
+    const char* s = mps_find_line(zone, (size_t)(end - zone), "Content-Type: ", 1);
+    if (!s) break;
+    const char* start = s + 14;
+    size_t len = (size_t)(end - start);
+    mps_str rest = {start, len};
+    if (len > 15 + 2 && prefix_ieq(rest, "application/sdp")) {
+      start += 15;
+      if (start[0] != '\r' || start[1] != '\n') {
+        mps_seterr(err, "no CRLF after the multipart part's Content-Type");
+        return -1;
+      }
+      start += 2;
+      while (start < end && (*start == '\r' || *start == '\n')) start++;
+      const char* bl = mps_find_line(start, (size_t)(end - start), boundary, 0);
+      if (!bl) {
+        mps_seterr(err, "multipart boundary not found after the SDP part");
+        return -1;
+      }
+      if (bl - start < 2) {
+        mps_seterr(err, "empty SDP part in multipart body");
+        return -1;
+      }
+      sdp->s = start;
+      sdp->len = (size_t)(bl - start) - 2;
+      return 1;
+    }
+    zone = mps_end_of_line(s, (size_t)(end - s));
+  }
+  mps_seterr(err, "no application/sdp part in the multipart body");
+  return -1;
+}
+
+int mps_has_remote_candidates(mps_str sdp) {
+  return mps_find_line(sdp.s, sdp.len, "a=remote-candidates", 0) != NULL;
+}
+
+/* ---- analysis (the module's get_session_info) ---------------------------- */
+
+static mps_str block_before_first_m(mps_str sdp) {
+  const char* m = mps_find_line(sdp.s, sdp.len, "m=", 0);
+  mps_str b = sdp;
+  if (m) b.len = (size_t)(m - sdp.s);
+  return b;
+}
+
+/* Rest of the line after `ptr + skip`, bounded by the block end. */
+static mps_str line_after(const char* ptr, size_t skip, const char* block_end) {
+  mps_str z;
+  z.s = ptr + skip;
+  z.len = (size_t)(mps_end_of_line(z.s, (size_t)(block_end - z.s)) - z.s);
+  return z;
+}
+
+/* c= address of a block: 1 found, 0 none, -1 malformed line. */
+static int block_ip(mps_str block, mps_str* ip) {
+  const char* p = mps_find_line(block.s, block.len, "c=", 0);
+  ip->s = NULL;
+  ip->len = 0;
+  if (!p) return 0;
+  mps_str z = line_after(p, 2, block.s + block.len);
+  mps_str tok[3];
+  if (mps_tokens(z.s, z.len, tok, 3) != 3) return -1;
+  *ip = tok[2];
+  return 1;
+}
+
+static mps_str block_direction(mps_str block, mps_str dflt) {
+  mps_str zone = block;
+  const char* bend = block.s + block.len;
+  for (;;) {
+    const char* p = mps_find_line(zone.s, zone.len, "a=", 0);
+    if (!p) return dflt;
+    mps_str line = line_after(p, 2, zone.s + zone.len);
+    if (mps_str_ieq(line, "sendrecv") || mps_str_ieq(line, "sendonly") ||
+        mps_str_ieq(line, "recvonly") || mps_str_ieq(line, "inactive")) {
+      return line;
+    }
+    zone.s = line.s + line.len;
+    zone.len = (size_t)(bend - zone.s);
+  }
+}
+
+static int block_has(mps_str block, const char* start) {
+  return mps_find_line(block.s, block.len, start, 0) != NULL;
+}
+
+static int block_has_ice_attrs(mps_str block) {
+  return block_has(block, "a=ice-pwd:") && block_has(block, "a=ice-ufrag:");
+}
+
+static int block_has_candidate_component(mps_str block, int id) {
+  const char* bend = block.s + block.len;
+  unsigned n = mps_count_lines(block.s, block.len, "a=candidate:", 0);
+  mps_str chunk = block;
+  for (unsigned i = 0; i < n; i++) {
+    const char* p = mps_find_line(chunk.s, chunk.len, "a=candidate:", 0);
+    if (!p) break;
+    mps_str z = line_after(p, 12, bend);
+    mps_str tok[2];
+    if (mps_tokens(z.s, z.len, tok, 2) == 2 && mps_strtoint(tok[1]) == id) return 1;
+    chunk.s = z.s + z.len;
+    chunk.len = (size_t)(bend - chunk.s);
+  }
+  return 0;
+}
+
+static mps_str line_separator(mps_str sdp) {
+  mps_str sep = {NULL, 0};
+  const char* end = sdp.s + sdp.len;
+  const char* p = mps_find_line(sdp.s, sdp.len, "v=", 0);
+  if (!p) return sep;
+  const char* e = mps_end_of_line(p, (size_t)(end - p));
+  sep.s = e;
+  while (e < end && (*e == '\n' || *e == '\r')) e++;
+  sep.len = (size_t)(e - sep.s);
+  if (sep.len > 2) sep.len = 2;
+  return sep;
+}
+
+int mps_parse_session(mps_session* s, mps_str sdp, char* err) {
+  memset(s, 0, sizeof *s);
+  s->sdp = sdp.s;
+  s->sdp_len = sdp.len;
+  if (mps_count_lines(sdp.s, sdp.len, "v=", 0) != 1) {
+    mps_seterr(err, "the SDP must have exactly one v= line");
+    return -1;
+  }
+  unsigned count = mps_count_lines(sdp.s, sdp.len, "m=", 0);
+  if (count > MPS_MAX_STREAMS) {
+    mps_seterr(err, "more than %d media streams in the SDP", MPS_MAX_STREAMS);
+    return -1;
+  }
+  if (count == 0) return 0;
+
+  mps_str session_block = block_before_first_m(sdp);
+  mps_str ip;
+  if (block_ip(session_block, &ip) < 0) {
+    mps_seterr(err, "invalid session-level c= line in the SDP");
+    return -1;
+  }
+  if (ip.s) {
+    const char* p = mps_find_line(session_block.s, session_block.len, "c=", 0);
+    const char* e = mps_end_of_line(p, (size_t)(session_block.s + session_block.len - p));
+    const char* send = sdp.s + sdp.len;
+    while (e < send && (*e == '\n' || *e == '\r')) e++;
+    s->ip_line.s = p;
+    s->ip_line.len = (size_t)(e - p);
+    if (memchr(ip.s, '/', ip.len)) {
+      mps_seterr(err, "multicast session address in the SDP: %.*s", (int)ip.len, ip.s);
+      return -1;
+    }
+  }
+  s->ip = ip;
+  static const char sendrecv[] = "sendrecv";
+  mps_str dflt = {sendrecv, 8};
+  s->direction = block_direction(session_block, dflt);
+  s->separator = line_separator(sdp);
+  s->stream_count = count;
+
+  const char* send = sdp.s + sdp.len;
+  mps_str block = sdp;
+  unsigned i;
+  for (i = 0; i < MPS_MAX_STREAMS; i++) {
+    const char* p = mps_find_line(block.s, block.len, "m=", 0);
+    if (!p) break;
+    if (i >= count) {
+      /* only the module's end-of-block quirk can find more m= than counted */
+      mps_seterr(err, "invalid m= line in the SDP");
+      return -1;
+    }
+    mps_str z = line_after(p, 2, send);
+    mps_str tok[3];
+    if (mps_tokens(z.s, z.len, tok, 3) != 3) {
+      mps_seterr(err, "invalid m= line in the SDP");
+      return -1;
+    }
+    mps_stream* st = &s->streams[i];
+    st->next_line = z.s + z.len + s->separator.len;
+    if (st->next_line > send) st->next_line = send;
+    st->type = tok[0];
+    st->port = tok[1];
+    mps_str transport = tok[2];
+    if (prefix_ieq(transport, "RTP") || prefix_ieq(transport, "udp")) {
+      const char* slash = memchr(tok[1].s, '/', tok[1].len);
+      if (slash) {
+        size_t nlen = (size_t)(tok[1].s + tok[1].len - slash - 1);
+        if (nlen == 0) {
+          mps_seterr(err, "invalid port in m= line: %.*s", (int)tok[1].len, tok[1].s);
+          return -1;
+        }
+        if (!(nlen == 1 && slash[1] == '1')) {
+          mps_seterr(err, "unsupported number of ports in m= line: %.*s", (int)tok[1].len,
+                     tok[1].s);
+          return -1;
+        }
+        st->port.len = (size_t)(slash - tok[1].s);
+      }
+      st->supported = 1;
+      s->supported_count++;
+    }
+    block.s = z.s + z.len;
+    block.len = (size_t)(send - block.s);
+  }
+  if (i != count) {
+    /* cannot happen: every counted line start is found by the scan */
+    mps_seterr(err, "inconsistent m= lines in the SDP");
+    return -1;
+  }
+
+  const int session_ice = block_has_ice_attrs(session_block);
+  for (i = 0; i < count; i++) {
+    mps_stream* st = &s->streams[i];
+    mps_str b;
+    b.s = st->port.s;
+    b.len = (size_t)((i + 1 < count ? s->streams[i + 1].port.s : send) - b.s);
+    int r = block_ip(b, &ip);
+    if (r < 0) {
+      mps_seterr(err, "invalid c= line in media stream %u", i + 1);
+      return -1;
+    } else if (r == 0) {
+      if (!s->ip.s) {
+        mps_seterr(err, "media stream %u has no c= line and there is no session-level one", i + 1);
+        return -1;
+      }
+      st->ip = s->ip;
+      st->local_ip = 0;
+    } else {
+      if (st->supported && memchr(ip.s, '/', ip.len)) {
+        mps_seterr(err, "multicast address in media stream %u: %.*s", i + 1, (int)ip.len, ip.s);
+        return -1;
+      }
+      st->ip = ip;
+      st->local_ip = 1;
+    }
+    const char* rtcp = mps_find_line(b.s, b.len, "a=rtcp:", 0);
+    if (rtcp) {
+      mps_str z = line_after(rtcp, 7, b.s + b.len);
+      mps_str tok[4];
+      int n = mps_tokens(z.s, z.len, tok, 4);
+      if (n >= 1) st->rtcp_port = tok[0]; /* module: exactly one of a 1-token split */
+      if (n == 4) st->rtcp_ip = tok[3];
+    }
+    st->direction = block_direction(b, s->direction);
+    st->has_ice = (block_has_ice_attrs(b) || session_ice) && block_has(b, "a=candidate:");
+    st->has_rtcp_ice = block_has_candidate_component(b, 2);
+    st->first_ice_candidate = mps_find_line(b.s, b.len, "a=candidate:", 0);
+  }
+  return (int)count;
+}
+
+int mps_media_header(const mps_session* s, char* buf, char* err) {
+  /* The module formats into char media_str[4096] after "media: ", keeping 2
+   * bytes for the final CRLF; its per-stream length check ignores the
+   * ":ice=..." part, and a stream that then does not fit would overflow its
+   * buffer: both are errors here. */
+  size_t len = (size_t)snprintf(buf, MPS_MEDIA_MAX, "media: ");
+  size_t room = MPS_MEDIA_MAX - len - 2;
+  int first = 1;
+  for (unsigned i = 0; i < s->stream_count; i++) {
+    const mps_stream* st = &s->streams[i];
+    if (!st->supported) continue;
+    if (st->type.len + st->ip.len + st->port.len + st->direction.len + 4 > room) {
+      mps_seterr(err, "media stream description longer than %d bytes", MPS_MEDIA_MAX);
+      return -1;
+    }
+    const char* ice = st->has_ice ? "ice=yes" : "ice=no";
+    size_t item = st->type.len + st->ip.len + st->port.len + st->direction.len + 4 + strlen(ice) +
+                  1; /* 4 colons and the trailing comma */
+    if (item >= room) {
+      mps_seterr(err, "media stream description longer than %d bytes", MPS_MEDIA_MAX);
+      return -1;
+    }
+    if (!first) buf[len++] = ',';
+    first = 0;
+    len += (size_t)snprintf(buf + len, MPS_MEDIA_MAX - len, "%.*s:%.*s:%.*s:%.*s:%s",
+                            (int)st->type.len, st->type.s, (int)st->ip.len, st->ip.s,
+                            (int)st->port.len, st->port.s, (int)st->direction.len, st->direction.s,
+                            ice);
+    room -= item;
+  }
+  memcpy(buf + len, "\r\n", 3);
+  return (int)(len + 2);
+}
+
+/* ---- rewriting ------------------------------------------------------------ */
+
+/*
+ * One body edit, as a Kamailio lump: at `off` delete `del` bytes (0 for an
+ * insertion anchor) and emit `text`. Edits are kept sorted by offset, a new
+ * one going after all existing ones with the same or a lower offset; when
+ * applying, an edit that starts inside text already consumed by an earlier
+ * deletion is dropped entirely (Kamailio's "overlapped lumps").
+ */
+typedef struct edit {
+  size_t off;
+  size_t del;
+  const char* text;
+  size_t text_len;
+  char own[MPS_LINE_BUF];
+} edit;
+
+#define MAX_EDITS (1 + MPS_MAX_STREAMS * 6)
+
+typedef struct edits {
+  edit e[MAX_EDITS];
+  size_t n;
+} edits;
+
+static edit* add_edit(edits* es, size_t off, size_t del) {
+  size_t pos = es->n;
+  while (pos > 0 && es->e[pos - 1].off > off) pos--;
+  memmove(&es->e[pos + 1], &es->e[pos], (es->n - pos) * sizeof(edit));
+  es->n++;
+  edit* e = &es->e[pos];
+  e->off = off;
+  e->del = del;
+  e->text = NULL;
+  e->text_len = 0;
+  e->own[0] = '\0';
+  return e;
+}
+
+/* replace_element(): no edit at all when the new text equals the old. */
+static void replace(edits* es, const char* body, mps_str old, mps_str neu) {
+  if (old.len == neu.len && memcmp(old.s, neu.s, old.len) == 0) return;
+  edit* e = add_edit(es, (size_t)(old.s - body), old.len);
+  e->text = neu.s;
+  e->text_len = neu.len;
+}
+
+/* insert_element() of a line the module builds in char buf[128] (del 0),
+ * or replace_element() with such a generated text. */
+static void put_own(edits* es, const char* body, const char* at, size_t del, const char* text,
+                    size_t len) {
+  edit* e = add_edit(es, (size_t)(at - body), del);
+  memcpy(e->own, text, len);
+  e->own[len] = '\0';
+  e->text = NULL; /* resolved to e->own when applying (the array moves) */
+  e->text_len = len;
+}
+
+static const char* edit_text(const edit* e) {
+  return e->text ? e->text : e->own;
+}
+
+/* "c=IN IP4 <ip><sep>"; the module strcat()s this into char buf[128]. */
+static int c_line(char* out, mps_str ip, mps_str sep, size_t* len, char* err) {
+  size_t n = 9 + ip.len + sep.len;
+  if (n > MPS_LINE_BUF - 1) {
+    mps_seterr(err, "address too long for an inserted c= line: %.40s...", ip.s);
+    return -1;
+  }
+  memcpy(out, "c=IN IP4 ", 9);
+  memcpy(out + 9, ip.s, ip.len);
+  if (sep.len) memcpy(out + 9 + ip.len, sep.s, sep.len);
+  *len = n;
+  return 0;
+}
+
+int mps_rewrite(const mps_session* s, const char* body, size_t body_len, const char* reply,
+                int is_request, int ice_mode, char** out, size_t* out_len, char* err) {
+  mps_str tok[MPS_MAX_STREAMS + 1];
+  int ntok = mps_tokens(reply, strlen(reply), tok, MPS_MAX_STREAMS + 1);
+  *out = NULL;
+  *out_len = 0;
+  if (ntok == 0) {
+    mps_seterr(err, "empty reply from the dispatcher");
+    return -1;
+  }
+  if (ntok == 1 && mps_str_eq(tok[0], "error")) {
+    mps_seterr(err, "the dispatcher replied error");
+    return -1;
+  }
+  if ((unsigned)ntok < s->supported_count + 1 && is_request) {
+    mps_seterr(err, "insufficient ports from the dispatcher: got %d, expected %u", ntok - 1,
+               s->supported_count);
+    return -1;
+  }
+  /* (for a reply with fewer ports the module only warns: "called UA added
+   * extra media streams", and rewrites the streams it has ports for) */
+
+  edits* es = malloc(sizeof *es);
+  if (!es) {
+    mps_seterr(err, "out of memory");
+    return -1;
+  }
+  es->n = 0;
+  char line[MPS_LINE_BUF];
+  size_t line_len;
+  int removed_session_ip = 0;
+  const mps_str relay_ip = tok[0];
+
+  if (s->ip.s && !mps_str_eq(s->ip, "0.0.0.0")) {
+    if (s->stream_count == s->supported_count) {
+      replace(es, body, s->ip, relay_ip);
+    } else {
+      add_edit(es, (size_t)(s->ip_line.s - body), s->ip_line.len);
+      removed_session_ip = 1;
+    }
+  }
+
+  /* candidate foundation: the relay IPv4 address as a host-order read of
+   * the network-order bytes (the module prints in_addr.s_addr with %x); the
+   * module leaves it uninitialised when the token is no address: 0 here */
+  uint32_t hexip = 0;
+  {
+    char ipbuf[64];
+    struct in_addr a;
+    size_t n = relay_ip.len < sizeof ipbuf - 1 ? relay_ip.len : sizeof ipbuf - 1;
+    memcpy(ipbuf, relay_ip.s, n);
+    ipbuf[n] = '\0';
+    if (relay_ip.len < sizeof ipbuf && inet_aton(ipbuf, &a)) memcpy(&hexip, &a.s_addr, 4);
+  }
+  const unsigned priority =
+      ice_mode == MPSHIM_ICE_HIGH ? (130u << 24) + 16777215u : 16777215u; /* low */
+
+  int j = 1;
+  for (unsigned i = 0; i < s->stream_count; i++) {
+    const mps_stream* st = &s->streams[i];
+    if (!st->supported) {
+      if (!st->local_ip && removed_session_ip) {
+        if (c_line(line, s->ip, s->separator, &line_len, err) < 0) goto fail;
+        put_own(es, body, st->next_line, 0, line, line_len);
+      }
+      continue;
+    }
+    if (j >= ntok) break;
+    const int port = mps_strtoint(tok[j]);
+    if (!mps_str_eq(st->port, "0")) replace(es, body, st->port, tok[j]);
+    if (st->rtcp_port.len > 0 && !mps_str_eq(st->rtcp_port, "0")) {
+      /* int2str(port + 1): an unsigned long of the int sum */
+      char num[32];
+      int n = snprintf(num, sizeof num, "%lu", (unsigned long)(long)(int)((unsigned)port + 1u));
+      mps_str neu = {num, (size_t)n};
+      if (!(st->rtcp_port.len == neu.len && memcmp(st->rtcp_port.s, num, neu.len) == 0)) {
+        put_own(es, body, st->rtcp_port.s, st->rtcp_port.len, num, neu.len);
+      }
+    }
+    if (st->rtcp_ip.len > 0) replace(es, body, st->rtcp_ip, relay_ip);
+    if (st->local_ip && !mps_str_eq(st->ip, "0.0.0.0")) {
+      replace(es, body, st->ip, relay_ip);
+    } else if (!st->local_ip && removed_session_ip) {
+      if (c_line(line, relay_ip, s->separator, &line_len, err) < 0) goto fail;
+      put_own(es, body, st->next_line, 0, line, line_len);
+    }
+    if (ice_mode != MPSHIM_ICE_NONE && st->has_ice && st->first_ice_candidate) {
+      for (int comp = 1; comp <= (st->has_rtcp_ice ? 2 : 1); comp++) {
+        /* snprintf into the module's char buf[128]: cut at 127 bytes */
+        int n = snprintf(line, sizeof line, "a=candidate:R%x %d UDP %u %.*s %d typ relay%.*s",
+                         hexip, comp, priority - (unsigned)(comp - 1), (int)relay_ip.len,
+                         relay_ip.s, (int)((unsigned)port + (unsigned)(comp - 1)),
+                         (int)s->separator.len, s->separator.s ? s->separator.s : "");
+        size_t len = n < 0 ? 0 : (size_t)n;
+        if (len > sizeof line - 1) len = sizeof line - 1;
+        put_own(es, body, st->first_ice_candidate, 0, line, len);
+      }
+    }
+    j++;
+  }
+
+  /* apply */
+  size_t total = 0, pos = 0;
+  for (size_t k = 0; k < es->n; k++) {
+    const edit* e = &es->e[k];
+    if (e->off < pos) continue;
+    total += (e->off - pos) + e->text_len;
+    pos = e->off + e->del;
+  }
+  total += body_len - pos;
+  char* res = malloc(total + 1);
+  if (!res) {
+    mps_seterr(err, "out of memory");
+    goto fail;
+  }
+  size_t w = 0;
+  pos = 0;
+  for (size_t k = 0; k < es->n; k++) {
+    const edit* e = &es->e[k];
+    if (e->off < pos) continue;
+    memcpy(res + w, body + pos, e->off - pos);
+    w += e->off - pos;
+    memcpy(res + w, edit_text(e), e->text_len);
+    w += e->text_len;
+    pos = e->off + e->del;
+  }
+  memcpy(res + w, body + pos, body_len - pos);
+  w += body_len - pos;
+  res[w] = '\0';
+  free(es);
+  *out = res;
+  *out_len = w;
+  return 1;
+
+fail:
+  free(es);
+  return -1;
+}

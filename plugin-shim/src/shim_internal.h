@@ -1,0 +1,139 @@
+/*
+ * shim_internal.h - declarations shared by the modules of libmediaproxy-shim
+ * and by its tests (which link the internal static library): the text
+ * scanning primitives with the stock module's exact semantics, the parsed
+ * SDP session, the pure request builders and SDP rewriter, and the
+ * connection layer. Nothing here is exported from the shared library.
+ */
+#ifndef MPSHIM_INTERNAL_H
+#define MPSHIM_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mediaproxy-shim.h"
+
+#define MPS_MAX_STREAMS 32   /* module: MAX_STREAMS */
+#define MPS_REQUEST_MAX 8192 /* module: char request[8192] */
+#define MPS_REMOVE_MAX 2048  /* module: end_media_session request[2048] */
+#define MPS_MEDIA_MAX 4096   /* module: char media_str[4096] */
+#define MPS_REPLY_MAX 8192   /* module: BUFFER_SIZE (8191 bytes + NUL) */
+#define MPS_LINE_BUF 128     /* module: buf[128] for inserted lines */
+#define MPS_ERR_MAX 256
+
+/* A slice of some buffer; s == NULL means "absent". */
+typedef struct mps_str {
+  const char* s;
+  size_t len;
+} mps_str;
+
+/* ---- text primitives (text.c) ------------------------------------------ */
+
+void mps_seterr(char* err, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* First occurrence of needle in [hs, hs+len), optionally ASCII case-blind. */
+const char* mps_memfind(const char* hs, size_t len, const char* needle, size_t nlen, int icase);
+/* The module's find_line_starting_with(): the first occurrence of `start`
+ * that begins the block or follows CR/LF, with the module's quirk that an
+ * occurrence ending exactly at the block end is returned wherever it is. */
+const char* mps_find_line(const char* block, size_t blen, const char* start, int icase);
+/* The module's count_lines_starting_with(). */
+unsigned mps_count_lines(const char* block, size_t blen, const char* start, int icase);
+/* Pointer to the first CR or LF in [s, s+len), or s+len. */
+const char* mps_end_of_line(const char* s, size_t len);
+/* Split [s, s+len) (cut at the first NUL, as the module's strlen) at
+ * " \t\r\n" into at most `limit` tokens; returns the count. */
+int mps_tokens(const char* s, size_t len, mps_str* tokens, int limit);
+/* Whitespace trim (' ', '\t', '\r', '\n') of a NUL-terminated string. */
+mps_str mps_trim(const char* s);
+int mps_str_eq(mps_str a, const char* lit);
+int mps_str_ieq(mps_str a, const char* lit);
+/* strtol() of a token as the module's strtoint(): (int)strtol(s, 10). */
+int mps_strtoint(mps_str t);
+
+/* ---- SDP analysis and rewriting (sdp.c) -------------------------------- */
+
+typedef struct mps_stream {
+  mps_str type;
+  mps_str ip;
+  mps_str port;      /* without a "/1" suffix (supported streams) */
+  mps_str rtcp_ip;   /* 4-token a=rtcp: address, or absent */
+  mps_str rtcp_port; /* first a=rtcp: token, or absent */
+  mps_str direction;
+  int local_ip; /* the stream has its own c= line */
+  int has_ice;
+  int has_rtcp_ice;
+  int supported;
+  const char* next_line;           /* insertion point after the m= line */
+  const char* first_ice_candidate; /* NULL if none */
+} mps_stream;
+
+typedef struct mps_session {
+  const char* sdp; /* the SDP text (inside the body) */
+  size_t sdp_len;
+  mps_str ip;      /* session-level c= address, or absent */
+  mps_str ip_line; /* the whole session c= line incl. line breaks */
+  mps_str direction;
+  mps_str separator;
+  mps_stream streams[MPS_MAX_STREAMS];
+  unsigned stream_count;
+  unsigned supported_count;
+} mps_session;
+
+/* Locate the SDP inside a body given its Content-Type (NULL = the body is
+ * the SDP). 1 with *sdp set, or -1 with err. */
+int mps_find_sdp(const char* content_type, const char* body, size_t body_len, mps_str* sdp,
+                 char* err);
+/* 1 if the SDP has a line starting with "a=remote-candidates". */
+int mps_has_remote_candidates(mps_str sdp);
+/* The module's get_session_info(): number of m= lines (0..32) or -1. */
+int mps_parse_session(mps_session* s, mps_str sdp, char* err);
+/* "media: ...\r\n" for the supported streams into buf (MPS_MEDIA_MAX);
+ * returns its length or -1. */
+int mps_media_header(const mps_session* s, char* buf, char* err);
+/* Apply a dispatcher reply to the body (the session was parsed from it).
+ * ice_mode is MPSHIM_ICE_NONE/LOW/HIGH. Returns 1 with a malloc()ed,
+ * NUL-terminated new body in *out, or -1. */
+int mps_rewrite(const mps_session* s, const char* body, size_t body_len, const char* reply,
+                int is_request, int ice_mode, char** out, size_t* out_len, char* err);
+
+/* ---- request builders (request.c) -------------------------------------- */
+
+/* Validate the message; 1 or -1 with err. */
+int mps_check_message(const mpshim_message* m, char* err);
+/* The `update` request, headers in the module's order. Returns its length
+ * or -1 (too long, invalid characters). media_header may be "". */
+int mps_build_update(const mpshim_message* m, const char* media_header, char* buf, size_t cap,
+                     char* err);
+/* The `remove` request. Returns its length or -1. */
+int mps_build_remove(const mpshim_message* m, char* buf, size_t cap, char* err);
+
+/* ---- connection (conn.c) ------------------------------------------------ */
+
+struct mpshim_client {
+  char* socket_path;
+  int timeout_ms;
+  int retry_interval_ms;
+  int ice_candidate;
+  int fd;
+  int have_failure;
+  int64_t last_failure_ms;
+  char reply[MPS_REPLY_MAX];
+  size_t reply_len;
+  char err[MPS_ERR_MAX];
+};
+
+int64_t mps_now_ms(void);
+/* Send a request and wait for one reply line (in client->reply, NUL
+ * terminated). 1, or -1 with client->err (and the connection closed and the
+ * retry interval started when the failure was a connection failure). */
+int mps_send_command(mpshim_client* c, const char* req, size_t len);
+void mps_disconnect(mpshim_client* c);
+
+/* ---- NAT helpers (nat.c) ------------------------------------------------ */
+
+/* 1 if the text is an IPv4 address (inet_aton syntax) in 10/8, 172.16/12
+ * or 192.168/16, 0 if public, -1 if not an IPv4 address. */
+int mps_rfc1918(mps_str host);
+
+#endif /* MPSHIM_INTERNAL_H */

@@ -1,0 +1,941 @@
+// Tests of the in-kernel forwarder (src/kernel/nft_forwarder.h) against the
+// real kernel, with real UDP traffic.
+//
+// Owns a three-namespace topology built for the run (sender, relay, receiver,
+// as in shared/notes/platform-findings.md) and every assertion about the
+// forwarder: packets of the latched source reach the receiver from
+// relay_ip:relay_out_port with valid IP and UDP checksums (verified byte by
+// byte on an AF_PACKET capture, with checksum offloads switched off so the
+// kernel computes and checks them in software), other sources reach the
+// userspace socket instead, counters equal what was sent, replace and remove
+// behave, 10,000 rules install in batches (timed), the table is deleted by
+// the destructor and reclaimed by create(), probe() explains a missing
+// CAP_NET_ADMIN and ip_forward = 0, and changes made behind the forwarder's
+// back are healed.
+//
+// Needs root (creates network namespaces); exits 77 (skipped) otherwise. The
+// tests run in a child process; the parent deletes the namespaces however the
+// child ends. Traffic only ever flows inside the namespaces.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#define CATCH_CONFIG_RUNNER
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/ethtool.h>
+#include <linux/if_packet.h>
+#include <linux/sockios.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <poll.h>
+#include <rapidjson/document.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/address.h"
+#include "common/log.h"
+#include "kernel/nft_forwarder.h"
+
+using mp::Endpoint;
+using mp::Ipv4;
+using mp::kernel::Counters;
+using mp::kernel::ForwardRule;
+using mp::kernel::NftForwarder;
+
+namespace {
+
+// ---------------------------------------------------------------- topology
+
+struct Topology {
+  std::string snd, rly, rcv;  // namespace names
+  int snd_fd = -1, rly_fd = -1, rcv_fd = -1;
+  int home_fd = -1;  // the namespace we started in
+};
+Topology g_topo;
+
+const Ipv4 kRelayIp = *mp::parse_ipv4("10.200.0.1");
+const Ipv4 kCallerIp = *mp::parse_ipv4("10.200.1.2");
+const Ipv4 kThirdIp = *mp::parse_ipv4("10.200.1.3");
+const Ipv4 kCalleeIp = *mp::parse_ipv4("10.200.2.2");
+const Ipv4 kCallee2Ip = *mp::parse_ipv4("10.200.2.3");
+
+// Runs a shell command; returns its exit status and output (stdout+stderr).
+int run(const std::string& cmd, std::string* out = nullptr) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return -1;
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
+  int st = pclose(p);
+  if (out) *out = text;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// Inside namespace `fd` for the lifetime of the object (this thread only).
+class InNs {
+ public:
+  explicit InNs(int fd) {
+    if (setns(fd, CLONE_NEWNET) != 0) FAIL("setns: " << strerror(errno));
+  }
+  ~InNs() { setns(g_topo.home_fd, CLONE_NEWNET); }
+  InNs(const InNs&) = delete;
+  InNs& operator=(const InNs&) = delete;
+};
+
+// Switches the checksum offloads of `dev` (in the current namespace) off, so
+// that senders compute UDP checksums in software and receivers verify them.
+bool offloads_off(const char* dev) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  bool ok = true;
+  for (uint32_t cmd : {ETHTOOL_STXCSUM, ETHTOOL_SRXCSUM}) {
+    ethtool_value ev{cmd, 0};
+    ifreq ifr{};
+    std::snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", dev);
+    ifr.ifr_data = reinterpret_cast<char*>(&ev);
+    if (ioctl(fd, SIOCETHTOOL, &ifr) != 0) ok = false;
+  }
+  close(fd);
+  return ok;
+}
+
+bool write_file(const char* path, const char* text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = write(fd, text, strlen(text)) == static_cast<ssize_t>(strlen(text));
+  close(fd);
+  return ok;
+}
+
+void topology_down() {
+  for (const std::string& n : {g_topo.snd, g_topo.rly, g_topo.rcv})
+    if (!n.empty()) run("ip netns del " + n);
+}
+
+bool topology_up(std::string& error) {
+  std::string p = "mpk" + std::to_string(getpid());
+  g_topo.snd = p + "-snd";
+  g_topo.rly = p + "-rly";
+  g_topo.rcv = p + "-rcv";
+  const std::string& S = g_topo.snd;
+  const std::string& R = g_topo.rly;
+  const std::string& C = g_topo.rcv;
+  const std::vector<std::string> cmds = {
+      "ip netns add " + S,
+      "ip netns add " + R,
+      "ip netns add " + C,
+      "ip -n " + R + " link add vs type veth peer name eth0 netns " + S,
+      "ip -n " + R + " link add vc type veth peer name eth0 netns " + C,
+      "ip -n " + R + " addr add 10.200.1.1/24 dev vs",
+      "ip -n " + R + " addr add 10.200.2.1/24 dev vc",
+      "ip -n " + R + " addr add 10.200.0.1/32 dev lo",
+      "ip -n " + R + " link set lo up",
+      "ip -n " + R + " link set vs up",
+      "ip -n " + R + " link set vc up",
+      "ip -n " + S + " addr add 10.200.1.2/24 dev eth0",
+      "ip -n " + S + " addr add 10.200.1.3/24 dev eth0",
+      "ip -n " + S + " link set lo up",
+      "ip -n " + S + " link set eth0 up",
+      "ip -n " + S + " route add default via 10.200.1.1",
+      "ip -n " + C + " addr add 10.200.2.2/24 dev eth0",
+      "ip -n " + C + " addr add 10.200.2.3/24 dev eth0",
+      "ip -n " + C + " link set lo up",
+      "ip -n " + C + " link set eth0 up",
+      "ip -n " + C + " route add default via 10.200.2.1",
+  };
+  for (const std::string& c : cmds) {
+    std::string out;
+    if (run(c, &out) != 0) {
+      error = "`" + c + "` failed: " + out;
+      return false;
+    }
+  }
+  g_topo.home_fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  g_topo.snd_fd = open(("/run/netns/" + S).c_str(), O_RDONLY | O_CLOEXEC);
+  g_topo.rly_fd = open(("/run/netns/" + R).c_str(), O_RDONLY | O_CLOEXEC);
+  g_topo.rcv_fd = open(("/run/netns/" + C).c_str(), O_RDONLY | O_CLOEXEC);
+  if (g_topo.home_fd < 0 || g_topo.snd_fd < 0 || g_topo.rly_fd < 0 || g_topo.rcv_fd < 0) {
+    error = "cannot open the namespaces";
+    return false;
+  }
+  struct Setup {
+    int fd;
+    std::vector<const char*> devs;
+  };
+  for (const Setup& s : {Setup{g_topo.snd_fd, {"eth0"}}, Setup{g_topo.rly_fd, {"vs", "vc"}},
+                         Setup{g_topo.rcv_fd, {"eth0"}}}) {
+    setns(s.fd, CLONE_NEWNET);
+    for (const char* d : s.devs)
+      if (!offloads_off(d)) {
+        error = std::string("cannot switch checksum offloads off on ") + d;
+        return false;
+      }
+    if (s.fd == g_topo.rly_fd && !write_file("/proc/sys/net/ipv4/ip_forward", "1")) {
+      error = "cannot set net.ipv4.ip_forward in the relay namespace";
+      return false;
+    }
+    setns(g_topo.home_fd, CLONE_NEWNET);
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------- sockets
+
+struct Sock {
+  int fd = -1;
+  Sock() = default;
+  explicit Sock(int f) : fd(f) {}
+  ~Sock() {
+    if (fd >= 0) close(fd);
+  }
+  Sock(Sock&& o) noexcept : fd(o.fd) { o.fd = -1; }
+  Sock(const Sock&) = delete;
+  Sock& operator=(const Sock&) = delete;
+};
+
+// A UDP socket bound to ip:port inside namespace `ns`.
+Sock udp(int ns, Ipv4 ip, uint16_t port) {
+  InNs in(ns);
+  Sock s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sa = Endpoint{ip, port}.to_sockaddr();
+  if (bind(s.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0)
+    FAIL("bind " << mp::format_endpoint({ip, port}) << ": " << strerror(errno));
+  return s;
+}
+
+void send_to(const Sock& s, Endpoint to, const std::string& data) {
+  sockaddr_in sa = to.to_sockaddr();
+  ssize_t n =
+      sendto(s.fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+  REQUIRE(n == static_cast<ssize_t>(data.size()));
+}
+
+struct Datagram {
+  Endpoint from;
+  std::string data;
+};
+
+// Everything `s` receives until it has been idle for `idle_ms`.
+std::vector<Datagram> drain(const Sock& s, int idle_ms = 150) {
+  std::vector<Datagram> got;
+  for (int i = 0; i < 100000; ++i) {
+    pollfd p{s.fd, POLLIN, 0};
+    if (poll(&p, 1, idle_ms) <= 0) break;
+    char buf[2048];
+    sockaddr_in from{};
+    socklen_t fl = sizeof from;
+    ssize_t n = recvfrom(s.fd, buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&from), &fl);
+    if (n < 0) break;
+    got.push_back({Endpoint::from_sockaddr(from), std::string(buf, static_cast<size_t>(n))});
+  }
+  return got;
+}
+
+// Sends `count` numbered datagrams of varying size; returns the IP-layer bytes.
+uint64_t send_burst(const Sock& s, Endpoint to, int count, const std::string& tag) {
+  uint64_t bytes = 0;
+  for (int i = 0; i < count; ++i) {
+    std::string d = tag + "#" + std::to_string(i) + ":";
+    d.resize(d.size() + static_cast<size_t>(17 * i % 180), 'x');
+    send_to(s, to, d);
+    bytes += d.size() + 28;  // IPv4 + UDP headers
+  }
+  return bytes;
+}
+
+// An AF_PACKET capture of IPv4 arriving on `dev` in namespace `ns`.
+Sock capture(int ns, const char* dev) {
+  InNs in(ns);
+  Sock s(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_IP)));
+  REQUIRE(s.fd >= 0);
+  sockaddr_ll ll{};
+  ll.sll_family = AF_PACKET;
+  ll.sll_protocol = htons(ETH_P_IP);
+  ll.sll_ifindex = static_cast<int>(if_nametoindex(dev));
+  REQUIRE(bind(s.fd, reinterpret_cast<sockaddr*>(&ll), sizeof ll) == 0);
+  return s;
+}
+
+uint32_t sum16(const uint8_t* p, size_t n, uint32_t sum = 0) {
+  for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
+  if (n & 1) sum += static_cast<uint32_t>(p[n - 1] << 8);
+  return sum;
+}
+uint16_t fold(uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(sum);
+}
+
+struct Captured {
+  Endpoint src, dst;
+  bool ip_csum_ok = false;
+  bool udp_csum_ok = false;
+  uint16_t udp_csum = 0;
+};
+
+// UDP packets received (not sent) on a capture socket, checksums verified.
+std::vector<Captured> captured_udp(const Sock& s) {
+  std::vector<Captured> out;
+  for (int i = 0; i < 100000; ++i) {
+    uint8_t pkt[2048];
+    sockaddr_ll ll{};
+    socklen_t len = sizeof ll;
+    ssize_t n = recvfrom(s.fd, pkt, sizeof pkt, 0, reinterpret_cast<sockaddr*>(&ll), &len);
+    if (n < 0) break;
+    if (ll.sll_pkttype == PACKET_OUTGOING || n < 28) continue;
+    size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+    if ((pkt[0] >> 4) != 4 || pkt[9] != IPPROTO_UDP || static_cast<size_t>(n) < ihl + 8) continue;
+    size_t total = static_cast<size_t>(pkt[2] << 8 | pkt[3]);
+    if (total > static_cast<size_t>(n)) continue;
+    Captured c;
+    uint32_t saddr, daddr;
+    std::memcpy(&saddr, pkt + 12, 4);
+    std::memcpy(&daddr, pkt + 16, 4);
+    const uint8_t* udph = pkt + ihl;
+    c.src = Endpoint{Ipv4{saddr}, static_cast<uint16_t>(udph[0] << 8 | udph[1])};
+    c.dst = Endpoint{Ipv4{daddr}, static_cast<uint16_t>(udph[2] << 8 | udph[3])};
+    c.ip_csum_ok = fold(sum16(pkt, ihl)) == 0xffff;
+    size_t ulen = total - ihl;
+    uint32_t pseudo = sum16(pkt + 12, 8) + IPPROTO_UDP + static_cast<uint32_t>(ulen);
+    c.udp_csum = static_cast<uint16_t>(udph[6] << 8 | udph[7]);
+    c.udp_csum_ok = c.udp_csum != 0 && fold(sum16(udph, ulen, pseudo)) == 0xffff;
+    out.push_back(c);
+  }
+  return out;
+}
+
+// Udp InCsumErrors of the namespace `ns`.
+long udp_csum_errors(int ns) {
+  InNs in(ns);
+  FILE* f = std::fopen("/proc/thread-self/net/snmp", "re");
+  if (!f) return -1;
+  char a[1024], b[1024];
+  long result = -1;
+  while (std::fgets(a, sizeof a, f)) {
+    if (std::strncmp(a, "Udp:", 4) != 0 || !std::fgets(b, sizeof b, f)) continue;
+    std::istringstream names(a), values(b);
+    std::string name, value;
+    while (names >> name && values >> value)
+      if (name == "InCsumErrors") result = std::stol(value);
+    break;
+  }
+  std::fclose(f);
+  return result;
+}
+
+// ---------------------------------------------------------------- nft state
+
+std::string nft(const std::string& args, int* status = nullptr) {
+  std::string out;
+  int st = run("ip netns exec " + g_topo.rly + " nft " + args, &out);
+  if (status) *status = st;
+  return out;
+}
+
+bool table_exists(const std::string& table) {
+  std::string out = nft("list tables");
+  return out.find("table ip " + table + "\n") != std::string::npos;
+}
+
+// Elements of fwd_map per `nft -j list table`: "saddr . sport . dport" -> mark.
+std::map<std::string, uint64_t> nft_fwd_elements(const std::string& table) {
+  std::map<std::string, uint64_t> out;
+  std::string json = nft("-j list table ip " + table);
+  rapidjson::Document doc;
+  doc.Parse(json.c_str());
+  if (doc.HasParseError() || !doc.HasMember("nftables")) FAIL("nft -j output: " << json);
+  for (const auto& item : doc["nftables"].GetArray()) {
+    if (!item.HasMember("map")) continue;
+    const auto& m = item["map"];
+    if (std::string(m["name"].GetString()) != "fwd_map" || !m.HasMember("elem")) continue;
+    for (const auto& e : m["elem"].GetArray()) {
+      // [ {"elem": {"val": {"concat": [ip, sport, dport]}, "counter": ...}}, mark ]
+      const auto& key = e[0]["elem"]["val"]["concat"];
+      std::string k = std::string(key[0].GetString()) + " . " + std::to_string(key[1].GetInt()) +
+                      " . " + std::to_string(key[2].GetInt());
+      out[k] = e[1].IsUint64() ? e[1].GetUint64() : 0;
+    }
+  }
+  return out;
+}
+
+std::map<uint32_t, Counters> counters(NftForwarder& f) {
+  std::map<uint32_t, Counters> out;
+  std::string error;
+  REQUIRE(f.read_counters([&](uint32_t id, const Counters& c) { out[id] = c; }, error));
+  return out;
+}
+
+struct Finals {
+  std::map<uint32_t, Counters> by_id;
+  size_t calls = 0;
+  auto sink() {
+    return [this](uint32_t id, const Counters& c) {
+      by_id[id] = c;
+      ++calls;
+    };
+  }
+};
+
+std::unique_ptr<NftForwarder> make(const std::string& table) {
+  InNs in(g_topo.rly_fd);
+  std::string error;
+  auto f = NftForwarder::create(table, kRelayIp, error);
+  INFO(error);
+  REQUIRE(f);
+  return f;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Runs `fn` in a child process without CAP_NET_ADMIN (inside the relay
+// namespace); returns what it wrote.
+std::string without_net_admin(const std::function<std::string()>& fn) {
+  int p[2];
+  REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(p[0]);
+    std::string text;
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2]{};
+    if (setns(g_topo.rly_fd, CLONE_NEWNET) != 0 || syscall(SYS_capget, &hdr, data) != 0) {
+      text = "setup failed";
+    } else {
+      const uint32_t bit = 1u << (CAP_NET_ADMIN % 32);
+      data[CAP_NET_ADMIN / 32].effective &= ~bit;
+      data[CAP_NET_ADMIN / 32].permitted &= ~bit;
+      data[CAP_NET_ADMIN / 32].inheritable &= ~bit;
+      text = syscall(SYS_capset, &hdr, data) == 0 ? fn() : "capset failed";
+    }
+    ssize_t w = write(p[1], text.data(), text.size());
+    _exit(w < 0 ? 1 : 0);
+  }
+  close(p[1]);
+  std::string out;
+  char buf[1024];
+  ssize_t n;
+  while ((n = read(p[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(p[0]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return out;
+}
+
+ForwardRule rule(Endpoint from, uint16_t in, uint16_t out, Endpoint to) {
+  ForwardRule r;
+  r.from = from;
+  r.relay_in_port = in;
+  r.relay_out_port = out;
+  r.to = to;
+  return r;
+}
+
+}  // namespace
+
+// ====================================================================== tests
+
+TEST_CASE("probe succeeds with CAP_NET_ADMIN and leaves nothing behind") {
+  InNs in(g_topo.rly_fd);
+  std::string why;
+  CHECK(NftForwarder::probe(why));
+  INFO(why);
+  CHECK(why.empty());
+  std::string out = nft("list tables");
+  CHECK(out.find("mediaproxy_probe") == std::string::npos);
+}
+
+TEST_CASE("without CAP_NET_ADMIN probe() and create() say so") {
+  std::string why = without_net_admin([] {
+    std::string w;
+    return NftForwarder::probe(w) ? std::string("probe succeeded") : w;
+  });
+  INFO(why);
+  CHECK(why.find("CAP_NET_ADMIN") != std::string::npos);
+  std::string error = without_net_admin([] {
+    std::string e;
+    return NftForwarder::create("mpk_nocap", kRelayIp, e) ? std::string("create succeeded") : e;
+  });
+  INFO(error);
+  CHECK(error.find("CAP_NET_ADMIN") != std::string::npos);
+  CHECK_FALSE(table_exists("mpk_nocap"));
+}
+
+TEST_CASE("ip_forward = 0 is reported by probe() and create()") {
+  InNs in(g_topo.rly_fd);
+  REQUIRE(write_file("/proc/sys/net/ipv4/ip_forward", "0"));
+  std::string why;
+  bool probed = NftForwarder::probe(why);
+  std::string error;
+  auto f = NftForwarder::create("mpk_nofwd", kRelayIp, error);
+  REQUIRE(write_file("/proc/sys/net/ipv4/ip_forward", "1"));
+  CHECK_FALSE(probed);
+  INFO(why);
+  CHECK(why.find("net.ipv4.ip_forward") != std::string::npos);
+  CHECK(f == nullptr);
+  INFO(error);
+  CHECK(error.find("net.ipv4.ip_forward") != std::string::npos);
+  CHECK_FALSE(table_exists("mpk_nofwd"));
+}
+
+TEST_CASE("create() rejects names nft could not print back") {
+  InNs in(g_topo.rly_fd);
+  std::string error;
+  CHECK(NftForwarder::create("bad name", kRelayIp, error) == nullptr);
+  CHECK(error.find("table name") != std::string::npos);
+  CHECK(NftForwarder::create("mpk_noip", Ipv4{}, error) == nullptr);
+}
+
+TEST_CASE("latched streams are forwarded in the kernel with valid checksums") {
+  auto fwd = make("mpk_fwd");
+  CHECK(table_exists("mpk_fwd"));
+  // Userspace sockets of the relay, bound like the relay binds them.
+  Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 40000);
+  Sock relay_b = udp(g_topo.rly_fd, kRelayIp, 40002);
+  Sock relay_c = udp(g_topo.rly_fd, kRelayIp, 40004);
+  Sock caller = udp(g_topo.snd_fd, kCallerIp, 4000);
+  Sock caller_other_port = udp(g_topo.snd_fd, kCallerIp, 4001);
+  Sock third = udp(g_topo.snd_fd, kThirdIp, 4000);
+  Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5000);
+  Sock callee2 = udp(g_topo.rcv_fd, kCallee2Ip, 5002);
+  Sock cap_rcv = capture(g_topo.rcv_fd, "eth0");
+  Sock cap_snd = capture(g_topo.snd_fd, "eth0");
+  const long csum_errors_before = udp_csum_errors(g_topo.rcv_fd);
+
+  const Endpoint relay_in{kRelayIp, 40000};
+  const Endpoint relay_out{kRelayIp, 40002};
+  uint32_t a2b = fwd->add(rule({kCallerIp, 4000}, 40000, 40002, {kCalleeIp, 5000}));
+  uint32_t b2a = fwd->add(rule({kCalleeIp, 5000}, 40002, 40000, {kCallerIp, 4000}));
+  CHECK(a2b != 0);
+  CHECK(b2a != 0);
+  CHECK(a2b != b2a);
+  std::string error;
+  Finals finals;
+  REQUIRE(fwd->commit(finals.sink(), error));
+  CHECK(finals.calls == 0);
+  CHECK(fwd->installed() == 2);
+
+  // Caller -> relay:40000 arrives at the callee from relay:40002.
+  const uint64_t a_bytes = send_burst(caller, relay_in, 50, "a2b");
+  auto got = drain(callee);
+  REQUIRE(got.size() == 50);
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK(got[i].from == relay_out);
+    CHECK(got[i].data.rfind("a2b#" + std::to_string(i) + ":", 0) == 0);
+  }
+  CHECK(drain(relay_a, 50).empty());  // userspace saw nothing of the latched peer
+  // Callee -> relay:40002 arrives at the caller from relay:40000.
+  const uint64_t b_bytes = send_burst(callee, relay_out, 30, "b2a");
+  auto back = drain(caller);
+  REQUIRE(back.size() == 30);
+  for (const auto& d : back) CHECK(d.from == relay_in);
+  CHECK(drain(relay_b, 50).empty());
+
+  // Checksums as they arrived on the wire, in both directions.
+  auto wire = captured_udp(cap_rcv);
+  auto wire_back = captured_udp(cap_snd);
+  size_t seen = 0;
+  for (const auto& c : wire) {
+    if (c.src != relay_out) continue;
+    ++seen;
+    CHECK(c.dst == Endpoint{kCalleeIp, 5000});
+    CHECK(c.ip_csum_ok);
+    CHECK(c.udp_csum_ok);
+  }
+  CHECK(seen == 50);
+  size_t seen_back = 0;
+  for (const auto& c : wire_back) {
+    if (c.src != relay_in) continue;
+    ++seen_back;
+    CHECK(c.ip_csum_ok);
+    CHECK(c.udp_csum_ok);
+  }
+  CHECK(seen_back == 30);
+  CHECK(udp_csum_errors(g_topo.rcv_fd) == csum_errors_before);
+  std::printf("[kernel] forwarded 50 + 30 packets; checksums verified on %zu + %zu captured\n",
+              seen, seen_back);
+
+  // Counters are per direction, IP-layer bytes.
+  auto cnt = counters(*fwd);
+  REQUIRE(cnt.size() == 2);
+  CHECK(cnt[a2b].packets == 50);
+  CHECK(cnt[a2b].bytes == a_bytes);
+  CHECK(cnt[b2a].packets == 30);
+  CHECK(cnt[b2a].bytes == b_bytes);
+
+  // Another port of the same address, and another address: not forwarded.
+  send_burst(caller_other_port, relay_in, 5, "other-port");
+  send_burst(third, relay_in, 5, "third");
+  auto user = drain(relay_a);
+  REQUIRE(user.size() == 10);
+  size_t from_other_port = 0, from_third = 0;
+  for (const auto& d : user) {
+    if (d.from == Endpoint{kCallerIp, 4001}) ++from_other_port;
+    if (d.from == Endpoint{kThirdIp, 4000}) ++from_third;
+  }
+  CHECK(from_other_port == 5);
+  CHECK(from_third == 5);
+  CHECK(drain(callee, 50).empty());
+  CHECK(counters(*fwd)[a2b].packets == 50);
+
+  // Re-adding the key replaces the rule atomically; the old id's final
+  // counters are reported.
+  uint32_t a2c = fwd->add(rule({kCallerIp, 4000}, 40000, 40004, {kCallee2Ip, 5002}));
+  REQUIRE(fwd->commit(finals.sink(), error));
+  INFO(error);
+  REQUIRE(finals.by_id.count(a2b) == 1);
+  CHECK(finals.by_id[a2b].packets == 50);
+  CHECK(finals.by_id[a2b].bytes == a_bytes);
+  CHECK(fwd->installed() == 2);
+  const uint64_t c_bytes = send_burst(caller, relay_in, 10, "a2c");
+  auto got2 = drain(callee2);
+  REQUIRE(got2.size() == 10);
+  for (const auto& d : got2) CHECK(d.from == Endpoint{kRelayIp, 40004});
+  CHECK(drain(callee, 50).empty());
+  cnt = counters(*fwd);
+  CHECK(cnt.count(a2b) == 0);
+  CHECK(cnt[a2c].packets == 10);
+  CHECK(cnt[a2c].bytes == c_bytes);
+  auto elems = nft_fwd_elements("mpk_fwd");
+  CHECK(elems.size() == 2);
+  CHECK(elems["10.200.1.2 . 4000 . 40000"] == (0x6d000000u | a2c));
+
+  // remove() reports final counters and stops kernel forwarding.
+  fwd->remove(a2c);
+  REQUIRE(fwd->commit(finals.sink(), error));
+  REQUIRE(finals.by_id.count(a2c) == 1);
+  CHECK(finals.by_id[a2c].packets == 10);
+  CHECK(finals.by_id[a2c].bytes == c_bytes);
+  CHECK(fwd->installed() == 1);
+  send_burst(caller, relay_in, 5, "after-remove");
+  CHECK(drain(relay_a).size() == 5);  // back to userspace
+  CHECK(drain(callee2, 50).empty());
+  CHECK(drain(relay_c, 50).empty());
+  elems = nft_fwd_elements("mpk_fwd");
+  CHECK(elems.size() == 1);
+  CHECK(elems.count("10.200.2.2 . 5000 . 40002") == 1);
+
+  // The destructor deletes the table.
+  fwd.reset();
+  CHECK_FALSE(table_exists("mpk_fwd"));
+  send_burst(callee, relay_out, 3, "after-delete");
+  CHECK(drain(relay_b).size() == 3);
+  CHECK(drain(caller, 50).empty());
+}
+
+TEST_CASE("the ruleset is what nft would have built") {
+  auto fwd = make("mpk_shape");
+  fwd->add(rule({kCallerIp, 4000}, 40000, 40002, {kCalleeIp, 5000}));
+  std::string error;
+  REQUIRE(fwd->commit(nullptr, error));
+  std::string text = nft("list table ip mpk_shape");
+  INFO(text);
+  CHECK(text.find("type ipv4_addr . inet_service . inet_service : mark") != std::string::npos);
+  CHECK(text.find("counter packets 0 bytes 0 : 0x6d00") != std::string::npos);
+  CHECK(text.find("type filter hook prerouting priority raw; policy accept;") != std::string::npos);
+  CHECK(text.find("type filter hook postrouting priority srcnat; policy accept;") !=
+        std::string::npos);
+  // (nft leaves out `meta l4proto udp`, implied by the udp payload matches.)
+  CHECK(text.find("ip daddr 10.200.0.1 meta mark set ip saddr . udp sport . "
+                  "udp dport map @fwd_map notrack udp sport set meta mark map @out_sport ip "
+                  "daddr set meta mark map @out_daddr udp dport set meta mark map @out_dport") !=
+        std::string::npos);
+  CHECK(text.find("meta mark 0x6d000000/8 ip saddr set 10.200.0.1") != std::string::npos);
+  CHECK(text.find(": 40002") != std::string::npos);       // out_sport
+  CHECK(text.find(": 10.200.2.2") != std::string::npos);  // out_daddr
+  CHECK(text.find(": 5000") != std::string::npos);        // out_dport
+  // The listing loads back into nft (as `nft list ruleset > file` would be).
+  fwd.reset();
+  std::string file = "/tmp/mpk-shape-" + std::to_string(getpid()) + ".nft";
+  FILE* f = std::fopen(file.c_str(), "w");
+  REQUIRE(f);
+  std::fputs(text.c_str(), f);
+  std::fclose(f);
+  int st = 0;
+  std::string out = nft("-f " + file, &st);
+  std::remove(file.c_str());
+  INFO(out);
+  CHECK(st == 0);
+  nft("delete table ip mpk_shape");
+}
+
+TEST_CASE("create() reclaims a table left behind") {
+  // A forwarder that "crashed": its table stays, with an element in it.
+  {
+    auto lost = make("mpk_reclaim");
+    lost->add(rule({kCallerIp, 4000}, 40000, 40002, {kCalleeIp, 5000}));
+    std::string error;
+    REQUIRE(lost->commit(nullptr, error));
+    (void)lost.release();  // leaked on purpose: no destructor, like kill -9
+  }
+  REQUIRE(table_exists("mpk_reclaim"));
+  REQUIRE(nft_fwd_elements("mpk_reclaim").size() == 1);
+  auto fwd = make("mpk_reclaim");
+  CHECK(nft_fwd_elements("mpk_reclaim").empty());
+  CHECK(fwd->installed() == 0);
+  fwd.reset();
+  CHECK_FALSE(table_exists("mpk_reclaim"));
+
+  // A table of that name with other contents altogether.
+  int st = 0;
+  nft("add table ip mpk_reclaim2", &st);
+  REQUIRE(st == 0);
+  nft("add chain ip mpk_reclaim2 junk '{ type filter hook input priority 0; policy accept; }'",
+      &st);
+  REQUIRE(st == 0);
+  auto fwd2 = make("mpk_reclaim2");
+  CHECK(nft("list table ip mpk_reclaim2").find("junk") == std::string::npos);
+  fwd2.reset();
+  CHECK_FALSE(table_exists("mpk_reclaim2"));
+}
+
+TEST_CASE("queued changes: replace and remove before commit") {
+  auto fwd = make("mpk_queue");
+  std::string error;
+  Finals finals;
+  uint32_t a = fwd->add(rule({kCallerIp, 6000}, 41000, 41002, {kCalleeIp, 7000}));
+  uint32_t b = fwd->add(rule({kCallerIp, 6000}, 41000, 41004, {kCalleeIp, 7002}));  // same key
+  uint32_t c = fwd->add(rule({kCallerIp, 6002}, 41000, 41002, {kCalleeIp, 7000}));
+  fwd->remove(c);
+  fwd->remove(12345678);  // unknown: ignored
+  REQUIRE(fwd->commit(finals.sink(), error));
+  CHECK(finals.calls == 2);  // a (replaced before commit) and c, with zero counters
+  CHECK(finals.by_id.count(a) == 1);
+  CHECK(finals.by_id.count(c) == 1);
+  CHECK(finals.by_id[a].packets == 0);
+  CHECK(fwd->installed() == 1);
+  auto elems = nft_fwd_elements("mpk_queue");
+  REQUIRE(elems.size() == 1);
+  CHECK(elems["10.200.1.2 . 6000 . 41000"] == (0x6d000000u | b));
+  // Replace then remove the replacement before commit: the installed rule goes.
+  uint32_t d = fwd->add(rule({kCallerIp, 6000}, 41000, 41006, {kCalleeIp, 7004}));
+  fwd->remove(d);
+  finals = Finals{};
+  REQUIRE(fwd->commit(finals.sink(), error));
+  CHECK(finals.by_id.count(b) == 1);
+  CHECK(finals.by_id.count(d) == 1);
+  CHECK(fwd->installed() == 0);
+  CHECK(nft_fwd_elements("mpk_queue").empty());
+}
+
+TEST_CASE("changes made behind the forwarder's back are healed") {
+  auto fwd = make("mpk_heal");
+  Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 42000);
+  Sock caller = udp(g_topo.snd_fd, kCallerIp, 4100);
+  Sock caller2 = udp(g_topo.snd_fd, kCallerIp, 4101);
+  Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5100);
+  std::string error;
+  Finals finals;
+  uint32_t a = fwd->add(rule({kCallerIp, 4100}, 42000, 42002, {kCalleeIp, 5100}));
+  // Two bystanders, so that the final counters of `a` are asked for by key.
+  fwd->add(rule({kCallerIp, 4110}, 42000, 42002, {kCalleeIp, 5100}));
+  fwd->add(rule({kCallerIp, 4111}, 42000, 42002, {kCalleeIp, 5100}));
+  REQUIRE(fwd->commit(finals.sink(), error));
+  send_burst(caller, {kRelayIp, 42000}, 4, "heal");
+  REQUIRE(drain(callee).size() == 4);
+  REQUIRE(counters(*fwd)[a].packets == 4);
+
+  // Someone deletes our element by hand: remove() still succeeds (ENOENT on
+  // the read by key, then on the deletion), reporting the last counters read.
+  int st = 0;
+  nft("delete element ip mpk_heal fwd_map '{ 10.200.1.2 . 4100 . 42000 }'", &st);
+  REQUIRE(st == 0);
+  fwd->remove(a);
+  CHECK(fwd->commit(finals.sink(), error));
+  INFO(error);
+  CHECK(finals.by_id[a].packets == 4);
+  CHECK(fwd->installed() == 2);
+
+  // Someone adds an element for a key we then install (EEXIST), in the same
+  // batch as two good rules: all three end up installed, ours wins.
+  nft("add element ip mpk_heal fwd_map '{ 10.200.1.2 . 4101 . 42000 : 0x6d00abcd }'", &st);
+  REQUIRE(st == 0);
+  uint32_t b = fwd->add(rule({kCallerIp, 4101}, 42000, 42002, {kCalleeIp, 5100}));
+  uint32_t c = fwd->add(rule({kCallerIp, 4102}, 42000, 42002, {kCalleeIp, 5100}));
+  uint32_t d = fwd->add(rule({kCallerIp, 4103}, 42000, 42002, {kCalleeIp, 5100}));
+  CHECK(fwd->commit(finals.sink(), error));
+  INFO(error);
+  CHECK(fwd->installed() == 5);
+  auto elems = nft_fwd_elements("mpk_heal");
+  CHECK(elems.size() == 5);
+  CHECK(elems["10.200.1.2 . 4101 . 42000"] == (0x6d000000u | b));
+  CHECK(elems["10.200.1.2 . 4102 . 42000"] == (0x6d000000u | c));
+  CHECK(elems["10.200.1.2 . 4103 . 42000"] == (0x6d000000u | d));
+  send_burst(caller2, {kRelayIp, 42000}, 3, "healed");
+  CHECK(drain(callee).size() == 3);
+  CHECK(drain(relay_a, 50).empty());
+}
+
+TEST_CASE("a table flushed behind the forwarder's back is rebuilt") {
+  auto fwd = make("mpk_flush");
+  Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 43000);
+  Sock caller = udp(g_topo.snd_fd, kCallerIp, 4200);
+  Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5200);
+  std::string error;
+  Finals finals;
+  uint32_t a = fwd->add(rule({kCallerIp, 4200}, 43000, 43002, {kCalleeIp, 5200}));
+  uint32_t b = fwd->add(rule({kCallerIp, 4201}, 43000, 43002, {kCalleeIp, 5200}));
+  REQUIRE(fwd->commit(finals.sink(), error));
+  uint64_t bytes = send_burst(caller, {kRelayIp, 43000}, 6, "pre-flush");
+  REQUIRE(drain(callee).size() == 6);
+  REQUIRE(counters(*fwd)[a].packets == 6);
+
+  int st = 0;
+  nft("flush ruleset", &st);
+  REQUIRE(st == 0);
+  send_burst(caller, {kRelayIp, 43000}, 2, "flushed");
+  CHECK(drain(relay_a).size() == 2);  // userspace meanwhile, not lost
+
+  // Queued before the loss is noticed: the removal of b.
+  fwd->remove(b);
+  // read_counters() notices, rebuilds, and counts on from the last values.
+  auto cnt = counters(*fwd);
+  CHECK(table_exists("mpk_flush"));
+  CHECK(cnt[a].packets == 6);
+  CHECK(cnt.count(b) == 0);
+  bytes += send_burst(caller, {kRelayIp, 43000}, 3, "rebuilt");
+  CHECK(drain(callee).size() == 3);
+  cnt = counters(*fwd);
+  CHECK(cnt[a].packets == 9);
+  CHECK(cnt[a].bytes == bytes);
+  REQUIRE(fwd->commit(finals.sink(), error));
+  CHECK(finals.by_id.count(b) == 1);
+  CHECK(fwd->installed() == 1);
+
+  // Noticed by commit() instead.
+  nft("flush ruleset", &st);
+  uint32_t c = fwd->add(rule({kCallerIp, 4202}, 43000, 43002, {kCalleeIp, 5200}));
+  REQUIRE(fwd->commit(finals.sink(), error));
+  INFO(error);
+  CHECK(fwd->installed() == 2);
+  auto elems = nft_fwd_elements("mpk_flush");
+  CHECK(elems.size() == 2);
+  CHECK(elems["10.200.1.2 . 4200 . 43000"] == (0x6d000000u | a));
+  CHECK(elems["10.200.1.2 . 4202 . 43000"] == (0x6d000000u | c));
+  send_burst(caller, {kRelayIp, 43000}, 1, "rebuilt-again");
+  CHECK(drain(callee).size() == 1);
+  CHECK(counters(*fwd)[a].packets == 10);
+}
+
+TEST_CASE("10,000 rules install in batches, read in one dump") {
+  auto fwd = make("mpk_scale");
+  constexpr int kRules = 10000;
+  std::vector<uint32_t> ids;
+  ids.reserve(kRules);
+  std::string error;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kRules; ++i) {
+    Ipv4 src = Ipv4::from_host_order(0x0ac90000u + static_cast<uint32_t>(i / 100));  // 10.201.x.y
+    ids.push_back(fwd->add(rule({src, static_cast<uint16_t>(10000 + i % 100)},
+                                static_cast<uint16_t>(30000 + 2 * (i % 10000)),
+                                static_cast<uint16_t>(50000 + i % 10000),
+                                {kCalleeIp, static_cast<uint16_t>(20000 + i % 30000)})));
+  }
+  REQUIRE(fwd->commit(nullptr, error));
+  double install_ms = ms_since(t0);
+  CHECK(fwd->installed() == kRules);
+
+  t0 = std::chrono::steady_clock::now();
+  size_t visited = 0;
+  REQUIRE(fwd->read_counters([&](uint32_t, const Counters&) { ++visited; }, error));
+  double dump_ms = ms_since(t0);
+  CHECK(visited == kRules);
+
+  // A few removals (GETSETELEM by key) ...
+  Finals finals;
+  t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 10; ++i) fwd->remove(ids[static_cast<size_t>(i)]);
+  REQUIRE(fwd->commit(finals.sink(), error));
+  double remove10_ms = ms_since(t0);
+  CHECK(finals.calls == 10);
+  // ... then 1,000 replacements and 5,000 removals in one commit (dump).
+  t0 = std::chrono::steady_clock::now();
+  for (int i = 10; i < 1010; ++i) {
+    ForwardRule r = rule({Ipv4::from_host_order(0x0ac90000u + static_cast<uint32_t>(i / 100)),
+                          static_cast<uint16_t>(10000 + i % 100)},
+                         static_cast<uint16_t>(30000 + 2 * (i % 10000)), 60000, {kCallee2Ip, 9999});
+    fwd->add(r);
+  }
+  for (int i = 1010; i < 6010; ++i) fwd->remove(ids[static_cast<size_t>(i)]);
+  REQUIRE(fwd->commit(finals.sink(), error));
+  double churn_ms = ms_since(t0);
+  CHECK(finals.calls == 6010);
+  CHECK(fwd->installed() == kRules - 10 - 5000);
+  // 400 removals: GETSETELEM for 400 keys in one request.
+  t0 = std::chrono::steady_clock::now();
+  for (int i = 6010; i < 6410; ++i) fwd->remove(ids[static_cast<size_t>(i)]);
+  REQUIRE(fwd->commit(finals.sink(), error));
+  double remove400_ms = ms_since(t0);
+  CHECK(finals.calls == 6410);
+  CHECK(fwd->installed() == kRules - 10 - 5000 - 400);
+
+  t0 = std::chrono::steady_clock::now();
+  fwd.reset();
+  double delete_ms = ms_since(t0);
+  CHECK_FALSE(table_exists("mpk_scale"));
+  std::printf(
+      "[kernel] 10,000 rules (40,000 elements, batches of <= %zu): install %.1f ms; "
+      "read_counters dump %.1f ms; remove 10 %.1f ms; replace 1,000 + remove 5,000 %.1f ms; "
+      "remove 400 %.1f ms; delete table with 4,590 rules %.1f ms\n",
+      NftForwarder::kMaxBatchElements, install_ms, dump_ms, remove10_ms, churn_ms, remove400_ms,
+      delete_ms);
+  CHECK(install_ms < 1000);
+  CHECK(dump_ms < 500);
+}
+
+// ====================================================================== main
+
+int main(int argc, char** argv) {
+  if (geteuid() != 0) {
+    std::printf("SKIP: kernel forwarding tests need root (network namespaces, CAP_NET_ADMIN)\n");
+    return 77;
+  }
+  mp::log::set_level(mp::log::Level::Warning);
+  std::string error;
+  if (!topology_up(error)) {
+    std::printf("SKIP: cannot build the test namespaces: %s\n", error.c_str());
+    topology_down();
+    return 77;
+  }
+  // The tests run in a child so that the namespaces are deleted however it ends.
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
+  std::fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) {
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    int rc = Catch::Session().run(argc, argv);
+    std::fflush(stdout);
+    _exit(rc > 255 ? 255 : rc);
+  }
+  int st = 0;
+  if (pid > 0) waitpid(pid, &st, 0);
+  topology_down();
+  if (pid < 0) return 1;
+  if (WIFSIGNALED(st)) {
+    std::printf("tests killed by signal %d\n", WTERMSIG(st));
+    return 1;
+  }
+  return WEXITSTATUS(st);
+}

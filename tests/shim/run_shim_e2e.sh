@@ -1,0 +1,225 @@
+#!/bin/bash
+# run_shim_e2e.sh - end-to-end test of libmediaproxy-shim: Kamailio 5.6 with
+# app_python3 running the example KEMI script (plugin-shim/examples), which
+# drives our mediaproxy binary through the shim (ctypes) instead of the stock
+# mediaproxy.so; a sipp call with RTP both ways across three network
+# namespaces, the same layout and checks as tests/e2e (whose e2e_util.py
+# helpers and sipp scenarios it reuses):
+#
+#   caller ns 10.200.1.2 --- [10.200.1.1 | relay ns | 10.200.2.1] --- 10.200.2.2 callee ns
+#                             lo 10.200.0.1: kamailio :5060, mediaproxy 40000-40999
+#
+# Checks (e2e_util.py check ... use 1): both phones got SDP naming the relay,
+# >= 200 RTP packets relayed each way and none bypassing it, the script's
+# use_media_proxy()/end_media_session() calls returned 1, the relay's own
+# statistics (packet counters) match tcpdump, and a `remove` sent after the
+# BYE is answered `error` (the session is gone).
+#
+# Environment: MP_BIN (default <repo>/build/mediaproxy), MPSHIM_LIB (default
+# <repo>/build/plugin-shim/libmediaproxy-shim.so.1), MPE2E_KEEP=1 (keep the
+# artefacts; always kept on failure), MPE2E_FORWARDING (the relay's forwarding
+# option, default userspace, checked by e2e_util.py as in tests/e2e). Needs root; installs the Debian package
+# kamailio-python3-modules when app_python3.so is missing. Exit 0 = PASS.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+E2E="$REPO/tests/e2e"
+UTIL="$E2E/e2e_util.py"
+MP_BIN=${MP_BIN:-$REPO/build/mediaproxy}
+MPSHIM_LIB=${MPSHIM_LIB:-$REPO/build/plugin-shim/libmediaproxy-shim.so.1}
+SCRIPT="$REPO/plugin-shim/examples/kamailio-mediaproxy-shim.py"
+CFG="$REPO/plugin-shim/examples/kamailio.cfg"
+KEEP=${MPE2E_KEEP:-0}
+PY=/usr/bin/python3
+PCAP=/usr/share/sip-tester/g711a.pcap
+APP_PYTHON3=/usr/lib/x86_64-linux-gnu/kamailio/modules/app_python3.so
+
+[[ $(id -u) -eq 0 ]] || { echo "run_shim_e2e.sh: must run as root (network namespaces)" >&2; exit 77; }
+for tool in ip kamailio sipp tcpdump ss timeout; do
+    command -v "$tool" >/dev/null || { echo "run_shim_e2e.sh: missing tool $tool" >&2; exit 2; }
+done
+[[ -r $PCAP ]] || { echo "run_shim_e2e.sh: missing $PCAP" >&2; exit 2; }
+[[ -x $MP_BIN ]] || { echo "run_shim_e2e.sh: mediaproxy binary not found at $MP_BIN" >&2; exit 2; }
+[[ -r $MPSHIM_LIB ]] || { echo "run_shim_e2e.sh: shim library not found at $MPSHIM_LIB" >&2; exit 2; }
+if [[ ! -e $APP_PYTHON3 ]]; then
+    echo "run_shim_e2e.sh: installing kamailio-python3-modules (app_python3)"
+    policy=/usr/sbin/policy-rc.d created=0
+    if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; created=1; fi
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        kamailio-python3-modules >/dev/null || true
+    [[ $created == 1 ]] && rm -f "$policy"
+    [[ -e $APP_PYTHON3 ]] || { echo "run_shim_e2e.sh: app_python3.so unavailable" >&2; exit 2; }
+fi
+
+ID="mpshim-$$"
+TMP=$(mktemp -d "/tmp/$ID.XXXXXX")
+NS_C="$ID-caller" NS_R="$ID-relay" NS_E="$ID-callee"
+PIDS=()
+RC=0
+
+log() { printf '[%s %s] %s\n' "$(date +%T.%3N)" "$ID" "$*"; }
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}'; }
+
+stop_pid() {   # stop_pid PID SIGNAL TIMEOUT_S
+    local pid=$1 sig=$2 t=$3 i
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -"$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < t * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+del_netns() {
+    local pid
+    for pid in $(ip netns pids "$1" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns del "$1" 2>/dev/null || true
+}
+
+diag() {
+    log "diagnostics (artefacts in $TMP):"
+    local f
+    for f in uac_errors.log uas_errors.log; do
+        [[ -s $TMP/$f ]] && tail -n 15 "$TMP/$f" | sed "s/^/  $f| /"
+    done
+    [[ -f $TMP/kamailio.log ]] && grep -E 'ERROR|WARN|E2E|mediaproxy|Traceback|Error' "$TMP/kamailio.log" | tail -n 30 | sed 's/^/  kamailio| /'
+    [[ -f $TMP/mediaproxy.log ]] && tail -n 30 "$TMP/mediaproxy.log" | sed 's/^/  mediaproxy| /'
+    return 0
+}
+
+cleanup() {
+    local rc=$? i ns
+    set +e
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${PIDS[i]}" TERM 3; done
+    for ns in "$NS_C" "$NS_R" "$NS_E"; do del_netns "$ns"; done
+    [[ $rc -ne 0 || $RC -ne 0 ]] && diag
+    if [[ $rc -ne 0 || $RC -ne 0 || $KEEP == 1 ]]; then echo "artefacts kept in $TMP"; else rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+wait_until() {   # wait_until TIMEOUT_S DESCRIPTION CMD...
+    local t=$1 what=$2 i
+    shift 2
+    for ((i = 0; i < t * 20; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    log "timeout (${t}s) waiting for $what"
+    return 1
+}
+udp_listening() { ip netns exec "$1" ss -Hlun "src $2" | grep -q .; }
+
+T0=$(date +%s.%N)
+# ---- namespaces (the tests/e2e layout) ----
+for ns in "$NS_C" "$NS_R" "$NS_E"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+ip -n "$NS_R" link add to-caller type veth peer name eth0 netns "$NS_C"
+ip -n "$NS_R" link add to-callee type veth peer name eth0 netns "$NS_E"
+ip -n "$NS_R" addr add 10.200.1.1/24 dev to-caller
+ip -n "$NS_R" addr add 10.200.2.1/24 dev to-callee
+ip -n "$NS_R" addr add 10.200.0.1/32 dev lo
+ip -n "$NS_R" link set to-caller up
+ip -n "$NS_R" link set to-callee up
+ip netns exec "$NS_R" sysctl -qw net.ipv4.ip_forward=1
+ip -n "$NS_C" addr add 10.200.1.2/24 dev eth0
+ip -n "$NS_C" link set eth0 up
+ip -n "$NS_C" route add default via 10.200.1.1
+ip -n "$NS_E" addr add 10.200.2.2/24 dev eth0
+ip -n "$NS_E" link set eth0 up
+ip -n "$NS_E" route add default via 10.200.2.1
+
+# ---- mediaproxy (dispatcher + relay) ----
+mkdir -p "$TMP/run" "$TMP/kam-run"
+SOCK="$TMP/run/dispatcher.sock"
+cat >"$TMP/mp.ini" <<EOF
+[General]
+role = combined
+runtime_dir = $TMP/run
+log_level = debug
+
+[Relay]
+relay_ip = 10.200.0.1
+port_range = 40000:41000
+forwarding = ${MPE2E_FORWARDING:-userspace}
+EOF
+ip netns exec "$NS_R" "$MP_BIN" --foreground --config "$TMP/mp.ini" >"$TMP/mediaproxy.log" 2>&1 &
+MP_PID=$!
+PIDS+=("$MP_PID")
+$PY "$UTIL" wait-unix "$SOCK" 10 "$MP_PID"
+log "mediaproxy up (pid $MP_PID)"
+
+# ---- packet capture on both relay veths ----
+ip netns exec "$NS_R" tcpdump -i to-caller -nn -U -Z root --immediate-mode \
+    -w "$TMP/to-caller.pcap" udp 2>"$TMP/tcpdump-caller.err" &
+PIDS+=($!)
+ip netns exec "$NS_R" tcpdump -i to-callee -nn -U -Z root --immediate-mode \
+    -w "$TMP/to-callee.pcap" udp 2>"$TMP/tcpdump-callee.err" &
+PIDS+=($!)
+wait_until 10 "tcpdump (caller side)" grep -q "listening on" "$TMP/tcpdump-caller.err"
+wait_until 10 "tcpdump (callee side)" grep -q "listening on" "$TMP/tcpdump-callee.err"
+
+# ---- kamailio + app_python3 + the example script + the shim ----
+KDEFS=(-A "SHIM_SCRIPT=\"$SCRIPT\"")
+kamailio -c -f "$CFG" "${KDEFS[@]}" >"$TMP/kamailio-check.log" 2>&1 ||
+    { log "kamailio config check failed:"; tail -n 30 "$TMP/kamailio-check.log"; exit 1; }
+ip netns exec "$NS_R" env MPSHIM_LIB="$MPSHIM_LIB" MPSHIM_SOCKET="$SOCK" \
+    MPSHIM_FORWARD_TO="sip:10.200.2.2:5060" MPSHIM_TIMEOUT_MS=500 \
+    kamailio -DD -E -f "$CFG" "${KDEFS[@]}" -l udp:10.200.0.1:5060 \
+    -P "$TMP/kamailio.pid" -Y "$TMP/kam-run" -w "$TMP" >"$TMP/kamailio.log" 2>&1 &
+PIDS+=($!)
+wait_until 10 "kamailio on 10.200.0.1:5060" udp_listening "$NS_R" 10.200.0.1:5060
+log "kamailio up"
+
+# ---- callee and caller (the tests/e2e scenarios) ----
+(cd "$TMP" && exec timeout -k 2 40 ip netns exec "$NS_E" sipp -sf "$E2E/uas.xml" \
+    -i 10.200.2.2 -p 5060 -mi 10.200.2.2 -mp 6000 -m 1 -nostdin \
+    -trace_msg -message_file "$TMP/uas_messages.log" \
+    -trace_err -error_file "$TMP/uas_errors.log" -timeout 35s -timeout_error) >"$TMP/uas.out" 2>&1 &
+UAS_PID=$!
+PIDS+=("$UAS_PID")
+wait_until 10 "sipp uas" udp_listening "$NS_E" 10.200.2.2:5060
+T1=$(date +%s.%N)
+UAC_RC=0 UAS_RC=0
+(cd "$TMP" && exec timeout -k 2 40 ip netns exec "$NS_C" sipp -sf "$E2E/uac.xml" \
+    10.200.0.1:5060 -s service -i 10.200.1.2 -p 5060 -mi 10.200.1.2 -mp 6000 -m 1 -nostdin \
+    -trace_msg -message_file "$TMP/uac_messages.log" \
+    -trace_err -error_file "$TMP/uac_errors.log" -timeout 35s -timeout_error) >"$TMP/uac.out" 2>&1 &
+UAC_PID=$!
+PIDS+=("$UAC_PID")
+wait "$UAC_PID" || UAC_RC=$?
+log "uac finished rc=$UAC_RC after $(since "$T1")s"
+for ((i = 0; i < 100; i++)); do kill -0 "$UAS_PID" 2>/dev/null || break; sleep 0.1; done
+kill -TERM "$UAS_PID" 2>/dev/null || true
+wait "$UAS_PID" || UAS_RC=$?
+[[ $UAC_RC -eq 0 ]] || { log "FAIL: sipp uac rc=$UAC_RC"; RC=1; }
+[[ $UAS_RC -eq 0 ]] || { log "FAIL: sipp uas rc=$UAS_RC"; RC=1; }
+
+# ---- the session must be gone after the BYE ----
+sleep 0.3
+mapfile -t IDS < <($PY "$UTIL" dialog "$TMP" || true)
+$PY "$UTIL" request "$SOCK" 2 remove "call_id=${IDS[0]-}" "from_tag=${IDS[1]-}" \
+    "to_tag=${IDS[2]-}" >"$TMP/remove_after_bye.txt" 2>&1 || true
+
+# ---- stop (mediaproxy last, so that it logs the statistics) and check ----
+for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    [[ ${PIDS[i]} == "$MP_PID" ]] && continue
+    stop_pid "${PIDS[i]}" TERM 5
+done
+stop_pid "$MP_PID" TERM 5
+PIDS=()
+log "checks:"
+$PY "$UTIL" check "$TMP" use 1 || RC=1
+grep -q "mediaproxy-shim 1.0.0 loaded" "$TMP/kamailio.log" ||
+    { log "FAIL: the KEMI script did not load the shim"; RC=1; }
+grep -q "client_nat_test(7) = " "$TMP/kamailio.log" ||
+    { log "FAIL: client_nat_test was not called"; RC=1; }
+if grep -E "Traceback|Error:" "$TMP/kamailio.log" | grep -v "^$" >/dev/null; then
+    log "FAIL: Python errors in kamailio.log"; RC=1
+fi
+log "$( [[ $RC -eq 0 ]] && echo PASS || echo FAIL ) in $(since "$T0")s"
+exit $RC

@@ -1,0 +1,33 @@
+"""test_shim_e2e.py - pytest wrapper of run_shim_e2e.sh: Kamailio 5.6 with
+app_python3 running plugin-shim/examples/kamailio-mediaproxy-shim.py, which
+uses libmediaproxy-shim (ctypes) for a sipp call through our dispatcher and
+relay in network namespaces; RTP counted at the relay, session removed on BYE.
+
+    /usr/bin/python3 -m pytest -p no:cacheprovider -v tests/shim/test_shim_e2e.py
+
+Environment as run_shim_e2e.sh: MP_BIN, MPSHIM_LIB, MPE2E_KEEP. Skipped
+unless root.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "run_shim_e2e.sh")
+
+
+def test_kamailio_app_python3_with_shim():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    try:
+        proc = subprocess.run(["/bin/bash", SCRIPT], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=150)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        sys.stdout.write(out)
+        pytest.fail("run_shim_e2e.sh did not finish within 150 s")
+    sys.stdout.write(proc.stdout)
+    assert proc.returncode == 0, f"run_shim_e2e.sh failed (rc={proc.returncode}):\n{proc.stdout}"
