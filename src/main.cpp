@@ -8,9 +8,12 @@
 
 #include "app/options.h"
 #include "app/server.h"
+#include "app/status_command.h"
 #include "common/config.h"
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && (std::string(argv[1]) == "sessions" || std::string(argv[1]) == "summary"))
+    return mp::app::run_status_command(argc, argv);
   mp::app::CommandLine cl;
   std::string error;
   if (!mp::app::parse_command_line(argc, argv, cl, error)) {

@@ -2,8 +2,8 @@
 #include "app/server.h"
 
 #include <fcntl.h>
-#include <pthread.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -21,6 +21,7 @@
 #include "dispatcher/dispatcher.h"
 #include "dispatcher/in_process_link.h"
 #include "dispatcher/module_server.h"
+#include "management/management_server.h"
 #include "relay/relay_engine.h"
 
 namespace mp::app {
@@ -112,6 +113,7 @@ struct Process {
   std::unique_ptr<dispatcher::InProcessLink> link;
   std::unique_ptr<dispatcher::Dispatcher> dispatcher;
   std::unique_ptr<dispatcher::ModuleServer> module_server;
+  std::unique_ptr<management::ManagementServer> management;
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
   uv_timer_t halt_timer;
   bool stopping = false;
@@ -121,6 +123,7 @@ struct Process {
     stopping = true;
     LOG_INFO("shutting down (%s)", why);
     if (module_server) module_server->close();
+    if (management) management->close();
     if (engine) engine->shutdown();  // every session ends now and is reported
     if (engine) engine->close();
     if (dispatcher) dispatcher->close();
@@ -157,9 +160,10 @@ int run_server(Config cfg, bool foreground) {
   log::set_level(p.configured_level);
   for (const std::string& w : cfg.warnings) LOG_WARN("%s", w.c_str());
   if (cfg.dispatcher.relay_timeout >= 0.5)
-    LOG_WARN("relay_timeout %.3g s is not below the proxy module's 500 ms timeout: a late relay "
-             "answer would be lost and its session orphaned; use 0.2",
-             cfg.dispatcher.relay_timeout);
+    LOG_WARN(
+        "relay_timeout %.3g s is not below the proxy module's 500 ms timeout: a late relay "
+        "answer would be lost and its session orphaned; use 0.2",
+        cfg.dispatcher.relay_timeout);
 
   cfg.runtime_dir = absolute(cfg.runtime_dir);
   if (!cfg.pid_file.empty()) cfg.pid_file = absolute(cfg.pid_file);
@@ -278,6 +282,24 @@ int run_server(Config cfg, bool foreground) {
   }
 
   bool ok = p.module_server->listen(cfg.module_socket_path(), error);
+  if (ok && cfg.dispatcher.listen_management) {
+    const Endpoint where = *cfg.dispatcher.listen_management;
+    const bool loopback = (where.ip.host_order() >> 24) == 127;
+    if (cfg.dispatcher.management_use_tls) {
+      LOG_WARN(
+          "management interface not started: TLS management (management_use_tls = yes) "
+          "is not available in this version; set management_use_tls = no to serve it "
+          "over plain TCP on a loopback address");
+    } else if (!loopback && !cfg.dispatcher.management_allow_remote_plain) {
+      ok = false;
+      error = "listen_management " + format_endpoint(where) +
+              " is not a loopback address: plain TCP management would expose every call to "
+              "the network; use 127.0.0.1, or set management_allow_remote_plain = yes";
+    } else {
+      p.management = std::make_unique<management::ManagementServer>(p.loop, *p.dispatcher);
+      ok = p.management->listen(where, error);
+    }
+  }
   if (ok && !cfg.pid_file.empty()) {
     std::ofstream pid(cfg.pid_file, std::ios::trunc);
     pid << getpid() << "\n";

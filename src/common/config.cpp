@@ -34,9 +34,12 @@ std::optional<Role> parse_role(std::string_view t) {
 
 std::string_view forwarding_name(Forwarding f) {
   switch (f) {
-    case Forwarding::Auto: return "auto";
-    case Forwarding::Kernel: return "kernel";
-    case Forwarding::Userspace: return "userspace";
+    case Forwarding::Auto:
+      return "auto";
+    case Forwarding::Kernel:
+      return "kernel";
+    case Forwarding::Userspace:
+      return "userspace";
   }
   return "?";
 }
@@ -105,6 +108,39 @@ std::string check_bool(std::string_view v) {
   return kOk.count(lower(v))
              ? ""
              : "expected yes/no/true/false/on/off/1/0, got '" + std::string(v) + "'";
+}
+
+std::string set_bool(std::string_view v, bool& out) {
+  std::string e = check_bool(v);
+  if (!e.empty()) return e;
+  std::string l = lower(v);
+  out = l == "yes" || l == "true" || l == "on" || l == "1";
+  return {};
+}
+
+// AG address syntax: "any" (0.0.0.0), "ip" or "ip:port"; `port` is the
+// default port. Empty or "none" switches the listener off.
+std::string set_listen(std::string_view v, std::optional<Endpoint>& out, uint16_t port) {
+  if (v.empty() || v == "none") {
+    out.reset();
+    return {};
+  }
+  std::string_view host = v;
+  uint16_t p = port;
+  if (size_t colon = v.rfind(':'); colon != std::string_view::npos) {
+    auto parsed = parse_port(v.substr(colon + 1));
+    if (!parsed || *parsed == 0) return "bad port in '" + std::string(v) + "'";
+    p = *parsed;
+    host = v.substr(0, colon);
+  }
+  Ipv4 ip;
+  if (host != "any" && !host.empty()) {
+    auto a = parse_ipv4(host);
+    if (!a) return "expected any, an IPv4 address or address:port, got '" + std::string(v) + "'";
+    ip = *a;
+  }
+  out = Endpoint{ip, p};
+  return {};
 }
 
 struct Option {
@@ -186,9 +222,15 @@ std::vector<std::pair<std::string, Section>> option_table() {
            {"log_level",
             {[](std::string_view v, Config& c) { return set_level(v, c.dispatcher.log_level); }}},
            {"listen", unused_option()},
-           {"listen_management", unused_option()},
-           {"management_use_tls",
-            {[](std::string_view v, Config&) { return check_bool(v); }, true}},
+           {"listen_management", {[](std::string_view v, Config& c) {
+              return set_listen(v, c.dispatcher.listen_management, 25061);
+            }}},
+           {"management_use_tls", {[](std::string_view v, Config& c) {
+              return set_bool(v, c.dispatcher.management_use_tls);
+            }}},
+           {"management_allow_remote_plain", {[](std::string_view v, Config& c) {
+              return set_bool(v, c.dispatcher.management_allow_remote_plain);
+            }}},
            {"passport", unused_option()},
            {"management_passport", unused_option()},
            {"accounting", unused_option()},

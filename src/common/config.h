@@ -32,6 +32,9 @@ struct DispatcherConfig {
   double relay_timeout = 0.2;  // seconds
   int max_connections = 1024;
   int cleanup_expired_sessions_after = 86400;
+  std::optional<Endpoint> listen_management = Endpoint{Ipv4{0}, 25061};  // nullopt: off
+  bool management_use_tls = true;
+  bool management_allow_remote_plain = false;
   std::optional<log::Level> log_level;
 };
 

@@ -4,6 +4,7 @@
 #include <rapidjson/document.h>
 
 #include <algorithm>
+#include <memory>
 
 #include "common/json_writer.h"
 #include "common/log.h"
@@ -209,6 +210,72 @@ void Dispatcher::account(const std::string& json, const std::string& dialog_id, 
     record += '}';
   }
   LOG_INFO("session ended: %s", record.c_str());
+}
+
+namespace {
+// Collects one reply per relay, then joins them.
+struct Gather {
+  std::vector<std::optional<std::string>> replies;
+  size_t outstanding = 0;
+};
+}  // namespace
+
+void Dispatcher::summary(Done done) {
+  if (relays_.empty()) {
+    done("[]");
+    return;
+  }
+  auto g = std::make_shared<Gather>();
+  g->replies.resize(relays_.size());
+  g->outstanding = relays_.size();
+  std::vector<RelayLink*> relays = relays_;
+  for (size_t i = 0; i < relays.size(); ++i) {
+    relays[i]->send("summary", {}, [g, i, relays, done](std::optional<std::string> payload) {
+      g->replies[i] = std::move(payload);
+      if (--g->outstanding) return;
+      std::string out = "[";
+      for (size_t k = 0; k < g->replies.size(); ++k) {
+        if (k) out += ", ";
+        const auto& r = g->replies[k];
+        if (r && !r->empty() && (*r)[0] == '{')
+          out += *r;
+        else
+          out += "{\"status\": \"error\", \"ip\": " + json_quote(relays[k]->relay_ip()) + "}";
+      }
+      out += "]";
+      done(std::move(out));
+    });
+  }
+}
+
+void Dispatcher::sessions(Done done) {
+  if (relays_.empty()) {
+    done("[]");
+    return;
+  }
+  auto g = std::make_shared<Gather>();
+  g->replies.resize(relays_.size());
+  g->outstanding = relays_.size();
+  for (size_t i = 0; i < relays_.size(); ++i) {
+    relays_[i]->send("sessions", {}, [g, i, done](std::optional<std::string> payload) {
+      g->replies[i] = std::move(payload);
+      if (--g->outstanding) return;
+      std::string out = "[";
+      bool first = true;
+      for (const auto& r : g->replies) {
+        // A relay's array without its brackets; failed relays and empty
+        // arrays contribute nothing.
+        if (!r || r->size() < 2 || r->front() != '[' || r->back() != ']') continue;
+        std::string_view inner(r->data() + 1, r->size() - 2);
+        if (inner.find_first_not_of(' ') == std::string_view::npos) continue;
+        if (!first) out += ", ";
+        out += inner;
+        first = false;
+      }
+      out += "]";
+      done(std::move(out));
+    });
+  }
 }
 
 void Dispatcher::on_cleanup(uv_timer_t* t) {

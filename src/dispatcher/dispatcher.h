@@ -34,6 +34,11 @@ class Dispatcher {
   using Done = std::function<void(std::string reply)>;
   void handle(const protocol::Request& request, Done done);
 
+  // Management queries (spec C.2): every relay's summary object, or all
+  // their sessions, joined into one JSON array exactly as the original does.
+  void summary(Done done);
+  void sessions(Done done);
+
   size_t session_count() const { return sessions_.size(); }
   // Releases the timer; run the loop afterwards.
   void close();

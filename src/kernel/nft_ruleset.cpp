@@ -172,16 +172,35 @@ nftnl_expr* payload_load(uint32_t base, uint32_t offset, uint32_t len, uint32_t 
   return e;
 }
 
-nftnl_expr* payload_write(uint32_t base, uint32_t offset, uint32_t len, uint32_t csum_offset,
-                          uint32_t csum_flags) {
+// Writes of the IP addresses: IP header checksum (inet, offset 10) plus the
+// UDP checksum through the pseudo-header flag, as nft does.
+nftnl_expr* address_write(uint32_t offset) {
   nftnl_expr* e = nftnl_expr_alloc("payload");
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_SREG, NFT_REG_1);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_NETWORK_HEADER);
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 4);
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_TYPE, NFT_PAYLOAD_CSUM_INET);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_OFFSET, csum_offset);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_FLAGS, csum_flags);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_OFFSET, 10);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_FLAGS, NFT_PAYLOAD_L4CSUM_PSEUDOHDR);
+  return e;
+}
+
+// Writes of the UDP ports. nft emits csum_type inet, csum_off 6 here, which
+// updates the UDP checksum field blindly and turns the "no checksum" value 0
+// into a wrong one, so receivers drop those packets. The L4 checksum flag
+// instead goes through the kernel's UDP-aware update (nft_payload_l4csum_update:
+// skips checksum 0, same arithmetic otherwise, also keeps CHECKSUM_COMPLETE
+// skb->csum right).
+nftnl_expr* port_write(uint32_t offset) {
+  nftnl_expr* e = nftnl_expr_alloc("payload");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 2);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_TYPE, NFT_PAYLOAD_CSUM_NONE);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_OFFSET, 0);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_FLAGS, NFT_PAYLOAD_L4CSUM_PSEUDOHDR);
   return e;
 }
 
@@ -249,14 +268,13 @@ void fill_prerouting(nftnl_rule* r, Ipv4 relay_ip) {
   nftnl_rule_add_expr(r, nftnl_expr_alloc("notrack"));
   nftnl_rule_add_expr(r, meta_load(NFT_META_MARK));
   nftnl_rule_add_expr(r, lookup(kSportMap, kSportId));
-  nftnl_rule_add_expr(r, payload_write(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, 6, 0));
+  nftnl_rule_add_expr(r, port_write(0));
   nftnl_rule_add_expr(r, meta_load(NFT_META_MARK));
   nftnl_rule_add_expr(r, lookup(kDaddrMap, kDaddrId));
-  nftnl_rule_add_expr(
-      r, payload_write(NFT_PAYLOAD_NETWORK_HEADER, 16, 4, 10, NFT_PAYLOAD_L4CSUM_PSEUDOHDR));
+  nftnl_rule_add_expr(r, address_write(16));
   nftnl_rule_add_expr(r, meta_load(NFT_META_MARK));
   nftnl_rule_add_expr(r, lookup(kDportMap, kDportId));
-  nftnl_rule_add_expr(r, payload_write(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, 6, 0));
+  nftnl_rule_add_expr(r, port_write(2));
 }
 
 void fill_postrouting(nftnl_rule* r, Ipv4 relay_ip) {
@@ -276,8 +294,7 @@ void fill_postrouting(nftnl_rule* r, Ipv4 relay_ip) {
   nftnl_expr_set_u32(imm, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
   nftnl_expr_set(imm, NFTNL_EXPR_IMM_DATA, &relay_ip.be, 4);
   nftnl_rule_add_expr(r, imm);
-  nftnl_rule_add_expr(
-      r, payload_write(NFT_PAYLOAD_NETWORK_HEADER, 12, 4, 10, NFT_PAYLOAD_L4CSUM_PSEUDOHDR));
+  nftnl_rule_add_expr(r, address_write(12));
 }
 
 }  // namespace

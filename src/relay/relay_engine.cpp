@@ -87,14 +87,14 @@ bool RelayEngine::start_forwarding(std::string& error) {
       error = "forwarding = kernel, but in-kernel forwarding is not available: " + why;
       return false;
     }
-    LOG_WARN("forwarding: userspace only, in-kernel forwarding is not available: %s",
-             why.c_str());
+    LOG_WARN("forwarding: userspace only, in-kernel forwarding is not available: %s", why.c_str());
     return true;
   }
   ctx_.kernel = kernel_.get();
-  LOG_INFO("forwarding: in the kernel through nftables table 'ip %s' (hand-over after %d "
-           "packet(s) from each side)",
-           cfg_.nft_table.c_str(), cfg_.kernel_handover_packets);
+  LOG_INFO(
+      "forwarding: in the kernel through nftables table 'ip %s' (hand-over after %d "
+      "packet(s) from each side)",
+      cfg_.nft_table.c_str(), cfg_.kernel_handover_packets);
   return true;
 }
 
@@ -106,8 +106,7 @@ void RelayEngine::poll_kernel_counters() {
         auto it = ctx_.kernel_rules.find(id);
         if (it == ctx_.kernel_rules.end()) return;
         it->second.stream->kernel_counters(static_cast<SubStream>(it->second.sub),
-                                           static_cast<Side>(it->second.side), c.packets,
-                                           c.bytes);
+                                           static_cast<Side>(it->second.side), c.packets, c.bytes);
       },
       error);
   if (!ok) LOG_WARN("reading kernel counters failed: %s", error.c_str());

@@ -17,10 +17,10 @@
 #include <unordered_map>
 
 #include "common/config.h"
+#include "kernel/nft_forwarder.h"
 #include "protocol/relay_link.h"
 #include "relay/port_pool.h"
 #include "relay/relay_context.h"
-#include "kernel/nft_forwarder.h"
 #include "relay/session.h"
 
 namespace mp::relay {

@@ -66,6 +66,8 @@ OPTION_SECTION.update({
     "pid_file": "General",
     "max_connections": "Dispatcher", "socket_mode": "Dispatcher",
     "relay_timeout": "Dispatcher", "cleanup_expired_sessions_after": "Dispatcher",
+    "listen_management": "Dispatcher", "management_use_tls": "Dispatcher",
+    "management_allow_remote_plain": "Dispatcher",
     "advertised_ip": "Relay", "routable_private_ranges": "Relay",
     "userspace_transmit_every": "Relay", "traffic_sampling_period": "Relay",
 })
