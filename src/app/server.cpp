@@ -22,6 +22,8 @@
 #include "dispatcher/in_process_link.h"
 #include "dispatcher/module_server.h"
 #include "management/management_server.h"
+#include "metrics/exposition.h"
+#include "metrics/http_server.h"
 #include "relay/relay_engine.h"
 
 namespace mp::app {
@@ -114,6 +116,7 @@ struct Process {
   std::unique_ptr<dispatcher::Dispatcher> dispatcher;
   std::unique_ptr<dispatcher::ModuleServer> module_server;
   std::unique_ptr<management::ManagementServer> management;
+  std::unique_ptr<metrics::HttpServer> metrics_http;
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
   uv_timer_t halt_timer;
   bool stopping = false;
@@ -124,6 +127,7 @@ struct Process {
     LOG_INFO("shutting down (%s)", why);
     if (module_server) module_server->close();
     if (management) management->close();
+    if (metrics_http) metrics_http->close();
     if (engine) engine->shutdown();  // every session ends now and is reported
     if (engine) engine->close();
     if (dispatcher) dispatcher->close();
@@ -299,6 +303,19 @@ int run_server(Config cfg, bool foreground) {
       p.management = std::make_unique<management::ManagementServer>(p.loop, *p.dispatcher);
       ok = p.management->listen(where, error);
     }
+  }
+  if (ok && cfg.metrics.listen) {
+    p.metrics_http = std::make_unique<metrics::HttpServer>(p.loop, [&p]() {
+      metrics::Exposition e;
+      e.gauge("mediaproxy_build_info", "Version of the running mediaproxy.", 1,
+              {{"version", MEDIAPROXY_VERSION}, {"role", std::string(role_name(p.cfg.role))}});
+      e.gauge("mediaproxy_module_connections", "Open proxy-module connections.",
+              static_cast<double>(p.module_server ? p.module_server->connection_count() : 0));
+      p.dispatcher->write_metrics(e);
+      p.engine->write_metrics(e);
+      return e.text();
+    });
+    ok = p.metrics_http->listen(*cfg.metrics.listen, error);
   }
   if (ok && !cfg.pid_file.empty()) {
     std::ofstream pid(cfg.pid_file, std::ios::trunc);

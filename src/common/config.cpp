@@ -322,6 +322,12 @@ std::vector<std::pair<std::string, Section>> option_table() {
            {"reconnect_delay", unused_option()},
            {"keepalive_interval", unused_option()},
        }});
+  t.push_back({"Metrics",
+               {
+                   {"listen", {[](std::string_view v, Config& c) {
+                      return set_listen(v, c.metrics.listen, 9465);
+                    }}},
+               }});
   t.push_back({"TLS", {{"certs_path", unused_option()}, {"verify_interval", unused_option()}}});
   t.push_back({"Database",
                {{"dburi", unused_option()},
@@ -374,7 +380,8 @@ bool load_config_text(std::string_view text, const std::string& name, Config& cf
     if (eq == std::string_view::npos)
       return fail("expected 'option = value', got '" + std::string(line) + "'");
     if (!section)
-      return fail("option outside any section; put it under [General], [Dispatcher] or [Relay]");
+      return fail(
+          "option outside any section; put it under [General], [Dispatcher], [Relay] or [Metrics]");
     std::string key = std::string(trim(line.substr(0, eq)));
     std::string_view value = trim(line.substr(eq + 1));
     const Option* opt = nullptr;

@@ -58,6 +58,10 @@ struct RelayConfig {
   int kernel_handover_packets = 1;
 };
 
+struct MetricsConfig {
+  std::optional<Endpoint> listen;  // nullopt: no Prometheus endpoint
+};
+
 struct Config {
   Role role = Role::Combined;
   std::string runtime_dir = "/run/mediaproxy";
@@ -65,6 +69,7 @@ struct Config {
   log::Level log_level = log::Level::Info;
   DispatcherConfig dispatcher;
   RelayConfig relay;
+  MetricsConfig metrics;
   std::vector<std::string> warnings;  // accepted-but-unused options, "FILE:LINE: ..."
 
   // Absolute or runtime-dir-relative module socket path resolved.

@@ -62,16 +62,29 @@ std::vector<RelayLink*> Dispatcher::candidates(const std::string& preferred) con
   return out;
 }
 
-void Dispatcher::handle(const protocol::Request& req, Done done) {
+void Dispatcher::handle(const protocol::Request& req, Done inner) {
+  // Count every answer and time updates from request to reply.
+  const uint64_t started = uv_hrtime();
+  const std::string command =
+      req.command == "update" || req.command == "remove" ? req.command : "other";
+  Done done = [this, command, started, inner = std::move(inner)](std::string reply) {
+    const char* result = reply == "error" ? "error" : "ok";
+    ++requests_[{command, result}];
+    if (command == "update")
+      update_latency_.observe(static_cast<double>(uv_hrtime() - started) / 1e9);
+    inner(std::move(reply));
+  };
   const std::string* call_id = req.find("call_id");
   if (!call_id) {
     LOG_WARN("module request '%s' without call_id answered with error", req.command.c_str());
+    ++errors_["missing_call_id"];
     done("error");
     return;
   }
   if (req.command != "update" && req.command != "remove") {
     LOG_WARN("unknown module command '%s' (call %s) answered with error", req.command.c_str(),
              call_id->c_str());
+    ++errors_["unknown_command"];
     done("error");
     return;
   }
@@ -96,6 +109,7 @@ void Dispatcher::handle(const protocol::Request& req, Done done) {
     return;
   }
   LOG_INFO("remove for unknown call %s answered with error", call_id->c_str());
+  ++errors_["unknown_session"];
   done("error");
 }
 
@@ -105,6 +119,7 @@ void Dispatcher::update_new_session(const protocol::Request& req, std::vector<Re
   if (index >= cands.size()) {
     LOG_ERROR("no relay could take call %s (%zu tried): answered with error", call_id.c_str(),
               cands.size());
+    ++errors_["no_relay"];
     done("error");
     return;
   }
@@ -276,6 +291,31 @@ void Dispatcher::sessions(Done done) {
       done(std::move(out));
     });
   }
+}
+
+void Dispatcher::write_metrics(metrics::Exposition& out) const {
+  size_t usable = 0;
+  for (const RelayLink* r : relays_)
+    if (r->usable()) ++usable;
+  out.gauge("mediaproxy_dispatcher_relays", "Relays known to the dispatcher, by state.",
+            static_cast<double>(usable), {{"state", "active"}});
+  out.gauge("mediaproxy_dispatcher_relays", "", static_cast<double>(relays_.size() - usable),
+            {{"state", "halting"}});
+  size_t live = 0;
+  for (const auto& [id, rec] : sessions_)
+    if (!rec.expired_at) ++live;
+  out.gauge("mediaproxy_dispatcher_sessions", "Calls the dispatcher routes to a relay.",
+            static_cast<double>(live));
+  for (const auto& [key, n] : requests_)
+    out.counter("mediaproxy_dispatcher_requests_total",
+                "Proxy-module requests answered, by command and result.", static_cast<double>(n),
+                {{"command", key.first}, {"result", key.second}});
+  for (const auto& [kind, n] : errors_)
+    out.counter("mediaproxy_dispatcher_errors_total", "Requests answered error, by cause.",
+                static_cast<double>(n), {{"kind", kind}});
+  out.histogram("mediaproxy_dispatcher_update_latency_seconds",
+                "Time from an update request to its reply.", update_latency_.bounds,
+                update_latency_.buckets, update_latency_.overflow, update_latency_.sum);
 }
 
 void Dispatcher::on_cleanup(uv_timer_t* t) {

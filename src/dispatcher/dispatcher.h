@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,6 +20,7 @@
 
 #include "common/config.h"
 #include "mediaproxy/relay_link.h"
+#include "metrics/exposition.h"
 #include "protocol/request.h"
 
 namespace mp::dispatcher {
@@ -38,6 +40,11 @@ class Dispatcher {
   // their sessions, joined into one JSON array exactly as the original does.
   void summary(Done done);
   void sessions(Done done);
+
+  // Dispatcher metrics for the Prometheus endpoint (mediaproxy.8, METRICS).
+  void write_metrics(metrics::Exposition& out) const;
+  // A request the module server could not parse (answered `error` there).
+  void count_malformed() { ++errors_["malformed_request"]; }
 
   size_t session_count() const { return sessions_.size(); }
   // Releases the timer; run the loop afterwards.
@@ -67,6 +74,10 @@ class Dispatcher {
   std::vector<RelayLink*> relays_;
   std::unordered_map<std::string, Record> sessions_;
   uv_timer_t cleanup_timer_;
+
+  std::map<std::pair<std::string, std::string>, uint64_t> requests_;  // (command, result)
+  std::map<std::string, uint64_t> errors_;                            // by kind
+  metrics::LatencyHistogram update_latency_;
 };
 
 }  // namespace mp::dispatcher

@@ -177,6 +177,7 @@ void ModuleServer::on_connection(uv_stream_t* listener, int status) {
               if (!parsed.request) {
                 LOG_WARN("module connection %llu: malformed request (%s) answered with error",
                          static_cast<unsigned long long>(c->id), parsed.error.c_str());
+                server->dispatcher_.count_malformed();
                 reply("error");
                 return;
               }

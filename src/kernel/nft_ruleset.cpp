@@ -28,9 +28,12 @@
 //   [ cmp eq reg 1 0x6d000000 ] [ immediate reg 1 R ]
 //   [ payload write reg 1 => 4b @ network header + 12 csum_type 1 csum_off 10 csum_flags 0x1 ]
 // csum_type 1 (inet) with csum_off 10 fixes the IP header checksum; the
-// pseudo-header flag (0x1) also fixes the UDP checksum for address changes;
-// port changes fix the UDP checksum at offset 6. A zero UDP checksum (none)
-// is left alone by the kernel.
+// L4 checksum flag (0x1) fixes the UDP checksum for address changes. One
+// deliberate difference: for the two port writes nft's `csum_type 1 csum_off
+// 6` is replaced by `csum_type 0 csum_flags 0x1` (see port_write()), because
+// the former corrupts packets sent without a UDP checksum (checksum 0).
+// Packets with checksum offload pending (CHECKSUM_PARTIAL, e.g. from a
+// container on the relay host) come out right either way (tested).
 #include "kernel/nft_ruleset.h"
 
 #include <libmnl/libmnl.h>

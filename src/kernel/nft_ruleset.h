@@ -2,10 +2,11 @@
 // src/kernel/).
 //
 // Owns the shape of the ruleset (table, the `fwd_map` map and the three
-// id-keyed rewrite maps, the prerouting and postrouting chains and their rules,
-// expression for expression what `nft` 1.0.6 generates for the equivalent
-// text, see nft_forwarder.cpp), the mark value space, and the encoding and
-// parsing of set elements. Table, chains, sets and rules go through libnftnl;
+// id-keyed rewrite maps, the prerouting and postrouting chains and their
+// rules: expression for expression what `nft` 1.0.6 generates for the
+// equivalent text but for the port rewrites' checksum mode, see
+// nft_ruleset.cpp), the mark value space, and the encoding and parsing of set
+// elements. Table, chains, sets and rules go through libnftnl;
 // elements are written and parsed with libmnl directly, because there can be
 // tens of thousands of them per call and libnftnl allocates per element.
 #pragma once

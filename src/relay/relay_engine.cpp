@@ -184,6 +184,7 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
     if (halting_) return "halting";
     if (!req.is_request && (!req.media || req.media->empty())) return "None";
     auto fresh = std::make_unique<Session>(ctx_, req, owner);
+    ++sessions_created_;
     session = fresh.get();
     sessions_.emplace(key_of(req.call_id, req.from_tag), std::move(fresh));
     LOG_DEBUG("relay: new session %s (from tag %s)", req.call_id.c_str(), req.from_tag.c_str());
@@ -213,6 +214,8 @@ std::string RelayEngine::handle_remove(const protocol::RelayCommand& cmd) {
   }
   s->close_all("closed");
   std::string json = s->stats_json();
+  ++sessions_removed_;
+  account_ended(*s);
   erase(s);
   return json;
 }
@@ -223,7 +226,17 @@ void RelayEngine::erase(Session* s) {
 }
 
 void RelayEngine::expire(Session* s) {
+  std::string reason = "closed";
+  for (const auto& st : s->streams())
+    if (!st->alive() && st->status() != "closed" && st->status() != "rejected") {
+      reason = st->status();
+      break;
+    }
+  for (char& ch : reason)
+    if (ch == ' ' || ch == '-') ch = '_';
+  ++sessions_expired_[reason];
   s->close_all("closed");  // no-op for streams already ended with their reason
+  account_ended(*s);
   std::string json = s->stats_json();
   LOG_INFO("relay: session %s expired", s->call_id().c_str());
   uint64_t owner = s->owner();
@@ -297,6 +310,76 @@ void RelayEngine::shutdown() {
   std::vector<Session*> all;
   for (auto& [key, s] : sessions_) all.push_back(s.get());
   for (Session* s : all) expire(s);
+}
+
+void RelayEngine::account_ended(const Session& s) {
+  for (const auto& st : s.streams())
+    for (SubStream k : {kRtp, kRtcp})
+      for (Side side : {kCaller, kCallee}) {
+        const Leg& l = st->leg(k, side);
+        ended_packets_[0][side] += l.packets;
+        ended_bytes_[0][side] += l.bytes;
+        ended_packets_[1][side] += l.all_kernel_packets();
+        ended_bytes_[1][side] += l.all_kernel_bytes();
+      }
+}
+
+void RelayEngine::write_metrics(metrics::Exposition& out) const {
+  uint64_t packets[2][2], bytes[2][2];
+  size_t streams = 0, kernel_streams = 0;
+  for (int p = 0; p < 2; ++p)
+    for (int d = 0; d < 2; ++d) {
+      packets[p][d] = ended_packets_[p][d];
+      bytes[p][d] = ended_bytes_[p][d];
+    }
+  for (const auto& [key, s] : sessions_)
+    for (const auto& st : s->streams()) {
+      if (st->alive()) {
+        ++streams;
+        if (st->in_kernel(kRtp)) ++kernel_streams;
+      }
+      for (SubStream k : {kRtp, kRtcp})
+        for (Side side : {kCaller, kCallee}) {
+          const Leg& l = st->leg(k, side);
+          packets[0][side] += l.packets;
+          bytes[0][side] += l.bytes;
+          packets[1][side] += l.all_kernel_packets();
+          bytes[1][side] += l.all_kernel_bytes();
+        }
+    }
+  out.gauge("mediaproxy_relay_sessions", "Sessions on this relay.",
+            static_cast<double>(sessions_.size()));
+  out.gauge("mediaproxy_relay_streams", "Alive media streams, by forwarding path of their RTP.",
+            static_cast<double>(streams - kernel_streams), {{"path", "userspace"}});
+  out.gauge("mediaproxy_relay_streams", "", static_cast<double>(kernel_streams),
+            {{"path", "kernel"}});
+  out.counter("mediaproxy_relay_sessions_created_total", "Sessions created.",
+              static_cast<double>(sessions_created_));
+  out.counter("mediaproxy_relay_sessions_removed_total", "Sessions ended by a remove request.",
+              static_cast<double>(sessions_removed_));
+  for (const auto& [reason, n] : sessions_expired_)
+    out.counter("mediaproxy_relay_sessions_expired_total",
+                "Sessions ended by the relay, by the status of the stream that ended them.",
+                static_cast<double>(n), {{"reason", reason}});
+  static const char* kPath[2] = {"userspace", "kernel"};
+  static const char* kDir[2] = {"caller_to_callee", "callee_to_caller"};
+  for (int p = 0; p < 2; ++p)
+    for (int d = 0; d < 2; ++d) {
+      out.counter("mediaproxy_relay_forwarded_packets_total",
+                  "Packets forwarded, by path and direction (RTP, RTCP and UDPTL).",
+                  static_cast<double>(packets[p][d]), {{"path", kPath[p]}, {"direction", kDir[d]}});
+    }
+  for (int p = 0; p < 2; ++p)
+    for (int d = 0; d < 2; ++d)
+      out.counter("mediaproxy_relay_forwarded_bytes_total",
+                  "IP-layer bytes forwarded, by path and direction.",
+                  static_cast<double>(bytes[p][d]), {{"path", kPath[p]}, {"direction", kDir[d]}});
+  out.gauge("mediaproxy_relay_port_pairs", "Port pairs of port_range, by state.",
+            static_cast<double>(pool_.free_count()), {{"state", "free"}});
+  out.gauge("mediaproxy_relay_port_pairs", "",
+            static_cast<double>(pool_.capacity() - pool_.free_count()), {{"state", "used"}});
+  out.gauge("mediaproxy_relay_halting", "1 while the relay refuses new sessions (SIGHUP).",
+            halting_ ? 1 : 0);
 }
 
 size_t RelayEngine::stream_count() const {

@@ -12,12 +12,14 @@
 #include <uv.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
 
 #include "common/config.h"
 #include "kernel/nft_forwarder.h"
+#include "metrics/exposition.h"
 #include "protocol/relay_link.h"
 #include "relay/port_pool.h"
 #include "relay/relay_context.h"
@@ -55,6 +57,9 @@ class RelayEngine {
   // them (and the sockets) before the engine is destroyed.
   void close();
 
+  // Relay metrics for the Prometheus endpoint (mediaproxy.8, METRICS).
+  void write_metrics(metrics::Exposition& out) const;
+
   size_t session_count() const { return sessions_.size(); }
   size_t stream_count() const;
   const PortPool& ports() const { return pool_; }
@@ -89,6 +94,16 @@ class RelayEngine {
   // Keyed by call_id + '\n' + creator's from_tag.
   std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
   ExpiredSink expired_sink_;
+
+  // Monotonic totals for metrics: sessions by outcome, and the traffic of
+  // ended streams ([kernel?][caller->callee?]); live streams are added at
+  // scrape time.
+  void account_ended(const Session& s);
+  uint64_t sessions_created_ = 0;
+  uint64_t sessions_removed_ = 0;
+  std::map<std::string, uint64_t> sessions_expired_;
+  uint64_t ended_packets_[2][2] = {{0, 0}, {0, 0}};
+  uint64_t ended_bytes_[2][2] = {{0, 0}, {0, 0}};
   bool halting_ = false;
   std::function<void()> drained_;
 };

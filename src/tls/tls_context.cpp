@@ -363,17 +363,20 @@ std::shared_ptr<const TlsContext> TlsContext::load(const TlsSettings& settings,
   m.own_subject = subject_of(&m.own.subject);
   std::string own_name = "certificate " + settings.cert_file + " ('" +
                          format_subject(m.own_subject) + "')";
-  if (mbedtls_x509_time_is_past(&m.own.valid_to)) {
-    error = own_name + " expired on " + describe_time(m.own.valid_to);
-    return nullptr;
-  }
-  if (mbedtls_x509_time_is_future(&m.own.valid_from)) {
-    error = own_name + " is not valid before " + describe_time(m.own.valid_from) +
-            " (check the system clock)";
+  std::string invalid;
+  if (mbedtls_x509_time_is_past(&m.own.valid_to))
+    invalid = own_name + " expired on " + describe_time(m.own.valid_to);
+  else if (mbedtls_x509_time_is_future(&m.own.valid_from))
+    invalid = own_name + " is not valid before " + describe_time(m.own.valid_from) +
+              " (check the system clock)";
+  if (!invalid.empty() && !settings.allow_invalid_own_cert) {
+    error = invalid;
     return nullptr;
   }
   time_t left = to_time_t(m.own.valid_to) - std::time(nullptr);
-  if (left < kExpiryWarning)
+  if (!invalid.empty())
+    m.warnings.push_back(invalid);
+  else if (left < kExpiryWarning)
     m.warnings.push_back(own_name + " expires on " + describe_time(m.own.valid_to) +
                          "; renew it soon");
 

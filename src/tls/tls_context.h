@@ -40,6 +40,9 @@ struct TlsSettings {
                           // empty file or an empty path means "no CRL" (noted in warnings())
   std::string cert_file;  // our certificate, optionally followed by intermediates; required
   std::string key_file;   // its private key (PEM/DER, PKCS#1/SEC1/PKCS#8, unencrypted); required
+  // Load an expired or not-yet-valid own certificate with a warning instead
+  // of failing. Only for tests that must present such a certificate.
+  bool allow_invalid_own_cert = false;
 
   // The spec B.1 layout: <dir>/ca.pem, <dir>/crl.pem, <dir>/<name>.crt and
   // <dir>/<name>.key, where name is "dispatcher" or "relay".

@@ -235,9 +235,10 @@ def test_reinvite_to_new_address_moves_kernel_forwarding(hosts, tmp_path):
         assert call.update("reply", 2, "A", "B", f"audio:{CALLEE_IP}:6002:sendrecv:ice=no") == call.q
         # The callee moved: its learned address and the kernel rules are gone.
         assert relay.fwd_elements() == []
+        # The caller is still latched and has sent media, so the callee's
+        # first packet from its new address completes the hand-over.
         new_callee.sendto(call.pkt(), (RELAY_IP, call.p))
-        call.caller.sendto(call.pkt(), (RELAY_IP, call.q))
-        assert recv_count(new_callee, (RELAY_IP, call.p), 1) == 1
+        assert recv_count(call.caller, (RELAY_IP, call.q), 1) == 1
         wait_until(lambda: len(relay.fwd_elements() or []) == 2, 5, "hand-over to the new address")
         for _ in range(50):
             call.caller.sendto(call.pkt(), (RELAY_IP, call.q))
