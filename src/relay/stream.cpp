@@ -205,6 +205,11 @@ void MediaStream::maybe_hand_over(SubStream k) {
   uint32_t idb = ctx_.kernel->add(from_callee);
   std::string error;
   if (!ctx_.kernel->commit(nullptr, error)) {
+    // One rule may be in, or both still queued: take both out again.
+    ctx_.kernel->remove(ida);
+    ctx_.kernel->remove(idb);
+    std::string ignored;
+    ctx_.kernel->commit(nullptr, ignored);
     kernel_refused_ = true;
     LOG_WARN("%s %s: kernel forwarding refused (%s); this stream stays in userspace",
              media_type_.c_str(), k == kRtp ? "RTP" : "RTCP", error.c_str());

@@ -101,12 +101,14 @@ class InNs {
 };
 
 // Switches the checksum offloads of `dev` (in the current namespace) off, so
-// that senders compute UDP checksums in software and receivers verify them.
-bool offloads_off(const char* dev) {
+// that senders compute UDP checksums in software and receivers verify them
+// (or, with on = true, transmit offload back on).
+bool offloads_off(const char* dev, bool on = false) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   bool ok = true;
   for (uint32_t cmd : {ETHTOOL_STXCSUM, ETHTOOL_SRXCSUM}) {
-    ethtool_value ev{cmd, 0};
+    if (on && cmd == ETHTOOL_SRXCSUM) continue;
+    ethtool_value ev{cmd, on ? 1u : 0u};
     ifreq ifr{};
     std::snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", dev);
     ifr.ifr_data = reinterpret_cast<char*>(&ev);
@@ -287,6 +289,7 @@ struct Captured {
   Endpoint src, dst;
   bool ip_csum_ok = false;
   bool udp_csum_ok = false;
+  bool udp_csum_partial = false;  // holds the pseudo-header sum (CHECKSUM_PARTIAL)
   uint16_t udp_csum = 0;
 };
 
@@ -316,6 +319,7 @@ std::vector<Captured> captured_udp(const Sock& s) {
     uint32_t pseudo = sum16(pkt + 12, 8) + IPPROTO_UDP + static_cast<uint32_t>(ulen);
     c.udp_csum = static_cast<uint16_t>(udph[6] << 8 | udph[7]);
     c.udp_csum_ok = c.udp_csum != 0 && fold(sum16(udph, ulen, pseudo)) == 0xffff;
+    c.udp_csum_partial = fold(pseudo) == c.udp_csum;
     out.push_back(c);
   }
   return out;
@@ -583,6 +587,21 @@ TEST_CASE("latched streams are forwarded in the kernel with valid checksums") {
   CHECK(cnt[b2a].packets == 30);
   CHECK(cnt[b2a].bytes == b_bytes);
 
+  // A sender without UDP checksums (checksum 0): the rewrite leaves it 0.
+  int one = 1;
+  REQUIRE(setsockopt(caller.fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof one) == 0);
+  const uint64_t a_total_bytes = a_bytes + send_burst(caller, relay_in, 5, "nocsum");
+  int zero = 0;
+  REQUIRE(setsockopt(caller.fd, SOL_SOCKET, SO_NO_CHECK, &zero, sizeof zero) == 0);
+  CHECK(drain(callee).size() == 5);
+  size_t zero_csum = 0;
+  for (const auto& c : captured_udp(cap_rcv))
+    if (c.src == relay_out && c.udp_csum == 0 && c.ip_csum_ok) ++zero_csum;
+  CHECK(zero_csum == 5);
+  cnt = counters(*fwd);
+  CHECK(cnt[a2b].packets == 55);
+  CHECK(cnt[a2b].bytes == a_total_bytes);
+
   // Another port of the same address, and another address: not forwarded.
   send_burst(caller_other_port, relay_in, 5, "other-port");
   send_burst(third, relay_in, 5, "third");
@@ -596,7 +615,7 @@ TEST_CASE("latched streams are forwarded in the kernel with valid checksums") {
   CHECK(from_other_port == 5);
   CHECK(from_third == 5);
   CHECK(drain(callee, 50).empty());
-  CHECK(counters(*fwd)[a2b].packets == 50);
+  CHECK(counters(*fwd)[a2b].packets == 55);
 
   // Re-adding the key replaces the rule atomically; the old id's final
   // counters are reported.
@@ -604,8 +623,8 @@ TEST_CASE("latched streams are forwarded in the kernel with valid checksums") {
   REQUIRE(fwd->commit(finals.sink(), error));
   INFO(error);
   REQUIRE(finals.by_id.count(a2b) == 1);
-  CHECK(finals.by_id[a2b].packets == 50);
-  CHECK(finals.by_id[a2b].bytes == a_bytes);
+  CHECK(finals.by_id[a2b].packets == 55);
+  CHECK(finals.by_id[a2b].bytes == a_total_bytes);
   CHECK(fwd->installed() == 2);
   const uint64_t c_bytes = send_burst(caller, relay_in, 10, "a2c");
   auto got2 = drain(callee2);
@@ -641,6 +660,43 @@ TEST_CASE("latched streams are forwarded in the kernel with valid checksums") {
   send_burst(callee, relay_out, 3, "after-delete");
   CHECK(drain(relay_b).size() == 3);
   CHECK(drain(caller, 50).empty());
+}
+
+TEST_CASE("checksum offload (CHECKSUM_PARTIAL) packets keep a correct partial checksum") {
+  // A sender on a veth with transmit offload (a container on the relay host):
+  // its packets carry only the pseudo-header sum, to be completed by
+  // whichever device finally transmits them (here the relay's egress veth,
+  // whose offload is off, completes it in software). After the rewrite the
+  // partial sum must be that of the new pseudo-header, untouched by the port
+  // changes, or the completed checksum is wrong.
+  auto fwd = make("mpk_partial");
+  Sock caller = udp(g_topo.snd_fd, kCallerIp, 4300);
+  Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5300);
+  Sock cap_rcv = capture(g_topo.rcv_fd, "eth0");
+  fwd->add(rule({kCallerIp, 4300}, 44000, 44002, {kCalleeIp, 5300}));
+  std::string error;
+  REQUIRE(fwd->commit(nullptr, error));
+  {
+    InNs in(g_topo.snd_fd);
+    REQUIRE(offloads_off("eth0", true));
+  }
+  send_burst(caller, {kRelayIp, 44000}, 5, "partial");
+  {
+    InNs in(g_topo.snd_fd);
+    REQUIRE(offloads_off("eth0"));
+  }
+  CHECK(drain(callee).size() == 5);
+  size_t partial = 0, complete = 0;
+  for (const auto& c : captured_udp(cap_rcv)) {
+    if (c.src != Endpoint{kRelayIp, 44002}) continue;
+    CHECK(c.ip_csum_ok);
+    CHECK((c.udp_csum_partial || c.udp_csum_ok));
+    if (c.udp_csum_ok)
+      ++complete;
+    else if (c.udp_csum_partial)
+      ++partial;
+  }
+  CHECK(partial + complete == 5);
 }
 
 TEST_CASE("the ruleset is what nft would have built") {
