@@ -10,6 +10,7 @@ namespace {
 // is given, up to 20 per call.
 constexpr size_t kChunk = 64 * 1024;
 constexpr size_t kBatch = 20;
+constexpr int kReceiveBuffer = 256 * 1024;
 alignas(64) unsigned char g_rx[kChunk * kBatch];
 DataPathStats g_stats;
 }  // namespace
@@ -32,7 +33,13 @@ MediaSocket* MediaSocket::open(uv_loop_t* loop, Endpoint local, MediaSocketOwner
   }
   sockaddr_in sa = local.to_sockaddr();
   error = uv_udp_bind(&s->handle_, reinterpret_cast<const sockaddr*>(&sa), 0);
-  if (!error) error = uv_udp_recv_start(&s->handle_, on_alloc, on_recv);
+  if (!error) {
+    // Room for a burst while the loop is busy elsewhere (the kernel caps it
+    // at net.core.rmem_max); the default drops packets of one hot stream.
+    int size = kReceiveBuffer;
+    uv_recv_buffer_size(reinterpret_cast<uv_handle_t*>(&s->handle_), &size);
+    error = uv_udp_recv_start(&s->handle_, on_alloc, on_recv);
+  }
   if (error) {
     s->owner_ = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(&s->handle_), on_closed);
