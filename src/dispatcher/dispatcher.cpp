@@ -227,70 +227,68 @@ void Dispatcher::account(const std::string& json, const std::string& dialog_id, 
   LOG_INFO("session ended: %s", record.c_str());
 }
 
-namespace {
-// Collects one reply per relay, then joins them.
-struct Gather {
-  std::vector<std::optional<std::string>> replies;
-  size_t outstanding = 0;
-};
-}  // namespace
-
-void Dispatcher::summary(Done done) {
+void Dispatcher::ask_all_relays(
+    const std::string& command,
+    std::function<std::string(const std::vector<std::optional<std::string>>&)> join, Done done) {
   if (relays_.empty()) {
     done("[]");
     return;
   }
-  auto g = std::make_shared<Gather>();
-  g->replies.resize(relays_.size());
-  g->outstanding = relays_.size();
-  std::vector<RelayLink*> relays = relays_;
-  for (size_t i = 0; i < relays.size(); ++i) {
-    relays[i]->send("summary", {}, [g, i, relays, done](std::optional<std::string> payload) {
-      g->replies[i] = std::move(payload);
-      if (--g->outstanding) return;
-      std::string out = "[";
-      for (size_t k = 0; k < g->replies.size(); ++k) {
-        if (k) out += ", ";
-        const auto& r = g->replies[k];
-        if (r && !r->empty() && (*r)[0] == '{')
-          out += *r;
-        else
-          out += "{\"status\": \"error\", \"ip\": " + json_quote(relays[k]->relay_ip()) + "}";
-      }
-      out += "]";
-      done(std::move(out));
-    });
-  }
-}
-
-void Dispatcher::sessions(Done done) {
-  if (relays_.empty()) {
-    done("[]");
-    return;
-  }
+  struct Gather {
+    std::vector<std::optional<std::string>> replies;
+    size_t outstanding = 0;
+  };
   auto g = std::make_shared<Gather>();
   g->replies.resize(relays_.size());
   g->outstanding = relays_.size();
   for (size_t i = 0; i < relays_.size(); ++i) {
-    relays_[i]->send("sessions", {}, [g, i, done](std::optional<std::string> payload) {
+    relays_[i]->send(command, {}, [g, i, join, done](std::optional<std::string> payload) {
       g->replies[i] = std::move(payload);
-      if (--g->outstanding) return;
-      std::string out = "[";
-      bool first = true;
-      for (const auto& r : g->replies) {
-        // A relay's array without its brackets; failed relays and empty
-        // arrays contribute nothing.
-        if (!r || r->size() < 2 || r->front() != '[' || r->back() != ']') continue;
-        std::string_view inner(r->data() + 1, r->size() - 2);
-        if (inner.find_first_not_of(' ') == std::string_view::npos) continue;
-        if (!first) out += ", ";
-        out += inner;
-        first = false;
-      }
-      out += "]";
-      done(std::move(out));
+      if (--g->outstanding == 0) done(join(g->replies));
     });
   }
+}
+
+void Dispatcher::summary(Done done) {
+  std::vector<std::string> ips;
+  for (const RelayLink* r : relays_) ips.push_back(r->relay_ip());
+  ask_all_relays(
+      "summary",
+      [ips](const std::vector<std::optional<std::string>>& replies) {
+        // One object per relay; a relay that failed shows as an error object.
+        std::string out = "[";
+        for (size_t k = 0; k < replies.size(); ++k) {
+          if (k) out += ", ";
+          const auto& r = replies[k];
+          if (r && !r->empty() && (*r)[0] == '{')
+            out += *r;
+          else
+            out += "{\"status\": \"error\", \"ip\": " + json_quote(ips[k]) + "}";
+        }
+        return out + "]";
+      },
+      std::move(done));
+}
+
+void Dispatcher::sessions(Done done) {
+  ask_all_relays(
+      "sessions",
+      [](const std::vector<std::optional<std::string>>& replies) {
+        // Each relay's array without its brackets; failed relays and empty
+        // arrays contribute nothing.
+        std::string out = "[";
+        bool first = true;
+        for (const auto& r : replies) {
+          if (!r || r->size() < 2 || r->front() != '[' || r->back() != ']') continue;
+          std::string_view inner(r->data() + 1, r->size() - 2);
+          if (inner.find_first_not_of(' ') == std::string_view::npos) continue;
+          if (!first) out += ", ";
+          out += inner;
+          first = false;
+        }
+        return out + "]";
+      },
+      std::move(done));
 }
 
 void Dispatcher::write_metrics(metrics::Exposition& out) const {

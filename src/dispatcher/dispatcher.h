@@ -65,6 +65,10 @@ class Dispatcher {
   void account(const std::string& json, const std::string& dialog_id, bool timed_out,
                std::optional<bool> all_streams_ice);
   std::vector<RelayLink*> candidates(const std::string& preferred) const;
+  // Sends `command` to every relay and joins the replies (nullopt: failed).
+  void ask_all_relays(
+      const std::string& command,
+      std::function<std::string(const std::vector<std::optional<std::string>>&)> join, Done done);
   size_t sessions_on(const RelayLink* relay) const;
   double now() const;
   static void on_cleanup(uv_timer_t* t);

@@ -507,3 +507,12 @@ def assert_nothing_relayed(caller: MediaPort, caller_relay_port: int, callee: Me
     assert not got_a and not got_b, (
         f"relay ports {caller_relay_port}/{callee_relay_port} should be dead, but the "
         f"caller received {len(got_a)} and the callee {len(got_b)} datagram(s)")
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

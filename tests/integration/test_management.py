@@ -16,18 +16,10 @@ import time
 
 import pytest
 
-from mpclient import Dialog, MediaPort, RELAY_IP, assert_media_flows
+from mpclient import free_tcp_port, Dialog, MediaPort, RELAY_IP, assert_media_flows
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-MGMT_PORT = free_port()
+MGMT_PORT = free_tcp_port()
 MGMT = dict(listen_management=f"127.0.0.1:{MGMT_PORT}", management_use_tls="no")
 
 
@@ -129,7 +121,7 @@ def test_command_line_reports_a_dispatcher_that_is_down():
                                                            "build", "mediaproxy"))
     if not os.access(binary, os.X_OK):
         pytest.skip("binary not built")
-    r = subprocess.run([binary, "sessions", "--management", f"127.0.0.1:{free_port()}"],
+    r = subprocess.run([binary, "sessions", "--management", f"127.0.0.1:{free_tcp_port()}"],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 1
     assert "cannot connect to the management interface" in r.stderr

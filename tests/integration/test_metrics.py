@@ -9,18 +9,10 @@ import time
 
 import pytest
 
-from mpclient import Dialog, MediaPort, assert_media_flows
+from mpclient import free_tcp_port, Dialog, MediaPort, assert_media_flows
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-PORT = free_port()
+PORT = free_tcp_port()
 CONFIG = {"Metrics.listen": f"127.0.0.1:{PORT}", "stream_timeout": 1}
 
 
