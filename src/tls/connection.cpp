@@ -51,6 +51,8 @@ std::string preview(std::string_view data) {
       out += "\\r";
     } else if (c == '\n') {
       out += "\\n";
+    } else if (c == '\\') {
+      out += "\\\\";
     } else if (c >= 0x20 && c < 0x7f) {
       out += static_cast<char>(c);
     } else {
@@ -279,12 +281,15 @@ struct Connection::Impl {
     if (nread == 0) return;
     if (self->state != State::Handshaking && self->state != State::Open) return;
     if (nread < 0) {
-      if (nread != UV_EOF)
-        self->finish(std::string("read error: ") + uv_strerror(static_cast<int>(nread)), true);
-      else if (self->state == State::Handshaking && self->tls)
+      bool handshaking = self->state == State::Handshaking && self->tls;
+      if (nread == UV_EOF && handshaking)
         self->finish("peer closed the connection during the TLS handshake", true);
-      else
+      else if (nread == UV_EOF)
         self->finish("closed by peer", false);
+      else if (nread == UV_ECONNRESET)
+        self->finish("connection reset by peer", handshaking);
+      else
+        self->finish(std::string("read error: ") + uv_strerror(static_cast<int>(nread)), true);
       return;
     }
     self->received(std::string_view(buf->base, static_cast<size_t>(nread)));
@@ -305,10 +310,8 @@ struct Connection::Impl {
         return;
       }
     }
-    if (in_off == in.size()) {
-      in.clear();
-      in_off = 0;
-    }
+    in.erase(0, in_off);
+    in_off = 0;
     in.append(data);
     if (in.size() - in_off > kMaxPendingInput) {
       fail("peer sent more than " + std::to_string(kMaxPendingInput) +
@@ -378,8 +381,7 @@ struct Connection::Impl {
     if (!server && !opt.server_name.empty()) {
       r = mbedtls_ssl_set_hostname(&ssl, opt.server_name.c_str());
       if (r != 0) {
-        set_reason("invalid server name '" + opt.server_name + "': " + mbedtls_error_text(r),
-                   true);
+        set_reason("invalid server name '" + opt.server_name + "': " + mbedtls_error_text(r), true);
         return false;
       }
     }
@@ -423,8 +425,8 @@ struct Connection::Impl {
     peer_subject = peer ? subject_of(&peer->subject) : Subject{};
     std::string why;
     if (!opt.passport.disabled() && !opt.passport.accepts(peer_subject, &why)) {
-      linger("peer certificate '" + format_subject(peer_subject) + "' does not match the passport '" +
-                 opt.passport.to_string() + "': " + why,
+      linger("peer certificate '" + format_subject(peer_subject) +
+                 "' does not match the passport '" + opt.passport.to_string() + "': " + why,
              true, true);
       return;
     }
@@ -494,8 +496,8 @@ struct Connection::Impl {
     in_flight += b.len;
     size_t queued = uv_stream_get_write_queue_size(stream());
     if (queued > opt.max_queued_bytes) {
-      finish("peer is not reading: " + std::to_string(queued) +
-                 " bytes of output waiting (limit " + std::to_string(opt.max_queued_bytes) + ")",
+      finish("peer is not reading: " + std::to_string(queued) + " bytes of output waiting (limit " +
+                 std::to_string(opt.max_queued_bytes) + ")",
              true);
       return false;
     }
@@ -508,7 +510,9 @@ struct Connection::Impl {
     self->in_flight -= w->data.size();
     delete w;
     if (status < 0) {
-      if (status != UV_ECANCELED)
+      if (status == UV_EPIPE || status == UV_ECONNRESET)
+        self->finish("connection reset by peer", self->state == State::Handshaking);
+      else if (status != UV_ECANCELED)
         self->finish(std::string("write error: ") + uv_strerror(status), true);
       return;
     }

@@ -29,6 +29,9 @@
 // run, so owners may drop their shared_ptr at any time, but must close()
 // connections they no longer want, or detach() before they go away.
 //
+// Threading: a connection and its callbacks belong to the thread running its
+// loop; contexts may be shared by all connections of that loop.
+//
 // Logging: abnormal ends (handshake failure, certificate refused, timeout,
 // output limit, TLS errors) are logged at warning level with options.label
 // and the peer address; normal ones at debug. on_closed gets the same reason.

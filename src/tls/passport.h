@@ -31,7 +31,7 @@
 namespace mp::tls {
 
 struct SubjectAttribute {
-  std::string name;   // "CN", "O", "OU", "C", "L", "ST", "EMAIL", other short names, or a dotted OID
+  std::string name;  // "CN", "O", "OU", "C", "L", "ST", "EMAIL", other short names, or a dotted OID
   std::string value;  // raw bytes of the attribute (UTF-8 or ASCII in practice)
 
   friend bool operator==(const SubjectAttribute&, const SubjectAttribute&) = default;

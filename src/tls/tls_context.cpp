@@ -29,6 +29,12 @@ const int kCipherSuites[] = {
     0,
 };
 
+// Key exchange groups, fastest first (mbedTLS would otherwise prefer P-521).
+const mbedtls_ecp_group_id kCurves[] = {
+    MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_SECP384R1,
+    MBEDTLS_ECP_DP_SECP521R1,  MBEDTLS_ECP_DP_NONE,
+};
+
 constexpr time_t kExpiryWarning = 30 * 24 * 3600;
 
 // Whole file into `out`, plus a terminating NUL (mbedTLS wants it for PEM).
@@ -92,8 +98,8 @@ bool load_certificates(mbedtls_x509_crt* chain, const std::string& path, const c
   size_t len = parse_length(data, "-----BEGIN CERTIFICATE-----");
   int r = mbedtls_x509_crt_parse(chain, reinterpret_cast<const unsigned char*>(data.data()), len);
   if (r < 0) {
-    error = path + ": not a valid " + what + " (PEM or DER X.509 expected): " +
-            mbedtls_error_text(r);
+    error =
+        path + ": not a valid " + what + " (PEM or DER X.509 expected): " + mbedtls_error_text(r);
     return false;
   }
   if (r > 0) {
@@ -185,16 +191,17 @@ std::string describe_verify_flags(const mbedtls_x509_crt* crt, uint32_t flags) {
                     " is revoked by the CRL");
   }
   if (take(MBEDTLS_X509_BADCERT_NOT_TRUSTED))
-    parts.push_back(who + " is not signed by a trusted CA" +
-                    (crt ? " (issuer '" + format_subject(subject_of(&crt->issuer)) + "')"
-                         : std::string()));
+    parts.push_back(
+        who + " is not signed by a trusted CA" +
+        (crt ? " (issuer '" + format_subject(subject_of(&crt->issuer)) + "')" : std::string()));
   if (take(MBEDTLS_X509_BADCERT_CN_MISMATCH))
     parts.push_back(who + " is not issued for the expected host name");
   if (take(MBEDTLS_X509_BADCRL_EXPIRED))
     parts.push_back("the CRL is out of date (its next update time has passed; renew crl.pem)");
   if (take(MBEDTLS_X509_BADCRL_FUTURE)) parts.push_back("the CRL is not valid yet");
   if (take(MBEDTLS_X509_BADCRL_NOT_TRUSTED)) parts.push_back("the CRL is not signed by the CA");
-  if (take(MBEDTLS_X509_BADCERT_BAD_MD | MBEDTLS_X509_BADCERT_BAD_PK | MBEDTLS_X509_BADCERT_BAD_KEY))
+  if (take(MBEDTLS_X509_BADCERT_BAD_MD | MBEDTLS_X509_BADCERT_BAD_PK |
+           MBEDTLS_X509_BADCERT_BAD_KEY))
     parts.push_back(who + " uses a hash, key type or key size that is not accepted");
   if (take(MBEDTLS_X509_BADCERT_KEY_USAGE | MBEDTLS_X509_BADCERT_EXT_KEY_USAGE |
            MBEDTLS_X509_BADCERT_NS_CERT_TYPE))
@@ -337,11 +344,11 @@ std::shared_ptr<const TlsContext> TlsContext::load(const TlsSettings& settings,
                            " is empty; revoked certificates cannot be refused");
     } else {
       size_t len = parse_length(data, "-----BEGIN X509 CRL-----");
-      int r = mbedtls_x509_crl_parse(&m.crl, reinterpret_cast<const unsigned char*>(data.data()),
-                                     len);
+      int r =
+          mbedtls_x509_crl_parse(&m.crl, reinterpret_cast<const unsigned char*>(data.data()), len);
       if (r != 0) {
-        error = settings.crl_file + ": not a valid CRL (PEM or DER X.509 CRL expected): " +
-                mbedtls_error_text(r);
+        error = settings.crl_file +
+                ": not a valid CRL (PEM or DER X.509 CRL expected): " + mbedtls_error_text(r);
         return nullptr;
       }
       m.has_crl = true;
@@ -361,8 +368,8 @@ std::shared_ptr<const TlsContext> TlsContext::load(const TlsSettings& settings,
   // Our own certificate chain.
   if (!load_certificates(&m.own, settings.cert_file, "certificate file", error)) return nullptr;
   m.own_subject = subject_of(&m.own.subject);
-  std::string own_name = "certificate " + settings.cert_file + " ('" +
-                         format_subject(m.own_subject) + "')";
+  std::string own_name =
+      "certificate " + settings.cert_file + " ('" + format_subject(m.own_subject) + "')";
   std::string invalid;
   if (mbedtls_x509_time_is_past(&m.own.valid_to))
     invalid = own_name + " expired on " + describe_time(m.own.valid_to);
@@ -430,6 +437,7 @@ std::shared_ptr<const TlsContext> TlsContext::load(const TlsSettings& settings,
   mbedtls_ssl_conf_min_version(&m.conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
   mbedtls_ssl_conf_max_version(&m.conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
   mbedtls_ssl_conf_ciphersuites(&m.conf, kCipherSuites);
+  mbedtls_ssl_conf_curves(&m.conf, kCurves);
   mbedtls_ssl_conf_authmode(&m.conf, MBEDTLS_SSL_VERIFY_REQUIRED);
   mbedtls_ssl_conf_ca_chain(&m.conf, &m.ca, m.has_crl ? &m.crl : nullptr);
   mbedtls_ssl_conf_rng(&m.conf, mbedtls_ctr_drbg_random, &m.drbg);
