@@ -25,6 +25,8 @@
 #include "metrics/exposition.h"
 #include "metrics/http_server.h"
 #include "relay/relay_engine.h"
+#include "tls/passport.h"
+#include "tls/tls_context.h"
 
 namespace mp::app {
 
@@ -289,18 +291,36 @@ int run_server(Config cfg, bool foreground) {
   if (ok && cfg.dispatcher.listen_management) {
     const Endpoint where = *cfg.dispatcher.listen_management;
     const bool loopback = (where.ip.host_order() >> 24) == 127;
-    if (cfg.dispatcher.management_use_tls) {
-      LOG_WARN(
-          "management interface not started: TLS management (management_use_tls = yes) "
-          "is not available in this version; set management_use_tls = no to serve it "
-          "over plain TCP on a loopback address");
+    std::string why;
+    auto passport = tls::Passport::parse(cfg.dispatcher.management_passport, &why);
+    std::shared_ptr<const tls::TlsContext> ctx;
+    bool serve = true;
+    if (!passport) {
+      ok = false;
+      error = "management_passport: " + why;
+    } else if (cfg.dispatcher.management_use_tls) {
+      auto settings =
+          tls::TlsSettings::from_certs_path(cfg.certs_dir(), "dispatcher", tls::Role::Server);
+      ctx = tls::TlsContext::load(settings, why);
+      if (!ctx) {
+        serve = false;
+        LOG_WARN(
+            "management interface not started: %s (put ca.pem, crl.pem, dispatcher.crt "
+            "and dispatcher.key in %s, set [TLS] certs_path, or set management_use_tls = "
+            "no for plain TCP on loopback)",
+            why.c_str(), cfg.certs_dir().c_str());
+      } else {
+        for (const std::string& w : ctx->warnings()) LOG_WARN("management TLS: %s", w.c_str());
+      }
     } else if (!loopback && !cfg.dispatcher.management_allow_remote_plain) {
       ok = false;
       error = "listen_management " + format_endpoint(where) +
               " is not a loopback address: plain TCP management would expose every call to "
-              "the network; use 127.0.0.1, or set management_allow_remote_plain = yes";
-    } else {
-      p.management = std::make_unique<management::ManagementServer>(p.loop, *p.dispatcher);
+              "the network; use 127.0.0.1, TLS, or set management_allow_remote_plain = yes";
+    }
+    if (ok && serve) {
+      p.management = std::make_unique<management::ManagementServer>(p.loop, *p.dispatcher, ctx,
+                                                                    std::move(*passport));
       ok = p.management->listen(where, error);
     }
   }

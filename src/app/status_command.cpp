@@ -1,12 +1,10 @@
 // Management-interface client and table printer (status_command.h).
 #include "app/status_command.h"
 
-#include <arpa/inet.h>
-#include <poll.h>
 #include <rapidjson/document.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 #include <cerrno>
 #include <cinttypes>
@@ -17,6 +15,9 @@
 
 #include "app/options.h"
 #include "common/config.h"
+#include "common/log.h"
+#include "tls/connection.h"
+#include "tls/tls_context.h"
 
 namespace mp::app {
 
@@ -26,60 +27,68 @@ constexpr int kTimeoutMs = 3000;
 
 std::string usage(const char* what) {
   return std::string("Usage: mediaproxy ") + what +
-         " [--config FILE] [--management ADDRESS:PORT] [--json] [--watch SECONDS]\n"
+         " [--config FILE] [--management ADDRESS:PORT] [--tls | --plain]\n"
+         "       [--certs DIR] [--json] [--watch SECONDS]\n"
          "Asks the dispatcher's management interface (listen_management in [Dispatcher])\n"
          "and prints " +
          (std::string(what) == "sessions" ? "every session and stream" : "every relay") +
-         ". --json prints the dispatcher's JSON line as is.\n";
+         ". --json prints the dispatcher's JSON line as is. TLS (the default when\n"
+         "the configuration says management_use_tls = yes) presents dispatcher.crt from\n"
+         "the certificate directory ([TLS] certs_path, or --certs).\n";
 }
 
-// Sends `command` and returns the reply line, or "" with `error` set.
-std::string ask(const Endpoint& where, const std::string& command, std::string& error) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    error = std::string("socket: ") + std::strerror(errno);
-    return {};
-  }
+// Sends `command` over plain TCP (`tls` null) or TLS and returns the reply
+// line, or "" with `error` set.
+std::string ask(const Endpoint& where, const std::string& command,
+                std::shared_ptr<const tls::TlsContext> tls, std::string& error) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  std::string reply, buffer;
+  bool done = false;
+  std::shared_ptr<tls::Connection> conn;
+  tls::ConnectionCallbacks cb;
+  cb.on_connected = [&](const tls::Subject&) { conn->write(command + "\r\n"); };
+  cb.on_data = [&](std::string_view data) {
+    buffer.append(data);
+    size_t nl = buffer.find("\r\n");
+    if (nl != std::string::npos && !done) {
+      reply = buffer.substr(0, nl);
+      done = true;
+      conn->close("answered");
+    }
+  };
+  cb.on_closed = [&](const std::string& reason) {
+    if (!done) {
+      error = "no answer from the management interface at " + format_endpoint(where) + ": " +
+              reason + " (is mediaproxy running with listen_management set to this address" +
+              (tls ? ", and is this host's certificate signed by its CA?)"
+                   : ", and management_use_tls = no?)");
+    }
+  };
+  tls::ConnectionOptions opts;
+  opts.label = "management client";
+  opts.handshake_timeout_ms = kTimeoutMs;
+  conn = tls::Connection::create(&loop, tls, std::move(cb), std::move(opts));
+  uv_timer_t timer;
+  uv_timer_init(&loop, &timer);
+  timer.data = &conn;
+  uv_timer_start(
+      &timer,
+      [](uv_timer_t* t) {
+        (*static_cast<std::shared_ptr<tls::Connection>*>(t->data))->abort("timed out after 3 s");
+      },
+      kTimeoutMs, 0);
   sockaddr_in sa = where.to_sockaddr();
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    error = "cannot connect to the management interface at " + format_endpoint(where) + ": " +
-            std::strerror(errno) +
-            " (is mediaproxy running, with listen_management set to this address and "
-            "management_use_tls = no?)";
-    close(fd);
-    return {};
+  int r = conn->connect(reinterpret_cast<const sockaddr*>(&sa));
+  if (r != 0) error = "cannot connect to " + format_endpoint(where) + ": " + uv_strerror(r);
+  // Runs until the connection has closed; then only the timer is left.
+  while (conn->state() != tls::Connection::State::Closed && uv_run(&loop, UV_RUN_ONCE)) {
   }
-  std::string out = command + "\r\n";
-  if (send(fd, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size())) {
-    error = std::string("cannot send the command: ") + std::strerror(errno);
-    close(fd);
-    return {};
-  }
-  std::string reply;
-  char buf[65536];
-  for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    int r = poll(&p, 1, kTimeoutMs);
-    if (r <= 0) {
-      error = "no answer from " + format_endpoint(where) + " within 3 s";
-      break;
-    }
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) {
-      error = "the dispatcher closed the connection without answering";
-      break;
-    }
-    reply.append(buf, static_cast<size_t>(n));
-    size_t nl = reply.find("\r\n");
-    if (nl != std::string::npos) {
-      reply.resize(nl);
-      error.clear();
-      close(fd);
-      return reply;
-    }
-  }
-  close(fd);
-  return {};
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer), nullptr);
+  conn.reset();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  return done ? reply : std::string();
 }
 
 std::string str(const rapidjson::Value& v, const char* key) {
@@ -163,11 +172,21 @@ int run_status_command(int argc, char** argv) {
   std::optional<Endpoint> where;
   bool json = false;
   int watch = 0;
+  std::optional<bool> use_tls;
+  std::string certs;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
     if (a == "--json") {
       json = true;
+    } else if (a == "--tls") {
+      use_tls = true;
+    } else if (a == "--plain") {
+      use_tls = false;
+    } else if (a == "--certs") {
+      const char* v = value();
+      if (!v) break;
+      certs = v;
     } else if (a == "--config") {
       const char* v = value();
       if (!v) break;
@@ -197,8 +216,8 @@ int run_status_command(int argc, char** argv) {
       return 2;
     }
   }
-  if (!where) {
-    Config cfg;
+  Config cfg;
+  {
     std::string error;
     struct stat st;
     if (config_path.empty() && stat(kDefaultConfigPath, &st) == 0) config_path = kDefaultConfigPath;
@@ -206,6 +225,8 @@ int run_status_command(int argc, char** argv) {
       std::fprintf(stderr, "mediaproxy %s: %s\n", what.c_str(), error.c_str());
       return 1;
     }
+  }
+  if (!where) {
     if (!cfg.dispatcher.listen_management) {
       std::fprintf(stderr,
                    "mediaproxy %s: the management interface is switched off "
@@ -213,20 +234,29 @@ int run_status_command(int argc, char** argv) {
                    what.c_str(), config_path.c_str());
       return 1;
     }
-    if (cfg.dispatcher.management_use_tls) {
-      std::fprintf(stderr,
-                   "mediaproxy %s: the configuration asks for TLS on the management interface "
-                   "(management_use_tls), which this version does not provide; set "
-                   "management_use_tls = no or pass --management ADDRESS:PORT\n",
-                   what.c_str());
-      return 1;
-    }
     where = *cfg.dispatcher.listen_management;
     if (where->ip.is_any()) where->ip = *parse_ipv4("127.0.0.1");
   }
+  std::shared_ptr<const tls::TlsContext> ctx;
+  if (use_tls.value_or(cfg.dispatcher.management_use_tls)) {
+    std::string error;
+    log::set_level(log::Level::Critical);  // errors are reported below, once
+    auto settings = tls::TlsSettings::from_certs_path(certs.empty() ? cfg.certs_dir() : certs,
+                                                      "dispatcher", tls::Role::Client);
+    ctx = tls::TlsContext::load(settings, error);
+    if (!ctx) {
+      std::fprintf(stderr,
+                   "mediaproxy %s: cannot use TLS: %s (use --certs DIR, or --plain "
+                   "for a plain-TCP management interface)\n",
+                   what.c_str(), error.c_str());
+      return 1;
+    }
+  } else {
+    log::set_level(log::Level::Critical);
+  }
   for (;;) {
     std::string error;
-    std::string line = ask(*where, what, error);
+    std::string line = ask(*where, what, ctx, error);
     if (line.empty()) {
       std::fprintf(stderr, "mediaproxy %s: %s\n", what.c_str(), error.c_str());
       return 1;

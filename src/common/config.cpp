@@ -9,6 +9,8 @@
 #include <fstream>
 #include <functional>
 #include <set>
+
+#include <unistd.h>
 #include <sstream>
 
 namespace mp {
@@ -42,6 +44,11 @@ std::string_view forwarding_name(Forwarding f) {
       return "userspace";
   }
   return "?";
+}
+
+std::string Config::certs_dir() const {
+  if (!tls.certs_path.empty() && tls.certs_path[0] == '/') return tls.certs_path;
+  return config_dir + "/" + tls.certs_path;
 }
 
 std::string Config::module_socket_path() const {
@@ -232,7 +239,10 @@ std::vector<std::pair<std::string, Section>> option_table() {
               return set_bool(v, c.dispatcher.management_allow_remote_plain);
             }}},
            {"passport", unused_option()},
-           {"management_passport", unused_option()},
+           {"management_passport", {[](std::string_view v, Config& c) -> std::string {
+              c.dispatcher.management_passport = std::string(v);
+              return {};
+            }}},
            {"accounting", unused_option()},
            {"relay_recover_interval", unused_option()},
            {"cleanup_dead_relays_after", unused_option()},
@@ -328,7 +338,13 @@ std::vector<std::pair<std::string, Section>> option_table() {
                       return set_listen(v, c.metrics.listen, 9465);
                     }}},
                }});
-  t.push_back({"TLS", {{"certs_path", unused_option()}, {"verify_interval", unused_option()}}});
+  t.push_back({"TLS",
+               {{"certs_path", {[](std::string_view v, Config& c) -> std::string {
+                   if (v.empty()) return "certs_path must not be empty";
+                   c.tls.certs_path = std::string(v);
+                   return {};
+                 }}},
+                {"verify_interval", unused_option()}}});
   t.push_back({"Database",
                {{"dburi", unused_option()},
                 {"sessions_table", unused_option()},
@@ -408,6 +424,16 @@ bool load_config_file(const std::string& path, Config& cfg, std::string& error) 
   }
   std::ostringstream ss;
   ss << in.rdbuf();
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) {
+    char cwd[4096];
+    cfg.config_dir = getcwd(cwd, sizeof cwd) ? cwd : ".";
+  } else {
+    cfg.config_dir = slash == 0 ? "/" : path.substr(0, slash);
+    char cwd[4096];
+    if (cfg.config_dir[0] != '/' && getcwd(cwd, sizeof cwd))
+      cfg.config_dir = std::string(cwd) + "/" + cfg.config_dir;
+  }
   return load_config_text(ss.str(), path, cfg, error);
 }
 

@@ -35,6 +35,7 @@ struct DispatcherConfig {
   std::optional<Endpoint> listen_management = Endpoint{Ipv4{0}, 25061};  // nullopt: off
   bool management_use_tls = true;
   bool management_allow_remote_plain = false;
+  std::string management_passport;  // spec B.1.1 syntax; empty or "None": no check
   std::optional<log::Level> log_level;
 };
 
@@ -62,6 +63,10 @@ struct MetricsConfig {
   std::optional<Endpoint> listen;  // nullopt: no Prometheus endpoint
 };
 
+struct TlsConfig {
+  std::string certs_path = "tls";  // relative: to the configuration file's directory
+};
+
 struct Config {
   Role role = Role::Combined;
   std::string runtime_dir = "/run/mediaproxy";
@@ -70,6 +75,11 @@ struct Config {
   DispatcherConfig dispatcher;
   RelayConfig relay;
   MetricsConfig metrics;
+  TlsConfig tls;
+  std::string config_dir = "/etc/mediaproxy";  // directory of the file read, if any
+
+  // certs_path resolved against config_dir.
+  std::string certs_dir() const;
   std::vector<std::string> warnings;  // accepted-but-unused options, "FILE:LINE: ..."
 
   // Absolute or runtime-dir-relative module socket path resolved.

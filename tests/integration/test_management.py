@@ -54,7 +54,8 @@ class Mgmt:
 
 
 def cli(mp, *args):
-    return subprocess.run([str(mp.binary), *args, "--management", f"127.0.0.1:{MGMT_PORT}"],
+    return subprocess.run([str(mp.binary), *args, "--plain", "--management",
+                           f"127.0.0.1:{MGMT_PORT}"],
                           capture_output=True, text=True, timeout=10)
 
 
@@ -121,10 +122,12 @@ def test_command_line_reports_a_dispatcher_that_is_down():
                                                            "build", "mediaproxy"))
     if not os.access(binary, os.X_OK):
         pytest.skip("binary not built")
-    r = subprocess.run([binary, "sessions", "--management", f"127.0.0.1:{free_tcp_port()}"],
+    port = free_tcp_port()
+    r = subprocess.run([binary, "sessions", "--plain", "--management", f"127.0.0.1:{port}"],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 1
-    assert "cannot connect to the management interface" in r.stderr
+    assert f"management interface at 127.0.0.1:{port}" in r.stderr, r.stderr
+    assert "refused" in r.stderr.lower(), r.stderr
     r = subprocess.run([binary, "sessions", "--watch", "x"], capture_output=True, text=True)
     assert r.returncode == 2
 
@@ -165,3 +168,61 @@ def test_bad_input_on_the_management_port_leaves_calls_alone(mp):
     assert_media_flows(caller, q, callee, p, n=10, rtcp=False)
     assert json.loads(Mgmt().ask("summary"))[0]["session_count"] == 1
     assert d.remove() == "removed"
+
+
+# --- TLS (the default: management_use_tls = yes) ---------------------------
+
+import ssl  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+CERTS = Path(__file__).resolve().parents[2] / "certs"
+TLS_PORT = free_tcp_port()
+TLS = {"listen_management": f"127.0.0.1:{TLS_PORT}", "TLS.certs_path": str(CERTS)}
+
+
+def tls_client(cert="relay"):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(str(CERTS / "ca.pem"))
+    ctx.check_hostname = False
+    ctx.load_cert_chain(str(CERTS / f"{cert}.crt"), str(CERTS / f"{cert}.key"))
+    raw = socket.create_connection(("127.0.0.1", TLS_PORT), timeout=3)
+    return ctx.wrap_socket(raw)
+
+
+def tls_ask(sock, command):
+    sock.sendall(command.encode() + b"\r\n")
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data.split(b"\r\n", 1)[0].decode()
+
+
+@pytest.mark.mediaproxy_config(**TLS)
+def test_tls_management_with_python_ssl_and_the_cli(mp):
+    d, caller, callee, p, q = established_call(mp)
+    s = tls_client()
+    assert s.version() in ("TLSv1.2", "TLSv1.3")
+    assert json.loads(tls_ask(s, "summary"))[0]["session_count"] == 1
+    assert json.loads(tls_ask(s, "sessions"))[0]["call_id"] == d.call_id
+    s.close()
+    r = subprocess.run([str(mp.binary), "sessions", "--tls", "--certs", str(CERTS),
+                        "--management", f"127.0.0.1:{TLS_PORT}"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert d.call_id in r.stdout
+
+
+@pytest.mark.mediaproxy_config(**TLS)
+def test_tls_management_refuses_foreign_certificates_and_plain_tcp(mp):
+    d, caller, callee, p, q = established_call(mp)
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        s = tls_client("relay-otherca")
+        tls_ask(s, "summary")
+    plain = Mgmt(TLS_PORT)
+    plain.sock.sendall(b"summary\r\n")
+    assert plain.closed(), "a plain TCP client on the TLS port must be disconnected"
+    assert_media_flows(caller, q, callee, p, n=10, rtcp=False)
+    assert json.loads(tls_ask(tls_client(), "summary"))[0]["session_count"] == 1
