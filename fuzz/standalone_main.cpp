@@ -92,6 +92,10 @@ const std::vector<std::string>& seeds() {
       "error",
       "None",
       "5 halting",
+      // Configuration files.
+      "[General]\nrole = combined\n[Relay]\nport_range = 40000:40100\nrelay_ip = 127.0.0.1\n"
+      "[Dispatcher]\nlisten_management = 127.0.0.1:25061\n[Metrics]\nlisten = any\n",
+      "[Relay]\nport_range = 40001:3\n[Nope]\n= x\n",
       // Addresses.
       "192.0.2.5:40000",
       "10.0.0.0/8",

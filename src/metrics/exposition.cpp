@@ -30,7 +30,11 @@ std::string number(double v) {
     std::snprintf(b, sizeof b, "%.0f", v);
     return b;
   }
-  auto r = std::to_chars(b, b + sizeof b, v);  // shortest round-trip form
+  // Shortest round-trip form, written without an exponent in the usual range
+  // ("0.0005", not "5e-04").
+  const bool plain = std::fabs(v) >= 1e-6 && std::fabs(v) < 1e15;
+  auto r = plain ? std::to_chars(b, b + sizeof b, v, std::chars_format::fixed)
+                 : std::to_chars(b, b + sizeof b, v);
   return std::string(b, r.ptr);
 }
 }  // namespace

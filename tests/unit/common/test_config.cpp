@@ -1,0 +1,148 @@
+// The INI configuration loader (common/config.h): defaults, every kind of
+// value, and the "FILE:LINE: what is wrong" errors that stop start-up.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "common/config.h"
+
+using mp::Config;
+
+namespace {
+
+struct Loaded {
+  bool ok;
+  Config cfg;
+  std::string error;
+};
+
+Loaded load(const std::string& text) {
+  Loaded l;
+  l.ok = mp::load_config_text(text, "test.ini", l.cfg, l.error);
+  return l;
+}
+
+}  // namespace
+
+TEST_CASE("defaults follow AG MediaProxy where it has the option", "[config]") {
+  Config c;
+  CHECK(c.role == mp::Role::Combined);
+  CHECK(c.runtime_dir == "/run/mediaproxy");
+  CHECK(c.module_socket_path() == "/run/mediaproxy/dispatcher.sock");
+  CHECK(c.relay.port_start == 40000);
+  CHECK(c.relay.port_end == 60000);
+  CHECK(c.relay.stream_timeout == 90);
+  CHECK(c.relay.on_hold_timeout == 7200);
+  CHECK(c.dispatcher.relay_timeout == Approx(0.2));
+  REQUIRE(c.dispatcher.listen_management);
+  CHECK(c.dispatcher.listen_management->port == 25061);
+  CHECK(c.dispatcher.management_use_tls);
+  CHECK(c.relay.forwarding == mp::Forwarding::Auto);
+  CHECK_FALSE(c.metrics.listen);
+}
+
+TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
+  auto l = load(
+      "# comment\n"
+      "; another\n"
+      "\n"
+      "[General]\n"
+      "role = combined\n"
+      "runtime_dir = run\n"
+      "log_level = DEBUG\n"
+      "[Dispatcher]\n"
+      "socket_path = /tmp/x.sock\n"
+      "socket_mode = 0600\n"
+      "relay_timeout = 0.15\n"
+      "listen_management = 127.0.0.1\n"
+      "management_use_tls = off\n"
+      "[Relay]\n"
+      "relay_ip = 192.0.2.5\n"
+      "advertised_ip = 198.51.100.7\n"
+      "port_range = 50000:50100\n"
+      "routable_private_ranges = 10.0.0.0/8, 172.16.0.0/12 192.168.1.0/24\n"
+      "forwarding = kernel\n"
+      "nft_table = mp_1\n"
+      "[Metrics]\n"
+      "listen = any:9999\n");
+  REQUIRE(l.ok);
+  CHECK(l.cfg.log_level == mp::log::Level::Debug);
+  CHECK(l.cfg.module_socket_path() == "/tmp/x.sock");
+  CHECK(l.cfg.dispatcher.socket_mode == 0600);
+  CHECK(l.cfg.dispatcher.relay_timeout == Approx(0.15));
+  CHECK(l.cfg.dispatcher.listen_management->port == 25061);
+  CHECK(mp::format_ipv4(l.cfg.dispatcher.listen_management->ip) == "127.0.0.1");
+  CHECK_FALSE(l.cfg.dispatcher.management_use_tls);
+  CHECK(mp::format_ipv4(*l.cfg.relay.relay_ip) == "192.0.2.5");
+  CHECK(mp::format_ipv4(*l.cfg.relay.advertised_ip) == "198.51.100.7");
+  CHECK(l.cfg.relay.port_start == 50000);
+  CHECK(l.cfg.relay.port_end == 50100);
+  CHECK(l.cfg.relay.routable_private_ranges.size() == 3);
+  CHECK(l.cfg.relay.forwarding == mp::Forwarding::Kernel);
+  CHECK(l.cfg.relay.nft_table == "mp_1");
+  REQUIRE(l.cfg.metrics.listen);
+  CHECK(l.cfg.metrics.listen->ip.is_any());
+  CHECK(l.cfg.metrics.listen->port == 9999);
+  CHECK(l.cfg.warnings.empty());
+}
+
+TEST_CASE("mistakes stop start-up with the file and line", "[config]") {
+  struct Case {
+    const char* text;
+    const char* expect;  // prefix of the error
+  } cases[] = {
+      {"[Nope]\n", "test.ini:1: unknown section [Nope]"},
+      {"[Relay]\nnope = 1\n", "test.ini:2: unknown option 'nope' in section [Relay]"},
+      {"x = 1\n", "test.ini:1: option outside any section"},
+      {"[Relay]\nport_range = 40001:60000\n", "test.ini:2: port_range:"},
+      {"[Relay]\nport_range = 50000:40000\n", "test.ini:2: port_range:"},
+      {"[Relay]\nport_range = 40000\n", "test.ini:2: port_range:"},
+      {"[Relay]\nstream_timeout = 0\n", "test.ini:2: stream_timeout:"},
+      {"[Relay]\nstream_timeout = ten\n", "test.ini:2: stream_timeout:"},
+      {"[Relay]\nrelay_ip = 1.2.3\n", "test.ini:2: relay_ip:"},
+      {"[Relay]\nrelay_ip = 0.0.0.0\n", "test.ini:2: relay_ip:"},
+      {"[Relay]\nforwarding = fast\n", "test.ini:2: forwarding:"},
+      {"[Relay]\nnft_table = bad name\n", "test.ini:2: nft_table:"},
+      {"[Relay]\nroutable_private_ranges = 10.0.0.0/33\n", "test.ini:2: routable_private_ranges:"},
+      {"[General]\nrole = proxy\n", "test.ini:2: role:"},
+      {"[General]\nlog_level = loud\n", "test.ini:2: log_level:"},
+      {"[Dispatcher]\nsocket_mode = 0999\n", "test.ini:2: socket_mode:"},
+      {"[Dispatcher]\nrelay_timeout = -1\n", "test.ini:2: relay_timeout:"},
+      {"[Dispatcher]\nmanagement_use_tls = maybe\n", "test.ini:2: management_use_tls:"},
+      {"[Dispatcher]\nlisten_management = 1.2.3.4:0\n", "test.ini:2: listen_management:"},
+      {"[Metrics]\nlisten = localhost\n", "test.ini:2: listen:"},
+      {"[Relay]\n[Relay\n", "test.ini:2: section header"},
+      {"[Relay]\njust words\n", "test.ini:2: expected 'option = value'"},
+      {"[Relay]\nstream_timeout = 5\nstream_timeout = 6\n",
+       "test.ini:3: option 'stream_timeout' given twice"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.text);
+    auto l = load(c.text);
+    CHECK_FALSE(l.ok);
+    CHECK(l.error.rfind(c.expect, 0) == 0);
+  }
+}
+
+TEST_CASE("AG options this version does not use are accepted with a warning", "[config]") {
+  auto l = load("[Relay]\ndispatchers = 192.0.2.1\n[Database]\ndburi = mysql://x\n");
+  REQUIRE(l.ok);
+  REQUIRE(l.cfg.warnings.size() == 2);
+  CHECK(l.cfg.warnings[0].rfind("test.ini:2: option 'dispatchers'", 0) == 0);
+  CHECK(l.cfg.warnings[1].find("not used by this version") != std::string::npos);
+}
+
+TEST_CASE("empty listen values switch listeners off", "[config]") {
+  auto l = load("[Dispatcher]\nlisten_management = none\n[Metrics]\nlisten =\n");
+  REQUIRE(l.ok);
+  CHECK_FALSE(l.cfg.dispatcher.listen_management);
+  CHECK_FALSE(l.cfg.metrics.listen);
+}
+
+TEST_CASE("certs_path is relative to the configuration file's directory", "[config]") {
+  Config c;
+  c.config_dir = "/etc/mediaproxy";
+  CHECK(c.certs_dir() == "/etc/mediaproxy/tls");
+  c.tls.certs_path = "/srv/certs";
+  CHECK(c.certs_dir() == "/srv/certs");
+}
