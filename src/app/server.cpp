@@ -21,9 +21,11 @@
 #include "dispatcher/dispatcher.h"
 #include "dispatcher/in_process_link.h"
 #include "dispatcher/module_server.h"
+#include "dispatcher/relay_listener.h"
 #include "management/management_server.h"
 #include "metrics/exposition.h"
 #include "metrics/http_server.h"
+#include "relay/dispatcher_client.h"
 #include "relay/relay_engine.h"
 #include "tls/passport.h"
 #include "tls/tls_context.h"
@@ -119,6 +121,8 @@ struct Process {
   std::unique_ptr<dispatcher::ModuleServer> module_server;
   std::unique_ptr<management::ManagementServer> management;
   std::unique_ptr<metrics::HttpServer> metrics_http;
+  std::unique_ptr<dispatcher::RelayListener> relay_listener;
+  std::unique_ptr<relay::DispatcherClient> dispatcher_client;
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
   uv_timer_t halt_timer;
   bool stopping = false;
@@ -130,7 +134,9 @@ struct Process {
     if (module_server) module_server->close();
     if (management) management->close();
     if (metrics_http) metrics_http->close();
-    if (engine) engine->shutdown();  // every session ends now and is reported
+    if (relay_listener) relay_listener->close();
+    if (engine) engine->shutdown();                     // every session ends now and is reported
+    if (dispatcher_client) dispatcher_client->close();  // after the reports are queued
     if (engine) engine->close();
     if (dispatcher) dispatcher->close();
     // Closing a libuv signal handle restores the default action; a second
@@ -150,11 +156,11 @@ struct Process {
 }  // namespace
 
 int run_server(Config cfg, bool foreground) {
-  if (cfg.role != Role::Combined) {
+  const bool has_relay = cfg.role != Role::Dispatcher;
+  const bool has_dispatcher = cfg.role != Role::Relay;
+  if (cfg.role == Role::Relay && cfg.relay.dispatchers.empty()) {
     std::fprintf(stderr,
-                 "mediaproxy: role %s needs the TLS relay link, not available in this version; "
-                 "use --role combined\n",
-                 std::string(role_name(cfg.role)).c_str());
+                 "mediaproxy: role relay needs [Relay] dispatchers (the dispatchers' addresses)\n");
     return 1;
   }
   Process p;
@@ -184,7 +190,9 @@ int run_server(Config cfg, bool foreground) {
   }
 
   Ipv4 relay_ip;
-  if (cfg.relay.relay_ip) {
+  if (!has_relay) {
+    // no media here
+  } else if (cfg.relay.relay_ip) {
     relay_ip = *cfg.relay.relay_ip;
     if (!is_local_address(relay_ip)) {
       LOG_CRIT("relay_ip %s is not an address of this host; set [Relay] relay_ip to one that is",
@@ -206,7 +214,7 @@ int run_server(Config cfg, bool foreground) {
   rlim_t files = raise_file_limit();
   const size_t pairs = static_cast<size_t>(cfg.relay.port_end - cfg.relay.port_start) / 2;
   const size_t fd_streams = files > 64 ? static_cast<size_t>(files - 64) / 4 : 0;
-  if (fd_streams < pairs / 2)
+  if (has_relay && fd_streams < pairs / 2)
     LOG_WARN(
         "open-file limit %llu allows about %zu streams, fewer than port_range offers (%zu); "
         "raise the limit (LimitNOFILE=) to use the whole range",
@@ -225,23 +233,29 @@ int run_server(Config cfg, bool foreground) {
 
   p.cfg = cfg;
   p.loop = uv_default_loop();
-  p.engine = std::make_unique<relay::RelayEngine>(p.loop, cfg.relay, relay_ip);
-  if (!p.engine->start_forwarding(error)) {
-    LOG_CRIT("%s", error.c_str());
-    report_ready(ready_fd, false);
-    p.engine->close();
-    uv_run(p.loop, UV_RUN_DEFAULT);
-    return 1;
+  if (has_relay) {
+    p.engine = std::make_unique<relay::RelayEngine>(p.loop, cfg.relay, relay_ip);
+    if (!p.engine->start_forwarding(error)) {
+      LOG_CRIT("%s", error.c_str());
+      report_ready(ready_fd, false);
+      p.engine->close();
+      uv_run(p.loop, UV_RUN_DEFAULT);
+      return 1;
+    }
   }
-  p.link = std::make_unique<dispatcher::InProcessLink>(*p.engine, format_ipv4(relay_ip),
-                                                       kInProcessOwner);
-  p.dispatcher = std::make_unique<dispatcher::Dispatcher>(p.loop, cfg.dispatcher);
-  p.dispatcher->add_relay(p.link.get());
-  p.engine->set_expired_sink([&p](uint64_t owner, const std::string& json) {
-    if (owner == kInProcessOwner) p.link->deliver_expired(json);
-  });
-  p.module_server =
-      std::make_unique<dispatcher::ModuleServer>(p.loop, *p.dispatcher, cfg.dispatcher);
+  if (has_dispatcher) {
+    p.dispatcher = std::make_unique<dispatcher::Dispatcher>(p.loop, cfg.dispatcher);
+    p.module_server =
+        std::make_unique<dispatcher::ModuleServer>(p.loop, *p.dispatcher, cfg.dispatcher);
+  }
+  if (cfg.role == Role::Combined) {
+    p.link = std::make_unique<dispatcher::InProcessLink>(*p.engine, format_ipv4(relay_ip),
+                                                         kInProcessOwner);
+    p.dispatcher->add_relay(p.link.get());
+    p.engine->set_expired_sink([&p](uint64_t owner, const std::string& json) {
+      if (owner == kInProcessOwner) p.link->deliver_expired(json);
+    });
+  }
 
   for (auto [sig, handle] : {std::pair{SIGTERM, &p.sig_term}, std::pair{SIGINT, &p.sig_int},
                              std::pair{SIGHUP, &p.sig_hup}, std::pair{SIGUSR1, &p.sig_usr1}}) {
@@ -265,6 +279,10 @@ int run_server(Config cfg, bool foreground) {
               break;
             }
             case SIGHUP:
+              if (!proc->engine) {  // dispatcher role: as AG, SIGHUP terminates
+                proc->stop("SIGHUP");
+                break;
+              }
               if (proc->engine->halting()) break;
               LOG_INFO("SIGHUP: graceful halt, exiting when the last session ends");
               // The last session usually ends inside a `remove`: stop on the
@@ -287,8 +305,52 @@ int run_server(Config cfg, bool foreground) {
         sig);
   }
 
-  bool ok = p.module_server->listen(cfg.module_socket_path(), error);
-  if (ok && cfg.dispatcher.listen_management) {
+  bool ok = true;
+  if (p.module_server) ok = p.module_server->listen(cfg.module_socket_path(), error);
+  if (ok && cfg.role == Role::Dispatcher) {
+    std::string why;
+    auto passport = tls::Passport::parse(cfg.dispatcher.passport, &why);
+    auto ctx = passport
+                   ? tls::TlsContext::load(tls::TlsSettings::from_certs_path(
+                                               cfg.certs_dir(), "dispatcher", tls::Role::Server),
+                                           why)
+                   : nullptr;
+    if (!ctx) {
+      ok = false;
+      error = "relay link: " + why + " (certificates are read from " + cfg.certs_dir() +
+              ", [TLS] certs_path)";
+    } else if (!cfg.dispatcher.listen) {
+      ok = false;
+      error = "role dispatcher needs [Dispatcher] listen for its relays";
+    } else {
+      for (const std::string& w : ctx->warnings()) LOG_WARN("relay link TLS: %s", w.c_str());
+      p.relay_listener = std::make_unique<dispatcher::RelayListener>(
+          p.loop, *p.dispatcher, ctx, std::move(*passport), cfg.dispatcher);
+      ok = p.relay_listener->listen(*cfg.dispatcher.listen, error);
+    }
+  }
+  if (ok && cfg.role == Role::Relay) {
+    std::string why;
+    auto passport = tls::Passport::parse(cfg.relay.passport, &why);
+    auto ctx = passport ? tls::TlsContext::load(tls::TlsSettings::from_certs_path(
+                                                    cfg.certs_dir(), "relay", tls::Role::Client),
+                                                why)
+                        : nullptr;
+    if (!ctx) {
+      ok = false;
+      error = "dispatcher link: " + why + " (certificates are read from " + cfg.certs_dir() +
+              ", [TLS] certs_path)";
+    } else {
+      for (const std::string& w : ctx->warnings()) LOG_WARN("dispatcher link TLS: %s", w.c_str());
+      p.dispatcher_client = std::make_unique<relay::DispatcherClient>(
+          p.loop, *p.engine, ctx, std::move(*passport), cfg.relay, cfg.relay.dispatchers);
+      p.engine->set_expired_sink([&p](uint64_t owner, const std::string& json) {
+        p.dispatcher_client->deliver_expired(owner, json);
+      });
+      p.dispatcher_client->start();
+    }
+  }
+  if (ok && has_dispatcher && cfg.dispatcher.listen_management) {
     const Endpoint where = *cfg.dispatcher.listen_management;
     const bool loopback = (where.ip.host_order() >> 24) == 127;
     std::string why;
@@ -331,8 +393,8 @@ int run_server(Config cfg, bool foreground) {
               {{"version", MEDIAPROXY_VERSION}, {"role", std::string(role_name(p.cfg.role))}});
       e.gauge("mediaproxy_module_connections", "Open proxy-module connections.",
               static_cast<double>(p.module_server ? p.module_server->connection_count() : 0));
-      p.dispatcher->write_metrics(e);
-      p.engine->write_metrics(e);
+      if (p.dispatcher) p.dispatcher->write_metrics(e);
+      if (p.engine) p.engine->write_metrics(e);
       return e.text();
     });
     ok = p.metrics_http->listen(*cfg.metrics.listen, error);
@@ -352,10 +414,13 @@ int run_server(Config cfg, bool foreground) {
     uv_run(p.loop, UV_RUN_DEFAULT);
     return 1;
   }
-  LOG_INFO("mediaproxy %s started: role %s, relay %s, ports %d-%d (%zu streams), %s forwarding",
-           MEDIAPROXY_VERSION, std::string(role_name(cfg.role)).c_str(),
-           format_ipv4(relay_ip).c_str(), cfg.relay.port_start, cfg.relay.port_end - 1, pairs / 2,
-           p.engine->kernel_forwarding() ? "kernel" : "userspace");
+  if (p.engine)
+    LOG_INFO("mediaproxy %s started: role %s, relay %s, ports %d-%d (%zu streams), %s forwarding",
+             MEDIAPROXY_VERSION, std::string(role_name(cfg.role)).c_str(),
+             format_ipv4(relay_ip).c_str(), cfg.relay.port_start, cfg.relay.port_end - 1, pairs / 2,
+             p.engine->kernel_forwarding() ? "kernel" : "userspace");
+  else
+    LOG_INFO("mediaproxy %s started: role dispatcher", MEDIAPROXY_VERSION);
   report_ready(ready_fd, true);
 
   uv_run(p.loop, UV_RUN_DEFAULT);

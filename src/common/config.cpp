@@ -228,7 +228,9 @@ std::vector<std::pair<std::string, Section>> option_table() {
             }}},
            {"log_level",
             {[](std::string_view v, Config& c) { return set_level(v, c.dispatcher.log_level); }}},
-           {"listen", unused_option()},
+           {"listen", {[](std::string_view v, Config& c) {
+              return set_listen(v, c.dispatcher.listen, 25060);
+            }}},
            {"listen_management", {[](std::string_view v, Config& c) {
               return set_listen(v, c.dispatcher.listen_management, 25061);
             }}},
@@ -238,13 +240,18 @@ std::vector<std::pair<std::string, Section>> option_table() {
            {"management_allow_remote_plain", {[](std::string_view v, Config& c) {
               return set_bool(v, c.dispatcher.management_allow_remote_plain);
             }}},
-           {"passport", unused_option()},
+           {"passport", {[](std::string_view v, Config& c) -> std::string {
+              c.dispatcher.passport = std::string(v);
+              return {};
+            }}},
            {"management_passport", {[](std::string_view v, Config& c) -> std::string {
               c.dispatcher.management_passport = std::string(v);
               return {};
             }}},
            {"accounting", unused_option()},
-           {"relay_recover_interval", unused_option()},
+           {"relay_recover_interval", {[](std::string_view v, Config& c) {
+              return set_int(v, c.dispatcher.relay_recover_interval, 1, 86400, "seconds");
+            }}},
            {"cleanup_dead_relays_after", unused_option()},
        }});
   t.push_back(
@@ -324,13 +331,38 @@ std::vector<std::pair<std::string, Section>> option_table() {
            {"kernel_handover_packets", {[](std::string_view v, Config& c) {
               return set_int(v, c.relay.kernel_handover_packets, 1, 1000, "a packet count");
             }}},
-           {"dispatchers", unused_option()},
-           {"passport", unused_option()},
+           {"dispatchers", {[](std::string_view v, Config& c) -> std::string {
+              std::vector<Endpoint> out;
+              std::string text(v);
+              for (char& ch : text)
+                if (ch == ',') ch = ' ';
+              std::istringstream in(text);
+              std::string tok;
+              while (in >> tok) {
+                std::optional<Endpoint> ep;
+                std::string e = set_listen(tok, ep, 25060);
+                if (!e.empty() || !ep || ep->ip.is_any())
+                  return "expected IPv4 address[:port] entries (host names are not resolved in "
+                         "this version), got '" +
+                         tok + "'";
+                out.push_back(*ep);
+              }
+              c.relay.dispatchers = std::move(out);
+              return {};
+            }}},
+           {"passport", {[](std::string_view v, Config& c) -> std::string {
+              c.relay.passport = std::string(v);
+              return {};
+            }}},
            {"auto_detect_interfaces",
             {[](std::string_view v, Config&) { return check_bool(v); }, true}},
            {"dns_check_interval", unused_option()},
-           {"reconnect_delay", unused_option()},
-           {"keepalive_interval", unused_option()},
+           {"reconnect_delay", {[](std::string_view v, Config& c) {
+              return set_int(v, c.relay.reconnect_delay, 1, 3600, "seconds");
+            }}},
+           {"keepalive_interval", {[](std::string_view v, Config& c) {
+              return set_int(v, c.relay.keepalive_interval, 1, 3600, "seconds");
+            }}},
        }});
   t.push_back({"Metrics",
                {

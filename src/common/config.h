@@ -36,6 +36,9 @@ struct DispatcherConfig {
   bool management_use_tls = true;
   bool management_allow_remote_plain = false;
   std::string management_passport;  // spec B.1.1 syntax; empty or "None": no check
+  std::optional<Endpoint> listen = Endpoint{Ipv4{0}, 25060};  // relay link; nullopt: off
+  std::string passport;            // checked on relay certificates
+  int relay_recover_interval = 60;
   std::optional<log::Level> log_level;
 };
 
@@ -55,6 +58,10 @@ struct RelayConfig {
   int traffic_sampling_period = 15;
   std::optional<log::Level> log_level;
   Forwarding forwarding = Forwarding::Auto;
+  std::vector<Endpoint> dispatchers;  // relay role: where to connect
+  std::string passport;               // checked on dispatcher certificates
+  int keepalive_interval = 10;
+  int reconnect_delay = 10;
   std::string nft_table = "mediaproxy";
   int kernel_handover_packets = 1;
 };

@@ -37,6 +37,33 @@ void Dispatcher::add_relay(RelayLink* link) {
   link->on_expired([this, link](const std::string& json) { on_expired(link, json); });
 }
 
+void Dispatcher::remove_relay(RelayLink* link) {
+  relays_.erase(std::remove(relays_.begin(), relays_.end(), link), relays_.end());
+  for (auto& [id, rec] : sessions_)
+    if (rec.relay == link) rec.relay = nullptr;  // re-adopted by relay address on reconnect
+}
+
+void Dispatcher::adopt_sessions(RelayLink* link, const std::vector<std::string>& call_ids) {
+  const std::string ip = link->relay_ip();
+  std::unordered_map<std::string, bool> held;
+  for (const auto& id : call_ids) held[id] = true;
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    Record& rec = it->second;
+    const bool mine = rec.relay == link || (!rec.relay && rec.relay_ip == ip);
+    if (mine && !held.count(it->first) && !rec.expired_at) {
+      LOG_INFO("call %s is no longer on relay %s; record dropped", it->first.c_str(), ip.c_str());
+      it = sessions_.erase(it);
+      continue;
+    }
+    ++it;
+  }
+  for (const auto& id : call_ids) {
+    Record& rec = sessions_[id];
+    rec.relay = link;
+    rec.relay_ip = ip;
+  }
+}
+
 size_t Dispatcher::sessions_on(const RelayLink* relay) const {
   size_t n = 0;
   for (const auto& [id, rec] : sessions_)
@@ -94,6 +121,13 @@ void Dispatcher::handle(const protocol::Request& req, Done inner) {
 
   auto it = sessions_.find(*call_id);
   if (it != sessions_.end() && !it->second.expired_at) {
+    if (!it->second.relay) {  // its relay is disconnected: no failover for live calls
+      LOG_WARN("call %s is on relay %s, which is not connected: answered with error",
+               call_id->c_str(), it->second.relay_ip.c_str());
+      ++errors_["relay_disconnected"];
+      done("error");
+      return;
+    }
     forward(it->second, req, std::move(headers), std::move(done));
     return;
   }
@@ -123,6 +157,13 @@ void Dispatcher::update_new_session(const protocol::Request& req, std::vector<Re
     done("error");
     return;
   }
+  // A candidate may have disconnected (and its link gone) while an earlier
+  // one was being tried: only relays still registered and usable are asked.
+  if (std::find(relays_.begin(), relays_.end(), cands[index]) == relays_.end() ||
+      !cands[index]->usable()) {
+    update_new_session(req, std::move(headers), std::move(cands), index + 1, std::move(done));
+    return;
+  }
   RelayLink* relay = cands[index];
   const std::string* dialog = req.find("dialog_id");
   const std::string dialog_id = dialog ? *dialog : std::string();
@@ -138,7 +179,7 @@ void Dispatcher::update_new_session(const protocol::Request& req, std::vector<Re
                                      std::move(done));
                   return;
                 }
-                sessions_[call_id] = Record{relay, dialog_id, std::nullopt};
+                sessions_[call_id] = Record{relay, relay->relay_ip(), dialog_id, std::nullopt};
                 done(std::move(*payload));
               });
 }

@@ -31,6 +31,13 @@ class Dispatcher {
   ~Dispatcher();
 
   void add_relay(RelayLink* link);  // not owned
+  // The relay's link is going away (disconnect). Its calls keep their
+  // records, so that the relay can take them back when it reconnects.
+  void remove_relay(RelayLink* link);
+  // After a relay (re)connects and answers `sessions`: the calls it holds now
+  // route to it (spec B.7); records of this relay's address whose call is
+  // not in the list are dropped.
+  void adopt_sessions(RelayLink* link, const std::vector<std::string>& call_ids);
 
   // Answers one module request; `done` gets the reply line without CRLF.
   using Done = std::function<void(std::string reply)>;
@@ -52,7 +59,8 @@ class Dispatcher {
 
  private:
   struct Record {
-    RelayLink* relay = nullptr;
+    RelayLink* relay = nullptr;  // nullptr while that relay is disconnected
+    std::string relay_ip;
     std::string dialog_id;
     std::optional<double> expired_at;  // monotonic seconds
   };

@@ -125,11 +125,27 @@ TEST_CASE("mistakes stop start-up with the file and line", "[config]") {
 }
 
 TEST_CASE("AG options this version does not use are accepted with a warning", "[config]") {
-  auto l = load("[Relay]\ndispatchers = 192.0.2.1\n[Database]\ndburi = mysql://x\n");
+  auto l = load("[Relay]\ndns_check_interval = 60\n[Database]\ndburi = mysql://x\n");
   REQUIRE(l.ok);
   REQUIRE(l.cfg.warnings.size() == 2);
-  CHECK(l.cfg.warnings[0].rfind("test.ini:2: option 'dispatchers'", 0) == 0);
+  CHECK(l.cfg.warnings[0].rfind("test.ini:2: option 'dns_check_interval'", 0) == 0);
   CHECK(l.cfg.warnings[1].find("not used by this version") != std::string::npos);
+}
+
+TEST_CASE("relay link options", "[config]") {
+  auto l = load(
+      "[Relay]\ndispatchers = 192.0.2.1, 192.0.2.2:5000\nkeepalive_interval = 5\n"
+      "[Dispatcher]\nlisten = 10.0.0.1\npassport = O:Example, CN:*relay\n");
+  REQUIRE(l.ok);
+  REQUIRE(l.cfg.relay.dispatchers.size() == 2);
+  CHECK(l.cfg.relay.dispatchers[0].port == 25060);
+  CHECK(l.cfg.relay.dispatchers[1].port == 5000);
+  CHECK(l.cfg.relay.keepalive_interval == 5);
+  CHECK(l.cfg.dispatcher.listen->port == 25060);
+  CHECK(l.cfg.dispatcher.passport == "O:Example, CN:*relay");
+  auto bad = load("[Relay]\ndispatchers = sip.example.com\n");
+  CHECK_FALSE(bad.ok);
+  CHECK(bad.error.find("host names are not resolved") != std::string::npos);
 }
 
 TEST_CASE("empty listen values switch listeners off", "[config]") {

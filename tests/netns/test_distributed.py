@@ -1,0 +1,284 @@
+"""Distributed roles: `mediaproxy --role dispatcher` and relays on other hosts
+joined over mutually authenticated TLS (spec B), on a test LAN of network
+namespaces. A module-style client drives calls through the dispatcher's UNIX
+socket; UDP phones on the LAN send media to whichever relay the reply names.
+
+Asserts what an operator sees: which relay takes a call (reply address),
+that media flows through it, that every request is answered within the
+module's 500 ms, and how the service behaves when a relay dies, stops
+answering, halts, or presents a foreign certificate, or when the dispatcher
+restarts. Needs root; skipped otherwise.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "integration"))
+sys.path.insert(0, str(HERE))
+
+from lan import Lan  # noqa: E402
+from mpclient import ModuleClient, rtp_packet  # noqa: E402
+
+REPO = HERE.parent.parent
+BIN = os.environ.get("MEDIAPROXY_BIN", str(REPO / "build" / "mediaproxy"))
+CERTS = REPO / "certs"
+DISPATCHER_IP = "10.201.0.10"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+
+class Proc:
+    def __init__(self, lan, host, tmp, name, ini_text, certs=CERTS):
+        self.ns = lan.hosts[host][0]
+        self.dir = Path(tmp) / name
+        self.dir.mkdir(exist_ok=True)
+        self.ini = self.dir / "mp.ini"
+        self.ini.write_text(ini_text.replace("@RUN@", str(self.dir / "run"))
+                            .replace("@CERTS@", str(certs)))
+        self.log_path = self.dir / "log"
+        self.start()
+
+    def start(self):
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, BIN, "--foreground",
+                                      "--config", str(self.ini)], stdout=self.log,
+                                     stderr=self.log)
+
+    def text(self):
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def send(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+def dispatcher_ini():
+    return ("[General]\nrole = dispatcher\nruntime_dir = @RUN@\nlog_level = debug\n"
+            f"[Dispatcher]\nlisten = {DISPATCHER_IP}\nrelay_timeout = 0.2\n"
+            "listen_management = none\n"
+            "[TLS]\ncerts_path = @CERTS@\n")
+
+
+def relay_ini(ip):
+    return ("[General]\nrole = relay\nruntime_dir = @RUN@\nlog_level = debug\n"
+            f"[Relay]\nrelay_ip = {ip}\ndispatchers = {DISPATCHER_IP}\nport_range = 40000:40200\n"
+            "keepalive_interval = 1\nreconnect_delay = 1\nforwarding = userspace\n"
+            "[TLS]\ncerts_path = @CERTS@\n")
+
+
+def wait_until(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)  # polling interval
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Service:
+    def __init__(self, lan, tmp, relays=3):
+        self.lan, self.tmp = lan, tmp
+        lan.add("disp", 10)
+        self.relay_ips = {}
+        for i in range(relays):
+            name = f"relay{i + 1}"
+            _, ip = lan.add(name, 11 + i)
+            self.relay_ips[name] = ip
+        lan.add("caller", 50)
+        lan.add("callee", 51)
+        self.dispatcher = Proc(lan, "disp", tmp, "disp", dispatcher_ini())
+        self.sock = str(Path(tmp) / "disp" / "run" / "dispatcher.sock")
+        wait_until(lambda: os.path.exists(self.sock), 10, "dispatcher socket")
+        self.relays = {name: Proc(lan, name, tmp, name, relay_ini(ip))
+                       for name, ip in self.relay_ips.items()}
+        self.wait_relays(len(self.relays))
+        self.client = ModuleClient(self.sock)
+        self.calls = 0
+
+    def connected_relays(self):
+        return self.dispatcher.text().count("relay link: relay ") - \
+            self.dispatcher.text().count("relay link closed")
+
+    def wait_relays(self, n, timeout=10):
+        def joined():
+            text = self.dispatcher.text()
+            return sum(f"relay {ip} is ready" in text for ip in self.relay_ips.values()) >= n
+        wait_until(joined, timeout, f"{n} relay(s) connected")
+
+    def call(self, media_relay=""):
+        self.calls += 1
+        cid = f"call-{self.calls}@test"
+        caller = self.lan.udp("caller")
+        callee = self.lan.udp("callee")
+        t0 = time.monotonic()
+        r1 = self.client.update(type="request", call_id=cid, cseq=1, from_uri="a@x",
+                                to_uri="b@y", from_tag="A", user_agent="t",
+                                signaling_ip="10.201.0.50", media_relay=media_relay,
+                                media=f"audio:10.201.0.50:{caller.getsockname()[1]}:sendrecv:ice=no")
+        elapsed = time.monotonic() - t0
+        if r1 == "error":
+            return cid, None, elapsed, None
+        ip, p = r1.split()
+        r2 = self.client.update(type="reply", call_id=cid, cseq=1, from_uri="a@x", to_uri="b@y",
+                                from_tag="A", to_tag="B", user_agent="t",
+                                signaling_ip="10.201.0.51",
+                                media=f"audio:10.201.0.51:{callee.getsockname()[1]}:sendrecv:ice=no")
+        ip2, q = r2.split()
+        assert ip2 == ip
+        return cid, ip, elapsed, (caller, callee, int(p), int(q))
+
+    def close(self):
+        for r in self.relays.values():
+            r.stop()
+        self.dispatcher.stop()
+
+
+def media_flows(ip, legs, n=20):
+    caller, callee, p, q = legs
+    callee.sendto(rtp_packet(0, 1, 0, 7), (ip, p))
+    caller.sendto(rtp_packet(0, 1, 0, 8), (ip, q))
+    got = 0
+    try:
+        callee.recvfrom(2048)
+        for i in range(n):
+            caller.sendto(rtp_packet(0, i + 2, 0, 8), (ip, q))
+        for _ in range(n):
+            callee.recvfrom(2048)
+            got += 1
+    except socket.timeout:
+        pass
+    return got == n
+
+
+@pytest.fixture
+def service(tmp_path):
+    lan = Lan(f"mpd{os.getpid() % 100000}")
+    svc = None
+    try:
+        svc = Service(lan, tmp_path)
+        yield svc
+    finally:
+        if svc:
+            svc.close()
+        lan.close()
+
+
+def test_calls_spread_over_relays_and_preferred_relay_is_used(service):
+    used = []
+    for _ in range(6):
+        cid, ip, elapsed, legs = service.call()
+        assert ip is not None and elapsed < 0.5
+        assert media_flows(ip, legs), f"no media through relay {ip}"
+        used.append(ip)
+    assert set(used) == set(service.relay_ips.values()), used  # least-loaded: all three
+    cid, ip, elapsed, legs = service.call(media_relay=service.relay_ips["relay3"])
+    assert ip == service.relay_ips["relay3"]
+    assert service.client.remove(cid, "B", "A") == "removed"
+
+
+def test_killed_relay_costs_no_new_call(service):
+    calls = [service.call() for _ in range(3)]
+    victim = service.relays["relay2"]
+    victim.stop(signal.SIGKILL)
+    dead_ip = service.relay_ips["relay2"]
+    for _ in range(6):
+        cid, ip, elapsed, legs = service.call()
+        assert ip is not None, "a new call failed after a relay died"
+        assert ip != dead_ip and elapsed < 0.5
+        assert media_flows(ip, legs)
+    # Calls on the surviving relays still carry media.
+    for cid, ip, _, legs in calls:
+        if ip != dead_ip:
+            assert media_flows(ip, legs)
+
+
+def test_stopped_relay_is_skipped_in_time_and_leaves_no_orphan(service):
+    for _ in range(3):
+        service.call()
+    stopped = service.relays["relay1"]
+    stopped.send(signal.SIGSTOP)
+    try:
+        results = [service.call(media_relay=service.relay_ips["relay1"]) for _ in range(2)]
+        for cid, ip, elapsed, legs in results:
+            assert ip is not None and ip != service.relay_ips["relay1"]
+            assert elapsed < 0.5, f"answer took {elapsed:.3f} s"
+    finally:
+        stopped.send(signal.SIGCONT)
+    # The stopped relay answers the timed-out updates late; the dispatcher
+    # removes the sessions it created meanwhile (spec G.12: no orphan).
+    ip1 = service.relay_ips["relay1"]
+    wait_until(lambda: service.dispatcher.text().count(
+        f"relay {ip1} created a session for update") >= 1, 5, "late session removed")
+    assert "orphan remove answered {" in service.dispatcher.text()
+    # Once it answers pings again the relay takes new calls.
+    wait_until(lambda: f"relay {ip1} pinged again" in service.dispatcher.text(), 5, "recovery")
+    cid, ip, elapsed, legs = service.call(media_relay=ip1)
+    assert ip == ip1 and media_flows(ip, legs)
+
+
+def test_dispatcher_restart_keeps_media_and_remove_works(service):
+    cid, ip, elapsed, legs = service.call()
+    assert media_flows(ip, legs)
+    service.dispatcher.stop()
+    assert media_flows(ip, legs), "media must keep flowing without a dispatcher"
+    service.dispatcher.start()
+    wait_until(lambda: os.path.exists(service.sock), 10, "dispatcher socket after restart")
+    service.client = ModuleClient(service.sock)
+    wait_until(lambda: service.dispatcher.text().count(f"relay {ip} is ready") >= 2, 10,
+               "relay reconnected")
+    assert service.client.remove(cid, "A", "B") == "removed"
+
+
+def test_relay_with_foreign_certificate_is_refused(service, tmp_path):
+    lan = service.lan
+    _, ip = lan.add("rogue", 20)
+    foreign = tmp_path / "foreign-certs"
+    foreign.mkdir()
+    for f in ("ca.pem", "crl.pem"):
+        (foreign / f).write_bytes((CERTS / f).read_bytes())
+    (foreign / "relay.crt").write_bytes((CERTS / "relay-otherca.crt").read_bytes())
+    (foreign / "relay.key").write_bytes((CERTS / "relay-otherca.key").read_bytes())
+    rogue = Proc(lan, "rogue", tmp_path, "rogue", relay_ini(ip), certs=foreign)
+    try:
+        wait_until(lambda: ip in service.dispatcher.text(), 10, "the rogue's attempt logged")
+        assert f"relay {ip} is ready" not in service.dispatcher.text()
+        for _ in range(4):
+            cid, used, elapsed, legs = service.call()
+            assert used is not None and used != ip
+    finally:
+        rogue.stop()
+
+
+def test_sighup_halts_a_relay_gracefully(service):
+    ip3 = service.relay_ips["relay3"]
+    cid, ip, elapsed, legs = service.call(media_relay=ip3)
+    assert ip == ip3
+    halting = service.relays["relay3"]
+    halting.send(signal.SIGHUP)
+    wait_until(lambda: "halting" in halting.text(), 5, "relay3 halting")
+    for _ in range(3):
+        new_cid, used, elapsed, new_legs = service.call(media_relay=ip3)
+        assert used is not None and used != ip3 and elapsed < 0.5
+    assert media_flows(ip3, legs), "the halting relay keeps its calls"
+    assert halting.proc.poll() is None
+    assert service.client.remove(cid, "A", "B") == "removed"
+    assert halting.proc.wait(timeout=10) == 0
