@@ -252,6 +252,9 @@ std::vector<std::pair<std::string, Section>> option_table() {
            {"relay_recover_interval", {[](std::string_view v, Config& c) {
               return set_int(v, c.dispatcher.relay_recover_interval, 1, 86400, "seconds");
             }}},
+           {"relay_dead_after", {[](std::string_view v, Config& c) {
+              return set_int(v, c.dispatcher.relay_dead_after, 2, 86400, "seconds");
+            }}},
            {"cleanup_dead_relays_after", unused_option()},
        }});
   t.push_back(

@@ -37,8 +37,9 @@ struct DispatcherConfig {
   bool management_allow_remote_plain = false;
   std::string management_passport;  // spec B.1.1 syntax; empty or "None": no check
   std::optional<Endpoint> listen = Endpoint{Ipv4{0}, 25060};  // relay link; nullopt: off
-  std::string passport;            // checked on relay certificates
+  std::string passport;                                       // checked on relay certificates
   int relay_recover_interval = 60;
+  int relay_dead_after = 35;  // seconds without a ping from a relay before it is dropped
   std::optional<log::Level> log_level;
 };
 

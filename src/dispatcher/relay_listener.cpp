@@ -95,7 +95,9 @@ handshaking() {
 class TlsRelayLink final : public RelayLink {
  public:
   TlsRelayLink(RelayListener& owner, std::shared_ptr<tls::Connection> conn, std::string ip)
-      : owner_(owner), conn_(std::move(conn)), ip_(std::move(ip)) {}
+      : owner_(owner), conn_(std::move(conn)), ip_(std::move(ip)) {
+    arm_silence_timer();
+  }
   ~TlsRelayLink() override {
     // Everything should already have been failed by shut_down(); be safe.
     shut_down("relay link destroyed");
@@ -177,10 +179,11 @@ class TlsRelayLink final : public RelayLink {
   // The connection ended or is being dropped: fails pending commands, stops
   // timers and takes the relay out of the dispatcher. Idempotent.
   void shut_down(const std::string& reason) {
-    if (!connected_ && pending_.empty() && !recover_timer_) return;
+    if (!connected_ && pending_.empty() && !recover_timer_ && !silence_timer_) return;
     const bool was_connected = connected_;
     connected_ = false;
     Timer::dispose(recover_timer_);
+    Timer::dispose(silence_timer_);
     if (was_connected) owner_.dispatcher_.remove_relay(this);
     auto pending = std::move(pending_);
     pending_.clear();
@@ -243,6 +246,7 @@ class TlsRelayLink final : public RelayLink {
     switch (msg->kind) {
       case protocol::RelayMessage::Kind::Ping:
         conn_->write("pong\r\n");
+        arm_silence_timer();
         if (timed_out_) {
           LOG_INFO("relay %s pinged again: no longer timed out", ip_.c_str());
           timed_out_ = false;
@@ -350,6 +354,17 @@ class TlsRelayLink final : public RelayLink {
   std::map<uint64_t, Pending> pending_;
   std::deque<TimedOut> timed_out_cmds_;
   Timer* recover_timer_ = nullptr;
+  // A relay that stops pinging (its host died without closing the TCP
+  // connection) is dropped after relay_dead_after seconds of silence.
+  Timer* silence_timer_ = nullptr;
+  void arm_silence_timer() {
+    Timer::dispose(silence_timer_);
+    const uint64_t ms = static_cast<uint64_t>(owner_.cfg_.relay_dead_after) * 1000;
+    silence_timer_ = Timer::start(owner_.loop_, ms, [this] {
+      Timer::dispose(silence_timer_);
+      fail_link("no ping for " + std::to_string(owner_.cfg_.relay_dead_after) + " s");
+    });
+  }
   ExpiredCallback expired_;
   std::string buffer_;
   size_t scan_from_ = 0;

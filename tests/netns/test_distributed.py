@@ -73,7 +73,7 @@ class Proc:
 
 def dispatcher_ini():
     return ("[General]\nrole = dispatcher\nruntime_dir = @RUN@\nlog_level = debug\n"
-            f"[Dispatcher]\nlisten = {DISPATCHER_IP}\nrelay_timeout = 0.2\n"
+            f"[Dispatcher]\nlisten = {DISPATCHER_IP}\nrelay_timeout = 0.2\nrelay_dead_after = 3\n"
             "listen_management = none\n"
             "[TLS]\ncerts_path = @CERTS@\n")
 
@@ -282,3 +282,21 @@ def test_sighup_halts_a_relay_gracefully(service):
     assert halting.proc.poll() is None
     assert service.client.remove(cid, "A", "B") == "removed"
     assert halting.proc.wait(timeout=10) == 0
+
+
+def test_silent_relay_is_dropped_and_rejoins(service):
+    ip2 = service.relay_ips["relay2"]
+    frozen = service.relays["relay2"]
+    frozen.send(signal.SIGSTOP)
+    try:
+        wait_until(lambda: f"relay link {ip2}: no ping for 3 s" in service.dispatcher.text(), 8,
+                   "the silent relay dropped")
+        for _ in range(3):
+            cid, used, elapsed, legs = service.call()
+            assert used is not None and used != ip2 and elapsed < 0.5
+    finally:
+        frozen.send(signal.SIGCONT)
+    wait_until(lambda: service.dispatcher.text().count(f"relay {ip2} is ready") >= 2, 10,
+               "the relay back in service")
+    cid, used, elapsed, legs = service.call(media_relay=ip2)
+    assert used == ip2 and media_flows(used, legs)
