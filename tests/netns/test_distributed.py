@@ -248,16 +248,21 @@ def test_dispatcher_restart_keeps_media_and_remove_works(service):
     assert service.client.remove(cid, "A", "B") == "removed"
 
 
-def test_relay_with_foreign_certificate_is_refused(service, tmp_path):
+def cert_set(tmp_path, cert):
+    d = tmp_path / f"certs-{cert}"
+    d.mkdir()
+    for f in ("ca.pem", "crl.pem"):
+        (d / f).write_bytes((CERTS / f).read_bytes())
+    (d / "relay.crt").write_bytes((CERTS / f"{cert}.crt").read_bytes())
+    (d / "relay.key").write_bytes((CERTS / f"{cert}.key").read_bytes())
+    return d
+
+
+@pytest.mark.parametrize("cert", ["relay-otherca", "relay-revoked"])
+def test_relay_with_foreign_or_revoked_certificate_is_refused(service, tmp_path, cert):
     lan = service.lan
     _, ip = lan.add("rogue", 20)
-    foreign = tmp_path / "foreign-certs"
-    foreign.mkdir()
-    for f in ("ca.pem", "crl.pem"):
-        (foreign / f).write_bytes((CERTS / f).read_bytes())
-    (foreign / "relay.crt").write_bytes((CERTS / "relay-otherca.crt").read_bytes())
-    (foreign / "relay.key").write_bytes((CERTS / "relay-otherca.key").read_bytes())
-    rogue = Proc(lan, "rogue", tmp_path, "rogue", relay_ini(ip), certs=foreign)
+    rogue = Proc(lan, "rogue", tmp_path, "rogue", relay_ini(ip), certs=cert_set(tmp_path, cert))
     try:
         wait_until(lambda: ip in service.dispatcher.text(), 10, "the rogue's attempt logged")
         assert f"relay {ip} is ready" not in service.dispatcher.text()
@@ -266,6 +271,38 @@ def test_relay_with_foreign_certificate_is_refused(service, tmp_path):
             assert used is not None and used != ip
     finally:
         rogue.stop()
+
+
+def test_relay_with_expired_certificate_refuses_to_start(service, tmp_path):
+    lan = service.lan
+    _, ip = lan.add("rogue", 21)
+    rogue = Proc(lan, "rogue", tmp_path, "rogue", relay_ini(ip),
+                 certs=cert_set(tmp_path, "relay-expired"))
+    assert rogue.proc.wait(timeout=10) == 1
+    assert "expired" in rogue.text()
+    rogue.stop()
+
+
+def test_plain_tcp_and_garbage_on_the_relay_port_are_refused(service):
+    from netns import in_netns
+    lan = service.lan
+    ns, ip = lan.add("rogue", 22)
+    with in_netns(ns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect((DISPATCHER_IP, 25060))
+    s.sendall(b"0 []\r\nping\r\n" + bytes(range(256)))
+    try:
+        data = s.recv(4096)
+        while data:
+            data = s.recv(4096)
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    wait_until(lambda: ip in service.dispatcher.text(), 5, "the plain client logged")
+    assert f"relay {ip} is ready" not in service.dispatcher.text()
+    cid, used, elapsed, legs = service.call()
+    assert used is not None and media_flows(used, legs)
 
 
 def test_sighup_halts_a_relay_gracefully(service):
