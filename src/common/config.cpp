@@ -255,7 +255,9 @@ std::vector<std::pair<std::string, Section>> option_table() {
            {"relay_dead_after", {[](std::string_view v, Config& c) {
               return set_int(v, c.dispatcher.relay_dead_after, 2, 86400, "seconds");
             }}},
-           {"cleanup_dead_relays_after", unused_option()},
+           {"cleanup_dead_relays_after", {[](std::string_view v, Config& c) {
+              return set_int(v, c.dispatcher.cleanup_dead_relays_after, 1, 10000000, "seconds");
+            }}},
        }});
   t.push_back(
       {"Relay",

@@ -39,7 +39,9 @@ struct DispatcherConfig {
   std::optional<Endpoint> listen = Endpoint{Ipv4{0}, 25060};  // relay link; nullopt: off
   std::string passport;                                       // checked on relay certificates
   int relay_recover_interval = 60;
-  int relay_dead_after = 35;  // seconds without a ping from a relay before it is dropped
+  int relay_dead_after = 35;
+  int cleanup_dead_relays_after = 43200;  // forget calls of a relay gone this long  // seconds
+                                          // without a ping from a relay before it is dropped
   std::optional<log::Level> log_level;
 };
 

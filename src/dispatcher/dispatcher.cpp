@@ -40,7 +40,10 @@ void Dispatcher::add_relay(RelayLink* link) {
 void Dispatcher::remove_relay(RelayLink* link) {
   relays_.erase(std::remove(relays_.begin(), relays_.end(), link), relays_.end());
   for (auto& [id, rec] : sessions_)
-    if (rec.relay == link) rec.relay = nullptr;  // re-adopted by relay address on reconnect
+    if (rec.relay == link) {
+      rec.relay = nullptr;  // re-adopted by relay address on reconnect
+      rec.orphaned_at = now();
+    }
 }
 
 void Dispatcher::adopt_sessions(RelayLink* link, const std::vector<std::string>& call_ids) {
@@ -61,6 +64,7 @@ void Dispatcher::adopt_sessions(RelayLink* link, const std::vector<std::string>&
     Record& rec = sessions_[id];
     rec.relay = link;
     rec.relay_ip = ip;
+    rec.orphaned_at.reset();
   }
 }
 
@@ -179,7 +183,8 @@ void Dispatcher::update_new_session(const protocol::Request& req, std::vector<Re
                                      std::move(done));
                   return;
                 }
-                sessions_[call_id] = Record{relay, relay->relay_ip(), dialog_id, std::nullopt};
+                sessions_[call_id] =
+                    Record{relay, relay->relay_ip(), dialog_id, std::nullopt, std::nullopt};
                 done(std::move(*payload));
               });
 }
@@ -360,8 +365,10 @@ void Dispatcher::write_metrics(metrics::Exposition& out) const {
 void Dispatcher::on_cleanup(uv_timer_t* t) {
   auto* self = static_cast<Dispatcher*>(t->data);
   const double limit = self->now() - self->cfg_.cleanup_expired_sessions_after;
+  const double dead_limit = self->now() - self->cfg_.cleanup_dead_relays_after;
   for (auto it = self->sessions_.begin(); it != self->sessions_.end();) {
-    if (it->second.expired_at && *it->second.expired_at < limit)
+    if ((it->second.expired_at && *it->second.expired_at < limit) ||
+        (it->second.orphaned_at && *it->second.orphaned_at < dead_limit))
       it = self->sessions_.erase(it);
     else
       ++it;

@@ -62,7 +62,8 @@ class Dispatcher {
     RelayLink* relay = nullptr;  // nullptr while that relay is disconnected
     std::string relay_ip;
     std::string dialog_id;
-    std::optional<double> expired_at;  // monotonic seconds
+    std::optional<double> expired_at;   // monotonic seconds
+    std::optional<double> orphaned_at;  // its relay disconnected at (monotonic)
   };
 
   void update_new_session(const protocol::Request& req, std::vector<RelayHeader> headers,
