@@ -285,7 +285,8 @@ def test_max_connections(mp):
     def usable_connection(i):
         # The fixture's start-up probe connection may still hold a slot for a
         # moment: retry until a connection answers a request.
-        for _ in range(50):
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
             c = ModuleClient(mp.socket_path)
             try:
                 d = Dialog(c)
@@ -294,6 +295,7 @@ def test_max_connections(mp):
                 return c
             except (ConnectionClosed, OSError):
                 c.close()
+                time.sleep(0.01)  # polling interval
         raise AssertionError(f"connection {i + 1} of max_connections=3 not accepted")
 
     clients = [usable_connection(i) for i in range(3)]
