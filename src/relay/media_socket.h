@@ -1,12 +1,16 @@
-// One relay UDP port: a libuv UDP handle bound to the relay address.
+// One relay UDP port: a non-blocking UDP socket bound to the relay address,
+// watched by a libuv poll handle.
 //
-// Owns the socket's lifetime and its receive path. Receiving uses libuv's
-// batched recvmmsg mode into one static buffer shared by every socket of the
-// loop (callbacks run one at a time), so the data path allocates nothing per
-// packet. Sends are synchronous (uv_udp_try_send): a full socket buffer drops
-// the packet and counts it, it never queues. A socket is closed with close(),
-// after which its owner is forgotten and the memory is released by libuv's
-// close callback; packets already read in the same batch are discarded.
+// Owns the socket's lifetime and its receive path. Each readiness event reads
+// ONE recvmmsg batch (kBatch datagrams) into static buffers shared by every
+// socket of the loop (callbacks run one at a time), so the data path
+// allocates nothing per packet, and a busy socket cannot hold the event loop:
+// whatever is left is read on the next loop pass (level-triggered), after
+// the control sockets have had their turn. Sends are synchronous sendto(): a
+// full socket buffer drops the packet and counts it, it never queues. A
+// socket is closed with close(), after which its owner is forgotten and the
+// memory is released by libuv's close callback; packets already read in the
+// same batch are discarded.
 #pragma once
 
 #include <uv.h>
@@ -42,12 +46,11 @@ class MediaSocket {
 
  private:
   MediaSocket() = default;
-  static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf);
-  static void on_recv(uv_udp_t*, ssize_t nread, const uv_buf_t* buf, const sockaddr* addr,
-                      unsigned flags);
+  static void on_readable(uv_poll_t* p, int status, int events);
   static void on_closed(uv_handle_t* h);
 
-  uv_udp_t handle_;
+  uv_poll_t poll_;
+  int fd_ = -1;
   Endpoint local_;
   MediaSocketOwner* owner_ = nullptr;
   int tag_ = 0;
