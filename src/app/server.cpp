@@ -306,7 +306,6 @@ int run_server(Config cfg, bool foreground) {
   }
 
   bool ok = true;
-  if (p.module_server) ok = p.module_server->listen(cfg.module_socket_path(), error);
   if (ok && cfg.role == Role::Dispatcher) {
     std::string why;
     auto passport = tls::Passport::parse(cfg.dispatcher.passport, &why);
@@ -399,6 +398,10 @@ int run_server(Config cfg, bool foreground) {
     });
     ok = p.metrics_http->listen(*cfg.metrics.listen, error);
   }
+  // The module socket comes last: once it accepts connections everything
+  // else (relay links, management, metrics) is listening too, so its
+  // presence is the readiness signal for the proxy and for scripts.
+  if (ok && p.module_server) ok = p.module_server->listen(cfg.module_socket_path(), error);
   if (ok && !cfg.pid_file.empty()) {
     std::ofstream pid(cfg.pid_file, std::ios::trunc);
     pid << getpid() << "\n";
