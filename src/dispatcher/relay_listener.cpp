@@ -28,6 +28,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "common/tcp_listener.h"
 #include "protocol/relay_link.h"
 
 namespace mp::dispatcher {
@@ -449,21 +450,16 @@ bool RelayListener::listen(Endpoint where, std::string& error) {
     error = "relay listener already listening";
     return false;
   }
-  uv_tcp_init(loop_, &listener_);
-  listener_.data = this;
   listening_ = true;
-  const sockaddr_in sa = where.to_sockaddr();
-  int r = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&sa), 0);
-  if (r == 0)
-    r = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 128, [](uv_stream_t* s, int status) {
-      auto* self = static_cast<RelayListener*>(s->data);
-      if (!self) return;
-      if (status != 0) {
-        LOG_WARN("relay listener: accept failed: %s", uv_strerror(status));
-        return;
-      }
-      TlsRelayLink::accept_from(self, s);
-    });
+  int r = start_tcp_listener(loop_, &listener_, this, where, 128, [](uv_stream_t* s, int status) {
+    auto* self = static_cast<RelayListener*>(s->data);
+    if (!self) return;
+    if (status != 0) {
+      LOG_WARN("relay listener: accept failed: %s", uv_strerror(status));
+      return;
+    }
+    TlsRelayLink::accept_from(self, s);
+  });
   if (r != 0) {
     error = "cannot listen for relays on " + format_endpoint(where) + ": " + uv_strerror(r);
     listener_.data = nullptr;

@@ -2,6 +2,7 @@
 #include "management/management_server.h"
 
 #include "common/log.h"
+#include "common/tcp_listener.h"
 
 namespace mp::management {
 
@@ -13,36 +14,31 @@ ManagementServer::ManagementServer(uv_loop_t* loop, dispatcher::Dispatcher& disp
 ManagementServer::~ManagementServer() = default;
 
 bool ManagementServer::listen(Endpoint where, std::string& error) {
-  uv_tcp_init(loop_, &listener_);
-  listener_.data = this;
   listening_ = true;
-  sockaddr_in sa = where.to_sockaddr();
-  int r = uv_tcp_bind(&listener_, reinterpret_cast<const sockaddr*>(&sa), 0);
-  if (r == 0)
-    r = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 128, [](uv_stream_t* l, int status) {
-      auto* self = static_cast<ManagementServer*>(l->data);
-      if (status < 0) return;
-      const uint64_t id = self->next_id_++;
-      tls::ConnectionCallbacks cb;
-      cb.on_connected = [self, id](const tls::Subject&) {
-        auto it = self->clients_.find(id);
-        if (it != self->clients_.end())
-          LOG_DEBUG("management client %s connected (%s)", it->second.conn->peer_address().c_str(),
-                    it->second.conn->protocol_description().c_str());
-      };
-      cb.on_data = [self, id](std::string_view data) { self->on_data(id, data); };
-      cb.on_closed = [self, id](const std::string& reason) {
-        LOG_DEBUG("management client closed: %s", reason.c_str());
-        self->clients_.erase(id);
-      };
-      tls::ConnectionOptions opts;
-      opts.label = "management";
-      opts.max_queued_bytes = kMaxPendingOutput;
-      opts.passport = self->passport_;
-      auto conn = tls::Connection::create(self->loop_, self->tls_, std::move(cb), std::move(opts));
-      self->clients_[id] = Client{conn, {}};
-      conn->accept(l);  // on failure on_closed follows and removes the client
-    });
+  int r = start_tcp_listener(loop_, &listener_, this, where, 128, [](uv_stream_t* l, int status) {
+    auto* self = static_cast<ManagementServer*>(l->data);
+    if (status < 0) return;
+    const uint64_t id = self->next_id_++;
+    tls::ConnectionCallbacks cb;
+    cb.on_connected = [self, id](const tls::Subject&) {
+      auto it = self->clients_.find(id);
+      if (it != self->clients_.end())
+        LOG_DEBUG("management client %s connected (%s)", it->second.conn->peer_address().c_str(),
+                  it->second.conn->protocol_description().c_str());
+    };
+    cb.on_data = [self, id](std::string_view data) { self->on_data(id, data); };
+    cb.on_closed = [self, id](const std::string& reason) {
+      LOG_DEBUG("management client closed: %s", reason.c_str());
+      self->clients_.erase(id);
+    };
+    tls::ConnectionOptions opts;
+    opts.label = "management";
+    opts.max_queued_bytes = kMaxPendingOutput;
+    opts.passport = self->passport_;
+    auto conn = tls::Connection::create(self->loop_, self->tls_, std::move(cb), std::move(opts));
+    self->clients_[id] = Client{conn, {}};
+    conn->accept(l);  // on failure on_closed follows and removes the client
+  });
   if (r != 0) {
     error =
         "cannot listen for management clients on " + format_endpoint(where) + ": " + uv_strerror(r);
