@@ -21,6 +21,7 @@ class NftForwarder;
 namespace mp::relay {
 
 class MediaStream;
+class MediaPump;
 
 // Which stream leg a kernel rule id belongs to.
 struct KernelRuleRef {
@@ -31,8 +32,9 @@ struct KernelRuleRef {
 
 struct RelayContext {
   uv_loop_t* loop = nullptr;
-  Ipv4 relay_ip;  // media sockets bind here
-  Ipv4 reply_ip;  // advertised_ip if set, else relay_ip
+  MediaPump* pump = nullptr;  // reads and writes every media socket
+  Ipv4 relay_ip;              // media sockets bind here
+  Ipv4 reply_ip;              // advertised_ip if set, else relay_ip
   PortPool* ports = nullptr;
   std::vector<Cidr> routable_private_ranges;
   int transmit_every = 1;

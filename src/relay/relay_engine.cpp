@@ -54,6 +54,8 @@ void parse_signaling_ip(const std::string& v, UpdateRequest& req) {
 RelayEngine::RelayEngine(uv_loop_t* loop, const RelayConfig& cfg, Ipv4 relay_ip)
     : cfg_(cfg), pool_(cfg.port_start, cfg.port_end) {
   ctx_.loop = loop;
+  pump_ = MediaPump::create(loop, pump_error_);  // start_forwarding() reports a failure
+  ctx_.pump = pump_;
   ctx_.relay_ip = relay_ip;
   ctx_.reply_ip = cfg.advertised_ip.value_or(relay_ip);
   ctx_.ports = &pool_;
@@ -74,6 +76,10 @@ RelayEngine::RelayEngine(uv_loop_t* loop, const RelayConfig& cfg, Ipv4 relay_ip)
 RelayEngine::~RelayEngine() = default;
 
 bool RelayEngine::start_forwarding(std::string& error) {
+  if (!pump_) {
+    error = pump_error_;
+    return false;
+  }
   ctx_.handover_packets = cfg_.kernel_handover_packets;
   if (cfg_.forwarding == Forwarding::Userspace) {
     LOG_INFO("forwarding: userspace (configured)");
@@ -114,6 +120,9 @@ void RelayEngine::poll_kernel_counters() {
 
 void RelayEngine::close() {
   sessions_.clear();
+  if (pump_) pump_->close();  // every socket is closed now
+  pump_ = nullptr;
+  ctx_.pump = nullptr;
   ctx_.kernel = nullptr;
   kernel_.reset();  // deletes the nftables table
   uv_timer_stop(&sweep_timer_);

@@ -83,6 +83,8 @@ class RelayEngine {
   std::unique_ptr<kernel::NftForwarder> kernel_;
   double last_kernel_poll_ = 0;
   PortPool pool_;
+  MediaPump* pump_ = nullptr;  // freed by its close()
+  std::string pump_error_;
   RelayContext ctx_;
   uv_timer_t sweep_timer_;
   uv_timer_t sample_timer_;

@@ -29,6 +29,10 @@ bool PendingQueue::push(const uint8_t* data, size_t len) {
 std::unique_ptr<MediaStream> MediaStream::create(RelayContext& ctx, const std::string& media_type,
                                                  std::string& error) {
   std::unique_ptr<MediaStream> st(new MediaStream(ctx, media_type));
+  if (!ctx.pump) {
+    error = "the relay's media path is not running";
+    return nullptr;
+  }
   for (Side side : {kCaller, kCallee}) {
     bool bound = false;
     for (int attempt = 0; attempt < kBindAttempts && !bound; ++attempt) {
@@ -39,11 +43,11 @@ std::unique_ptr<MediaStream> MediaStream::create(RelayContext& ctx, const std::s
         return nullptr;  // destructor releases what the caller side holds
       }
       int err = 0;
-      MediaSocket* rtp = MediaSocket::open(ctx.loop, Endpoint{ctx.relay_ip, *port}, st.get(),
+      MediaSocket* rtp = MediaSocket::open(ctx.pump, Endpoint{ctx.relay_ip, *port}, st.get(),
                                            tag_of(kRtp, side), err);
       MediaSocket* rtcp = nullptr;
       if (rtp)
-        rtcp = MediaSocket::open(ctx.loop, Endpoint{ctx.relay_ip, static_cast<uint16_t>(*port + 1)},
+        rtcp = MediaSocket::open(ctx.pump, Endpoint{ctx.relay_ip, static_cast<uint16_t>(*port + 1)},
                                  st.get(), tag_of(kRtcp, side), err);
       if (!rtp || !rtcp) {
         if (rtp) rtp->close();
@@ -166,7 +170,7 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
     Leg& to_leg = legs_[k][s];
     if (!to_leg.pending.empty() && to_leg.socket) {
       const sockaddr_in dst = from.to_sockaddr();
-      to_leg.pending.drain([&](const uint8_t* d, size_t n) { to_leg.socket->send(dst, d, n); });
+      to_leg.pending.drain([&](const uint8_t* d, size_t n) { to_leg.socket->send_now(dst, d, n); });
     }
   } else if (from != leg.remote) {
     ++leg.dropped;
@@ -286,17 +290,24 @@ void MediaStream::deliver(SubStream k, Side to, const uint8_t* data, size_t len,
     return;
   }
   if (!out.pending.empty())
-    out.pending.drain([&](const uint8_t* d, size_t n) { out.socket->send(dst, d, n); });
+    out.pending.drain([&](const uint8_t* d, size_t n) { out.socket->send_now(dst, d, n); });
   if (!stun && ctx_.transmit_every > 1 &&
       ++from_leg.transmit_counter % static_cast<uint32_t>(ctx_.transmit_every) != 0)
     return;
-  if (out.socket->send(dst, data, len)) {
-    ++from_leg.packets;
-    from_leg.bytes += len + kIpUdpHeader;
-    ctx_.relayed_bytes += len + kIpUdpHeader;
-  } else {
-    ++from_leg.dropped;
-  }
+  // Counted as forwarded now; on_send_failed() takes it back if the send
+  // queue cannot deliver it.
+  ++from_leg.packets;
+  from_leg.bytes += len + kIpUdpHeader;
+  ctx_.relayed_bytes += len + kIpUdpHeader;
+  out.socket->forward(dst, data, len, this, tag_of(k, other(to)));
+}
+
+void MediaStream::on_send_failed(int cookie, size_t len) {
+  Leg& from_leg = legs_[cookie / 2][cookie % 2];
+  --from_leg.packets;
+  from_leg.bytes -= len + kIpUdpHeader;
+  ctx_.relayed_bytes -= len + kIpUdpHeader;
+  ++from_leg.dropped;
 }
 
 }  // namespace mp::relay

@@ -137,6 +137,7 @@ class MediaStream final : public MediaSocketOwner {
   std::string codec[2] = {"Unknown", "Unknown"};
 
   void on_datagram(int tag, const sockaddr_in& from, const uint8_t* data, size_t len) override;
+  void on_send_failed(int cookie, size_t len) override;
 
   // A reading of the kernel counters of rule `side` of sub-stream `k`.
   void kernel_counters(SubStream k, Side side, uint64_t packets, uint64_t bytes);

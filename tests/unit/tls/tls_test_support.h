@@ -112,14 +112,21 @@ class Loop {
   Loop() { uv_loop_init(&loop_); }
   ~Loop() {
     // Every test closes what it opened; run the close callbacks, then check.
-    uv_run(&loop_, UV_RUN_DEFAULT);
+    // A test that failed half-way may leave handles open: then give up after
+    // a bounded wait instead of hanging the whole suite (the loop is leaked).
+    const uint64_t deadline = uv_hrtime() + 2'000'000'000ull;
+    while (uv_run(&loop_, UV_RUN_NOWAIT) != 0 && uv_hrtime() < deadline) usleep(1000);
+    if (uv_loop_alive(&loop_)) {
+      FAIL_CHECK("handles left open at the end of the test");
+      return;
+    }
     int r = uv_loop_close(&loop_);
     CHECK(r == 0);
   }
   uv_loop_t* get() { return &loop_; }
 
   // Runs the loop until `done` holds; false if `timeout_ms` passed first.
-  bool run_until(const std::function<bool()>& done, uint64_t timeout_ms = 5000) {
+  bool run_until(const std::function<bool()>& done, uint64_t timeout_ms = 10000) {
     bool expired = false;
     uv_timer_t guard;
     uv_timer_init(&loop_, &guard);

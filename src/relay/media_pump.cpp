@@ -1,0 +1,184 @@
+// Implementation of the relay's bounded-pass data path (media_pump.h).
+#include "relay/media_pump.h"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+#include "relay/media_socket.h"
+
+namespace mp::relay {
+
+namespace {
+// Receive buffers of one batch, shared by every socket (passes never nest).
+alignas(64) unsigned char g_rx[MediaPump::kBatch][MediaPump::kMaxDatagram];
+mmsghdr g_rx_msgs[MediaPump::kBatch];
+iovec g_rx_iov[MediaPump::kBatch];
+sockaddr_in g_from[MediaPump::kBatch];
+epoll_event g_events[MediaPump::kEvents];
+}  // namespace
+
+MediaPump* MediaPump::create(uv_loop_t* loop, std::string& error) {
+  int epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) {
+    error = std::string("cannot create the media epoll instance: ") + std::strerror(errno);
+    return nullptr;
+  }
+  auto* p = new MediaPump();
+  p->loop_ = loop;
+  p->epfd_ = epfd;
+  p->poll_.data = p;
+  int rc = uv_poll_init(loop, &p->poll_, epfd);
+  if (rc == 0) rc = uv_poll_start(&p->poll_, UV_READABLE, on_ready);
+  if (rc != 0) {
+    error = std::string("cannot watch the media epoll instance: ") + uv_strerror(rc);
+    ::close(epfd);
+    delete p;  // uv_poll_init failing leaves nothing registered
+    return nullptr;
+  }
+  return p;
+}
+
+void MediaPump::close() {
+  uv_close(reinterpret_cast<uv_handle_t*>(&poll_), on_closed);
+}
+
+void MediaPump::on_closed(uv_handle_t* h) {
+  auto* p = static_cast<MediaPump*>(h->data);
+  for (MediaSocket* s : p->graveyard_) delete s;
+  ::close(p->epfd_);
+  delete p;
+}
+
+int MediaPump::watch(int fd, MediaSocket* s) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = s;
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) return -errno;
+  return 0;
+}
+
+void MediaPump::unwatch(int fd) {
+  epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+}
+
+void MediaPump::retire(MediaSocket* s) {
+  if (in_pass_) {
+    graveyard_.push_back(s);
+  } else {
+    delete s;
+  }
+}
+
+void MediaPump::on_ready(uv_poll_t* p, int status, int) {
+  if (status < 0) return;
+  static_cast<MediaPump*>(p->data)->run_pass();
+}
+
+void MediaPump::run_pass() {
+  in_pass_ = true;
+  ++passes_;
+  unsigned handled = 0;
+  while (handled < kPassBudget) {
+    int n = epoll_wait(epfd_, g_events, kEvents, 0);
+    if (n <= 0) break;
+    // Sockets fetched but not read stay ready (level-triggered): the next
+    // pass gets them.
+    for (int i = 0; i < n && handled < kPassBudget; ++i) {
+      auto* s = static_cast<MediaSocket*>(g_events[i].data.ptr);
+      if (s->owner_) handled += read_batch(s);
+    }
+  }
+  in_pass_ = false;
+  for (MediaSocket* s : graveyard_) delete s;
+  graveyard_.clear();
+}
+
+unsigned MediaPump::read_batch(MediaSocket* s) {
+  for (unsigned i = 0; i < kBatch; ++i) {
+    g_rx_iov[i].iov_base = g_rx[i];
+    g_rx_iov[i].iov_len = kMaxDatagram;
+    msghdr& h = g_rx_msgs[i].msg_hdr;
+    h.msg_name = &g_from[i];
+    h.msg_namelen = sizeof g_from[i];
+    h.msg_iov = &g_rx_iov[i];
+    h.msg_iovlen = 1;
+    h.msg_control = nullptr;
+    h.msg_controllen = 0;
+    h.msg_flags = 0;
+  }
+  int n = ::recvmmsg(s->fd_, g_rx_msgs, kBatch, MSG_DONTWAIT, nullptr);
+  if (n <= 0) {
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      LOG_DEBUG("receive error on %s: %s", format_endpoint(s->local_).c_str(),
+                std::strerror(errno));
+    // A socket with a pending error (ICMP) is readable without data: reading
+    // the error clears it, so the next pass does not spin on it.
+    return 1;
+  }
+  received_ += static_cast<unsigned>(n);
+  for (int i = 0; i < n && s->owner_; ++i) {
+    const msghdr& h = g_rx_msgs[i].msg_hdr;
+    if ((h.msg_flags & MSG_TRUNC) || g_from[i].sin_family != AF_INET) continue;
+    s->owner_->on_datagram(s->tag_, g_from[i], g_rx[i], g_rx_msgs[i].msg_len);
+  }
+  flush();  // before the buffers are read into again
+  return static_cast<unsigned>(n);
+}
+
+void MediaPump::send(int fd, const sockaddr_in& to, const uint8_t* data, size_t len,
+                     SendFailureSink* sink, int cookie) {
+  if (!in_pass_) {
+    ssize_t r = ::sendto(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL,
+                         reinterpret_cast<const sockaddr*>(&to), sizeof to);
+    if (r < 0) {
+      ++send_failures_;
+      if (sink) sink->on_send_failed(cookie, len);
+    }
+    return;
+  }
+  if (out_count_ == sizeof out_ / sizeof out_[0]) flush();
+  out_[out_count_++] = Outgoing{fd, to, data, len, sink, cookie};
+}
+
+// Sends the queue, one sendmmsg() per run of datagrams leaving the same
+// socket (normally the whole batch: one stream's packets go one way).
+void MediaPump::flush() {
+  constexpr unsigned kMax = sizeof out_ / sizeof out_[0];
+  static mmsghdr msgs[kMax];
+  static iovec iov[kMax];
+  unsigned i = 0;
+  while (i < out_count_) {
+    unsigned end = i + 1;
+    while (end < out_count_ && out_[end].fd == out_[i].fd) ++end;
+    for (unsigned j = i; j < end; ++j) {
+      iov[j].iov_base = const_cast<uint8_t*>(out_[j].data);
+      iov[j].iov_len = out_[j].len;
+      msghdr& h = msgs[j].msg_hdr;
+      h = msghdr{};
+      h.msg_name = &out_[j].to;
+      h.msg_namelen = sizeof out_[j].to;
+      h.msg_iov = &iov[j];
+      h.msg_iovlen = 1;
+    }
+    while (i < end) {
+      int r = ::sendmmsg(out_[i].fd, &msgs[i], end - i, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (r > 0) {
+        i += static_cast<unsigned>(r);
+        continue;
+      }
+      // The datagram at i was refused (buffer full, ICMP error pending...):
+      // count it and go on with the next one.
+      ++send_failures_;
+      if (out_[i].sink) out_[i].sink->on_send_failed(out_[i].cookie, out_[i].len);
+      ++i;
+    }
+  }
+  out_count_ = 0;
+}
+
+}  // namespace mp::relay
