@@ -1,6 +1,7 @@
 // Implementation of the relay's bounded-pass data path (media_pump.h).
 #include "relay/media_pump.h"
 
+#include <netinet/udp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -145,38 +146,100 @@ void MediaPump::send(int fd, const sockaddr_in& to, const uint8_t* data, size_t 
   out_[out_count_++] = Outgoing{fd, to, data, len, sink, cookie};
 }
 
-// Sends the queue, one sendmmsg() per run of datagrams leaving the same
-// socket (normally the whole batch: one stream's packets go one way).
+namespace {
+bool same_destination(const sockaddr_in& a, const sockaddr_in& b) {
+  return a.sin_addr.s_addr == b.sin_addr.s_addr && a.sin_port == b.sin_port;
+}
+}  // namespace
+
+// Sends the queue: one sendmmsg() per run of datagrams leaving the same
+// socket (normally the whole batch, as one stream's packets go one way).
+// Consecutive datagrams of one length to one destination (RTP of one
+// stream) become a single UDP GSO send (UDP_SEGMENT): the kernel builds and
+// routes one buffer and cuts it into the same datagrams on the way out,
+// which costs much less than sending them one by one. Where GSO is refused
+// (old kernel, IPsec route) it is switched off and the datagrams go singly.
 void MediaPump::flush() {
   constexpr unsigned kMax = sizeof out_ / sizeof out_[0];
   static mmsghdr msgs[kMax];
   static iovec iov[kMax];
+  static unsigned group_begin[kMax];
+  static unsigned group_end[kMax];
+  alignas(cmsghdr) static char control[kMax][CMSG_SPACE(sizeof(uint16_t))];
   unsigned i = 0;
   while (i < out_count_) {
+    const int fd = out_[i].fd;
     unsigned end = i + 1;
-    while (end < out_count_ && out_[end].fd == out_[i].fd) ++end;
-    for (unsigned j = i; j < end; ++j) {
-      iov[j].iov_base = const_cast<uint8_t*>(out_[j].data);
-      iov[j].iov_len = out_[j].len;
-      msghdr& h = msgs[j].msg_hdr;
+    while (end < out_count_ && out_[end].fd == fd) ++end;
+    // Group [i, end) into messages.
+    unsigned m = 0;
+    for (unsigned j = i; j < end;) {
+      unsigned k = j + 1;
+      if (gso_) {
+        // All segments but the last have the GSO size; the last may be shorter.
+        while (k < end && same_destination(out_[k].to, out_[j].to) &&
+               out_[k - 1].len == out_[j].len && out_[k].len <= out_[j].len)
+          ++k;
+      }
+      for (unsigned x = j; x < k; ++x) {
+        iov[x].iov_base = const_cast<uint8_t*>(out_[x].data);
+        iov[x].iov_len = out_[x].len;
+      }
+      msghdr& h = msgs[m].msg_hdr;
       h = msghdr{};
       h.msg_name = &out_[j].to;
       h.msg_namelen = sizeof out_[j].to;
       h.msg_iov = &iov[j];
-      h.msg_iovlen = 1;
+      h.msg_iovlen = k - j;
+      if (k - j > 1) {
+        h.msg_control = control[m];
+        h.msg_controllen = sizeof control[m];
+        cmsghdr* c = CMSG_FIRSTHDR(&h);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        const uint16_t segment = static_cast<uint16_t>(out_[j].len);
+        std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+      }
+      group_begin[m] = j;
+      group_end[m] = k;
+      ++m;
+      j = k;
     }
-    while (i < end) {
-      int r = ::sendmmsg(out_[i].fd, &msgs[i], end - i, MSG_DONTWAIT | MSG_NOSIGNAL);
+    for (unsigned g = 0; g < m;) {
+      int r = ::sendmmsg(fd, &msgs[g], m - g, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (r > 0) {
-        i += static_cast<unsigned>(r);
+        g += static_cast<unsigned>(r);
         continue;
       }
-      // The datagram at i was refused (buffer full, ICMP error pending...):
-      // count it and go on with the next one.
-      ++send_failures_;
-      if (out_[i].sink) out_[i].sink->on_send_failed(out_[i].cookie, out_[i].len);
-      ++i;
+      // Message g was refused (buffer full, ICMP error pending...).
+      const int err = errno;
+      const bool gso_refused =
+          group_end[g] - group_begin[g] > 1 &&
+          (err == EINVAL || err == EIO || err == EOPNOTSUPP || err == ENOPROTOOPT);
+      // Those errors may be about GSO or about the datagrams (port 0...):
+      // send them singly, and if that works, GSO was the problem.
+      bool singly_ok = false;
+      for (unsigned x = group_begin[g]; x < group_end[g]; ++x) {
+        if (gso_refused) {
+          ssize_t one = ::sendto(fd, out_[x].data, out_[x].len, MSG_DONTWAIT | MSG_NOSIGNAL,
+                                 reinterpret_cast<const sockaddr*>(&out_[x].to), sizeof out_[x].to);
+          if (one >= 0) {
+            singly_ok = true;
+            continue;
+          }
+        }
+        ++send_failures_;
+        if (out_[x].sink) out_[x].sink->on_send_failed(out_[x].cookie, out_[x].len);
+      }
+      if (singly_ok && gso_) {
+        gso_ = false;
+        LOG_WARN("UDP segmentation offload refused (%s): media datagrams are sent one by one",
+                 std::strerror(err));
+      }
+      ++g;
     }
+    i = end;
   }
   out_count_ = 0;
 }

@@ -99,6 +99,7 @@ class MediaPump {
   uv_poll_t poll_;
   int epfd_ = -1;
   bool in_pass_ = false;
+  bool gso_ = true;  // UDP_SEGMENT sends; off after the kernel refused one
   std::vector<MediaSocket*> graveyard_;
   Outgoing out_[kBatch + 8];  // one batch plus the STUN queue's slots
   unsigned out_count_ = 0;
