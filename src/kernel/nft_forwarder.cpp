@@ -1,29 +1,20 @@
 // In-kernel forwarding through nftables: implementation of nft_forwarder.h.
 //
 // Owns the bookkeeping between rule ids and the elements that carry them in
-// the kernel, the batching of changes, and the words of every error. The
-// objects and their encoding live in nft_ruleset.cpp, the socket discipline
-// in nft_netlink.cpp. What an operator sees (`nft list table ip <name>`):
+// the kernel, the batching of changes, the route lookups that give each rule
+// its way out, and the words of every error. The objects and their encoding
+// live in nft_ruleset.cpp (which also describes the rule), the socket
+// discipline in nft_netlink.cpp. What an operator sees
+// (`nft list table netdev <name>`):
 //
-//   map fwd_map   { type ipv4_addr . inet_service . inet_service : mark; counter; }
-//                   latched source address . source port . relay port -> mark
-//   map out_sport { type mark : inet_service }  mark -> relay port to send from
-//   map out_daddr { type mark : ipv4_addr }     mark -> destination address
-//   map out_dport { type mark : inet_service }  mark -> destination port
-//   chain prerouting  (filter, priority raw): packets to the relay address whose
-//       key is in fwd_map get the mark, notrack, and the three rewrites;
-//       anything else (a lookup miss) goes on to the userspace socket.
-//   chain postrouting (filter, priority srcnat): marked packets get the relay
-//       address as source.
-//
-// Marks: mark = 0x6d000000 | id, id in 1..0xffffff (kMarkTag in
-// nft_ruleset.h), so a forwarded packet's mark is never 0 and postrouting
-// tests `meta mark & 0xff000000 == 0x6d000000`. Forwarded packets keep that
-// mark, so policy routing on fwmarks (ip rule fwmark) sees it; nothing else
-// on the host should use marks with top byte 0x6d.
-//
-// The map is named fwd_map rather than fwd because `fwd` is an nft keyword:
-// `nft list ruleset` output containing a map called fwd cannot be loaded back.
+//   map fwd_map { type ipv4_addr . inet_service . inet_service
+//                 : ipv4_addr . ipv4_addr . ipv4_addr . ipv4_addr . iface_index; counter; }
+//     latched source address . source port . relay port ->
+//     relay address . destination . ports (printed as an address) . next hop . interface
+//   chain ingress (filter, hook ingress on every non-loopback interface):
+//     packets to the relay address whose key is in fwd_map are rewritten and
+//     sent out of the interface towards the next hop; anything else (a lookup
+//     miss) goes on into the IP stack and to the userspace socket.
 //
 // Rule ids and final counters: every id add() returned is reported exactly
 // once through commit()'s `final_counters` when it leaves the kernel or the
@@ -51,6 +42,7 @@
 #include <errno.h>
 #include <libmnl/libmnl.h>
 #include <linux/netfilter/nf_tables.h>
+#include <net/if.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -62,6 +54,7 @@
 #include "common/log.h"
 #include "kernel/nft_netlink.h"
 #include "kernel/nft_ruleset.h"
+#include "kernel/route_lookup.h"
 
 namespace mp::kernel {
 
@@ -69,21 +62,8 @@ using namespace detail;
 
 namespace {
 
-constexpr const char* kIpForwardPath = "/proc/sys/net/ipv4/ip_forward";
-
-// "" when this network namespace forwards IPv4, otherwise why not.
-std::string check_ip_forward() {
-  FILE* f = std::fopen(kIpForwardPath, "re");
-  if (!f)
-    return std::string("cannot read ") + kIpForwardPath + " (" + std::strerror(errno) +
-           "): kernel forwarding needs net.ipv4.ip_forward = 1 in this network namespace";
-  int c = std::fgetc(f);
-  std::fclose(f);
-  if (c == '1') return "";
-  return "net.ipv4.ip_forward is 0 in this network namespace (" + std::string(kIpForwardPath) +
-         "): kernel forwarding needs it set to 1 (sysctl -w net.ipv4.ip_forward=1, and in "
-         "/etc/sysctl.d/ to keep it), or set forwarding = userspace";
-}
+// Rule ids: 1..kMaxId.
+constexpr uint32_t kMaxId = 0x00ffffff;
 
 // nft accepts these names unquoted: ({letter}|_|.)({letter}|{digit}|[/_.-])*.
 bool valid_table_name(const std::string& name) {
@@ -104,9 +84,9 @@ const char* object_of(uint16_t msg_type) {
     case NFT_MSG_NEWSET:
       return "a map with element counters";
     case NFT_MSG_NEWCHAIN:
-      return "a filter chain on the prerouting/postrouting hook";
+      return "a filter chain on the ingress hook of the network interfaces";
     case NFT_MSG_NEWRULE:
-      return "a rule (lookup, notrack, payload rewrite with checksum update)";
+      return "a rule (lookup, payload rewrite with checksum update, fwd)";
     case NFT_MSG_NEWSETELEM:
       return "map elements";
     case NFT_MSG_DELSETELEM:
@@ -118,18 +98,46 @@ const char* object_of(uint16_t msg_type) {
 
 // Error text for a failed creation of the ruleset (create() and probe()).
 std::string ruleset_error(const BatchError& be, const std::string& table) {
-  std::string what =
-      "cannot create nftables table ip " + table + " (failed at " + object_of(be.msg_type) + ")";
+  std::string what = "cannot create nftables table netdev " + table + " (failed at " +
+                     object_of(be.msg_type) + ")";
   if (be.err == ENOENT)
     return what + ": " + std::strerror(ENOENT) +
            " (nf_tables is not available in this kernel or lacks a feature the forwarder needs: "
-           "CONFIG_NF_TABLES, CONFIG_NF_TABLES_IPV4, filter chains, maps with counters, notrack "
-           "(CONFIG_NFT_CT), payload rewrite; or set forwarding = userspace)";
+           "CONFIG_NF_TABLES, CONFIG_NF_TABLES_NETDEV, ingress chains (CONFIG_NETFILTER_INGRESS), "
+           "maps with counters, payload rewrite, fwd (CONFIG_NFT_FWD_NETDEV); or set "
+           "forwarding = userspace)";
   return describe_errno(be.err, what);
 }
 
 uint64_t key_of(Ipv4 ip, uint16_t sport, uint16_t dport) {
   return (static_cast<uint64_t>(ip.be) << 32) | (static_cast<uint64_t>(sport) << 16) | dport;
+}
+
+// The interfaces the ingress chain hooks: every non-loopback one (at most
+// 256, the kernel's limit per chain). false with `why` if there is none.
+bool hookable_devices(std::vector<std::string>& devices, std::string& why) {
+  devices.clear();
+  for (const Interface& i : non_loopback_interfaces()) {
+    if (devices.size() == 256) {
+      LOG_WARN(
+          "kernel forwarding: more than 256 network interfaces; only the first 256 are hooked");
+      break;
+    }
+    devices.push_back(i.name);
+  }
+  if (devices.empty()) {
+    why =
+        "this network namespace has no network interface but loopback, so there is nothing to "
+        "forward between";
+    return false;
+  }
+  return true;
+}
+
+std::string interface_name(uint32_t ifindex) {
+  char name[IF_NAMESIZE] = {};
+  if (if_indextoname(ifindex, name)) return name;
+  return "#" + std::to_string(ifindex);
 }
 
 // Errors that concern single elements of a batch (the table was changed by
@@ -150,6 +158,7 @@ struct NftForwarder::Impl {
   };
   struct Entry {
     ForwardRule rule;
+    NextHop hop;
     uint64_t key = 0;
     State state = State::kPendingAdd;
     uint32_t replaces = 0;     // kPendingAdd: id deleted in the same transaction
@@ -161,11 +170,14 @@ struct NftForwarder::Impl {
   struct Unit {
     uint32_t remove = 0;
     uint32_t add = 0;
-    size_t elements() const { return (remove ? 4u : 0u) + (add ? 4u : 0u); }
+    size_t elements() const { return (remove ? 1u : 0u) + (add ? 1u : 0u); }
   };
 
   std::string table;
   Ipv4 relay_ip;
+  std::vector<std::string> devices;  // the ingress chain's
+  std::vector<uint32_t> hooked;      // their interface indexes
+  RouteLookup routes;
   Netlink nl;
   Batch batch;
   std::vector<char> request_buf = std::vector<char>(Batch::kMaxMessage + 4096);
@@ -197,17 +209,17 @@ struct NftForwarder::Impl {
   // The rule installed in the kernel whose fwd_map element is `v` (its id in
   // `id`), or nullptr for elements that are not ours.
   Entry* entry_of(const ElementView& v, uint32_t& id) {
-    if (v.data_len != 4 || v.key_len != sizeof(FwdKey)) return nullptr;
-    uint32_t mark;
-    std::memcpy(&mark, v.data, 4);
-    if ((mark & kMarkMask) != kMarkTag) return nullptr;
-    id = mark & kMaxId;
+    Ipv4 ip;
+    uint16_t sport, dport;
+    if (!parse_fwd_key(v.key, v.key_len, ip, sport, dport)) return nullptr;
+    auto owner = kernel_owner.find(key_of(ip, sport, dport));
+    if (owner == kernel_owner.end()) return nullptr;
+    id = owner->second;
     auto it = entries.find(id);
     if (it == entries.end()) return nullptr;
     Entry& e = it->second;
     if (e.state != State::kInstalled && e.state != State::kPendingRemove) return nullptr;
-    FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
-    return std::memcmp(k.bytes, v.key, sizeof k.bytes) == 0 ? &e : nullptr;
+    return &e;
   }
 
   // Updates the rule's `last` from its element; returns it (with `base`).
@@ -269,9 +281,10 @@ struct NftForwarder::Impl {
     }
     err = dump_fwd();
     if (err) {
-      LOG_WARN("%s; final counters of %zu removed rules are the last ones read",
-               describe_errno(err, "cannot read nftables counters of table ip " + table).c_str(),
-               ids.size());
+      LOG_WARN(
+          "%s; final counters of %zu removed rules are the last ones read",
+          describe_errno(err, "cannot read nftables counters of table netdev " + table).c_str(),
+          ids.size());
       return err;
     }
     return 0;
@@ -279,18 +292,16 @@ struct NftForwarder::Impl {
 
   // false if our table or one of its maps is gone (ENOENT on GETSET).
   bool ruleset_present() {
-    for (const char* set : {kFwdMap, kSportMap, kDaddrMap, kDportMap}) {
-      nlmsghdr* req = build_get_set(request_buf.data(), nl.take_seq(), table, set);
-      if (nl.request(req, [](const nlmsghdr*) {}) == ENOENT) return false;
-    }
-    return true;
+    nlmsghdr* req = build_get_set(request_buf.data(), nl.take_seq(), table, kFwdMap);
+    return nl.request(req, [](const nlmsghdr*) {}) != ENOENT;
   }
 
   // After ENOENT: true (and logged) if the table was deleted behind our back.
   bool lost_table(int err) {
     if (err != ENOENT || ruleset_present()) return false;
     LOG_ERROR(
-        "kernel forwarding: nftables table ip %s (or a map in it) was deleted behind mediaproxy's "
+        "kernel forwarding: nftables table netdev %s (or a map in it) was deleted behind "
+        "mediaproxy's "
         "back, e.g. by `nft flush ruleset` in an nftables.service reload; packets of kernel-"
         "forwarded streams go to userspace until it is rebuilt, which happens now. Keep "
         "`flush ruleset` out of the firewall configuration (flush only its own tables)",
@@ -320,7 +331,7 @@ struct NftForwarder::Impl {
   int rebuild() {
     table_lost = true;
     batch.begin(nl.peek_seq());
-    put_ruleset(batch, table, relay_ip);
+    put_ruleset(batch, table, relay_ip, devices);
     batch.end();
     nl.done_seq(batch.next_seq());
     BatchError be;
@@ -340,8 +351,8 @@ struct NftForwarder::Impl {
     }
     if (int err = send_all(units)) return err;
     table_lost = false;
-    LOG_WARN("kernel forwarding: rebuilt nftables table ip %s with its %zu rules", table.c_str(),
-             units.size());
+    LOG_WARN("kernel forwarding: rebuilt nftables table netdev %s with its %zu rules",
+             table.c_str(), units.size());
     return 0;
   }
 
@@ -381,47 +392,17 @@ struct NftForwarder::Impl {
       FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
       w.add(k.bytes, sizeof k.bytes);
     };
-    auto del_mark = [&](ElementWriter& w, const Unit& u) {
-      if (!u.remove) return;
-      uint32_t m = mark_of(u.remove);
-      w.add(&m, 4);
-    };
-    auto add_sport = [&](ElementWriter& w, const Unit& u) {
-      if (!u.add) return;
-      uint32_t m = mark_of(u.add);
-      uint16_t port = htons(entries.at(u.add).rule.relay_out_port);
-      w.add(&m, 4, &port, 2);
-    };
-    auto add_daddr = [&](ElementWriter& w, const Unit& u) {
-      if (!u.add) return;
-      uint32_t m = mark_of(u.add);
-      uint32_t ip = entries.at(u.add).rule.to.ip.be;
-      w.add(&m, 4, &ip, 4);
-    };
-    auto add_dport = [&](ElementWriter& w, const Unit& u) {
-      if (!u.add) return;
-      uint32_t m = mark_of(u.add);
-      uint16_t port = htons(entries.at(u.add).rule.to.port);
-      w.add(&m, 4, &port, 2);
-    };
     auto add_fwd = [&](ElementWriter& w, const Unit& u) {
       if (!u.add) return;
       const Entry& e = entries.at(u.add);
       FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
-      uint32_t m = mark_of(u.add);
-      w.add(k.bytes, sizeof k.bytes, &m, 4);
+      FwdValue v = make_fwd_value(relay_ip, e.rule.to.ip, e.rule.relay_out_port, e.rule.to.port,
+                                  e.hop.via, e.hop.ifindex);
+      w.add(k.bytes, sizeof k.bytes, v.bytes, sizeof v.bytes);
     };
     constexpr uint16_t kCreate = NLM_F_CREATE | NLM_F_EXCL;
-    if (removes && !(put(NFT_MSG_DELSETELEM, 0, kFwdMap, del_key) &&
-                     put(NFT_MSG_DELSETELEM, 0, kSportMap, del_mark) &&
-                     put(NFT_MSG_DELSETELEM, 0, kDaddrMap, del_mark) &&
-                     put(NFT_MSG_DELSETELEM, 0, kDportMap, del_mark)))
-      return false;
-    if (adds && !(put(NFT_MSG_NEWSETELEM, kCreate, kSportMap, add_sport) &&
-                  put(NFT_MSG_NEWSETELEM, kCreate, kDaddrMap, add_daddr) &&
-                  put(NFT_MSG_NEWSETELEM, kCreate, kDportMap, add_dport) &&
-                  put(NFT_MSG_NEWSETELEM, kCreate, kFwdMap, add_fwd)))
-      return false;
+    if (removes && !put(NFT_MSG_DELSETELEM, 0, kFwdMap, del_key)) return false;
+    if (adds && !put(NFT_MSG_NEWSETELEM, kCreate, kFwdMap, add_fwd)) return false;
     return true;
   }
 
@@ -453,11 +434,7 @@ struct NftForwarder::Impl {
   int delete_rule_elements(uint32_t id) {
     const Entry& e = entries.at(id);
     FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
-    uint32_t m = mark_of(id);
-    int err = delete_one(kFwdMap, k.bytes, sizeof k.bytes);
-    for (const char* set : {kSportMap, kDaddrMap, kDportMap})
-      if (err == 0) err = delete_one(set, &m, 4);
-    return err;
+    return delete_one(kFwdMap, k.bytes, sizeof k.bytes);
   }
 
   // Bookkeeping once `u` is in effect in the kernel; returns the removed id
@@ -554,9 +531,11 @@ bool NftForwarder::probe(std::string& why) {
   static std::atomic<unsigned> counter{0};
   std::string name =
       "mediaproxy_probe_" + std::to_string(getpid()) + "_" + std::to_string(counter.fetch_add(1));
+  std::vector<std::string> devices;
+  if (!hookable_devices(devices, why)) return false;
   Batch batch;
   batch.begin(nl.peek_seq());
-  put_ruleset(batch, name, Ipv4{});
+  put_ruleset(batch, name, Ipv4{}, devices);
   batch.end();
   nl.done_seq(batch.next_seq());
   BatchError be;
@@ -569,12 +548,12 @@ bool NftForwarder::probe(std::string& why) {
   batch.end();
   nl.done_seq(batch.next_seq());
   if (nl.send_batch(batch, be) != 0) {
-    why = describe_errno(be.err, "cannot delete the scratch nftables table ip " + name +
-                                     " (delete it by hand: nft delete table ip " + name + ")");
+    why = describe_errno(be.err, "cannot delete the scratch nftables table netdev " + name +
+                                     " (delete it by hand: nft delete table netdev " + name + ")");
     return false;
   }
-  why = check_ip_forward();
-  return why.empty();
+  RouteLookup routes;
+  return routes.open(why);
 }
 
 std::unique_ptr<NftForwarder> NftForwarder::create(const std::string& table_name, Ipv4 relay_ip,
@@ -595,8 +574,8 @@ std::unique_ptr<NftForwarder> NftForwarder::create(const std::string& table_name
     error = describe_errno(err, "cannot open a netlink socket to nf_tables");
     return nullptr;
   }
-  error = check_ip_forward();
-  if (!error.empty()) return nullptr;
+  if (!hookable_devices(impl->devices, error) || !impl->routes.open(error)) return nullptr;
+  for (const Interface& i : non_loopback_interfaces()) impl->hooked.push_back(i.ifindex);
 
   // Only to say so in the log: the transaction below replaces it either way.
   nlmsghdr* req = build_get_table(impl->request_buf.data(), impl->nl.take_seq(), table_name);
@@ -604,7 +583,7 @@ std::unique_ptr<NftForwarder> NftForwarder::create(const std::string& table_name
 
   Batch& batch = impl->batch;
   batch.begin(impl->nl.peek_seq());
-  put_ruleset(batch, table_name, relay_ip);
+  put_ruleset(batch, table_name, relay_ip, impl->devices);
   batch.end();
   impl->nl.done_seq(batch.next_seq());
   BatchError be;
@@ -614,11 +593,15 @@ std::unique_ptr<NftForwarder> NftForwarder::create(const std::string& table_name
   }
   if (stale)
     LOG_WARN(
-        "kernel forwarding: nftables table ip %s already existed (left by an instance that did "
+        "kernel forwarding: nftables table netdev %s already existed (left by an instance that did "
         "not exit cleanly, or another instance using the same table name); deleted and recreated",
         table_name.c_str());
-  LOG_INFO("kernel forwarding: created nftables table ip %s for relay address %s",
-           table_name.c_str(), format_ipv4(relay_ip).c_str());
+  std::string names;
+  for (const auto& d : impl->devices) names += (names.empty() ? "" : ", ") + d;
+  LOG_INFO(
+      "kernel forwarding: created nftables table netdev %s for relay address %s, hooked on %s "
+      "(interfaces created later are not hooked: their streams stay in userspace)",
+      table_name.c_str(), format_ipv4(relay_ip).c_str(), names.c_str());
   return std::unique_ptr<NftForwarder>(new NftForwarder(std::move(impl)));
 }
 
@@ -632,16 +615,28 @@ NftForwarder::~NftForwarder() {
   BatchError be;
   int err = im.nl.send_batch(im.batch, be);
   if (err == 0)
-    LOG_INFO("kernel forwarding: deleted nftables table ip %s", im.table.c_str());
+    LOG_INFO("kernel forwarding: deleted nftables table netdev %s", im.table.c_str());
   else if (err != ENOENT)
-    LOG_ERROR("%s",
-              describe_errno(err, "kernel forwarding: cannot delete nftables table ip " + im.table +
-                                      " (delete it by hand: nft delete table ip " + im.table + ")")
-                  .c_str());
+    LOG_ERROR("%s", describe_errno(
+                        err, "kernel forwarding: cannot delete nftables table netdev " + im.table +
+                                 " (delete it by hand: nft delete table netdev " + im.table + ")")
+                        .c_str());
 }
 
-uint32_t NftForwarder::add(const ForwardRule& rule) {
+uint32_t NftForwarder::add(const ForwardRule& rule, std::string* why) {
   Impl& im = *impl_;
+  NextHop hop;
+  std::string reason;
+  if (!im.routes.resolve(im.relay_ip, rule.to.ip, hop, reason)) {
+    if (why) *why = "cannot send to " + format_ipv4(rule.to.ip) + " from the kernel: " + reason;
+    return 0;
+  }
+  if (std::find(im.hooked.begin(), im.hooked.end(), hop.ifindex) == im.hooked.end()) {
+    if (why)
+      *why = "the route to " + format_ipv4(rule.to.ip) + " leaves through interface " +
+             interface_name(hop.ifindex) + ", which did not exist when forwarding started";
+    return 0;
+  }
   uint32_t id = im.alloc_id();
   if (id == 0) {
     LOG_ERROR("kernel forwarding: no free rule id (%u rules live)", kMaxId);
@@ -649,6 +644,7 @@ uint32_t NftForwarder::add(const ForwardRule& rule) {
   }
   Impl::Entry e;
   e.rule = rule;
+  e.hop = hop;
   e.key = key_of(rule.from.ip, rule.from.port, rule.relay_in_port);
   // An earlier add of the same key not yet committed never reaches the kernel.
   if (auto it = im.pending_owner.find(e.key); it != im.pending_owner.end()) {
@@ -753,7 +749,7 @@ bool NftForwarder::commit(const std::function<void(uint32_t id, const Counters&)
     } else if (element_error(err)) {
       LOG_WARN(
           "kernel forwarding: the kernel refused a batch of %zu rule changes (%s): nftables "
-          "table ip %s was changed by someone else; retrying rule by rule",
+          "table netdev %s was changed by someone else; retrying rule by rule",
           j - i, std::strerror(err), im.table.c_str());
       for (; i < j && !fatal; ++i) {
         fatal = im.retry_unit(units[i], removed, dropped, failures, failed);
@@ -772,8 +768,8 @@ bool NftForwarder::commit(const std::function<void(uint32_t id, const Counters&)
       else if (u.remove && im.entries.at(u.remove).state == State::kPendingRemove)
         im.pending_removes.push_back(u.remove);
     }
-    error = describe_errno(fatal, "kernel forwarding: cannot update nftables table ip " + im.table +
-                                      " (" + std::to_string(units.size() - i) +
+    error = describe_errno(fatal, "kernel forwarding: cannot update nftables table netdev " +
+                                      im.table + " (" + std::to_string(units.size() - i) +
                                       " rule changes stay queued)");
   } else if (failed) {
     error = failures;
@@ -799,7 +795,7 @@ bool NftForwarder::read_counters(const std::function<void(uint32_t id, const Cou
   }
   if (err) {
     error = describe_errno(
-        err, "kernel forwarding: cannot read counters of nftables table ip " + im.table);
+        err, "kernel forwarding: cannot read counters of nftables table netdev " + im.table);
     return false;
   }
   error.clear();

@@ -2,19 +2,19 @@
 //
 // Owns one nftables table per relay instance and its contents, programmed
 // with libnftnl/libmnl over a netlink socket (no `nft` subprocess, no
-// iptables, no conntrack). Design (measured in shared/notes/platform-findings.md,
-// "stateless header rewrite"): a filter chain on prerouting at raw priority
-// matches UDP packets to the relay address whose (source address, source
-// port, destination port) is a key of the `fwd_map` map (named so because
-// `fwd` is an nft keyword), marks them notrack,
-// rewrites source port, destination address and destination port from
-// id-keyed maps, and a postrouting chain sets the source address to the
-// relay address. Only the latched peer is forwarded by the kernel; packets
-// from any other source fall through to the userspace socket. Every element
-// of the `fwd_map` map has its own counter (packets and bytes as seen at the IP
-// layer). Streams are map elements; the ruleset itself never changes after
-// start. Changes are queued and committed in netlink batches of at most
-// kMaxBatchElements elements.
+// iptables, no conntrack). Design (measured in bench/kernel-designs/): a
+// filter chain on the *ingress* hook of every non-loopback interface looks
+// up UDP packets to the relay address by (source address, source port,
+// destination port) in the `fwd_map` map (named so because `fwd` is an nft
+// keyword); a hit rewrites addresses and ports from the element's value and
+// sends the packet straight out of the interface towards the next hop
+// (`fwd`), so it never enters the host's IP stack. Only the latched peer is
+// forwarded by the kernel; packets from any other source fall through to the
+// userspace socket. Every element has its own counter (packets and bytes as
+// seen at the IP layer). The next hop and interface of each rule come from a
+// route lookup when the rule is added. Streams are map elements; the
+// ruleset itself never changes after start. Changes are queued and committed
+// in netlink batches of at most kMaxBatchElements elements.
 #pragma once
 
 #include <cstdint>
@@ -45,14 +45,15 @@ class NftForwarder {
  public:
   static constexpr size_t kMaxBatchElements = 500;
 
-  // Checks that nf_tables is usable here (netlink socket, CAP_NET_ADMIN) by
-  // creating and deleting a scratch table. On failure `why` says what is
+  // Checks that nf_tables is usable here (netlink socket, CAP_NET_ADMIN,
+  // ingress chains, fwd) by creating and deleting a scratch table. On failure `why` says what is
   // missing in words an operator can act on.
   static bool probe(std::string& why);
 
-  // Creates table `table_name` (family ip) with its chains and maps for
-  // `relay_ip`. A table of that name left by a crashed instance is deleted
-  // first (reclaimed) and this is logged. nullptr with `error` on failure.
+  // Creates table `table_name` (family netdev) with its chain (hooked on
+  // every non-loopback interface present now) and map for `relay_ip`. A table of that name left by
+  // a crashed instance is deleted first (reclaimed) and this is logged. nullptr with `error` on
+  // failure.
   static std::unique_ptr<NftForwarder> create(const std::string& table_name, Ipv4 relay_ip,
                                               std::string& error);
   // Deletes the table.
@@ -65,7 +66,11 @@ class NftForwarder {
   // whose (from, relay_in_port) key is already installed replaces it: the old
   // element is deleted and the new one added in the same transaction, and the
   // old id is reported through commit()'s `final_counters`.
-  uint32_t add(const ForwardRule& rule);
+  //
+  // Returns 0 with `why` if the kernel cannot send to rule.to: no unicast
+  // route, a local address, or an interface the chain does not hook. Such a
+  // stream stays in userspace.
+  uint32_t add(const ForwardRule& rule, std::string* why = nullptr);
   // Queues the removal of rule `id` (unknown ids are ignored). Its final
   // counters are read during commit() just before the transaction that
   // deletes the element (one request per kMaxBatchElements removed keys, or

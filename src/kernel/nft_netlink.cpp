@@ -41,7 +41,7 @@ void Batch::begin(uint32_t seq) {
 nlmsghdr* Batch::add(uint16_t nft_type, uint16_t flags) {
   // Room for this message plus BATCH_END.
   if (buf_.size() - used_ < kMaxMessage + 64) return nullptr;
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf_.data() + used_, nft_type, NFPROTO_IPV4,
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf_.data() + used_, nft_type, kTableFamily,
                                         static_cast<uint16_t>(flags | NLM_F_ACK), next_seq_++);
   types_.push_back(nft_type);
   return nlh;

@@ -26,7 +26,10 @@ namespace mp::kernel::detail {
 // synchronously, so this only guards against the impossible.
 constexpr int kReceiveTimeoutMs = 3000;
 
-// Messages of one nfnetlink batch: BATCH_BEGIN, nf_tables messages (family ip,
+// The forwarder's table lives in the netdev family (ingress hook).
+constexpr uint16_t kTableFamily = 5;  // NFPROTO_NETDEV
+
+// Messages of one nfnetlink batch: BATCH_BEGIN, nf_tables messages (family netdev,
 // each with NLM_F_ACK), BATCH_END. The buffer never reallocates, so a header
 // returned by add() stays valid while its attributes are appended.
 class Batch {

@@ -1,39 +1,41 @@
 // Implementation of the forwarder's nftables objects (nft_ruleset.h).
 //
-// The expressions reproduce `nft --debug=netlink` (nft 1.0.6) for:
-//   map fwd_map { type ipv4_addr . inet_service . inet_service : mark; counter; }
-//   map out_sport { type mark : inet_service; }   (out_daddr: ipv4_addr, out_dport)
-//   chain prerouting { type filter hook prerouting priority raw; policy accept;
-//     ip daddr R meta l4proto udp
-//     meta mark set ip saddr . udp sport . udp dport map @fwd_map notrack
-//     udp sport set meta mark map @out_sport ip daddr set meta mark map @out_daddr
-//     udp dport set meta mark map @out_dport }
-//   chain postrouting { type filter hook postrouting priority srcnat; policy accept;
-//     meta mark & 0xff000000 == 0x6d000000 ip saddr set R }
-// which nft compiles to:
+// Design "netdev ingress + fwd" (measured against the earlier prerouting
+// rewrite in bench/kernel-designs/): one chain on the ingress hook of every
+// non-loopback interface, one map lookup that yields the whole new header
+// and the way out, two header writes and a `fwd`, so a forwarded packet
+// never enters the IP stack of the relay host (no routing, no forward or
+// postrouting hooks). In nft terms:
+//   map fwd_map { type ipv4_addr . inet_service . inet_service
+//                 : ipv4_addr . ipv4_addr . ipv4_addr . ipv4_addr . iface_index; counter; }
+//     key:   latched source address . source port . relay port
+//     value: new source (relay) . new destination . new source port and
+//            destination port (4 raw bytes, printed as an address) . next hop
+//            . output interface
+//   chain ingress { type filter hook ingress devices = { ... } priority filter; policy accept; }
+// and the one rule, which nft's syntax cannot express (a map value written
+// in two slices), as netlink expressions:
+//   [ meta load protocol => reg 1 ] [ cmp eq reg 1 0x0008 ]
 //   [ payload load 4b @ network header + 16 => reg 1 ] [ cmp eq reg 1 R ]
 //   [ meta load l4proto => reg 1 ] [ cmp eq reg 1 0x11 ]
-//   [ payload load 4b @ network header + 12 => reg 1 ]
-//   [ payload load 2b @ transport header + 0 => reg 9 ]
-//   [ payload load 2b @ transport header + 2 => reg 10 ]
-//   [ lookup reg 1 set fwd_map dreg 1 ] [ meta set mark with reg 1 ] [ notrack ]
-//   [ meta load mark => reg 1 ] [ lookup reg 1 set out_sport dreg 1 ]
-//   [ payload write reg 1 => 2b @ transport header + 0 csum_type 1 csum_off 6 csum_flags 0x0 ]
-//   [ meta load mark => reg 1 ] [ lookup reg 1 set out_daddr dreg 1 ]
-//   [ payload write reg 1 => 4b @ network header + 16 csum_type 1 csum_off 10 csum_flags 0x1 ]
-//   [ meta load mark => reg 1 ] [ lookup reg 1 set out_dport dreg 1 ]
-//   [ payload write reg 1 => 2b @ transport header + 2 csum_type 1 csum_off 6 csum_flags 0x0 ]
-// and
-//   [ meta load mark => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0xff000000 ) ^ 0x00000000 ]
-//   [ cmp eq reg 1 0x6d000000 ] [ immediate reg 1 R ]
-//   [ payload write reg 1 => 4b @ network header + 12 csum_type 1 csum_off 10 csum_flags 0x1 ]
-// csum_type 1 (inet) with csum_off 10 fixes the IP header checksum; the
-// L4 checksum flag (0x1) fixes the UDP checksum for address changes. One
-// deliberate difference: for the two port writes nft's `csum_type 1 csum_off
-// 6` is replaced by `csum_type 0 csum_flags 0x1` (see port_write()), because
-// the former corrupts packets sent without a UDP checksum (checksum 0).
-// Packets with checksum offload pending (CHECKSUM_PARTIAL, e.g. from a
-// container on the relay host) come out right either way (tested).
+//   [ payload load 2b @ network header + 6 => reg 1 ]     (not a fragment:
+//   [ bitwise reg 1 = ( reg 1 & 0xff3f ) ^ 0 ] [ cmp eq reg 1 0 ]  they go to the stack)
+//   [ payload load 4b @ network header + 12 => reg 9 ]
+//   [ payload load 2b @ transport header + 0 => reg 10 ]
+//   [ payload load 2b @ transport header + 2 => reg 11 ]
+//   [ lookup reg 9 set fwd_map dreg 9 ]                  (20 bytes: reg 9..13)
+//   [ payload write reg 11 => 4b @ transport header + 0 csum_type 0 csum_flags 0x1 ]
+//   [ payload write reg 9 => 8b @ network header + 12 csum_type 1 csum_off 10 csum_flags 0x1 ]
+//   [ fwd sreg_dev reg 13 sreg_addr reg 12 nfproto 2 ]
+// A lookup miss ends the rule: the packet goes on into the IP stack and
+// reaches the userspace socket. The address write fixes the IP header
+// checksum (inet, offset 10) and, through the L4 flag, the UDP checksum of
+// the pseudo-header; the port write goes through the same UDP-aware update
+// (which leaves "no checksum" (0) alone, where nft's own csum_off 6 would
+// corrupt it). `fwd ip to` resolves the next hop's link-layer address
+// through the neighbour table and decrements the TTL, as routing would.
+// Because the rule reads as garbage in `nft list ruleset`, such a listing
+// cannot be loaded back: the man page says so.
 #include "kernel/nft_ruleset.h"
 
 #include <libmnl/libmnl.h>
@@ -44,6 +46,7 @@
 #include <libnftnl/set.h>
 #include <libnftnl/table.h>
 #include <libnftnl/udata.h>
+#include <linux/if_ether.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
@@ -60,19 +63,15 @@ namespace {
 // declarations and the user data that lets `nft list` print elements.
 constexpr uint32_t kTypeIpAddr = 7;
 constexpr uint32_t kTypeInetService = 13;
-constexpr uint32_t kTypeMark = 19;
+constexpr uint32_t kTypeIfindex = 20;
 constexpr uint32_t kTypeBits = 6;
 constexpr uint32_t kByteorderInvalid = 0;
-constexpr uint32_t kByteorderHost = 1;
-constexpr uint32_t kByteorderBig = 2;
 
 constexpr const char* kTableComment = "mediaproxy: in-kernel forwarding of latched media streams";
-constexpr const char* kPreroutingComment =
-    "mediaproxy: forward packets of latched peers, rewrite ports and destination";
-constexpr const char* kPostroutingComment = "mediaproxy: source address of forwarded packets";
+constexpr const char* kIngressComment = "mediaproxy: rewrite and send out packets of latched peers";
 
 // Set ids tie the rules to sets created in the same transaction.
-enum SetId : uint32_t { kFwdId = 1, kSportId, kDaddrId, kDportId };
+enum SetId : uint32_t { kFwdId = 1 };
 
 template <typename T, void (*Free)(T*)>
 struct Owned {
@@ -125,7 +124,7 @@ bool put_table(Batch& batch, uint16_t type, uint16_t flags, const std::string& n
 }
 
 bool put_chain(Batch& batch, const std::string& table, const char* name, uint32_t hook,
-               int32_t prio) {
+               int32_t prio, const std::vector<std::string>& devices) {
   Chain c(nftnl_chain_alloc());
   nftnl_chain_set_str(c.p, NFTNL_CHAIN_TABLE, table.c_str());
   nftnl_chain_set_str(c.p, NFTNL_CHAIN_NAME, name);
@@ -133,6 +132,10 @@ bool put_chain(Batch& batch, const std::string& table, const char* name, uint32_
   nftnl_chain_set_u32(c.p, NFTNL_CHAIN_HOOKNUM, hook);
   nftnl_chain_set_s32(c.p, NFTNL_CHAIN_PRIO, prio);
   nftnl_chain_set_u32(c.p, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+  std::vector<const char*> names;
+  for (const auto& d : devices) names.push_back(d.c_str());
+  names.push_back(nullptr);
+  nftnl_chain_set_data(c.p, NFTNL_CHAIN_DEVICES, names.data(), 0);
   nlmsghdr* nlh = batch.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
   if (!nlh) return false;
   nftnl_chain_nlmsg_build_payload(nlh, c.p);
@@ -175,34 +178,23 @@ nftnl_expr* payload_load(uint32_t base, uint32_t offset, uint32_t len, uint32_t 
   return e;
 }
 
-// Writes of the IP addresses: IP header checksum (inet, offset 10) plus the
-// UDP checksum through the pseudo-header flag, as nft does.
-nftnl_expr* address_write(uint32_t offset) {
+// A header write from register `sreg` that keeps both checksums right: the
+// IP header checksum through csum_type inet at offset 10 (network header
+// only), and the UDP checksum through the L4 flag, which goes through the
+// kernel's UDP-aware update (nft_payload_l4csum_update: skips checksum 0,
+// keeps CHECKSUM_COMPLETE skb->csum right). nft itself emits csum_type inet,
+// csum_off 6 for port writes, which turns the "no checksum" value 0 into a
+// wrong one, so receivers would drop those packets.
+nftnl_expr* payload_write(uint32_t base, uint32_t offset, uint32_t len, uint32_t sreg) {
   nftnl_expr* e = nftnl_expr_alloc("payload");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_SREG, NFT_REG_1);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_NETWORK_HEADER);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_SREG, sreg);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 4);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_TYPE, NFT_PAYLOAD_CSUM_INET);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_OFFSET, 10);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_FLAGS, NFT_PAYLOAD_L4CSUM_PSEUDOHDR);
-  return e;
-}
-
-// Writes of the UDP ports. nft emits csum_type inet, csum_off 6 here, which
-// updates the UDP checksum field blindly and turns the "no checksum" value 0
-// into a wrong one, so receivers drop those packets. The L4 checksum flag
-// instead goes through the kernel's UDP-aware update (nft_payload_l4csum_update:
-// skips checksum 0, same arithmetic otherwise, also keeps CHECKSUM_COMPLETE
-// skb->csum right).
-nftnl_expr* port_write(uint32_t offset) {
-  nftnl_expr* e = nftnl_expr_alloc("payload");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_SREG, NFT_REG_1);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 2);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_TYPE, NFT_PAYLOAD_CSUM_NONE);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_OFFSET, 0);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+  const bool ip_header = base == NFT_PAYLOAD_NETWORK_HEADER;
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_TYPE,
+                     ip_header ? NFT_PAYLOAD_CSUM_INET : NFT_PAYLOAD_CSUM_NONE);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_OFFSET, ip_header ? 10 : 0);
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_FLAGS, NFT_PAYLOAD_L4CSUM_PSEUDOHDR);
   return e;
 }
@@ -222,17 +214,10 @@ nftnl_expr* meta_load(uint32_t key) {
   return e;
 }
 
-nftnl_expr* meta_set_mark() {
-  nftnl_expr* e = nftnl_expr_alloc("meta");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, NFT_META_MARK);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
-  return e;
-}
-
-nftnl_expr* lookup(const char* set, uint32_t set_id) {
+nftnl_expr* lookup(const char* set, uint32_t set_id, uint32_t reg) {
   nftnl_expr* e = nftnl_expr_alloc("lookup");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, reg);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, reg);
   nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set);
   nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, set_id);
   return e;
@@ -255,73 +240,63 @@ bool put_rule(Batch& batch, const std::string& table, const char* chain, const c
   return true;
 }
 
-void fill_prerouting(nftnl_rule* r, Ipv4 relay_ip) {
+void fill_ingress(nftnl_rule* r, Ipv4 relay_ip) {
+  nftnl_rule_add_expr(r, meta_load(NFT_META_PROTOCOL));
+  uint16_t ipv4 = htons(ETH_P_IP);
+  nftnl_rule_add_expr(r, cmp_eq(&ipv4, 2));
   nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG_1));
   nftnl_rule_add_expr(r, cmp_eq(&relay_ip.be, 4));
   nftnl_rule_add_expr(r, meta_load(NFT_META_L4PROTO));
   uint8_t udp = IPPROTO_UDP;
   nftnl_rule_add_expr(r, cmp_eq(&udp, 1));
-  // ip saddr . udp sport . udp dport in registers 1 (= 32-bit 00), 32-bit 01, 02.
-  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG_1));
+  // Fragments go to the IP stack: only it can reassemble them, and later
+  // fragments carry no UDP header to match.
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 6, 2, NFT_REG_1));
+  nftnl_expr* bw = nftnl_expr_alloc("bitwise");
+  uint16_t fragment_bits = htons(0x3fff);  // more-fragments flag and offset
+  uint16_t zero = 0;
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, 2);
+  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, &fragment_bits, 2);
+  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, &zero, 2);
+  nftnl_rule_add_expr(r, bw);
+  nftnl_rule_add_expr(r, cmp_eq(&zero, 2));
+  // ip saddr . udp sport . udp dport in 32-bit registers 00, 01, 02.
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG32_00));
   nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG32_01));
   nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_02));
   // A miss ends the rule here: the packet goes on to the userspace socket.
-  nftnl_rule_add_expr(r, lookup(kFwdMap, kFwdId));
-  nftnl_rule_add_expr(r, meta_set_mark());
-  nftnl_rule_add_expr(r, nftnl_expr_alloc("notrack"));
-  nftnl_rule_add_expr(r, meta_load(NFT_META_MARK));
-  nftnl_rule_add_expr(r, lookup(kSportMap, kSportId));
-  nftnl_rule_add_expr(r, port_write(0));
-  nftnl_rule_add_expr(r, meta_load(NFT_META_MARK));
-  nftnl_rule_add_expr(r, lookup(kDaddrMap, kDaddrId));
-  nftnl_rule_add_expr(r, address_write(16));
-  nftnl_rule_add_expr(r, meta_load(NFT_META_MARK));
-  nftnl_rule_add_expr(r, lookup(kDportMap, kDportId));
-  nftnl_rule_add_expr(r, port_write(2));
-}
-
-void fill_postrouting(nftnl_rule* r, Ipv4 relay_ip) {
-  nftnl_rule_add_expr(r, meta_load(NFT_META_MARK));
-  nftnl_expr* bw = nftnl_expr_alloc("bitwise");
-  uint32_t mask = kMarkMask;
-  uint32_t zero = 0;
-  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, 4);
-  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, &mask, 4);
-  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, &zero, 4);
-  nftnl_rule_add_expr(r, bw);
-  uint32_t tag = kMarkTag;
-  nftnl_rule_add_expr(r, cmp_eq(&tag, 4));
-  nftnl_expr* imm = nftnl_expr_alloc("immediate");
-  nftnl_expr_set_u32(imm, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
-  nftnl_expr_set(imm, NFTNL_EXPR_IMM_DATA, &relay_ip.be, 4);
-  nftnl_rule_add_expr(r, imm);
-  nftnl_rule_add_expr(r, address_write(12));
+  // A hit fills registers 00..04 with the element's value (kFwdValueLen).
+  nftnl_rule_add_expr(r, lookup(kFwdMap, kFwdId, NFT_REG32_00));
+  nftnl_rule_add_expr(r, payload_write(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 4, NFT_REG32_02));
+  nftnl_rule_add_expr(r, payload_write(NFT_PAYLOAD_NETWORK_HEADER, 12, 8, NFT_REG32_00));
+  nftnl_expr* fwd = nftnl_expr_alloc("fwd");
+  nftnl_expr_set_u32(fwd, NFTNL_EXPR_FWD_SREG_DEV, NFT_REG32_04);
+  nftnl_expr_set_u32(fwd, NFTNL_EXPR_FWD_SREG_ADDR, NFT_REG32_03);
+  nftnl_expr_set_u32(fwd, NFTNL_EXPR_FWD_NFPROTO, NFPROTO_IPV4);
+  nftnl_rule_add_expr(r, fwd);
 }
 
 }  // namespace
 
-bool put_ruleset(Batch& batch, const std::string& table, Ipv4 relay_ip) {
+bool put_ruleset(Batch& batch, const std::string& table, Ipv4 relay_ip,
+                 const std::vector<std::string>& devices) {
   constexpr uint32_t kFwdKeyType =
       (((kTypeIpAddr << kTypeBits) | kTypeInetService) << kTypeBits) | kTypeInetService;
+  constexpr uint32_t kFwdValueType =
+      (((((((kTypeIpAddr << kTypeBits) | kTypeIpAddr) << kTypeBits) | kTypeIpAddr) << kTypeBits) |
+        kTypeIpAddr)
+       << kTypeBits) |
+      kTypeIfindex;
   return put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE, table, false) &&
          put_table(batch, NFT_MSG_DELTABLE, 0, table, false) &&
          put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, table, true) &&
-         put_map(batch, table, kFwdMap, kFwdId, kFwdKeyType, 12, kByteorderInvalid, kTypeMark, 4,
-                 kByteorderHost, true) &&
-         put_map(batch, table, kSportMap, kSportId, kTypeMark, 4, kByteorderHost, kTypeInetService,
-                 2, kByteorderBig, false) &&
-         put_map(batch, table, kDaddrMap, kDaddrId, kTypeMark, 4, kByteorderHost, kTypeIpAddr, 4,
-                 kByteorderBig, false) &&
-         put_map(batch, table, kDportMap, kDportId, kTypeMark, 4, kByteorderHost, kTypeInetService,
-                 2, kByteorderBig, false) &&
-         put_chain(batch, table, "prerouting", NF_INET_PRE_ROUTING, -300) &&
-         put_chain(batch, table, "postrouting", NF_INET_POST_ROUTING, 100) &&
-         put_rule(batch, table, "prerouting", kPreroutingComment,
-                  [&](nftnl_rule* r) { fill_prerouting(r, relay_ip); }) &&
-         put_rule(batch, table, "postrouting", kPostroutingComment,
-                  [&](nftnl_rule* r) { fill_postrouting(r, relay_ip); });
+         put_map(batch, table, kFwdMap, kFwdId, kFwdKeyType, sizeof(FwdKey), kByteorderInvalid,
+                 kFwdValueType, sizeof(FwdValue), kByteorderInvalid, true) &&
+         put_chain(batch, table, "ingress", NF_NETDEV_INGRESS, 0, devices) &&
+         put_rule(batch, table, "ingress", kIngressComment,
+                  [&](nftnl_rule* r) { fill_ingress(r, relay_ip); });
 }
 
 bool put_delete_table(Batch& batch, const std::string& table) {
@@ -329,27 +304,27 @@ bool put_delete_table(Batch& batch, const std::string& table) {
 }
 
 nlmsghdr* build_get_table(char* buf, uint32_t seq, const std::string& table) {
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, NFPROTO_IPV4, NLM_F_ACK, seq);
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, kTableFamily, NLM_F_ACK, seq);
   mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, table.c_str());
   return nlh;
 }
 
 nlmsghdr* build_get_set(char* buf, uint32_t seq, const std::string& table, const char* set) {
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSET, NFPROTO_IPV4, NLM_F_ACK, seq);
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSET, kTableFamily, NLM_F_ACK, seq);
   mnl_attr_put_strz(nlh, NFTA_SET_TABLE, table.c_str());
   mnl_attr_put_strz(nlh, NFTA_SET_NAME, set);
   return nlh;
 }
 
 nlmsghdr* build_dump_elements(char* buf, uint32_t seq, const std::string& table, const char* set) {
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_IPV4, NLM_F_DUMP, seq);
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, kTableFamily, NLM_F_DUMP, seq);
   mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, table.c_str());
   mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, set);
   return nlh;
 }
 
 nlmsghdr* build_element_request(char* buf, uint32_t seq) {
-  return nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_IPV4, NLM_F_ACK, seq);
+  return nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, kTableFamily, NLM_F_ACK, seq);
 }
 
 FwdKey make_fwd_key(Ipv4 saddr, uint16_t sport, uint16_t dport) {
@@ -360,6 +335,32 @@ FwdKey make_fwd_key(Ipv4 saddr, uint16_t sport, uint16_t dport) {
   std::memcpy(k.bytes + 4, &sp, 2);
   std::memcpy(k.bytes + 8, &dp, 2);
   return k;
+}
+
+bool parse_fwd_key(const uint8_t* bytes, uint32_t len, Ipv4& saddr, uint16_t& sport,
+                   uint16_t& dport) {
+  if (len != sizeof(FwdKey)) return false;
+  uint16_t sp, dp;
+  std::memcpy(&saddr.be, bytes, 4);
+  std::memcpy(&sp, bytes + 4, 2);
+  std::memcpy(&dp, bytes + 8, 2);
+  sport = ntohs(sp);
+  dport = ntohs(dp);
+  return true;
+}
+
+FwdValue make_fwd_value(Ipv4 saddr, Ipv4 daddr, uint16_t sport, uint16_t dport, Ipv4 next_hop,
+                        uint32_t ifindex) {
+  FwdValue v{};
+  uint16_t sp = htons(sport);
+  uint16_t dp = htons(dport);
+  std::memcpy(v.bytes, &saddr.be, 4);
+  std::memcpy(v.bytes + 4, &daddr.be, 4);
+  std::memcpy(v.bytes + 8, &sp, 2);
+  std::memcpy(v.bytes + 10, &dp, 2);
+  std::memcpy(v.bytes + 12, &next_hop.be, 4);
+  std::memcpy(v.bytes + 16, &ifindex, 4);  // host order, as fwd reads it
+  return v;
 }
 
 ElementWriter::ElementWriter(nlmsghdr* nlh, const std::string& table, const char* set) : nlh_(nlh) {

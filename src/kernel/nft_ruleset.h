@@ -1,20 +1,20 @@
 // The forwarder's nftables objects and their netlink encoding (private to
 // src/kernel/).
 //
-// Owns the shape of the ruleset (table, the `fwd_map` map and the three
-// id-keyed rewrite maps, the prerouting and postrouting chains and their
-// rules: expression for expression what `nft` 1.0.6 generates for the
-// equivalent text but for the port rewrites' checksum mode, see
-// nft_ruleset.cpp), the mark value space, and the encoding and parsing of set
-// elements. Table, chains, sets and rules go through libnftnl;
-// elements are written and parsed with libmnl directly, because there can be
-// tens of thousands of them per call and libnftnl allocates per element.
+// Owns the shape of the ruleset (netdev table, the `fwd_map` map, the
+// ingress chain and its one rule, described expression for expression in
+// nft_ruleset.cpp), the byte layout of the map's keys and values, and the
+// encoding and parsing of set elements. Table, chains, sets and rules go
+// through libnftnl; elements are written and parsed with libmnl directly,
+// because there can be tens of thousands of them per call and libnftnl
+// allocates per element.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/address.h"
 #include "kernel/nft_netlink.h"
@@ -23,29 +23,16 @@ struct nlattr;
 
 namespace mp::kernel::detail {
 
-// Map names. `fwd` itself is an nft keyword (netdev fwd statement): a map of
-// that name makes `nft list ruleset` output unloadable and cannot be named on
-// the nft command line, hence `fwd_map`. The same holds for sport/daddr/dport.
+// The map of streams. Not `fwd`: that is an nft keyword (the netdev fwd
+// statement), and a map of that name cannot be named on the nft command line.
 inline constexpr const char* kFwdMap = "fwd_map";
-inline constexpr const char* kSportMap = "out_sport";
-inline constexpr const char* kDaddrMap = "out_daddr";
-inline constexpr const char* kDportMap = "out_dport";
 
-// Mark value space: mark = kMarkTag | id, id in [1, kMaxId]. A tagged mark is
-// never 0 and is what postrouting tests for (meta mark & kMarkMask == kMarkTag).
-inline constexpr uint32_t kMarkTag = 0x6d000000;  // 'm'
-inline constexpr uint32_t kMarkMask = 0xff000000;
-inline constexpr uint32_t kMaxId = 0x00ffffff;
-
-inline uint32_t mark_of(uint32_t id) {
-  return kMarkTag | id;
-}
-
-// Appends the messages that create table `table` (family ip) with everything
-// in it for `relay_ip`. The table is first added (a no-op if it exists) and
-// deleted, so a table of that name left behind is replaced in the same
+// Appends the messages that create table `table` (family netdev) with
+// everything in it for `relay_ip`, its chain hooked on `devices`. The table is first added (a no-op
+// if it exists) and deleted, so a table of that name left behind is replaced in the same
 // transaction. false if the batch has no room.
-bool put_ruleset(Batch& batch, const std::string& table, Ipv4 relay_ip);
+bool put_ruleset(Batch& batch, const std::string& table, Ipv4 relay_ip,
+                 const std::vector<std::string>& devices);
 // Appends the deletion of table `table`.
 bool put_delete_table(Batch& batch, const std::string& table);
 // Writes into `buf` (at least 1 KiB) a GETTABLE request for `table`.
@@ -61,6 +48,18 @@ struct FwdKey {
   uint8_t bytes[12];
 };
 FwdKey make_fwd_key(Ipv4 saddr, uint16_t sport, uint16_t dport);
+// The inverse; false if `len` is not a key's length.
+bool parse_fwd_key(const uint8_t* bytes, uint32_t len, Ipv4& saddr, uint16_t& sport,
+                   uint16_t& dport);
+
+// Value of the fwd map, as the rule's registers take it: new source address,
+// new destination address, new source port and destination port (network
+// order), next hop address, output interface index (host order).
+struct FwdValue {
+  uint8_t bytes[20];
+};
+FwdValue make_fwd_value(Ipv4 saddr, Ipv4 daddr, uint16_t sport, uint16_t dport, Ipv4 next_hop,
+                        uint32_t ifindex);
 
 // Appends the element list of one set to a message started with Batch::add()
 // or build_element_request(). Elements are a key and, for maps being filled,

@@ -205,9 +205,20 @@ void MediaStream::maybe_hand_over(SubStream k) {
                                   b.remote};
   kernel::ForwardRule from_callee{b.remote, b.socket->local().port, a.socket->local().port,
                                   a.remote};
-  uint32_t ida = ctx_.kernel->add(from_caller);
-  uint32_t idb = ctx_.kernel->add(from_callee);
   std::string error;
+  uint32_t ida = ctx_.kernel->add(from_caller, &error);
+  uint32_t idb = ida ? ctx_.kernel->add(from_callee, &error) : 0;
+  if (!ida || !idb) {
+    // The kernel cannot send to one of the parties (local address, no
+    // route...): nothing was queued but maybe `ida`; userspace goes on.
+    if (ida) ctx_.kernel->remove(ida);
+    std::string ignored;
+    ctx_.kernel->commit(nullptr, ignored);
+    kernel_refused_ = true;
+    LOG_INFO("%s %s: stays in userspace: %s", media_type_.c_str(), k == kRtp ? "RTP" : "RTCP",
+             error.c_str());
+    return;
+  }
   if (!ctx_.kernel->commit(nullptr, error)) {
     // One rule may be in, or both still queued: take both out again.
     ctx_.kernel->remove(ida);

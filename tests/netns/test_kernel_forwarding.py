@@ -101,7 +101,7 @@ class Relay:
         return out
 
     def fwd_elements(self):
-        r = self.hosts.nft_json("list", "map", "ip", self.table, "fwd_map")
+        r = self.hosts.nft_json("list", "map", "netdev", self.table, "fwd_map")
         if r.returncode != 0:
             return None
         elems = []
@@ -112,7 +112,7 @@ class Relay:
 
     def table_exists(self):
         r = sh("ip", "netns", "exec", self.hosts.relay, "nft", "list", "tables")
-        return f"table ip {self.table}" in r.stdout
+        return f"table netdev {self.table}" in r.stdout
 
 
 def wait_until(cond, timeout, what):
@@ -223,6 +223,25 @@ def test_call_is_forwarded_in_the_kernel_with_exact_counters(hosts, tmp_path):
     assert not relay.table_exists(), "clean exit must delete the nftables table"
 
 
+def test_fragmented_datagram_of_a_latched_peer_still_arrives(hosts, tmp_path):
+    """Fragments bypass the kernel rule (later ones have no UDP header): the
+    relay's IP stack reassembles them and userspace forwards the datagram."""
+    relay = Relay(hosts, tmp_path, "mpk_t6").wait_ready()
+    try:
+        call = Call(relay, hosts).setup()
+        call.prime()
+        wait_until(lambda: len(relay.fwd_elements() or []) == 2, 5, "hand-over")
+        big = call.pkt() + bytes(1600)  # more than the 1500-byte MTU: sent in two fragments
+        call.caller.sendto(big, (RELAY_IP, call.q))
+        call.callee.settimeout(2.0)
+        data, src = call.callee.recvfrom(4096)
+        assert (len(data), src) == (len(big), (RELAY_IP, call.p))
+        # The kernel rule counted none of it.
+        assert sorted(elem_counters(e) for e in relay.fwd_elements()) == [(0, 0), (0, 0)]
+    finally:
+        assert relay.stop() == 0
+
+
 def test_reinvite_to_new_address_moves_kernel_forwarding(hosts, tmp_path):
     relay = Relay(hosts, tmp_path, "mpk_t2").wait_ready()
     try:
@@ -283,7 +302,7 @@ def test_kill_9_leaves_table_that_next_start_reclaims(hosts, tmp_path):
     again = Relay(hosts, tmp_path, "mpk_t4").wait_ready()
     try:
         assert again.fwd_elements() == [], "the stale table's elements must be gone"
-        assert re.search(r"table ip mpk_t4 already existed|reclaim", again.text()), again.text()
+        assert re.search(r"table netdev mpk_t4 already existed|reclaim", again.text()), again.text()
     finally:
         assert again.stop() == 0
     assert not again.table_exists()

@@ -1,0 +1,132 @@
+// Route and interface lookups over rtnetlink (route_lookup.h).
+#include "kernel/route_lookup.h"
+
+#include <errno.h>
+#include <libmnl/libmnl.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace mp::kernel {
+
+RouteLookup::~RouteLookup() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool RouteLookup::open(std::string& error) {
+  fd_ = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd_ < 0) {
+    error = std::string("cannot open an rtnetlink socket: ") + std::strerror(errno);
+    return false;
+  }
+  timeval tv{1, 0};
+  setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return true;
+}
+
+namespace {
+const char* route_type_name(unsigned char t) {
+  switch (t) {
+    case RTN_LOCAL:
+      return "it is an address of this host";
+    case RTN_BROADCAST:
+      return "it is a broadcast address";
+    case RTN_MULTICAST:
+      return "it is a multicast address";
+    case RTN_BLACKHOLE:
+      return "its route is a blackhole";
+    case RTN_UNREACHABLE:
+      return "its route is unreachable";
+    case RTN_PROHIBIT:
+      return "its route is prohibited";
+    default:
+      return "its route is not a unicast route";
+  }
+}
+}  // namespace
+
+bool RouteLookup::resolve(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why) {
+  if (fd_ < 0) {
+    why = "no rtnetlink socket";
+    return false;
+  }
+  alignas(nlmsghdr) char buf[8192];
+  nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
+  nlh->nlmsg_type = RTM_GETROUTE;
+  nlh->nlmsg_flags = NLM_F_REQUEST;
+  nlh->nlmsg_seq = ++seq_;
+  auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(rtmsg)));
+  rtm->rtm_family = AF_INET;
+  rtm->rtm_dst_len = 32;
+  mnl_attr_put_u32(nlh, RTA_DST, dst.be);
+  if (!src.is_any()) {
+    rtm->rtm_src_len = 32;
+    mnl_attr_put_u32(nlh, RTA_SRC, src.be);
+  }
+  if (::send(fd_, nlh, nlh->nlmsg_len, 0) < 0) {
+    why = std::string("route lookup failed: ") + std::strerror(errno);
+    return false;
+  }
+  for (;;) {
+    ssize_t got = ::recv(fd_, buf, sizeof buf, 0);
+    if (got < 0) {
+      why = std::string("route lookup failed: ") + std::strerror(errno);
+      return false;
+    }
+    int n = static_cast<int>(got);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); mnl_nlmsg_ok(h, n);
+         h = mnl_nlmsg_next(h, &n)) {
+      if (h->nlmsg_seq != seq_) continue;  // an answer to an earlier, timed-out request
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        auto* e = static_cast<nlmsgerr*>(mnl_nlmsg_get_payload(h));
+        why = std::string("no route: ") + std::strerror(-e->error);
+        return false;
+      }
+      if (h->nlmsg_type != RTM_NEWROUTE) continue;
+      auto* r = static_cast<rtmsg*>(mnl_nlmsg_get_payload(h));
+      if (r->rtm_type != RTN_UNICAST) {
+        why = route_type_name(r->rtm_type);
+        return false;
+      }
+      NextHop hop;
+      hop.via = dst;
+      const auto* a = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(h, sizeof(rtmsg)));
+      const char* tail = static_cast<const char*>(mnl_nlmsg_get_payload_tail(h));
+      for (; mnl_attr_ok(a, static_cast<int>(tail - reinterpret_cast<const char*>(a)));
+           a = mnl_attr_next(a)) {
+        if (mnl_attr_get_type(a) == RTA_OIF && mnl_attr_get_payload_len(a) >= 4)
+          hop.ifindex = mnl_attr_get_u32(a);
+        else if (mnl_attr_get_type(a) == RTA_GATEWAY && mnl_attr_get_payload_len(a) == 4)
+          hop.via.be = mnl_attr_get_u32(a);
+      }
+      if (hop.ifindex == 0) {
+        why = "its route has no output interface (multipath routes are not supported)";
+        return false;
+      }
+      out = hop;
+      return true;
+    }
+  }
+}
+
+std::vector<Interface> non_loopback_interfaces() {
+  std::vector<Interface> result;
+  struct if_nameindex* list = if_nameindex();
+  if (!list) return result;
+  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  for (struct if_nameindex* i = list; i->if_index != 0 && i->if_name; ++i) {
+    ifreq req{};
+    std::strncpy(req.ifr_name, i->if_name, IFNAMSIZ - 1);
+    if (s >= 0 && ioctl(s, SIOCGIFFLAGS, &req) == 0 && (req.ifr_flags & IFF_LOOPBACK)) continue;
+    result.push_back(Interface{i->if_index, i->if_name});
+  }
+  if (s >= 0) ::close(s);
+  if_freenameindex(list);
+  return result;
+}
+
+}  // namespace mp::kernel

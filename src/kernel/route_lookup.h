@@ -1,0 +1,54 @@
+// Where the kernel would send a packet: route and interface lookups over
+// rtnetlink, for the in-kernel forwarder.
+//
+// The forwarder's rule sends packets straight out of an interface (nftables
+// `fwd` on the ingress hook, bypassing the IP stack), so for every stream it
+// needs what routing would have decided: the output interface and the next
+// hop (the gateway, or the destination itself on a directly connected
+// network). RouteLookup asks the kernel (RTM_GETROUTE, like `ip route get`)
+// once per hand-over; nothing is cached, so route changes apply to the next
+// stream handed over. Also lists the interfaces an ingress chain can hook.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/address.h"
+
+namespace mp::kernel {
+
+struct NextHop {
+  uint32_t ifindex = 0;  // output interface
+  Ipv4 via;              // gateway, or the destination itself
+};
+
+class RouteLookup {
+ public:
+  RouteLookup() = default;
+  ~RouteLookup();
+  RouteLookup(const RouteLookup&) = delete;
+  RouteLookup& operator=(const RouteLookup&) = delete;
+
+  // Opens the rtnetlink socket; false with `error`.
+  bool open(std::string& error);
+  // The route to `dst`. false with `why` if there is none, or if it is not a
+  // plain unicast route leaving through a real interface (a local address,
+  // a blackhole, unreachable...): such a stream stays in userspace.
+  // `src` (the relay address) takes part, so source-based policy routing
+  // (`ip rule from <relay> ...`) is honoured as for userspace sends.
+  bool resolve(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why);
+
+ private:
+  int fd_ = -1;
+  uint32_t seq_ = 1;
+};
+
+struct Interface {
+  uint32_t ifindex = 0;
+  std::string name;
+};
+// Every interface of this network namespace except loopback ones.
+std::vector<Interface> non_loopback_interfaces();
+
+}  // namespace mp::kernel
