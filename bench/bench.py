@@ -84,6 +84,28 @@ def stop(p, sig=signal.SIGTERM, wait=5.0):
         p.wait()
 
 
+# cgroup v1 cpu controller. `ip netns exec` gives us a /sys without cgroups,
+# so the hierarchy is mounted again (same hierarchy) in our mount namespace.
+CGROUP_MNT = f"/tmp/mpb{os.getpid()}-cgcpu"
+CGROUP = f"{CGROUP_MNT}/mpb{os.getpid()}-relay"
+
+
+def limit_cpu(pid, pct):
+    """Caps process `pid` (all its threads) at `pct` % of one CPU, enforced
+    every 10 ms (short, so a throttled relay stalls 10 ms at most, not 100)."""
+    if not os.path.isdir(CGROUP):
+        os.makedirs(CGROUP_MNT, exist_ok=True)
+        if not os.path.ismount(CGROUP_MNT):
+            subprocess.run(["mount", "-t", "cgroup", "-o", "cpu", "cgroup", CGROUP_MNT], check=True)
+        os.makedirs(CGROUP, exist_ok=True)
+    with open(f"{CGROUP}/cpu.cfs_period_us", "w") as f:
+        f.write("10000")
+    with open(f"{CGROUP}/cpu.cfs_quota_us", "w") as f:
+        f.write(str(int(pct * 100)))
+    with open(f"{CGROUP}/cgroup.procs", "w") as f:
+        f.write(str(pid))
+
+
 def cleanup(*_):
     for p in procs:
         if p.poll() is None:
@@ -92,6 +114,20 @@ def cleanup(*_):
                 p.wait(timeout=2)
             except Exception:
                 pass
+    if os.path.isdir(CGROUP_MNT):
+        for _ in range(20):  # the relay's tasks leave the cgroup as they exit
+            try:
+                os.rmdir(CGROUP)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.05)
+        subprocess.run(["umount", CGROUP_MNT], capture_output=True)
+        try:
+            os.rmdir(CGROUP_MNT)
+        except OSError:
+            pass
 
 
 def ksoftirqd_pids():
@@ -647,6 +683,8 @@ class RunCtx:
         why = self.relay.start()
         if why:
             return why
+        if a.relay_cpu_quota:
+            limit_cpu(self.relay.pid, a.relay_cpu_quota)
         t = time.time()
         caller, callee = self.relay.setup(n, b.rx_port_of)
         self.entry.setdefault("setup_s", round(time.time() - t, 3))
@@ -720,6 +758,8 @@ def main():
     ap.add_argument("--grace", type=float, default=0.4)
     ap.add_argument("--pause", type=float, default=0.3)
     ap.add_argument("--overload-streams", type=int, default=1000)
+    ap.add_argument("--relay-cpu-quota", type=float, default=0,
+                    help="cap each relay process at this %% of one CPU (cgroup v1 cpu quota)")
     ap.add_argument("--overload-duration", type=float, default=0)
     ap.add_argument("--overload-calls", type=int, default=0)
     ap.add_argument("--no-overload", action="store_true")
@@ -760,7 +800,7 @@ def main():
             "ncpu": NCPU, "sender_cpu": SENDER_CPU, "relay_cpu": RELAY_CPU,
             "receiver_cpu": RECEIVER_CPU, "nice": NICE, "control_nice": CTL_NICE,
             "priority": meta_prio, "duration_s": a.duration,
-            "burst": a.burst, "prime_rounds": a.prime, "loss_limit_pct": 100 * LOSS_LIMIT,
+            "burst": a.burst, "relay_cpu_quota_pct": a.relay_cpu_quota, "prime_rounds": a.prime, "loss_limit_pct": 100 * LOSS_LIMIT,
             "payload_bytes": 172, "fd_cap": fd_cap(), "quick": q,
             "receiver": "one socket per stream" if a.per_stream_rx else "one shared socket",
             "mediaproxy": MEDIAPROXY, "rtpengine": RTPENGINE}
@@ -926,7 +966,9 @@ def print_table(s):
     print(f"Forwarding benchmark {m['date']}  kernel {m['kernel']}  {m['ncpu']} CPUs  "
           f"sender on CPU {m['sender_cpu']}, relay on CPU {m['relay_cpu']}, receiver on CPU "
           f"{m['receiver_cpu']}; {m['payload_bytes']}-byte payloads, per-socket bursts of "
-          f"{m['burst']}, trials of {m['duration_s']} s, zero loss = <= {m['loss_limit_pct']}%")
+          f"{m['burst']}, trials of {m['duration_s']} s, zero loss = <= {m['loss_limit_pct']}%"
+          + (f", relays capped at {m['relay_cpu_quota_pct']:g}% of a CPU"
+             if m.get("relay_cpu_quota_pct") else ""))
     hdr = (f"{'mode':<10} {'streams':>8} {'offered pps':>12} {'fwd pps':>10} {'loss %':>7} "
            f"{'CPU us/pkt':>10} {'relay us':>9} {'x base':>7} {'bg CPU%':>7}  note")
     print(hdr)
