@@ -575,6 +575,12 @@ std::unique_ptr<NftForwarder> NftForwarder::create(const std::string& table_name
     return nullptr;
   }
   if (!hookable_devices(impl->devices, error) || !impl->routes.open(error)) return nullptr;
+  std::string watch_error;
+  if (!impl->routes.watch(watch_error))
+    LOG_WARN(
+        "kernel forwarding: %s; route changes reach kernel-forwarded streams only when "
+        "they are handed over again",
+        watch_error.c_str());
   for (const Interface& i : non_loopback_interfaces()) impl->hooked.push_back(i.ifindex);
 
   // Only to say so in the log: the transaction below replaces it either way.
@@ -600,7 +606,7 @@ std::unique_ptr<NftForwarder> NftForwarder::create(const std::string& table_name
   for (const auto& d : impl->devices) names += (names.empty() ? "" : ", ") + d;
   LOG_INFO(
       "kernel forwarding: created nftables table netdev %s for relay address %s, hooked on %s "
-      "(interfaces created later are not hooked: their streams stay in userspace)",
+      "(new interfaces are hooked when they appear)",
       table_name.c_str(), format_ipv4(relay_ip).c_str(), names.c_str());
   return std::unique_ptr<NftForwarder>(new NftForwarder(std::move(impl)));
 }
@@ -634,7 +640,8 @@ uint32_t NftForwarder::add(const ForwardRule& rule, std::string* why) {
   if (std::find(im.hooked.begin(), im.hooked.end(), hop.ifindex) == im.hooked.end()) {
     if (why)
       *why = "the route to " + format_ipv4(rule.to.ip) + " leaves through interface " +
-             interface_name(hop.ifindex) + ", which did not exist when forwarding started";
+             interface_name(hop.ifindex) +
+             ", which did not exist when forwarding started and is not hooked (yet)";
     return 0;
   }
   uint32_t id = im.alloc_id();
@@ -801,6 +808,107 @@ bool NftForwarder::read_counters(const std::function<void(uint32_t id, const Cou
   error.clear();
   if (visit)
     for (const auto& [id, c] : im.dumped) visit(id, c);
+  return true;
+}
+
+int NftForwarder::network_change_fd() const {
+  return impl_->routes.watch_fd();
+}
+
+bool NftForwarder::follow_network(size_t& moved, std::string& error) {
+  Impl& im = *impl_;
+  moved = 0;
+  error.clear();
+  if (!im.routes.drain_changes()) return true;
+
+  // New interfaces: hook them (the chain keeps its existing hooks).
+  std::vector<std::string> now;
+  std::string why;
+  if (hookable_devices(now, why)) {
+    std::vector<std::string> added;
+    for (const auto& d : now)
+      if (std::find(im.devices.begin(), im.devices.end(), d) == im.devices.end())
+        added.push_back(d);
+    if (!added.empty()) {
+      std::vector<std::string> all = im.devices;
+      all.insert(all.end(), added.begin(), added.end());
+      im.batch.begin(im.nl.peek_seq());
+      put_ingress_devices(im.batch, im.table, all);
+      im.batch.end();
+      im.nl.done_seq(im.batch.next_seq());
+      BatchError be;
+      if (int err = im.nl.send_batch(im.batch, be)) {
+        LOG_WARN("%s", describe_errno(err, "kernel forwarding: cannot hook new interface(s) " +
+                                               added.front() +
+                                               "...; their streams stay in "
+                                               "userspace")
+                           .c_str());
+      } else {
+        im.devices = all;
+        im.hooked.clear();
+        for (const Interface& i : non_loopback_interfaces()) im.hooked.push_back(i.ifindex);
+        LOG_INFO("kernel forwarding: hooked new interface(s): %s (and %zu more)",
+                 added.front().c_str(), added.size() - 1);
+      }
+    }
+  }
+
+  // Rules whose way out changed.
+  std::vector<uint32_t> ids;
+  std::vector<NextHop> hops;
+  for (auto& [id, e] : im.entries) {
+    if (e.state != Impl::State::kInstalled) continue;
+    NextHop hop;
+    std::string reason;
+    // No route any more: keep the old way out, userspace could not do better.
+    if (!im.routes.resolve(im.relay_ip, e.rule.to.ip, hop, reason)) continue;
+    if (hop.ifindex == e.hop.ifindex && hop.via == e.hop.via) continue;
+    ids.push_back(id);
+    hops.push_back(hop);
+  }
+  if (ids.empty()) return true;
+  // Counters so far, then delete and re-add each element with its new value
+  // in one transaction per batch; the new elements count on from there.
+  im.read_final(ids);
+  for (size_t i = 0; i < ids.size(); i += kMaxBatchElements / 2) {
+    const size_t end = std::min(ids.size(), i + kMaxBatchElements / 2);
+    im.batch.begin(im.nl.peek_seq());
+    auto put = [&](uint16_t type, uint16_t flags, bool with_value) {
+      nlmsghdr* nlh = im.batch.add(type, flags);
+      ElementWriter w(nlh, im.table, kFwdMap);
+      for (size_t j = i; j < end; ++j) {
+        const Impl::Entry& e = im.entries.at(ids[j]);
+        FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
+        if (!with_value) {
+          w.add(k.bytes, sizeof k.bytes);
+          continue;
+        }
+        FwdValue v = make_fwd_value(im.relay_ip, e.rule.to.ip, e.rule.relay_out_port,
+                                    e.rule.to.port, hops[j].via, hops[j].ifindex);
+        w.add(k.bytes, sizeof k.bytes, v.bytes, sizeof v.bytes);
+      }
+      w.finish();
+      im.batch.close(nlh);
+    };
+    put(NFT_MSG_DELSETELEM, 0, false);
+    put(NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, true);
+    im.batch.end();
+    im.nl.done_seq(im.batch.next_seq());
+    BatchError be;
+    if (int err = im.nl.send_batch(im.batch, be)) {
+      error =
+          describe_errno(err, "kernel forwarding: cannot move " + std::to_string(ids.size() - i) +
+                                  " rules to their new routes in table netdev " + im.table);
+      if (im.lost_table(err)) im.rebuild();
+      return false;
+    }
+    for (size_t j = i; j < end; ++j) {
+      Impl::Entry& e = im.entries.at(ids[j]);
+      e.hop = hops[j];
+      e.base = e.last;
+      ++moved;
+    }
+  }
   return true;
 }
 

@@ -93,6 +93,16 @@ class NftForwarder {
   bool read_counters(const std::function<void(uint32_t id, const Counters&)>& visit,
                      std::string& error);
 
+  // A descriptor that becomes readable when links, addresses or IPv4 routes
+  // change (-1 if it could not be opened); then call follow_network().
+  int network_change_fd() const;
+  // Reads the pending change notifications and, if there were any, hooks
+  // the ingress chain on interfaces that appeared since, and moves every
+  // installed rule whose route changed to its new next hop and interface
+  // (same id; counters continue). Returns the number of rules moved; false
+  // only on a netlink failure, with `error`.
+  bool follow_network(size_t& moved, std::string& error);
+
   // Rules whose elements are in the kernel (as of the last commit()).
   size_t installed() const;
   const std::string& table_name() const;

@@ -299,6 +299,11 @@ bool put_ruleset(Batch& batch, const std::string& table, Ipv4 relay_ip,
                   [&](nftnl_rule* r) { fill_ingress(r, relay_ip); });
 }
 
+bool put_ingress_devices(Batch& batch, const std::string& table,
+                         const std::vector<std::string>& devices) {
+  return put_chain(batch, table, "ingress", NF_NETDEV_INGRESS, 0, devices);
+}
+
 bool put_delete_table(Batch& batch, const std::string& table) {
   return put_table(batch, NFT_MSG_DELTABLE, 0, table, false);
 }

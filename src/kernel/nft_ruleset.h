@@ -33,6 +33,10 @@ inline constexpr const char* kFwdMap = "fwd_map";
 // transaction. false if the batch has no room.
 bool put_ruleset(Batch& batch, const std::string& table, Ipv4 relay_ip,
                  const std::vector<std::string>& devices);
+// Appends an update of the ingress chain that hooks it on `devices` too
+// (existing hooks stay).
+bool put_ingress_devices(Batch& batch, const std::string& table,
+                         const std::vector<std::string>& devices);
 // Appends the deletion of table `table`.
 bool put_delete_table(Batch& batch, const std::string& table);
 // Writes into `buf` (at least 1 KiB) a GETTABLE request for `table`.

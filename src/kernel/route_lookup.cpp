@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <libmnl/libmnl.h>
+#include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
@@ -15,6 +16,43 @@ namespace mp::kernel {
 
 RouteLookup::~RouteLookup() {
   if (fd_ >= 0) ::close(fd_);
+  if (watch_fd_ >= 0) ::close(watch_fd_);
+}
+
+bool RouteLookup::watch(std::string& error) {
+  watch_fd_ = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+  if (watch_fd_ < 0) {
+    error = std::string("cannot open an rtnetlink socket: ") + std::strerror(errno);
+    return false;
+  }
+  sockaddr_nl sa{};
+  sa.nl_family = AF_NETLINK;
+  sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+  if (::bind(watch_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+    error = std::string("cannot subscribe to route changes: ") + std::strerror(errno);
+    ::close(watch_fd_);
+    watch_fd_ = -1;
+    return false;
+  }
+  return true;
+}
+
+bool RouteLookup::drain_changes() {
+  if (watch_fd_ < 0) return false;
+  bool any = false;
+  alignas(nlmsghdr) char buf[16384];
+  for (;;) {
+    ssize_t n = ::recv(watch_fd_, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      any = true;
+      continue;
+    }
+    if (n < 0 && errno == ENOBUFS) {  // notifications were lost: assume a change
+      any = true;
+      continue;
+    }
+    return any;  // EAGAIN (drained), or an error that reading again will not fix
+  }
 }
 
 bool RouteLookup::open(std::string& error) {

@@ -39,8 +39,17 @@ class RouteLookup {
   // (`ip rule from <relay> ...`) is honoured as for userspace sends.
   bool resolve(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why);
 
+  // Subscribes to link, address and IPv4 route changes on a second,
+  // non-blocking socket (watch_fd(), for the caller's event loop).
+  bool watch(std::string& error);
+  int watch_fd() const { return watch_fd_; }
+  // Reads every pending notification; true if there was any (or some were
+  // lost because the socket buffer overflowed).
+  bool drain_changes();
+
  private:
   int fd_ = -1;
+  int watch_fd_ = -1;
   uint32_t seq_ = 1;
 };
 

@@ -97,11 +97,25 @@ bool RelayEngine::start_forwarding(std::string& error) {
     return true;
   }
   ctx_.kernel = kernel_.get();
+  if (int fd = kernel_->network_change_fd(); fd >= 0) {
+    // Route and link changes: noted here, followed at most once per counter
+    // poll (follow_network() resolves every installed rule's route again).
+    uv_poll_init(ctx_.loop, &network_poll_, fd);
+    network_poll_.data = this;
+    network_poll_active_ = true;
+    uv_poll_start(&network_poll_, UV_READABLE, on_network_change);
+  }
   LOG_INFO(
       "forwarding: in the kernel through nftables table 'ip %s' (hand-over after %d "
       "packet(s) from each side)",
       cfg_.nft_table.c_str(), cfg_.kernel_handover_packets);
   return true;
+}
+
+void RelayEngine::on_network_change(uv_poll_t* p, int, int) {
+  auto* self = static_cast<RelayEngine*>(p->data);
+  uv_poll_stop(p);  // until the next counter poll has followed the change
+  self->network_changed_ = true;
 }
 
 void RelayEngine::poll_kernel_counters() {
@@ -120,6 +134,10 @@ void RelayEngine::poll_kernel_counters() {
 
 void RelayEngine::close() {
   sessions_.clear();
+  if (network_poll_active_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&network_poll_), nullptr);
+    network_poll_active_ = false;
+  }
   if (pump_) pump_->close();  // every socket is closed now
   pump_ = nullptr;
   ctx_.pump = nullptr;
@@ -267,6 +285,14 @@ void RelayEngine::sweep() {
   const double now = ctx_.now();
   if (kernel_ && now - last_kernel_poll_ >= kKernelPollInterval) {
     last_kernel_poll_ = now;
+    if (network_changed_) {
+      network_changed_ = false;
+      size_t moved = 0;
+      std::string error;
+      if (!kernel_->follow_network(moved, error)) LOG_WARN("%s", error.c_str());
+      if (moved) LOG_INFO("kernel forwarding: %zu rule(s) moved to a changed route", moved);
+      uv_poll_start(&network_poll_, UV_READABLE, on_network_change);
+    }
     poll_kernel_counters();
   }
   std::vector<Session*> dead;

@@ -77,11 +77,15 @@ class RelayEngine {
   void check_drained();
   void poll_kernel_counters();
   static void on_sweep(uv_timer_t* t);
+  static void on_network_change(uv_poll_t* p, int status, int events);
   static void on_sample(uv_timer_t* t);
 
   RelayConfig cfg_;
   std::unique_ptr<kernel::NftForwarder> kernel_;
   double last_kernel_poll_ = 0;
+  uv_poll_t network_poll_;  // route/link change notifications of kernel_
+  bool network_poll_active_ = false;
+  bool network_changed_ = false;
   PortPool pool_;
   MediaPump* pump_ = nullptr;  // freed by its close()
   std::string pump_error_;

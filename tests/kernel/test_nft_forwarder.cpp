@@ -670,6 +670,63 @@ TEST_CASE("forwarding needs no ip_forward and bypasses the relay's IP stack") {
   CHECK(cnt[far_id].bytes == far_bytes);
 }
 
+TEST_CASE("a route change moves installed rules to the new next hop, counters continue") {
+  // 10.200.3.5 first behind a gateway that does not exist (10.200.2.9: no
+  // ARP answer, the packets are lost), then behind the callee namespace's
+  // second address. Without follow_network() the rule would keep sending to
+  // the dead gateway.
+  const Ipv4 far_ip = *mp::parse_ipv4("10.200.3.5");
+  Undo undo{[] {
+    run("ip -n " + g_topo.rly + " route del 10.200.3.0/24");
+    run("ip -n " + g_topo.rcv + " addr del 10.200.3.5/32 dev lo");
+    InNs in(g_topo.rcv_fd);
+    write_file("/proc/sys/net/ipv4/conf/eth0/arp_ignore", "0");
+  }};
+  std::string out;
+  REQUIRE(run("ip -n " + g_topo.rly + " route add 10.200.3.0/24 via 10.200.2.9", &out) == 0);
+  REQUIRE(run("ip -n " + g_topo.rcv + " addr add 10.200.3.5/32 dev lo", &out) == 0);
+  {
+    InNs in(g_topo.rcv_fd);
+    REQUIRE(write_file("/proc/sys/net/ipv4/conf/eth0/arp_ignore", "1"));
+  }
+  auto fwd = make("mpk_reroute");
+  REQUIRE(fwd->network_change_fd() >= 0);
+  Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 47000);
+  Sock caller = udp(g_topo.snd_fd, kCallerIp, 4700);
+  Sock far = udp(g_topo.rcv_fd, far_ip, 5700);
+  std::string why, error;
+  uint32_t id = fwd->add(rule({kCallerIp, 4700}, 47000, 47002, {far_ip, 5700}), &why);
+  INFO(why);
+  REQUIRE(id != 0);
+  REQUIRE(fwd->commit(nullptr, error));
+  size_t moved = 99;
+  REQUIRE(fwd->follow_network(moved, error));  // the setup's own route changes: nothing moves
+  CHECK(moved == 0);
+  CHECK(nft_fwd_elements("mpk_reroute")["10.200.1.2 . 4700 . 47000"].value ==
+        fwd_value(47002, {far_ip, 5700}, *mp::parse_ipv4("10.200.2.9"), "vc"));
+  const uint64_t lost_bytes = send_burst(caller, {kRelayIp, 47000}, 10, "dead gateway");
+  CHECK(drain(far).empty());
+
+  REQUIRE(run("ip -n " + g_topo.rly + " route replace 10.200.3.0/24 via 10.200.2.3", &out) == 0);
+  REQUIRE(fwd->follow_network(moved, error));
+  INFO(error);
+  CHECK(moved == 1);
+  CHECK(nft_fwd_elements("mpk_reroute")["10.200.1.2 . 4700 . 47000"].value ==
+        fwd_value(47002, {far_ip, 5700}, kCallee2Ip, "vc"));
+  const uint64_t bytes = send_burst(caller, {kRelayIp, 47000}, 20, "new gateway");
+  auto got = drain(far);
+  CHECK(got.size() == 20);
+  for (const auto& d : got) CHECK(d.from == Endpoint{kRelayIp, 47002});
+  CHECK(drain(relay_a, 50).empty());
+  // Same id; its counters go on from the ten packets counted before.
+  auto cnt = counters(*fwd);
+  CHECK(cnt[id].packets == 30);
+  CHECK(cnt[id].bytes == lost_bytes + bytes);
+  // Nothing changed since: nothing moves.
+  REQUIRE(fwd->follow_network(moved, error));
+  CHECK(moved == 0);
+}
+
 TEST_CASE("add() refuses destinations the kernel cannot send to, with a reason") {
   auto fwd = make("mpk_refuse");
   Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 46000);
@@ -723,6 +780,20 @@ TEST_CASE("add() refuses destinations the kernel cannot send to, with a reason")
   // And a reachable destination is still accepted.
   why.clear();
   CHECK(fwd->add(rule({kCallerIp, 4500}, 46000, 46002, {kCalleeIp, 5000}), &why) != 0);
+  CHECK(why.empty());
+
+  // Once the forwarder follows the link change, the new interface is hooked
+  // and its destinations are accepted.
+  // (The forwarder lists interfaces in the namespace of the calling thread;
+  // mediaproxy runs wholly inside the relay's.)
+  InNs in(g_topo.rly_fd);
+  size_t moved = 0;
+  REQUIRE(fwd->follow_network(moved, error));
+  INFO(error);
+  CHECK(nft("list chain netdev mpk_refuse ingress").find("mpkv0") != std::string::npos);
+  why.clear();
+  CHECK(fwd->add(rule({kCallerIp, 4501}, 46004, 46006, {*mp::parse_ipv4("10.200.9.2"), 5000}),
+                 &why) != 0);
   CHECK(why.empty());
 }
 

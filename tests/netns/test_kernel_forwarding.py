@@ -242,6 +242,38 @@ def test_fragmented_datagram_of_a_latched_peer_still_arrives(hosts, tmp_path):
         assert relay.stop() == 0
 
 
+def test_route_change_moves_kernel_forwarding(hosts, tmp_path):
+    """A stream handed over while the callee's route pointed at a dead gateway
+    (its packets lost) is moved to the new route once the route changes."""
+    sh("ip", "-n", hosts.relay, "route", "add", f"{CALLEE_IP}/32", "via", "10.200.2.9")
+    relay = Relay(hosts, tmp_path, "mpk_t7").wait_ready()
+    try:
+        call = Call(relay, hosts).setup()
+        # Priming by hand: the callee's first packet reaches the relay, but
+        # the relay's answers towards the callee go to the dead gateway.
+        call.callee.sendto(call.pkt(), (RELAY_IP, call.p))
+        call.caller.sendto(call.pkt(), (RELAY_IP, call.q))
+        wait_until(lambda: len(relay.fwd_elements() or []) == 2, 5, "hand-over")
+        call.caller.sendto(call.pkt(), (RELAY_IP, call.q))
+        assert recv_count(call.callee, (RELAY_IP, call.p), 1, timeout=0.5) == 0
+        sh("ip", "-n", hosts.relay, "route", "del", f"{CALLEE_IP}/32")
+
+        def arrives():
+            call.caller.sendto(call.pkt(), (RELAY_IP, call.q))
+            return recv_count(call.callee, (RELAY_IP, call.p), 1, timeout=0.2) == 1
+        wait_until(arrives, 5, "media to the callee after the route change")
+        assert "moved to a changed route" in relay.text()
+        # Still in the kernel: the caller's element counts what arrives now.
+        before = sorted(elem_counters(e)[0] for e in relay.fwd_elements())
+        call.blast(20)
+        assert recv_count(call.callee, (RELAY_IP, call.p), 20) == 20
+        after = sorted(elem_counters(e)[0] for e in relay.fwd_elements())
+        assert sum(after) - sum(before) == 40, (before, after)
+    finally:
+        sh("ip", "-n", hosts.relay, "route", "del", f"{CALLEE_IP}/32", check=False)
+        assert relay.stop() == 0
+
+
 def test_reinvite_to_new_address_moves_kernel_forwarding(hosts, tmp_path):
     relay = Relay(hosts, tmp_path, "mpk_t2").wait_ready()
     try:
