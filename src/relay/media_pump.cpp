@@ -147,6 +147,10 @@ void MediaPump::send(int fd, const sockaddr_in& to, const uint8_t* data, size_t 
 }
 
 namespace {
+// Larger datagrams go singly: a GSO segment plus headers must fit the path
+// MTU (the kernel refuses the send otherwise), and RTP stays well below this.
+constexpr size_t kGsoMaxSegment = 1400;
+
 bool same_destination(const sockaddr_in& a, const sockaddr_in& b) {
   return a.sin_addr.s_addr == b.sin_addr.s_addr && a.sin_port == b.sin_port;
 }
@@ -175,7 +179,7 @@ void MediaPump::flush() {
     unsigned m = 0;
     for (unsigned j = i; j < end;) {
       unsigned k = j + 1;
-      if (gso_) {
+      if (gso_ && out_[j].len <= kGsoMaxSegment) {
         // All segments but the last have the GSO size; the last may be shorter.
         while (k < end && same_destination(out_[k].to, out_[j].to) &&
                out_[k - 1].len == out_[j].len && out_[k].len <= out_[j].len)
