@@ -114,16 +114,22 @@ uint64_t key_of(Ipv4 ip, uint16_t sport, uint16_t dport) {
 }
 
 // The interfaces the ingress chain hooks: every non-loopback one (at most
-// 256, the kernel's limit per chain). false with `why` if there is none.
-bool hookable_devices(std::vector<std::string>& devices, std::string& why) {
+// 256, the kernel's limit per chain), by name and index. false with `why`
+// if there is none.
+bool hookable_devices(RouteLookup& routes, std::vector<std::string>& devices,
+                      std::vector<uint32_t>& hooked, std::string& why) {
   devices.clear();
-  for (const Interface& i : non_loopback_interfaces()) {
+  hooked.clear();
+  std::vector<Interface> all;
+  if (!routes.interfaces(all, why)) return false;
+  for (const Interface& i : all) {
     if (devices.size() == 256) {
       LOG_WARN(
           "kernel forwarding: more than 256 network interfaces; only the first 256 are hooked");
       break;
     }
     devices.push_back(i.name);
+    hooked.push_back(i.ifindex);
   }
   if (devices.empty()) {
     why =
@@ -134,9 +140,12 @@ bool hookable_devices(std::vector<std::string>& devices, std::string& why) {
   return true;
 }
 
-std::string interface_name(uint32_t ifindex) {
-  char name[IF_NAMESIZE] = {};
-  if (if_indextoname(ifindex, name)) return name;
+std::string interface_name(RouteLookup& routes, uint32_t ifindex) {
+  std::vector<Interface> all;
+  std::string ignored;
+  if (routes.interfaces(all, ignored))
+    for (const Interface& i : all)
+      if (i.ifindex == ifindex) return i.name;
   return "#" + std::to_string(ifindex);
 }
 
@@ -531,8 +540,10 @@ bool NftForwarder::probe(std::string& why) {
   static std::atomic<unsigned> counter{0};
   std::string name =
       "mediaproxy_probe_" + std::to_string(getpid()) + "_" + std::to_string(counter.fetch_add(1));
+  RouteLookup routes;
   std::vector<std::string> devices;
-  if (!hookable_devices(devices, why)) return false;
+  std::vector<uint32_t> hooked;
+  if (!routes.open(why) || !hookable_devices(routes, devices, hooked, why)) return false;
   Batch batch;
   batch.begin(nl.peek_seq());
   put_ruleset(batch, name, Ipv4{}, devices);
@@ -552,8 +563,7 @@ bool NftForwarder::probe(std::string& why) {
                                      " (delete it by hand: nft delete table netdev " + name + ")");
     return false;
   }
-  RouteLookup routes;
-  return routes.open(why);
+  return true;
 }
 
 std::unique_ptr<NftForwarder> NftForwarder::create(const std::string& table_name, Ipv4 relay_ip,
@@ -574,14 +584,15 @@ std::unique_ptr<NftForwarder> NftForwarder::create(const std::string& table_name
     error = describe_errno(err, "cannot open a netlink socket to nf_tables");
     return nullptr;
   }
-  if (!hookable_devices(impl->devices, error) || !impl->routes.open(error)) return nullptr;
+  if (!impl->routes.open(error) ||
+      !hookable_devices(impl->routes, impl->devices, impl->hooked, error))
+    return nullptr;
   std::string watch_error;
   if (!impl->routes.watch(watch_error))
     LOG_WARN(
         "kernel forwarding: %s; route changes reach kernel-forwarded streams only when "
         "they are handed over again",
         watch_error.c_str());
-  for (const Interface& i : non_loopback_interfaces()) impl->hooked.push_back(i.ifindex);
 
   // Only to say so in the log: the transaction below replaces it either way.
   nlmsghdr* req = build_get_table(impl->request_buf.data(), impl->nl.take_seq(), table_name);
@@ -640,7 +651,7 @@ uint32_t NftForwarder::add(const ForwardRule& rule, std::string* why) {
   if (std::find(im.hooked.begin(), im.hooked.end(), hop.ifindex) == im.hooked.end()) {
     if (why)
       *why = "the route to " + format_ipv4(rule.to.ip) + " leaves through interface " +
-             interface_name(hop.ifindex) +
+             interface_name(im.routes, hop.ifindex) +
              ", which did not exist when forwarding started and is not hooked (yet)";
     return 0;
   }
@@ -823,8 +834,9 @@ bool NftForwarder::follow_network(size_t& moved, std::string& error) {
 
   // New interfaces: hook them (the chain keeps its existing hooks).
   std::vector<std::string> now;
+  std::vector<uint32_t> now_index;
   std::string why;
-  if (hookable_devices(now, why)) {
+  if (hookable_devices(im.routes, now, now_index, why)) {
     std::vector<std::string> added;
     for (const auto& d : now)
       if (std::find(im.devices.begin(), im.devices.end(), d) == im.devices.end())
@@ -845,8 +857,7 @@ bool NftForwarder::follow_network(size_t& moved, std::string& error) {
                            .c_str());
       } else {
         im.devices = all;
-        im.hooked.clear();
-        for (const Interface& i : non_loopback_interfaces()) im.hooked.push_back(i.ifindex);
+        im.hooked = now_index;
         LOG_INFO("kernel forwarding: hooked new interface(s): %s (and %zu more)",
                  added.front().c_str(), added.size() - 1);
       }

@@ -6,7 +6,6 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -151,20 +150,53 @@ bool RouteLookup::resolve(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why) {
   }
 }
 
-std::vector<Interface> non_loopback_interfaces() {
-  std::vector<Interface> result;
-  struct if_nameindex* list = if_nameindex();
-  if (!list) return result;
-  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  for (struct if_nameindex* i = list; i->if_index != 0 && i->if_name; ++i) {
-    ifreq req{};
-    std::strncpy(req.ifr_name, i->if_name, IFNAMSIZ - 1);
-    if (s >= 0 && ioctl(s, SIOCGIFFLAGS, &req) == 0 && (req.ifr_flags & IFF_LOOPBACK)) continue;
-    result.push_back(Interface{i->if_index, i->if_name});
+bool RouteLookup::interfaces(std::vector<Interface>& out, std::string& why) {
+  out.clear();
+  if (fd_ < 0) {
+    why = "no rtnetlink socket";
+    return false;
   }
-  if (s >= 0) ::close(s);
-  if_freenameindex(list);
-  return result;
+  alignas(nlmsghdr) char buf[16384];
+  nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
+  nlh->nlmsg_type = RTM_GETLINK;
+  nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  nlh->nlmsg_seq = ++seq_;
+  auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+  ifm->ifi_family = AF_UNSPEC;
+  if (::send(fd_, nlh, nlh->nlmsg_len, 0) < 0) {
+    why = std::string("listing interfaces failed: ") + std::strerror(errno);
+    return false;
+  }
+  for (;;) {
+    ssize_t got = ::recv(fd_, buf, sizeof buf, 0);
+    if (got < 0) {
+      why = std::string("listing interfaces failed: ") + std::strerror(errno);
+      return false;
+    }
+    int n = static_cast<int>(got);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); mnl_nlmsg_ok(h, n);
+         h = mnl_nlmsg_next(h, &n)) {
+      if (h->nlmsg_seq != seq_) continue;
+      if (h->nlmsg_type == NLMSG_DONE) return true;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        auto* e = static_cast<nlmsgerr*>(mnl_nlmsg_get_payload(h));
+        why = std::string("listing interfaces failed: ") + std::strerror(-e->error);
+        return false;
+      }
+      if (h->nlmsg_type != RTM_NEWLINK) continue;
+      auto* info = static_cast<ifinfomsg*>(mnl_nlmsg_get_payload(h));
+      if (info->ifi_flags & IFF_LOOPBACK) continue;
+      Interface i;
+      i.ifindex = static_cast<uint32_t>(info->ifi_index);
+      const auto* a =
+          static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(h, sizeof(ifinfomsg)));
+      const char* tail = static_cast<const char*>(mnl_nlmsg_get_payload_tail(h));
+      for (; mnl_attr_ok(a, static_cast<int>(tail - reinterpret_cast<const char*>(a)));
+           a = mnl_attr_next(a))
+        if (mnl_attr_get_type(a) == IFLA_IFNAME) i.name = mnl_attr_get_str(a);
+      if (!i.name.empty()) out.push_back(std::move(i));
+    }
+  }
 }
 
 }  // namespace mp::kernel

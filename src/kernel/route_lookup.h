@@ -23,6 +23,11 @@ struct NextHop {
   Ipv4 via;              // gateway, or the destination itself
 };
 
+struct Interface {
+  uint32_t ifindex = 0;
+  std::string name;
+};
+
 class RouteLookup {
  public:
   RouteLookup() = default;
@@ -39,6 +44,10 @@ class RouteLookup {
   // (`ip rule from <relay> ...`) is honoured as for userspace sends.
   bool resolve(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why);
 
+  // Every interface except loopback ones, in the namespace of the socket
+  // (not of the calling thread). false with `why` on a netlink failure.
+  bool interfaces(std::vector<Interface>& out, std::string& why);
+
   // Subscribes to link, address and IPv4 route changes on a second,
   // non-blocking socket (watch_fd(), for the caller's event loop).
   bool watch(std::string& error);
@@ -52,12 +61,5 @@ class RouteLookup {
   int watch_fd_ = -1;
   uint32_t seq_ = 1;
 };
-
-struct Interface {
-  uint32_t ifindex = 0;
-  std::string name;
-};
-// Every interface of this network namespace except loopback ones.
-std::vector<Interface> non_loopback_interfaces();
 
 }  // namespace mp::kernel

@@ -784,9 +784,6 @@ TEST_CASE("add() refuses destinations the kernel cannot send to, with a reason")
 
   // Once the forwarder follows the link change, the new interface is hooked
   // and its destinations are accepted.
-  // (The forwarder lists interfaces in the namespace of the calling thread;
-  // mediaproxy runs wholly inside the relay's.)
-  InNs in(g_topo.rly_fd);
   size_t moved = 0;
   REQUIRE(fwd->follow_network(moved, error));
   INFO(error);
