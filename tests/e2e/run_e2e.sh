@@ -47,27 +47,8 @@ TMP=$(mktemp -d "/tmp/$ID.XXXXXX")
 FAILED=0
 MODE_PID=""
 
-log() { printf '[%s %s] %s\n' "$(date +%T.%3N)" "$ID" "$*"; }
-
-# stop_pid PID SIGNAL TIMEOUT_S  -- signal one of our children, wait bounded, then KILL
-stop_pid() {
-    local pid=$1 sig=$2 t=$3 i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -"$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < t * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-# delete one namespace; anything still running inside it was started by us
-del_netns() {
-    local pid
-    for pid in $(ip netns pids "$1" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-    ip netns del "$1" 2>/dev/null || true
-}
+# shellcheck source=../lib/e2e.sh
+source "$REPO/tests/lib/e2e.sh"
 
 # ------------------------------------------------------------ top cleanup --
 cleanup() {
@@ -85,24 +66,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
-
-# bounded polling: wait_until TIMEOUT_S DESCRIPTION CMD...
-wait_until() {
-    local t=$1 what=$2 i
-    shift 2
-    for ((i = 0; i < t * 20; i++)); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    log "timeout (${t}s) waiting for $what"
-    return 1
-}
-
-udp_listening() {   # udp_listening NS ADDR:PORT
-    ip netns exec "$1" ss -Hlun "src $2" | grep -q .
-}
-
-since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}'; }
 
 # ============================================================ one mode =====
 # run_mode runs in its own background subshell (so errexit stays active in

@@ -59,26 +59,8 @@ NS_C="$ID-caller" NS_R="$ID-relay" NS_E="$ID-callee"
 PIDS=()
 RC=0
 
-log() { printf '[%s %s] %s\n' "$(date +%T.%3N)" "$ID" "$*"; }
-since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}'; }
-
-stop_pid() {   # stop_pid PID SIGNAL TIMEOUT_S
-    local pid=$1 sig=$2 t=$3 i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -"$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < t * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-del_netns() {
-    local pid
-    for pid in $(ip netns pids "$1" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-    ip netns del "$1" 2>/dev/null || true
-}
+# shellcheck source=../lib/e2e.sh
+source "$REPO/tests/lib/e2e.sh"
 
 diag() {
     log "diagnostics (artefacts in $TMP):"
@@ -102,18 +84,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
-
-wait_until() {   # wait_until TIMEOUT_S DESCRIPTION CMD...
-    local t=$1 what=$2 i
-    shift 2
-    for ((i = 0; i < t * 20; i++)); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    log "timeout (${t}s) waiting for $what"
-    return 1
-}
-udp_listening() { ip netns exec "$1" ss -Hlun "src $2" | grep -q .; }
 
 T0=$(date +%s.%N)
 # ---- namespaces (the tests/e2e layout) ----
