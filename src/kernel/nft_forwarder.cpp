@@ -881,32 +881,19 @@ bool NftForwarder::follow_network(size_t& moved, std::string& error) {
   // Counters so far, then delete and re-add each element with its new value
   // in one transaction per batch; the new elements count on from there.
   im.read_final(ids);
+  // Each move is a unit that deletes and re-adds the same id's element.
   for (size_t i = 0; i < ids.size(); i += kMaxBatchElements / 2) {
     const size_t end = std::min(ids.size(), i + kMaxBatchElements / 2);
-    im.batch.begin(im.nl.peek_seq());
-    auto put = [&](uint16_t type, uint16_t flags, bool with_value) {
-      nlmsghdr* nlh = im.batch.add(type, flags);
-      ElementWriter w(nlh, im.table, kFwdMap);
-      for (size_t j = i; j < end; ++j) {
-        const Impl::Entry& e = im.entries.at(ids[j]);
-        FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
-        if (!with_value) {
-          w.add(k.bytes, sizeof k.bytes);
-          continue;
-        }
-        FwdValue v = make_fwd_value(im.relay_ip, e.rule.to.ip, e.rule.relay_out_port,
-                                    e.rule.to.port, hops[j].via, hops[j].ifindex);
-        w.add(k.bytes, sizeof k.bytes, v.bytes, sizeof v.bytes);
-      }
-      w.finish();
-      im.batch.close(nlh);
-    };
-    put(NFT_MSG_DELSETELEM, 0, false);
-    put(NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, true);
-    im.batch.end();
-    im.nl.done_seq(im.batch.next_seq());
-    BatchError be;
-    if (int err = im.nl.send_batch(im.batch, be)) {
+    std::vector<Impl::Unit> units;
+    std::vector<NextHop> old_hops;
+    for (size_t j = i; j < end; ++j) {
+      Impl::Entry& e = im.entries.at(ids[j]);
+      old_hops.push_back(e.hop);
+      e.hop = hops[j];  // what put_units() writes
+      units.push_back(Impl::Unit{ids[j], ids[j]});
+    }
+    if (int err = im.send_units(units, 0, units.size())) {
+      for (size_t j = i; j < end; ++j) im.entries.at(ids[j]).hop = old_hops[j - i];
       error =
           describe_errno(err, "kernel forwarding: cannot move " + std::to_string(ids.size() - i) +
                                   " rules to their new routes in table netdev " + im.table);
@@ -915,7 +902,6 @@ bool NftForwarder::follow_network(size_t& moved, std::string& error) {
     }
     for (size_t j = i; j < end; ++j) {
       Impl::Entry& e = im.entries.at(ids[j]);
-      e.hop = hops[j];
       e.base = e.last;
       ++moved;
     }

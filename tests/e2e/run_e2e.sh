@@ -102,29 +102,8 @@ mode_cleanup() {
 
 setup_netns() {   # setup_netns PREFIX  -> NS_C NS_R NS_E
     NS_C="$1-caller" NS_R="$1-relay" NS_E="$1-callee"
-    local ns
-    for ns in "$NS_C" "$NS_R" "$NS_E"; do
-        ip netns add "$ns"
-        MODE_NS+=("$ns")
-        ip -n "$ns" link set lo up
-    done
-    ip -n "$NS_R" link add to-caller type veth peer name eth0 netns "$NS_C"
-    ip -n "$NS_R" link add to-callee type veth peer name eth0 netns "$NS_E"
-
-    ip -n "$NS_R" addr add 10.200.1.1/24 dev to-caller
-    ip -n "$NS_R" addr add 10.200.2.1/24 dev to-callee
-    ip -n "$NS_R" addr add 10.200.0.1/32 dev lo
-    ip -n "$NS_R" link set to-caller up
-    ip -n "$NS_R" link set to-callee up
-    ip netns exec "$NS_R" sysctl -qw net.ipv4.ip_forward=1
-
-    ip -n "$NS_C" addr add 10.200.1.2/24 dev eth0
-    ip -n "$NS_C" link set eth0 up
-    ip -n "$NS_C" route add default via 10.200.1.1
-
-    ip -n "$NS_E" addr add 10.200.2.2/24 dev eth0
-    ip -n "$NS_E" link set eth0 up
-    ip -n "$NS_E" route add default via 10.200.2.1
+    MODE_NS+=("$NS_C" "$NS_R" "$NS_E")  # mode_cleanup deletes them, however far this gets
+    call_topology "$NS_C" "$NS_R" "$NS_E"
 
     # routing sanity (no ping on these machines; the SIP call proves reachability)
     ip -n "$NS_C" route get 10.200.0.1 | grep -q "via 10.200.1.1"

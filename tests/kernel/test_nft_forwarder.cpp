@@ -457,6 +457,29 @@ struct Undo {
   }
 };
 
+// 10.200.3.5 on the callee namespace's loopback, routed from the relay via
+// `gateway` (an address on the relay-callee link). The callee namespace then
+// answers ARP only for addresses of the interface asked (arp_ignore = 1), so
+// a packet sent with the destination itself as next hop would not arrive.
+// Undone when the object goes.
+struct FarNetwork {
+  explicit FarNetwork(const std::string& gateway) {
+    std::string out;
+    REQUIRE(run("ip -n " + g_topo.rly + " route add 10.200.3.0/24 via " + gateway, &out) == 0);
+    REQUIRE(run("ip -n " + g_topo.rcv + " addr add 10.200.3.5/32 dev lo", &out) == 0);
+    InNs in(g_topo.rcv_fd);
+    REQUIRE(write_file("/proc/sys/net/ipv4/conf/eth0/arp_ignore", "1"));
+  }
+  ~FarNetwork() {
+    run("ip -n " + g_topo.rly + " route del 10.200.3.0/24");
+    run("ip -n " + g_topo.rcv + " addr del 10.200.3.5/32 dev lo");
+    InNs in(g_topo.rcv_fd);
+    write_file("/proc/sys/net/ipv4/conf/eth0/arp_ignore", "0");
+  }
+  FarNetwork(const FarNetwork&) = delete;
+  FarNetwork& operator=(const FarNetwork&) = delete;
+};
+
 std::map<uint32_t, Counters> counters(NftForwarder& f) {
   std::map<uint32_t, Counters> out;
   std::string error;
@@ -569,19 +592,7 @@ TEST_CASE("forwarding needs no ip_forward and bypasses the relay's IP stack") {
   // not arrive).
   const Ipv4 far_ip = *mp::parse_ipv4("10.200.3.5");
   const Ipv4 gateway = kCallee2Ip;
-  Undo undo{[] {
-    run("ip -n " + g_topo.rly + " route del 10.200.3.0/24");
-    run("ip -n " + g_topo.rcv + " addr del 10.200.3.5/32 dev lo");
-    InNs in(g_topo.rcv_fd);
-    write_file("/proc/sys/net/ipv4/conf/eth0/arp_ignore", "0");
-  }};
-  std::string out;
-  REQUIRE(run("ip -n " + g_topo.rly + " route add 10.200.3.0/24 via 10.200.2.3", &out) == 0);
-  REQUIRE(run("ip -n " + g_topo.rcv + " addr add 10.200.3.5/32 dev lo", &out) == 0);
-  {
-    InNs in(g_topo.rcv_fd);
-    REQUIRE(write_file("/proc/sys/net/ipv4/conf/eth0/arp_ignore", "1"));
-  }
+  FarNetwork far_net("10.200.2.3");
   {
     InNs in(g_topo.rly_fd);
     REQUIRE(write_file("/proc/sys/net/ipv4/ip_forward", "0"));
@@ -676,19 +687,8 @@ TEST_CASE("a route change moves installed rules to the new next hop, counters co
   // second address. Without follow_network() the rule would keep sending to
   // the dead gateway.
   const Ipv4 far_ip = *mp::parse_ipv4("10.200.3.5");
-  Undo undo{[] {
-    run("ip -n " + g_topo.rly + " route del 10.200.3.0/24");
-    run("ip -n " + g_topo.rcv + " addr del 10.200.3.5/32 dev lo");
-    InNs in(g_topo.rcv_fd);
-    write_file("/proc/sys/net/ipv4/conf/eth0/arp_ignore", "0");
-  }};
+  FarNetwork far_net("10.200.2.9");
   std::string out;
-  REQUIRE(run("ip -n " + g_topo.rly + " route add 10.200.3.0/24 via 10.200.2.9", &out) == 0);
-  REQUIRE(run("ip -n " + g_topo.rcv + " addr add 10.200.3.5/32 dev lo", &out) == 0);
-  {
-    InNs in(g_topo.rcv_fd);
-    REQUIRE(write_file("/proc/sys/net/ipv4/conf/eth0/arp_ignore", "1"));
-  }
   auto fwd = make("mpk_reroute");
   REQUIRE(fwd->network_change_fd() >= 0);
   Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 47000);

@@ -44,3 +44,26 @@ wait_until() {
 udp_listening() {
     ip netns exec "$1" ss -Hlun "src $2" | grep -q .
 }
+
+# call_topology NS_C NS_R NS_E  -- the e2e layout: caller 10.200.1.2 and
+# callee 10.200.2.2, each on a veth (eth0) to the relay namespace, which
+# routes between them and holds the proxy/relay address 10.200.0.1 on lo.
+# The namespaces must not exist yet; the caller deletes them (del_netns).
+call_topology() {
+    local c=$1 r=$2 e=$3 ns
+    for ns in "$c" "$r" "$e"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+    ip -n "$r" link add to-caller type veth peer name eth0 netns "$c"
+    ip -n "$r" link add to-callee type veth peer name eth0 netns "$e"
+    ip -n "$r" addr add 10.200.1.1/24 dev to-caller
+    ip -n "$r" addr add 10.200.2.1/24 dev to-callee
+    ip -n "$r" addr add 10.200.0.1/32 dev lo
+    ip -n "$r" link set to-caller up
+    ip -n "$r" link set to-callee up
+    ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1
+    ip -n "$c" addr add 10.200.1.2/24 dev eth0
+    ip -n "$c" link set eth0 up
+    ip -n "$c" route add default via 10.200.1.1
+    ip -n "$e" addr add 10.200.2.2/24 dev eth0
+    ip -n "$e" link set eth0 up
+    ip -n "$e" route add default via 10.200.2.1
+}

@@ -87,21 +87,7 @@ trap 'exit 130' INT TERM HUP
 
 T0=$(date +%s.%N)
 # ---- namespaces (the tests/e2e layout) ----
-for ns in "$NS_C" "$NS_R" "$NS_E"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
-ip -n "$NS_R" link add to-caller type veth peer name eth0 netns "$NS_C"
-ip -n "$NS_R" link add to-callee type veth peer name eth0 netns "$NS_E"
-ip -n "$NS_R" addr add 10.200.1.1/24 dev to-caller
-ip -n "$NS_R" addr add 10.200.2.1/24 dev to-callee
-ip -n "$NS_R" addr add 10.200.0.1/32 dev lo
-ip -n "$NS_R" link set to-caller up
-ip -n "$NS_R" link set to-callee up
-ip netns exec "$NS_R" sysctl -qw net.ipv4.ip_forward=1
-ip -n "$NS_C" addr add 10.200.1.2/24 dev eth0
-ip -n "$NS_C" link set eth0 up
-ip -n "$NS_C" route add default via 10.200.1.1
-ip -n "$NS_E" addr add 10.200.2.2/24 dev eth0
-ip -n "$NS_E" link set eth0 up
-ip -n "$NS_E" route add default via 10.200.2.1
+call_topology "$NS_C" "$NS_R" "$NS_E"
 
 # ---- mediaproxy (dispatcher + relay) ----
 mkdir -p "$TMP/run" "$TMP/kam-run"
