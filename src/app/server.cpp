@@ -22,6 +22,8 @@
 #include "dispatcher/in_process_link.h"
 #include "dispatcher/module_server.h"
 #include "dispatcher/relay_listener.h"
+#include "dispatcher/rtpproxy_front_end.h"
+#include "dispatcher/rtpproxy_server.h"
 #include "management/management_server.h"
 #include "metrics/exposition.h"
 #include "metrics/http_server.h"
@@ -119,6 +121,8 @@ struct Process {
   std::unique_ptr<dispatcher::InProcessLink> link;
   std::unique_ptr<dispatcher::Dispatcher> dispatcher;
   std::unique_ptr<dispatcher::ModuleServer> module_server;
+  std::unique_ptr<dispatcher::RtpproxyFrontEnd> rtpproxy;
+  std::unique_ptr<dispatcher::RtpproxyServer> rtpproxy_server;
   std::unique_ptr<management::ManagementServer> management;
   std::unique_ptr<metrics::HttpServer> metrics_http;
   std::unique_ptr<dispatcher::RelayListener> relay_listener;
@@ -132,12 +136,14 @@ struct Process {
     stopping = true;
     LOG_INFO("shutting down (%s)", why);
     if (module_server) module_server->close();
+    if (rtpproxy_server) rtpproxy_server->close();
     if (management) management->close();
     if (metrics_http) metrics_http->close();
     if (relay_listener) relay_listener->close();
     if (engine) engine->shutdown();                     // every session ends now and is reported
     if (dispatcher_client) dispatcher_client->close();  // after the reports are queued
     if (engine) engine->close();
+    if (rtpproxy) rtpproxy->close();
     if (dispatcher) dispatcher->close();
     // Closing a libuv signal handle restores the default action; a second
     // SIGTERM during shutdown must not kill us, so ignore them first with the
@@ -247,6 +253,12 @@ int run_server(Config cfg, bool foreground) {
     p.dispatcher = std::make_unique<dispatcher::Dispatcher>(p.loop, cfg.dispatcher);
     p.module_server =
         std::make_unique<dispatcher::ModuleServer>(p.loop, *p.dispatcher, cfg.dispatcher);
+    if (!cfg.rtpproxy.listen.empty()) {
+      p.rtpproxy =
+          std::make_unique<dispatcher::RtpproxyFrontEnd>(p.loop, *p.dispatcher, cfg.rtpproxy);
+      p.rtpproxy_server =
+          std::make_unique<dispatcher::RtpproxyServer>(p.loop, *p.rtpproxy, cfg.rtpproxy);
+    }
   }
   if (cfg.role == Role::Combined) {
     p.link = std::make_unique<dispatcher::InProcessLink>(*p.engine, format_ipv4(relay_ip),
@@ -393,11 +405,13 @@ int run_server(Config cfg, bool foreground) {
       e.gauge("mediaproxy_module_connections", "Open proxy-module connections.",
               static_cast<double>(p.module_server ? p.module_server->connection_count() : 0));
       if (p.dispatcher) p.dispatcher->write_metrics(e);
+      if (p.rtpproxy) p.rtpproxy->write_metrics(e);
       if (p.engine) p.engine->write_metrics(e);
       return e.text();
     });
     ok = p.metrics_http->listen(*cfg.metrics.listen, error);
   }
+  if (ok && p.rtpproxy_server) ok = p.rtpproxy_server->listen(error);
   // The module socket comes last: once it accepts connections everything
   // else (relay links, management, metrics) is listening too, so its
   // presence is the readiness signal for the proxy and for scripts.
@@ -429,6 +443,8 @@ int run_server(Config cfg, bool foreground) {
   uv_run(p.loop, UV_RUN_DEFAULT);
   if (!cfg.pid_file.empty()) unlink(cfg.pid_file.c_str());
   p.module_server.reset();
+  p.rtpproxy_server.reset();
+  p.rtpproxy.reset();
   p.dispatcher.reset();
   p.link.reset();
   p.engine.reset();

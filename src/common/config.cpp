@@ -369,6 +369,51 @@ std::vector<std::pair<std::string, Section>> option_table() {
               return set_int(v, c.relay.keepalive_interval, 1, 3600, "seconds");
             }}},
        }});
+  t.push_back({"Rtpproxy",
+               {
+                   {"listen", {[](std::string_view v, Config& c) -> std::string {
+                      std::vector<RtpproxyListen> out;
+                      std::string text(v);
+                      for (char& ch : text)
+                        if (ch == ',') ch = ' ';
+                      std::istringstream in(text);
+                      std::string tok, error;
+                      while (in >> tok) {
+                        auto l = parse_rtpproxy_listen(tok, error);
+                        if (!l) return error;
+                        out.push_back(std::move(*l));
+                      }
+                      c.rtpproxy.listen = std::move(out);
+                      return {};
+                    }}},
+                   {"notify_targets", {[](std::string_view v, Config& c) -> std::string {
+                      using P = RtpproxyConfig::NotifyPolicy;
+                      c.rtpproxy.notify_targets.clear();
+                      if (v == "local") {
+                        c.rtpproxy.notify_policy = P::Local;
+                        return {};
+                      }
+                      if (v == "none" || v.empty()) {
+                        c.rtpproxy.notify_policy = P::None;
+                        return {};
+                      }
+                      std::string text(v);
+                      for (char& ch : text)
+                        if (ch == ',') ch = ' ';
+                      std::istringstream in(text);
+                      std::string tok, error;
+                      while (in >> tok) {
+                        if (!parse_rtpproxy_notify_target(tok, error))
+                          return error + " (or use local or none)";
+                        c.rtpproxy.notify_targets.push_back(tok);
+                      }
+                      c.rtpproxy.notify_policy = P::List;
+                      return {};
+                    }}},
+                   {"retransmit_cache", {[](std::string_view v, Config& c) {
+                      return set_int(v, c.rtpproxy.retransmit_cache, 1, 600, "seconds");
+                    }}},
+               }});
   t.push_back({"Metrics",
                {
                    {"listen", {[](std::string_view v, Config& c) {
@@ -434,7 +479,7 @@ bool load_config_text(std::string_view text, const std::string& name, Config& cf
       return fail("expected 'option = value', got '" + std::string(line) + "'");
     if (!section)
       return fail(
-          "option outside any section; put it under [General], [Dispatcher], [Relay] or [Metrics]");
+          "option outside any section; put it under [General], [Dispatcher], [Relay], [Rtpproxy] or [Metrics]");
     std::string key = std::string(trim(line.substr(0, eq)));
     std::string_view value = trim(line.substr(eq + 1));
     const Option* opt = nullptr;

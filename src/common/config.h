@@ -69,6 +69,34 @@ struct RelayConfig {
   int kernel_handover_packets = 1;
 };
 
+// [Rtpproxy]: the rtpproxy control-protocol front end of the dispatcher.
+struct RtpproxyListen {
+  enum class Transport { Udp, Udp6, Unix, Cunix, Tcp, Tcp6 };
+  Transport transport = Transport::Udp;
+  std::string address;  // IP literal (udp, tcp) or socket path (unix, cunix)
+  uint16_t port = 0;
+  std::string text;  // as configured, for logs
+  bool datagram() const { return transport == Transport::Udp || transport == Transport::Udp6; }
+  bool has_cookie() const { return transport != Transport::Unix; }
+};
+// A timeout-notification target the front end may connect to.
+struct RtpproxyNotifyTarget {
+  bool unix_socket = false;
+  std::string address;  // IP literal or path
+  uint16_t port = 0;
+};
+std::optional<RtpproxyListen> parse_rtpproxy_listen(std::string_view text, std::string& error);
+std::optional<RtpproxyNotifyTarget> parse_rtpproxy_notify_target(std::string_view text,
+                                                                 std::string& error);
+
+struct RtpproxyConfig {
+  std::vector<RtpproxyListen> listen;  // empty: the front end is off
+  enum class NotifyPolicy { Local, List, None };
+  NotifyPolicy notify_policy = NotifyPolicy::Local;
+  std::vector<std::string> notify_targets;  // NotifyPolicy::List: exact target strings
+  int retransmit_cache = 30;                // seconds a UDP reply is kept for retransmissions
+};
+
 struct MetricsConfig {
   std::optional<Endpoint> listen;  // nullopt: no Prometheus endpoint
 };
@@ -85,6 +113,7 @@ struct Config {
   DispatcherConfig dispatcher;
   RelayConfig relay;
   MetricsConfig metrics;
+  RtpproxyConfig rtpproxy;
   TlsConfig tls;
   std::string config_dir = "/etc/mediaproxy";  // directory of the file read, if any
 

@@ -77,3 +77,28 @@ void write(Level l, const char* fmt, ...) {
 }
 
 }  // namespace mp::log
+
+namespace mp {
+
+std::string log_safe(std::string_view text, size_t max) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  const size_t n = text.size() > max ? max : text.size();
+  out.reserve(n + 8);
+  for (size_t i = 0; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c < 0x20 || c >= 0x7f) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (text.size() > max) out += "...";
+  return out;
+}
+
+}  // namespace mp

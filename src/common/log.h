@@ -27,6 +27,13 @@ void write(Level l, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
 }  // namespace mp::log
 
+namespace mp {
+// `text` made safe for one log line: bytes below 0x20, 0x7f and above 0x7e
+// become \xNN, a backslash becomes \\, and more than `max` input bytes are
+// cut with "..." appended. For every value that came from the network.
+std::string log_safe(std::string_view text, size_t max = 256);
+}  // namespace mp
+
 #define MP_LOG(lvl, ...)                                    \
   do {                                                      \
     if (::mp::log::enabled(::mp::log::Level::lvl))          \

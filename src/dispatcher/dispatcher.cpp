@@ -212,8 +212,24 @@ void Dispatcher::forward(Record& rec, const protocol::Request& req,
         std::string dialog_id = it != sessions_.end() ? it->second.dialog_id : std::string();
         if (it != sessions_.end()) sessions_.erase(it);
         account(*payload, dialog_id, false, std::nullopt);
+        notify_end(call_id, false);
         done("removed");
       });
+}
+
+void Dispatcher::query(const std::string& call_id, const std::string& from_tag,
+                       const std::string& to_tag, Done done) {
+  auto it = sessions_.find(call_id);
+  if (it == sessions_.end() || !it->second.relay || it->second.expired_at) {
+    done("error");
+    return;
+  }
+  std::vector<RelayHeader> headers{{"call_id", call_id}, {"from_tag", from_tag}};
+  if (!to_tag.empty()) headers.push_back({"to_tag", to_tag});
+  it->second.relay->send("query", headers, [done](std::optional<std::string> payload) {
+    done(payload && !payload->empty() && payload->front() == '{' ? std::move(*payload)
+                                                                 : std::string("error"));
+  });
 }
 
 void Dispatcher::on_expired(RelayLink* relay, const std::string& json) {
@@ -239,6 +255,7 @@ void Dispatcher::on_expired(RelayLink* relay, const std::string& json) {
     if (d["streams"].GetArray().Empty()) all_ice = false;  // spec G.18: not for an empty list
   }
   account(json, it->second.dialog_id, !all_ice, all_ice);
+  notify_end(call_id, !all_ice);
   // Spec B.5: an answered call with a dialog id (that did not just move to
   // another ICE path) keeps its record, so the proxy's later `remove` gets
   // `removed`; anything else is forgotten now.

@@ -43,6 +43,17 @@ class Dispatcher {
   using Done = std::function<void(std::string reply)>;
   void handle(const protocol::Request& request, Done done);
 
+  // One live session's figures from its relay (the `query` relay command,
+  // used by the rtpproxy front end's Q); `done` gets the JSON or "error".
+  void query(const std::string& call_id, const std::string& from_tag, const std::string& to_tag,
+             Done done);
+
+  // Observers of session ends: a `remove` answered (timed_out false) or an
+  // `expired` report of its relay (timed_out true unless it only moved to
+  // another ICE path).
+  using SessionEnded = std::function<void(const std::string& call_id, bool timed_out)>;
+  void add_session_end_observer(SessionEnded cb) { end_observers_.push_back(std::move(cb)); }
+
   // Management queries (spec C.2): every relay's summary object, or all
   // their sessions, joined into one JSON array exactly as the original does.
   void summary(Done done);
@@ -54,6 +65,8 @@ class Dispatcher {
   void count_malformed() { ++errors_["malformed_request"]; }
 
   size_t session_count() const { return sessions_.size(); }
+  bool has_session(const std::string& call_id) const { return sessions_.count(call_id) != 0; }
+  size_t relay_count() const { return relays_.size(); }
   // Releases the timer; run the loop afterwards.
   void close();
 
@@ -85,6 +98,10 @@ class Dispatcher {
   uv_loop_t* loop_;
   DispatcherConfig cfg_;
   std::vector<RelayLink*> relays_;
+  std::vector<SessionEnded> end_observers_;
+  void notify_end(const std::string& call_id, bool timed_out) {
+    for (auto& cb : end_observers_) cb(call_id, timed_out);
+  }
   std::unordered_map<std::string, Record> sessions_;
   uv_timer_t cleanup_timer_;
 

@@ -152,6 +152,7 @@ void RelayEngine::close() {
 std::string RelayEngine::handle(const protocol::RelayCommand& cmd, uint64_t owner) {
   if (cmd.name == "update") return handle_update(cmd, owner);
   if (cmd.name == "remove") return handle_remove(cmd);
+  if (cmd.name == "query") return handle_query(cmd);
   if (cmd.name == "summary") return summary_json();
   if (cmd.name == "sessions") return sessions_json();
   LOG_WARN("relay: unknown command '%s' answered with error", cmd.name.c_str());
@@ -189,6 +190,14 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
     return "error";
   }
   req.is_request = type == "request";
+  if (const std::string* index = view.find("media_index")) {
+    auto [q, err] = std::from_chars(index->data(), index->data() + index->size(), req.media_index);
+    if (err != std::errc() || q != index->data() + index->size() || req.media_index == 0 ||
+        req.media_index > protocol::kMaxMediaItems) {
+      LOG_WARN("relay: update %s with bad media_index", req.call_id.c_str());
+      return "error";
+    }
+  }
   const std::string& cseq = *view.find("cseq");
   auto [p, ec] = std::from_chars(cseq.data(), cseq.data() + cseq.size(), req.cseq);
   if (ec != std::errc() || p != cseq.data() + cseq.size() || req.cseq < 0) {
@@ -245,6 +254,47 @@ std::string RelayEngine::handle_remove(const protocol::RelayCommand& cmd) {
   account_ended(*s);
   erase(s);
   return json;
+}
+
+// One session's live figures for the rtpproxy front end's Q command:
+// packets from each party, relayed and dropped, and the seconds left before
+// the expiry policy below would end it.
+std::string RelayEngine::handle_query(const protocol::RelayCommand& cmd) {
+  protocol::Request view{cmd.name, cmd.headers};
+  const std::string* call_id = view.find("call_id");
+  const std::string* from_tag = view.find("from_tag");
+  if (!call_id || !from_tag) return "error";
+  const std::string* to_tag = view.find("to_tag");
+  Session* s = find(*call_id, *from_tag, to_tag ? *to_tag : std::string());
+  if (!s) return "error";
+  const double now = ctx_.now();
+  uint64_t from[2] = {0, 0}, dropped = 0;
+  double ttl = 0;
+  for (const auto& st : s->streams()) {
+    for (Side side : {kCaller, kCallee})
+      for (SubStream k : {kRtp, kRtcp}) {
+        from[side] += st->leg(k, side).total_packets();
+        dropped += st->leg(k, side).dropped;
+      }
+    if (!st->alive()) continue;
+    double left;
+    if (!st->confirmed)
+      left = cfg_.answer_timeout - (now - st->created);
+    else if (st->on_hold())
+      left = cfg_.on_hold_timeout - (now - std::max(st->hold_since, st->last_activity));
+    else
+      left = cfg_.stream_timeout - (now - std::max(*st->confirmed, st->last_activity));
+    ttl = std::max(ttl, left);
+  }
+  JsonWriter w;
+  w.begin_object();
+  w.field("ttl", static_cast<int64_t>(ttl));
+  w.field("caller_packets", from[kCaller]);
+  w.field("callee_packets", from[kCallee]);
+  w.field("relayed", from[kCaller] + from[kCallee]);
+  w.field("dropped", dropped);
+  w.end_object();
+  return w.str();
 }
 
 void RelayEngine::erase(Session* s) {

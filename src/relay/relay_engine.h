@@ -67,6 +67,7 @@ class RelayEngine {
  private:
   std::string handle_update(const protocol::RelayCommand& cmd, uint64_t owner);
   std::string handle_remove(const protocol::RelayCommand& cmd);
+  std::string handle_query(const protocol::RelayCommand& cmd);
   std::string summary_json() const;
   std::string sessions_json() const;
 

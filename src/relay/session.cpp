@@ -117,10 +117,17 @@ bool Session::apply_answer(const CSeqPair& c, Side party, const UpdateRequest& r
   Offer& cur = offers_.at(c);
   static const std::vector<MediaItem> kNoMedia;
   const std::vector<MediaItem>& media = req.media ? *req.media : kNoMedia;
-  for (size_t i = 0; i < std::min(media.size(), cur.streams.size()); ++i) {
-    if (cur.streams[i]->media_type() != media[i].type) {
-      error = "answer stream " + std::to_string(i + 1) + " is '" + media[i].type +
-              "' but the offer had '" + cur.streams[i]->media_type() + "'";
+  // Stream i of the answer is stream `first + i` of the offer.
+  const size_t first = req.media_index ? req.media_index - 1 : 0;
+  if (req.media_index && (media.size() > 1 || first >= cur.streams.size())) {
+    error = "answer for stream " + std::to_string(req.media_index) + " of an offer with " +
+            std::to_string(cur.streams.size()) + " stream(s)";
+    return false;
+  }
+  for (size_t i = 0; i < media.size() && first + i < cur.streams.size(); ++i) {
+    if (cur.streams[first + i]->media_type() != media[i].type) {
+      error = "answer stream " + std::to_string(first + i + 1) + " is '" + media[i].type +
+              "' but the offer had '" + cur.streams[first + i]->media_type() + "'";
       return false;
     }
   }
@@ -133,27 +140,12 @@ bool Session::apply_answer(const CSeqPair& c, Side party, const UpdateRequest& r
     if (final_answer && !st->confirmed) st->confirmed = now;
   }
   if (media.empty()) return true;  // e.g. 200 OK without SDP: only the times change
-  for (size_t i = media.size(); i < cur.streams.size(); ++i) cur.streams[i]->close("rejected");
-  for (size_t i = 0; i < std::min(media.size(), cur.streams.size()); ++i) {
-    MediaStream* st = cur.streams[i];
-    const MediaItem& item = media[i];
-    if (item.port == 0) {
-      st->close("rejected");
-      continue;
-    }
-    if (!st->alive()) continue;
-    st->update_hold(party, item.direction, item.ip);
-    PartySdp& p = st->sdp(party);
-    p.ice = item.ice;
-    if (!p.known || p.ip.is_any()) {
-      p.known = true;
-      p.ip = item.ip;
-      p.port = item.port;
-    } else if (p.port != item.port || (p.ip != item.ip && !item.ip.is_any())) {
-      LOG_DEBUG("session %s: %s moved to %s:%u, relearning its address", call_id_.c_str(),
-                party == kCaller ? "caller" : "callee", format_ipv4(item.ip).c_str(), item.port);
-      st->reset_party(party, item.ip, item.port);
-    }
+  if (req.media_index) {
+    answer_stream(cur.streams[first], party, media[0]);
+  } else {
+    for (size_t i = media.size(); i < cur.streams.size(); ++i) cur.streams[i]->close("rejected");
+    for (size_t i = 0; i < std::min(media.size(), cur.streams.size()); ++i)
+      answer_stream(cur.streams[i], party, media[i]);
   }
   if (previous_cseq_) {
     close_unless_in(offers_.at(*previous_cseq_), cur, nullptr);
@@ -161,6 +153,26 @@ bool Session::apply_answer(const CSeqPair& c, Side party, const UpdateRequest& r
     previous_cseq_.reset();
   }
   return true;
+}
+
+void Session::answer_stream(MediaStream* st, Side party, const MediaItem& item) {
+  if (item.port == 0) {
+    st->close("rejected");
+    return;
+  }
+  if (!st->alive()) return;
+  st->update_hold(party, item.direction, item.ip);
+  PartySdp& p = st->sdp(party);
+  p.ice = item.ice;
+  if (!p.known || p.ip.is_any()) {
+    p.known = true;
+    p.ip = item.ip;
+    p.port = item.port;
+  } else if (p.port != item.port || (p.ip != item.ip && !item.ip.is_any())) {
+    LOG_DEBUG("session %s: %s moved to %s:%u, relearning its address", call_id_.c_str(),
+              party == kCaller ? "caller" : "callee", format_ipv4(item.ip).c_str(), item.port);
+    st->reset_party(party, item.ip, item.port);
+  }
 }
 
 void Session::close_unless_in(const Offer& old, const Offer& keep1, const Offer* keep2) {

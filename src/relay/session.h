@@ -37,6 +37,9 @@ struct UpdateRequest {
   std::optional<std::vector<protocol::MediaItem>> media;  // nullopt: absent
   std::string caller_ip, destination_ip;                  // from signaling_ip
   std::optional<std::string> username;                    // from JSON signaling_ip
+  // `media_index: N` (rtpproxy front end): this answer's single media item is
+  // stream N (1-based) of the offer; the other streams are left as they are.
+  size_t media_index = 0;  // 0: the media list is the whole answer
 };
 
 class Session {
@@ -76,6 +79,7 @@ class Session {
   bool apply_offer(const CSeqPair& c, Side party, const std::vector<protocol::MediaItem>& media,
                    std::string& error);
   bool apply_answer(const CSeqPair& c, Side party, const UpdateRequest& req, std::string& error);
+  void answer_stream(MediaStream* st, Side party, const protocol::MediaItem& item);
   std::string local_media(bool downstream, int64_t cseq, bool caller_cseq) const;
   void close_unless_in(const Offer& old, const Offer& keep1, const Offer* keep2);
 

@@ -189,6 +189,53 @@ TEST_CASE("answer with fewer streams rejects the surplus", "[session]") {
   CHECK(a[1] == 0);
 }
 
+TEST_CASE("media_index answers one stream and leaves the others alone", "[session]") {
+  Fixture f;
+  auto extra = [&f](const std::string& type, int cseq, const std::string& to_tag,
+                    const std::string& media, const std::string& index) {
+    mp::protocol::RelayCommand c;
+    c.name = "update";
+    c.headers = {{"type", type},         {"call_id", "call-1"},  {"cseq", std::to_string(cseq)},
+                 {"from_uri", "a@x"},    {"to_uri", "b@y"},      {"from_tag", "A"},
+                 {"user_agent", "UA"},   {"to_tag", to_tag},     {"media", media},
+                 {"media_index", index}};
+    return f.engine->handle(c, 7);
+  };
+  auto o = ports_of(
+      f.update("request", 1, "A", "",
+               "audio:127.0.0.1:5000:sendrecv:ice=no,audio:127.0.0.1:5002:sendrecv:ice=no"));
+  REQUIRE(o.size() == 2);
+  // Stream 2 answered first: stream 1 is neither rejected nor changed.
+  auto a2 = ports_of(extra("reply", 1, "B", "audio:127.0.0.2:6002:sendrecv:ice=no", "2"));
+  REQUIRE(a2.size() == 2);
+  CHECK(a2[0] != 0);
+  CHECK(a2[1] != 0);
+  CHECK(f.engine->stream_count() == 2);
+  CHECK(f.sessions().find("rejected") == std::string::npos);
+  auto a1 = ports_of(extra("reply", 1, "B", "audio:127.0.0.2:6000:sendrecv:ice=no", "1"));
+  CHECK(a1 == a2);
+  CHECK(f.sessions().find("rejected") == std::string::npos);
+  // Out of range, zero, or more than one item: errors that change nothing.
+  CHECK(extra("reply", 1, "B", "audio:127.0.0.2:6004:sendrecv:ice=no", "3") == "error");
+  CHECK(extra("reply", 1, "B", "audio:127.0.0.2:6004:sendrecv:ice=no", "0") == "error");
+  CHECK(extra("reply", 1, "B", kCalleeAudio + std::string(",") + kCalleeAudio, "1") == "error");
+  CHECK(f.engine->stream_count() == 2);
+}
+
+TEST_CASE("query reports one session's counters and time to live", "[session]") {
+  Fixture f;
+  f.update("request", 1, "A", "", kCallerAudio);
+  f.update("reply", 1, "A", "B", kCalleeAudio);
+  mp::protocol::RelayCommand q;
+  q.name = "query";
+  q.headers = {{"call_id", "call-1"}, {"from_tag", "A"}, {"to_tag", "B"}};
+  const std::string r = f.engine->handle(q, 7);
+  CHECK(r.find("\"ttl\": 90") != std::string::npos);
+  CHECK(r.find("\"caller_packets\": 0") != std::string::npos);
+  q.headers = {{"call_id", "other"}, {"from_tag", "A"}};
+  CHECK(f.engine->handle(q, 7) == "error");
+}
+
 TEST_CASE("offered port 0 gets port 0 and allocates nothing", "[session]") {
   Fixture f;
   const size_t free_before = f.engine->ports().free_count();

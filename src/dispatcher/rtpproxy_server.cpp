@@ -1,0 +1,440 @@
+// Listeners and framing of the rtpproxy front end (rtpproxy_server.h).
+#include "dispatcher/rtpproxy_server.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/log.h"
+#include "protocol/rtpproxy_command.h"
+
+namespace mp::dispatcher {
+
+namespace {
+
+using protocol::kMaxRtpproxyCommand;
+using protocol::kMaxRtpproxyCookie;
+namespace rtpp_error = protocol::rtpp_error;
+
+constexpr size_t kMaxDatagram = 65536;
+constexpr size_t kMaxCacheEntries = 200000;
+constexpr size_t kMaxStreamBuffer = kMaxRtpproxyCommand + kMaxRtpproxyCookie + 2;
+constexpr size_t kMaxStreamConnections = 4096;
+
+char g_udp_buffer[kMaxDatagram];
+char g_stream_buffer[64 * 1024];
+
+std::string address_of(const sockaddr* sa) {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (sa->sa_family == AF_INET)
+    uv_ip4_name(reinterpret_cast<const sockaddr_in*>(sa), text, sizeof text);
+  else if (sa->sa_family == AF_INET6)
+    uv_ip6_name(reinterpret_cast<const sockaddr_in6*>(sa), text, sizeof text);
+  return text;
+}
+
+uint16_t port_of(const sockaddr* sa) {
+  if (sa->sa_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
+  if (sa->sa_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port);
+  return 0;
+}
+
+bool make_sockaddr(const RtpproxyListen& l, sockaddr_storage& sa) {
+  if (l.address.find(':') != std::string::npos)
+    return uv_ip6_addr(l.address.c_str(), l.port, reinterpret_cast<sockaddr_in6*>(&sa)) == 0;
+  return uv_ip4_addr(l.address.c_str(), l.port, reinterpret_cast<sockaddr_in*>(&sa)) == 0;
+}
+
+struct UdpSend {
+  uv_udp_send_t req;
+  std::string data;
+};
+
+}  // namespace
+
+// One UDP listener with its retransmission cache.
+struct RtpproxyServer::Udp {
+  RtpproxyServer* server = nullptr;
+  uv_udp_t handle;
+  std::string name;
+  bool open = false;
+  struct Entry {
+    std::string reply;  // with cookie and newline; empty while pending
+    double at = 0;
+  };
+  std::unordered_map<std::string, Entry> cache;  // sender + ' ' + cookie
+  std::deque<std::string> order;                 // cache keys, oldest first
+
+  double now() const { return static_cast<double>(uv_now(server->loop())) / 1000.0; }
+
+  void send_to(const sockaddr_storage& to, const std::string& data) {
+    if (!open) return;
+    uv_buf_t b = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
+    int r = uv_udp_try_send(&handle, &b, 1, reinterpret_cast<const sockaddr*>(&to));
+    if (r >= 0) return;
+    if (r != UV_EAGAIN) {
+      LOG_DEBUG("rtpproxy: reply to %s not sent: %s",
+                address_of(reinterpret_cast<const sockaddr*>(&to)).c_str(), uv_strerror(r));
+      return;
+    }
+    auto* s = new UdpSend;
+    s->data = data;
+    s->req.data = s;
+    b = uv_buf_init(s->data.data(), static_cast<unsigned>(s->data.size()));
+    if (uv_udp_send(&s->req, &handle, &b, 1, reinterpret_cast<const sockaddr*>(&to),
+                    [](uv_udp_send_t* req, int) { delete static_cast<UdpSend*>(req->data); }) != 0)
+      delete s;
+  }
+
+  void expire() {
+    const double limit = now() - server->config().retransmit_cache;
+    while (!order.empty()) {
+      auto it = cache.find(order.front());
+      if (it != cache.end() && it->second.at >= limit && cache.size() <= kMaxCacheEntries) break;
+      if (it != cache.end()) cache.erase(it);
+      order.pop_front();
+    }
+  }
+
+  void on_datagram(const char* data, size_t len, const sockaddr* from) {
+    std::string_view text(data, len);
+    std::string_view cookie, command;
+    sockaddr_storage to{};
+    std::memcpy(&to, from,
+                from->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+    if (!protocol::split_rtpproxy_cookie(text, cookie, command)) {
+      server->front_end().count_error(rtpp_error::kSyntax);
+      if (cookie.empty()) {  // no usable cookie: nothing to answer to
+        LOG_DEBUG("rtpproxy: datagram from %s without a cookie dropped", address_of(from).c_str());
+        return;
+      }
+      send_to(to, std::string(cookie) + " " + protocol::format_rtpproxy_error(rtpp_error::kSyntax) +
+                      "\n");
+      return;
+    }
+    const std::string client = address_of(from);
+    std::string key = client + ':' + std::to_string(port_of(from)) + ' ';
+    key.append(cookie);
+    expire();
+    if (auto it = cache.find(key); it != cache.end()) {
+      if (!it->second.reply.empty()) send_to(to, it->second.reply);  // else: still pending
+      return;
+    }
+    cache[key].at = now();
+    order.push_back(key);
+    std::string prefix(cookie);
+    prefix += ' ';
+    std::weak_ptr<Udp> weak = self;
+    server->dispatch(command, client, [weak, key, to, prefix](std::string reply) {
+      auto live = weak.lock();
+      if (!live || !live->open) return;
+      std::string out = prefix + reply + "\n";
+      live->send_to(to, out);
+      if (auto it = live->cache.find(key); it != live->cache.end())
+        it->second.reply = std::move(out);
+    });
+  }
+  std::weak_ptr<Udp> self;
+};
+
+// A stream listener (unix:, cunix:, tcp:).
+struct RtpproxyServer::Stream {
+  RtpproxyServer* server = nullptr;
+  RtpproxyListen where;
+  union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } handle;
+  bool open = false;
+  uint64_t refused = 0;
+};
+
+// One client connection of a stream listener.
+struct RtpproxyServer::Connection {
+  RtpproxyServer* server = nullptr;
+  bool cookies = true;
+  bool unix_socket = false;
+  std::string client_ip;
+  union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } handle;
+  bool closing = false;
+  std::string buffer;
+  std::weak_ptr<Connection> self;
+
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&handle); }
+
+  void write(std::string data) {
+    if (closing) return;
+    struct W {
+      uv_write_t req;
+      std::string data;
+    };
+    auto* w = new W;
+    w->data = std::move(data);
+    w->req.data = w;
+    uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
+    if (uv_write(&w->req, stream(), &b, 1,
+                 [](uv_write_t* req, int) { delete static_cast<W*>(req->data); }) != 0)
+      delete w;
+  }
+
+  void close() {
+    if (closing) return;
+    closing = true;
+    auto& all = server->connections();
+    auto it = std::find_if(all.begin(), all.end(), [this](const std::shared_ptr<Connection>& c) {
+      return c.get() == this;
+    });
+    std::shared_ptr<Connection> keep;
+    if (it != all.end()) {
+      keep = *it;
+      all.erase(it);
+    }
+    auto* holder = new std::shared_ptr<Connection>(std::move(keep));
+    handle.tcp.data = holder;
+    uv_close(reinterpret_cast<uv_handle_t*>(&handle),
+             [](uv_handle_t* h) { delete static_cast<std::shared_ptr<Connection>*>(h->data); });
+  }
+
+  // One command: "<cookie> <command>" or, without cookies, the command.
+  void command(std::string_view line) {
+    std::string prefix;
+    std::string_view text = line;
+    if (cookies) {
+      std::string_view cookie;
+      if (!protocol::split_rtpproxy_cookie(line, cookie, text)) {
+        server->front_end().count_error(rtpp_error::kSyntax);
+        if (!cookie.empty())
+          write(std::string(cookie) + " " + protocol::format_rtpproxy_error(rtpp_error::kSyntax) +
+                "\n");
+        return;
+      }
+      prefix.assign(cookie);
+      prefix += ' ';
+    }
+    std::weak_ptr<Connection> weak = self;
+    server->dispatch(text, client_ip, [weak, prefix](std::string reply) {
+      if (auto live = weak.lock()) live->write(prefix + reply + "\n");
+    });
+  }
+
+  void on_read(const char* data, size_t len) {
+    buffer.append(data, len);
+    size_t start = 0;
+    for (size_t nl; (nl = buffer.find('\n', start)) != std::string::npos; start = nl + 1) {
+      std::string_view line(buffer.data() + start, nl - start);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (!line.empty()) command(line);
+      if (closing) return;
+    }
+    buffer.erase(0, start);
+    if (!cookies && !buffer.empty()) {  // Kamailio's unix: one read is one command
+      std::string whole = std::move(buffer);
+      buffer.clear();
+      command(whole);
+      return;
+    }
+    if (buffer.size() > kMaxStreamBuffer) {
+      LOG_WARN("rtpproxy: %s client sent a command longer than %zu bytes; connection closed",
+               unix_socket ? "UNIX-socket" : client_ip.c_str(), kMaxStreamBuffer);
+      server->front_end().count_error(rtpp_error::kTooBig);
+      if (cookies) {
+        write(protocol::format_rtpproxy_error(rtpp_error::kTooBig) + "\n");
+      }
+      close();
+    }
+  }
+};
+
+RtpproxyServer::RtpproxyServer(uv_loop_t* loop, RtpproxyFrontEnd& front_end,
+                               const RtpproxyConfig& cfg)
+    : loop_(loop), front_end_(front_end), cfg_(cfg) {}
+
+RtpproxyServer::~RtpproxyServer() = default;
+
+void RtpproxyServer::dispatch(std::string_view command, const std::string& client_ip,
+                              std::function<void(std::string)> reply) {
+  if (command.size() > kMaxRtpproxyCommand) {
+    front_end_.count_error(rtpp_error::kTooBig);
+    reply(protocol::format_rtpproxy_error(rtpp_error::kTooBig));
+    return;
+  }
+  protocol::RtpproxyParseError error;
+  auto cmd = protocol::parse_rtpproxy_command(command, error);
+  if (!cmd) {
+    LOG_INFO("rtpproxy: command from %s answered E%d: %s",
+             client_ip.empty() ? "UNIX socket" : client_ip.c_str(), error.code,
+             error.reason.c_str());
+    front_end_.count_error(error.code);
+    reply(protocol::format_rtpproxy_error(error.code));
+    return;
+  }
+  front_end_.handle(*cmd, client_ip, std::move(reply));
+}
+
+bool RtpproxyServer::listen(std::string& error) {
+  for (const RtpproxyListen& l : cfg_.listen) {
+    const bool ok = l.datagram() ? listen_udp(l, error) : listen_stream(l, error);
+    if (!ok) {
+      error = "[Rtpproxy] listen " + l.text + ": " + error;
+      return false;
+    }
+    LOG_INFO("listening for rtpproxy-protocol commands on %s", l.text.c_str());
+  }
+  return true;
+}
+
+bool RtpproxyServer::listen_udp(const RtpproxyListen& l, std::string& error) {
+  auto u = std::make_shared<Udp>();
+  u->server = this;
+  u->name = l.text;
+  u->self = u;
+  sockaddr_storage sa{};
+  if (!make_sockaddr(l, sa)) {
+    error = "bad address";
+    return false;
+  }
+  uv_udp_init(loop_, &u->handle);
+  u->handle.data = u.get();
+  u->open = true;
+  udp_.push_back(u);
+  int r = uv_udp_bind(&u->handle, reinterpret_cast<sockaddr*>(&sa), 0);
+  if (r == 0)
+    r = uv_udp_recv_start(
+        &u->handle,
+        [](uv_handle_t*, size_t, uv_buf_t* buf) {
+          buf->base = g_udp_buffer;
+          buf->len = sizeof g_udp_buffer;
+        },
+        [](uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const sockaddr* from, unsigned flags) {
+          if (nread <= 0 || !from) return;
+          auto* udp = static_cast<Udp*>(h->data);
+          if (flags & UV_UDP_PARTIAL) {
+            LOG_DEBUG("rtpproxy: truncated datagram from %s dropped", address_of(from).c_str());
+            udp->server->front_end().count_error(rtpp_error::kTooBig);
+            return;
+          }
+          udp->on_datagram(buf->base, static_cast<size_t>(nread), from);
+        });
+  if (r != 0) {
+    error = uv_strerror(r);
+    return false;
+  }
+  return true;
+}
+
+bool RtpproxyServer::listen_stream(const RtpproxyListen& l, std::string& error) {
+  auto s = std::make_unique<Stream>();
+  s->server = this;
+  s->where = l;
+  int r;
+  const bool is_unix = l.transport == RtpproxyListen::Transport::Unix ||
+                       l.transport == RtpproxyListen::Transport::Cunix;
+  if (is_unix) {
+    struct stat st;
+    if (lstat(l.address.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        error = l.address + " exists and is not a socket";
+        return false;
+      }
+      unlink(l.address.c_str());  // stale: the module socket logic owns liveness checks
+    }
+    uv_pipe_init(loop_, &s->handle.pipe, 0);
+    s->handle.pipe.data = s.get();
+    s->open = true;
+    r = uv_pipe_bind(&s->handle.pipe, l.address.c_str());
+    if (r == 0) chmod(l.address.c_str(), 0660);
+  } else {
+    sockaddr_storage sa{};
+    if (!make_sockaddr(l, sa)) {
+      error = "bad address";
+      return false;
+    }
+    uv_tcp_init(loop_, &s->handle.tcp);
+    s->handle.tcp.data = s.get();
+    s->open = true;
+    r = uv_tcp_bind(&s->handle.tcp, reinterpret_cast<sockaddr*>(&sa), 0);
+  }
+  Stream* raw = s.get();
+  streams_.push_back(std::move(s));
+  if (r == 0)
+    r = uv_listen(reinterpret_cast<uv_stream_t*>(&raw->handle), 128, [](uv_stream_t* h, int st) {
+      auto* listener = static_cast<Stream*>(h->data);
+      RtpproxyServer* server = listener->server;
+      if (st < 0) return;
+      auto c = std::make_shared<Connection>();
+      c->server = server;
+      c->self = c;
+      const auto t = listener->where.transport;
+      c->cookies = listener->where.has_cookie();
+      c->unix_socket =
+          t == RtpproxyListen::Transport::Unix || t == RtpproxyListen::Transport::Cunix;
+      if (c->unix_socket)
+        uv_pipe_init(server->loop(), &c->handle.pipe, 0);
+      else
+        uv_tcp_init(server->loop(), &c->handle.tcp);
+      c->handle.tcp.data = c.get();
+      server->connections().push_back(c);
+      if (uv_accept(h, c->stream()) != 0 || server->connections().size() > kMaxStreamConnections) {
+        if (server->connections().size() > kMaxStreamConnections && listener->refused++ % 100 == 0)
+          LOG_WARN("rtpproxy: more than %zu connections on %s; refusing", kMaxStreamConnections,
+                   listener->where.text.c_str());
+        c->close();
+        return;
+      }
+      if (!c->unix_socket) {
+        sockaddr_storage peer{};
+        int len = sizeof peer;
+        if (uv_tcp_getpeername(&c->handle.tcp, reinterpret_cast<sockaddr*>(&peer), &len) == 0)
+          c->client_ip = address_of(reinterpret_cast<sockaddr*>(&peer));
+      }
+      uv_read_start(
+          c->stream(),
+          [](uv_handle_t*, size_t, uv_buf_t* buf) {
+            buf->base = g_stream_buffer;
+            buf->len = sizeof g_stream_buffer;
+          },
+          [](uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+            auto* conn = static_cast<Connection*>(stream->data);
+            if (nread < 0) {
+              conn->close();
+              return;
+            }
+            auto keep = conn->self.lock();  // a reply callback may close it
+            conn->on_read(buf->base, static_cast<size_t>(nread));
+          });
+    });
+  if (r != 0) {
+    error = uv_strerror(r);
+    return false;
+  }
+  return true;
+}
+
+void RtpproxyServer::close() {
+  for (auto& u : udp_) {
+    if (!u->open) continue;
+    u->open = false;
+    auto* holder = new std::shared_ptr<Udp>(u);
+    u->handle.data = holder;
+    uv_close(reinterpret_cast<uv_handle_t*>(&u->handle),
+             [](uv_handle_t* h) { delete static_cast<std::shared_ptr<Udp>*>(h->data); });
+  }
+  udp_.clear();
+  for (auto& s : streams_) {
+    if (!s->open) continue;
+    s->open = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(&s->handle), nullptr);
+    const auto t = s->where.transport;
+    if (t == RtpproxyListen::Transport::Unix || t == RtpproxyListen::Transport::Cunix)
+      unlink(s->where.address.c_str());
+  }
+  auto all = connections_;
+  for (auto& c : all) c->close();
+}
+
+}  // namespace mp::dispatcher
