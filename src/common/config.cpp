@@ -86,6 +86,17 @@ std::string set_int(std::string_view v, int& out, int min, int max, const char* 
   return {};
 }
 
+// Seconds as a decimal number in [min, max].
+std::string set_seconds(std::string_view v, double& out, double min, double max) {
+  double d = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+  if (v.empty() || ec != std::errc() || p != v.data() + v.size() || !(d >= min) || d > max)
+    return "expected seconds between " + std::to_string(min).substr(0, 4) + " and " +
+           std::to_string(static_cast<int>(max)) + ", got '" + std::string(v) + "'";
+  out = d;
+  return {};
+}
+
 std::string set_level(std::string_view v, std::optional<log::Level>& out) {
   if (v.empty()) {
     out.reset();
@@ -333,6 +344,18 @@ std::vector<std::pair<std::string, Section>> option_table() {
               c.relay.nft_table = std::string(v);
               return {};
             }}},
+           {"latching", {[](std::string_view v, Config& c) -> std::string {
+              if (v != "normal" && v != "strict")
+                return "expected normal or strict, got '" + std::string(v) + "'";
+              c.relay.strict_latching = v == "strict";
+              return {};
+            }}},
+           {"latch_window", {[](std::string_view v, Config& c) {
+              return set_seconds(v, c.relay.latch_window, 0, 60);
+            }}},
+           {"rebind_silence", {[](std::string_view v, Config& c) {
+              return set_seconds(v, c.relay.rebind_silence, 0.05, 60);
+            }}},
            {"kernel_handover_packets", {[](std::string_view v, Config& c) {
               return set_int(v, c.relay.kernel_handover_packets, 1, 1000, "a packet count");
             }}},
@@ -479,7 +502,8 @@ bool load_config_text(std::string_view text, const std::string& name, Config& cf
       return fail("expected 'option = value', got '" + std::string(line) + "'");
     if (!section)
       return fail(
-          "option outside any section; put it under [General], [Dispatcher], [Relay], [Rtpproxy] or [Metrics]");
+          "option outside any section; put it under [General], [Dispatcher], [Relay], [Rtpproxy] "
+          "or [Metrics]");
     std::string key = std::string(trim(line.substr(0, eq)));
     std::string_view value = trim(line.substr(eq + 1));
     const Option* opt = nullptr;

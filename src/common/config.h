@@ -67,6 +67,9 @@ struct RelayConfig {
   int reconnect_delay = 10;
   std::string nft_table = "mediaproxy";
   int kernel_handover_packets = 1;
+  bool strict_latching = false;  // latching = strict
+  double latch_window = 0.5;     // seconds before an unknown source may latch
+  double rebind_silence = 0.5;   // seconds of silence before a NAT rebinding is followed
 };
 
 // [Rtpproxy]: the rtpproxy control-protocol front end of the dispatcher.

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/address.h"
+#include "relay/latching.h"
 #include "relay/port_pool.h"
 
 namespace mp::kernel {
@@ -38,7 +39,9 @@ struct RelayContext {
   PortPool* ports = nullptr;
   std::vector<Cidr> routable_private_ranges;
   int transmit_every = 1;
-  uint64_t relayed_bytes = 0;  // every byte forwarded in userspace, for bps_relayed
+  uint64_t relayed_bytes = 0;    // every byte forwarded in userspace, for bps_relayed
+  LatchPolicy latch_policy;      // [Relay] latching, latch_window, rebind_silence
+  uint64_t foreign_packets = 0;  // datagrams refused by the latching policy
 
   // In-kernel forwarding (nullptr: userspace only).
   kernel::NftForwarder* kernel = nullptr;

@@ -61,6 +61,9 @@ RelayEngine::RelayEngine(uv_loop_t* loop, const RelayConfig& cfg, Ipv4 relay_ip)
   ctx_.ports = &pool_;
   ctx_.routable_private_ranges = cfg.routable_private_ranges;
   ctx_.transmit_every = cfg.userspace_transmit_every;
+  ctx_.latch_policy.strict = cfg.strict_latching;
+  ctx_.latch_policy.window = cfg.latch_window;
+  ctx_.latch_policy.rebind_silence = cfg.rebind_silence;
   started_ = ctx_.now();
   uv_timer_init(loop, &sweep_timer_);
   sweep_timer_.data = this;
@@ -190,6 +193,14 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
     return "error";
   }
   req.is_request = type == "request";
+  if (const std::string* latching = view.find("latching")) {
+    if (*latching != "strict" && *latching != "normal") {
+      LOG_WARN("relay: update %s with latching '%s' (expected strict or normal)",
+               log_safe(req.call_id).c_str(), log_safe(*latching).c_str());
+      return "error";
+    }
+    req.strict_latching = *latching == "strict";
+  }
   if (const std::string* index = view.find("media_index")) {
     auto [q, err] = std::from_chars(index->data(), index->data() + index->size(), req.media_index);
     if (err != std::errc() || q != index->data() + index->size() || req.media_index == 0 ||
@@ -438,6 +449,9 @@ void RelayEngine::write_metrics(metrics::Exposition& out) const {
             static_cast<double>(streams - kernel_streams), {{"path", "userspace"}});
   out.gauge("mediaproxy_relay_streams", "", static_cast<double>(kernel_streams),
             {{"path", "kernel"}});
+  out.counter("mediaproxy_relay_foreign_packets_total",
+              "Datagrams refused by the latching policy (sources other than the parties').",
+              static_cast<double>(ctx_.foreign_packets));
   out.counter("mediaproxy_relay_sessions_created_total", "Sessions created.",
               static_cast<double>(sessions_created_));
   out.counter("mediaproxy_relay_sessions_removed_total", "Sessions ended by a remove request.",

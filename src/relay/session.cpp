@@ -34,9 +34,11 @@ bool Session::update(const UpdateRequest& req, std::string& reply, std::string& 
 
   static const std::vector<MediaItem> kNoMedia;
   const std::vector<MediaItem>& media = req.media ? *req.media : kNoMedia;
+  if (req.strict_latching) strict_latching_ = req.strict_latching;
+  const Ipv4 signaling = parse_ipv4(req.caller_ip).value_or(Ipv4{});
 
   if (!cseq_ || c > *cseq_) {
-    if (!media.empty() && !apply_offer(c, party, media, error)) return false;
+    if (!media.empty() && !apply_offer(c, party, media, signaling, error)) return false;
   } else if (c == *cseq_) {
     if (offers_.at(c).offerer == party) {
       LOG_DEBUG("session %s: retransmitted offer (cseq %lld), answered as before", call_id_.c_str(),
@@ -48,12 +50,14 @@ bool Session::update(const UpdateRequest& req, std::string& reply, std::string& 
     LOG_DEBUG("session %s: update with old cseq %lld ignored", call_id_.c_str(),
               static_cast<long long>(req.cseq));
   }
+  if (strict_latching_)
+    for (auto& st : streams_) st->set_strict_latching(strict_latching_);
   reply = local_media(downstream, req.cseq, caller_cseq);
   return true;
 }
 
 bool Session::apply_offer(const CSeqPair& c, Side party, const std::vector<MediaItem>& media,
-                          std::string& error) {
+                          Ipv4 signaling, std::string& error) {
   Offer fresh{party, {}};
   const Offer* current = cseq_ ? &offers_.at(*cseq_) : nullptr;
   const size_t first_new = streams_.size();
@@ -78,6 +82,7 @@ bool Session::apply_offer(const CSeqPair& c, Side party, const std::vector<Media
     if (st) {
       st->update_hold(party, item.direction, item.ip);
       st->sdp(party).ice = item.ice;
+      if (!signaling.is_any()) st->sdp(party).signaling_ip = signaling;
     } else {
       std::unique_ptr<MediaStream> created;
       if (item.port == 0) {
@@ -96,6 +101,8 @@ bool Session::apply_offer(const CSeqPair& c, Side party, const std::vector<Media
       p.ip = item.ip;
       p.port = item.port;
       p.ice = item.ice;
+      p.known_since = ctx_.now();
+      p.signaling_ip = signaling;
       st->update_hold(party, item.direction, item.ip);
       streams_.push_back(std::move(created));
     }
@@ -115,6 +122,7 @@ bool Session::apply_offer(const CSeqPair& c, Side party, const std::vector<Media
 bool Session::apply_answer(const CSeqPair& c, Side party, const UpdateRequest& req,
                            std::string& error) {
   Offer& cur = offers_.at(c);
+  const Ipv4 signaling = parse_ipv4(req.caller_ip).value_or(Ipv4{});
   static const std::vector<MediaItem> kNoMedia;
   const std::vector<MediaItem>& media = req.media ? *req.media : kNoMedia;
   // Stream i of the answer is stream `first + i` of the offer.
@@ -141,11 +149,11 @@ bool Session::apply_answer(const CSeqPair& c, Side party, const UpdateRequest& r
   }
   if (media.empty()) return true;  // e.g. 200 OK without SDP: only the times change
   if (req.media_index) {
-    answer_stream(cur.streams[first], party, media[0]);
+    answer_stream(cur.streams[first], party, media[0], signaling);
   } else {
     for (size_t i = media.size(); i < cur.streams.size(); ++i) cur.streams[i]->close("rejected");
     for (size_t i = 0; i < std::min(media.size(), cur.streams.size()); ++i)
-      answer_stream(cur.streams[i], party, media[i]);
+      answer_stream(cur.streams[i], party, media[i], signaling);
   }
   if (previous_cseq_) {
     close_unless_in(offers_.at(*previous_cseq_), cur, nullptr);
@@ -155,7 +163,7 @@ bool Session::apply_answer(const CSeqPair& c, Side party, const UpdateRequest& r
   return true;
 }
 
-void Session::answer_stream(MediaStream* st, Side party, const MediaItem& item) {
+void Session::answer_stream(MediaStream* st, Side party, const MediaItem& item, Ipv4 signaling) {
   if (item.port == 0) {
     st->close("rejected");
     return;
@@ -164,10 +172,12 @@ void Session::answer_stream(MediaStream* st, Side party, const MediaItem& item) 
   st->update_hold(party, item.direction, item.ip);
   PartySdp& p = st->sdp(party);
   p.ice = item.ice;
+  if (!signaling.is_any()) p.signaling_ip = signaling;
   if (!p.known || p.ip.is_any()) {
     p.known = true;
     p.ip = item.ip;
     p.port = item.port;
+    p.known_since = ctx_.now();
   } else if (p.port != item.port || (p.ip != item.ip && !item.ip.is_any())) {
     LOG_DEBUG("session %s: %s moved to %s:%u, relearning its address", call_id_.c_str(),
               party == kCaller ? "caller" : "callee", format_ipv4(item.ip).c_str(), item.port);

@@ -40,6 +40,8 @@ struct UpdateRequest {
   // `media_index: N` (rtpproxy front end): this answer's single media item is
   // stream N (1-based) of the offer; the other streams are left as they are.
   size_t media_index = 0;  // 0: the media list is the whole answer
+  // `latching: strict|normal`: overrides [Relay] latching for this call.
+  std::optional<bool> strict_latching;
 };
 
 class Session {
@@ -77,9 +79,9 @@ class Session {
   };
 
   bool apply_offer(const CSeqPair& c, Side party, const std::vector<protocol::MediaItem>& media,
-                   std::string& error);
+                   Ipv4 signaling, std::string& error);
   bool apply_answer(const CSeqPair& c, Side party, const UpdateRequest& req, std::string& error);
-  void answer_stream(MediaStream* st, Side party, const protocol::MediaItem& item);
+  void answer_stream(MediaStream* st, Side party, const protocol::MediaItem& item, Ipv4 signaling);
   std::string local_media(bool downstream, int64_t cseq, bool caller_cseq) const;
   void close_unless_in(const Offer& old, const Offer& keep1, const Offer* keep2);
 
@@ -87,6 +89,7 @@ class Session {
   std::string call_id_, from_tag_, to_tag_, from_uri_, to_uri_;
   std::string caller_ua_, callee_ua_;
   std::optional<std::string> username_;
+  std::optional<bool> strict_latching_;
   uint64_t owner_;
   double created_;
   std::optional<double> start_wall_;

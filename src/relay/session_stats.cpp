@@ -94,6 +94,9 @@ std::string Session::stats_json() const {
     w.field("callee_kernel_bytes", kbytes[kCallee]);
     const bool kernel = st->in_kernel(kRtp) || kpackets[kCaller] + kpackets[kCallee] > 0;
     w.field("forwarding", std::string(kernel ? "kernel" : "userspace"));
+    // Datagrams the latching policy refused (other sources), per party's port.
+    w.field("caller_foreign_packets", st->foreign_packets(kCaller));
+    w.field("callee_foreign_packets", st->foreign_packets(kCallee));
     w.end_object();
   }
   w.end_array();

@@ -135,15 +135,12 @@ void MediaStream::update_hold(Side s, protocol::Direction d, Ipv4 ip) {
 void MediaStream::reset_party(Side s, Ipv4 ip, uint16_t port) {
   sdp_[s].ip = ip;
   sdp_[s].port = port;
+  sdp_[s].known_since = ctx_.now();
   Endpoint announced{ip, port};
   for (SubStream k : {kRtp, kRtcp}) {
     take_back_from_kernel(k);
     Leg& leg = legs_[k][s];
-    if (leg.learned && !(k == kRtp && leg.remote == announced)) {
-      leg.has_obsolete = true;
-      leg.obsolete = leg.remote;
-      leg.learned = false;
-    }
+    if (leg.learned && !(k == kRtp && leg.remote == announced)) leg.reopen();
     leg.transmit_counter = 0;
   }
   last_activity = ctx_.now();
@@ -155,30 +152,51 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
   const auto k = static_cast<SubStream>(tag / 2);
   const auto s = static_cast<Side>(tag % 2);
   Leg& leg = legs_[k][s];
-  const Endpoint from = Endpoint::from_sockaddr(from_sa);
-  if (!leg.learned) {
-    if (leg.has_obsolete && from == leg.obsolete) {
-      ++leg.dropped;
-      return;
-    }
-    leg.learned = true;
-    leg.remote = from;
-    LOG_DEBUG("%s %s: learned %s address %s on relay port %u", media_type_.c_str(),
-              k == kRtp ? "RTP" : "RTCP", s == kCaller ? "caller" : "callee",
-              format_endpoint(from).c_str(), leg.socket ? leg.socket->local().port : 0);
-    // Anything queued for this party can go now.
-    Leg& to_leg = legs_[k][s];
-    if (!to_leg.pending.empty() && to_leg.socket) {
-      const sockaddr_in dst = from.to_sockaddr();
-      to_leg.pending.drain([&](const uint8_t* d, size_t n) { to_leg.socket->send_now(dst, d, n); });
-    }
-  } else if (from != leg.remote) {
-    ++leg.dropped;
-    return;
-  }
   const bool stun = is_stun(data, len);
+  LatchInput in;
+  in.from = Endpoint::from_sockaddr(from_sa);
+  in.rtcp = k == kRtcp;
+  in.stun = stun;
+  in.ssrc = k == kRtp && !stun ? rtp_ssrc(data, len) : std::nullopt;
+  in.now = ctx_.now();
+  const PartySdp& sdp = sdp_[s];
+  in.sdp_known = sdp.known && sdp.port != 0;
+  in.sdp = Endpoint{sdp.ip, sdp.port};
+  in.sdp_since = sdp.known_since;
+  in.signaling_ip = sdp.signaling_ip;
+  in.rtp_learned = legs_[kRtp][s].learned;
+  in.rtp_ip = legs_[kRtp][s].remote.ip;
+  LatchPolicy policy = ctx_.latch_policy;
+  if (strict_latching_) policy.strict = *strict_latching_;
+  const Endpoint before = leg.remote;
+  switch (latch_decide(policy, leg, in)) {
+    case LatchVerdict::Drop:
+      ++leg.dropped;
+      ++ctx_.foreign_packets;
+      return;
+    case LatchVerdict::Forward:
+      break;
+    case LatchVerdict::Latched: {
+      LOG_DEBUG("%s %s: latched %s address %s on relay port %u", media_type_.c_str(),
+                k == kRtp ? "RTP" : "RTCP", s == kCaller ? "caller" : "callee",
+                format_endpoint(in.from).c_str(), leg.socket ? leg.socket->local().port : 0);
+      // STUN queued for this party can go now.
+      if (!leg.pending.empty() && leg.socket) {
+        const sockaddr_in dst = in.from.to_sockaddr();
+        leg.pending.drain([&](const uint8_t* d, size_t n) { leg.socket->send_now(dst, d, n); });
+      }
+      break;
+    }
+    case LatchVerdict::Relatched:
+      LOG_INFO("%s %s: %s moved from %s to %s (%s); following it", media_type_.c_str(),
+               k == kRtp ? "RTP" : "RTCP", s == kCaller ? "caller" : "callee",
+               format_endpoint(before).c_str(), format_endpoint(in.from).c_str(),
+               k == kRtp ? "same SSRC, old source silent" : "follows its RTP");
+      take_back_from_kernel(k);  // the rules name the old source
+      break;
+  }
   if (!stun) {
-    const double now = ctx_.now();
+    const double now = in.now;
     last_activity = now;
     ++leg.media_seen;
     if (!leg.got_media) {
@@ -277,7 +295,10 @@ void MediaStream::take_back_from_kernel(SubStream k) {
 
 void MediaStream::kernel_counters(SubStream k, Side side, uint64_t packets, uint64_t bytes) {
   Leg& l = legs_[k][side];
-  if (packets != l.kernel_live_packets) last_activity = ctx_.now();
+  if (packets != l.kernel_live_packets) {
+    last_activity = ctx_.now();
+    l.last_seen = last_activity;  // the latched source is alive (NAT rebinding check)
+  }
   l.kernel_live_packets = packets;
   l.kernel_live_bytes = bytes;
 }

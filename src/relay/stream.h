@@ -17,6 +17,7 @@
 
 #include "common/address.h"
 #include "protocol/media.h"
+#include "relay/latching.h"
 #include "relay/media_socket.h"
 #include "relay/relay_context.h"
 
@@ -35,7 +36,9 @@ struct PartySdp {
   uint16_t port = 0;
   protocol::Direction direction = protocol::Direction::SendRecv;
   bool ice = false;
-  bool hold_ip = false;  // last SDP used the old-style hold address 0.0.0.0
+  bool hold_ip = false;    // last SDP used the old-style hold address 0.0.0.0
+  double known_since = 0;  // monotonic: when this SDP address was learned
+  Ipv4 signaling_ip;       // the address its SIP message came from; 0.0.0.0: unknown
   bool on_hold() const {
     return known && (hold_ip || direction == protocol::Direction::SendOnly ||
                      direction == protocol::Direction::Inactive);
@@ -63,13 +66,10 @@ class PendingQueue {
   size_t count_ = 0;
 };
 
-// One party on one sub-stream: the socket facing it and what we learned.
-struct Leg {
+// One party on one sub-stream: the socket facing it and what we learned
+// (LatchState: the latched address and the policy's bookkeeping).
+struct Leg : LatchState {
   MediaSocket* socket = nullptr;
-  bool learned = false;
-  Endpoint remote;
-  bool has_obsolete = false;  // after a reset: ignore this old source
-  Endpoint obsolete;
   bool got_media = false;  // a non-STUN datagram arrived from this party
   uint64_t packets = 0;    // forwarded from this party (IP-layer bytes)
   uint64_t bytes = 0;
@@ -116,6 +116,11 @@ class MediaStream final : public MediaSocketOwner {
   Endpoint local(Side s) const { return Endpoint{ctx_.relay_ip, rtp_port_[s]}; }
   bool any_media() const;  // some party sent a non-STUN datagram at some point
   uint16_t reply_port(Side facing) const { return rtp_port_[facing]; }
+  // Per-call latching override (the `latching` header): strict or not.
+  void set_strict_latching(std::optional<bool> strict) { strict_latching_ = strict; }
+  uint64_t foreign_packets(Side s) const {
+    return legs_[kRtp][s].foreign + legs_[kRtcp][s].foreign;
+  }
 
   // Applies a party's SDP direction/address and updates the hold state.
   void update_hold(Side s, protocol::Direction d, Ipv4 ip);
@@ -161,6 +166,7 @@ class MediaStream final : public MediaSocketOwner {
   bool was_on_hold_ = false;
   bool ports_released_ = false;
   bool kernel_refused_ = false;  // a hand-over failed: stay in userspace
+  std::optional<bool> strict_latching_;
 };
 
 }  // namespace mp::relay
