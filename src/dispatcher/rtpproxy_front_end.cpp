@@ -26,9 +26,11 @@ std::string key_of(const std::string& call_id, const std::string& tag) {
   return call_id + '\n' + tag;
 }
 
-// "audio:IP:PORT:sendrecv:ice=no" (spec A.5) for one party's stream.
-std::string media_item(const std::string& ip, uint16_t port) {
-  return "audio:" + ip + ":" + std::to_string(port) + ":sendrecv:ice=no";
+// "audio:IP:PORT:sendrecv:ice=no" (spec A.5) for one party's stream, with
+// ":asymmetric=yes" for the `a` modifier.
+std::string media_item(const std::string& ip, uint16_t port, bool asymmetric = false) {
+  return "audio:" + ip + ":" + std::to_string(port) + ":sendrecv:ice=no" +
+         (asymmetric ? ":asymmetric=yes" : "");
 }
 
 // The N-th port of a relay reply "IP P1 P2 ...", with the IP.
@@ -293,7 +295,7 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
   std::string media;
   for (const StreamSdp& s : list) {
     if (!media.empty()) media += ',';
-    media += s.known ? media_item(s.ip, s.port) : media_item("0.0.0.0", 0);
+    media += s.known ? media_item(s.ip, s.port, s.asymmetric) : media_item("0.0.0.0", 0);
   }
   protocol::Request req;
   req.command = "update";
@@ -377,7 +379,7 @@ void RtpproxyFrontEnd::lookup(Call& call, const std::string& key, Pending& p) {
                  {"cseq", std::to_string(call.cseq[offerer])},
                  {"signaling_ip", cmd.address},
                  {"media_index", std::to_string(n)},
-                 {"media", media_item(cmd.address, cmd.port)}};
+                 {"media", media_item(cmd.address, cmd.port, cmd.modifiers.asymmetric)}};
   if (req.headers[2].value.empty()) req.headers.erase(req.headers.begin() + 2);
   dispatcher_.handle(req, [this, key, n, p = std::move(p)](std::string r) mutable {
     std::string ip;

@@ -98,7 +98,7 @@ bool parse_item(std::string_view text, size_t index, MediaItem& item, std::strin
   item.ice = false;
 
   // Parameters: ":"-separated key=value pairs; empty ones are skipped, the
-  // last occurrence of a key wins, only `ice` is interpreted.
+  // last occurrence of a key wins, only `ice` and `asymmetric` are interpreted.
   while (more) {
     const std::string_view param = next_field(rest, ':', more);
     if (param.empty()) continue;
@@ -108,6 +108,7 @@ bool parse_item(std::string_view text, size_t index, MediaItem& item, std::strin
       return false;
     }
     if (param.substr(0, eq) == "ice") item.ice = param.substr(eq + 1) == "yes";
+    if (param.substr(0, eq) == "asymmetric") item.asymmetric = param.substr(eq + 1) == "yes";
   }
   return true;
 }
@@ -158,6 +159,7 @@ std::string format_media(const std::vector<MediaItem>& items) {
     out.push_back(':');
     out += to_string(item.direction);
     out += item.ice ? ":ice=yes" : ":ice=no";
+    if (item.asymmetric) out += ":asymmetric=yes";
   }
   return out;
 }

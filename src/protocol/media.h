@@ -3,9 +3,10 @@
 // Grammar, no whitespace anywhere:
 //   media  = stream *( "," stream )
 //   stream = type ":" ip ":" port ":" direction *( ":" key "=" value )
-// Empty items between commas are ignored. Only the `ice` parameter is
-// interpreted (absent means no); empty parameters are tolerated; a parameter
-// without '=' makes the whole header invalid. parse_media() is a pure function.
+// Empty items between commas are ignored. Only the `ice` and `asymmetric`
+// parameters are interpreted (absent means no); empty parameters are
+// tolerated; a parameter without '=' makes the whole header invalid.
+// parse_media() is a pure function.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +30,10 @@ struct MediaItem {
   uint16_t port = 0;
   Direction direction = Direction::SendRecv;
   bool ice = false;
+  // `asymmetric=yes` (rtpproxy's `a` modifier, set by the rtpproxy front end):
+  // the party does not send from where it receives; media goes to the SDP
+  // address, never to the latched source.
+  bool asymmetric = false;
   friend bool operator==(const MediaItem&, const MediaItem&) = default;
 };
 

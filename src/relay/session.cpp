@@ -82,6 +82,7 @@ bool Session::apply_offer(const CSeqPair& c, Side party, const std::vector<Media
     if (st) {
       st->update_hold(party, item.direction, item.ip);
       st->sdp(party).ice = item.ice;
+      st->sdp(party).asymmetric = item.asymmetric;
       if (!signaling.is_any()) st->sdp(party).signaling_ip = signaling;
     } else {
       std::unique_ptr<MediaStream> created;
@@ -101,6 +102,7 @@ bool Session::apply_offer(const CSeqPair& c, Side party, const std::vector<Media
       p.ip = item.ip;
       p.port = item.port;
       p.ice = item.ice;
+      p.asymmetric = item.asymmetric;
       p.known_since = ctx_.now();
       p.signaling_ip = signaling;
       st->update_hold(party, item.direction, item.ip);
@@ -172,6 +174,7 @@ void Session::answer_stream(MediaStream* st, Side party, const MediaItem& item, 
   st->update_hold(party, item.direction, item.ip);
   PartySdp& p = st->sdp(party);
   p.ice = item.ice;
+  p.asymmetric = item.asymmetric;
   if (!signaling.is_any()) p.signaling_ip = signaling;
   if (!p.known || p.ip.is_any()) {
     p.known = true;

@@ -219,10 +219,10 @@ void MediaStream::maybe_hand_over(SubStream k) {
     return;
   const uint64_t need = static_cast<uint64_t>(ctx_.handover_packets);
   if (a.media_seen < need || b.media_seen < need) return;
-  kernel::ForwardRule from_caller{a.remote, a.socket->local().port, b.socket->local().port,
-                                  b.remote};
-  kernel::ForwardRule from_callee{b.remote, b.socket->local().port, a.socket->local().port,
-                                  a.remote};
+  Endpoint to_a, to_b;
+  if (!destination(k, kCaller, to_a) || !destination(k, kCallee, to_b)) return;
+  kernel::ForwardRule from_caller{a.remote, a.socket->local().port, b.socket->local().port, to_b};
+  kernel::ForwardRule from_callee{b.remote, b.socket->local().port, a.socket->local().port, to_a};
   std::string error;
   uint32_t ida = ctx_.kernel->add(from_caller, &error);
   uint32_t idb = ida ? ctx_.kernel->add(from_callee, &error) : 0;
@@ -308,8 +308,9 @@ void MediaStream::deliver(SubStream k, Side to, const uint8_t* data, size_t len,
   Leg& out = legs_[k][to];
   if (!out.socket) return;
   sockaddr_in dst;
-  if (out.learned) {
-    dst = out.remote.to_sockaddr();
+  Endpoint known;
+  if (destination(k, to, known)) {
+    dst = known.to_sockaddr();
   } else if (k == kRtp && sdp_[to].known && sdp_[to].port != 0 && !sdp_[to].ip.is_any() &&
              is_publicly_routable(sdp_[to].ip, ctx_.routable_private_ranges)) {
     dst = Endpoint{sdp_[to].ip, sdp_[to].port}.to_sockaddr();
@@ -332,6 +333,17 @@ void MediaStream::deliver(SubStream k, Side to, const uint8_t* data, size_t len,
   from_leg.bytes += len + kIpUdpHeader;
   ctx_.relayed_bytes += len + kIpUdpHeader;
   out.socket->forward(dst, data, len, this, tag_of(k, other(to)));
+}
+
+bool MediaStream::destination(SubStream k, Side s, Endpoint& out) const {
+  const PartySdp& sdp = sdp_[s];
+  if (sdp.asymmetric && sdp.known && sdp.port != 0 && !sdp.ip.is_any()) {
+    out = Endpoint{sdp.ip, static_cast<uint16_t>(k == kRtp ? sdp.port : sdp.port + 1)};
+    return true;
+  }
+  if (!legs_[k][s].learned) return false;
+  out = legs_[k][s].remote;
+  return true;
 }
 
 void MediaStream::on_send_failed(int cookie, size_t len) {

@@ -36,9 +36,10 @@ struct PartySdp {
   uint16_t port = 0;
   protocol::Direction direction = protocol::Direction::SendRecv;
   bool ice = false;
-  bool hold_ip = false;    // last SDP used the old-style hold address 0.0.0.0
-  double known_since = 0;  // monotonic: when this SDP address was learned
-  Ipv4 signaling_ip;       // the address its SIP message came from; 0.0.0.0: unknown
+  bool hold_ip = false;     // last SDP used the old-style hold address 0.0.0.0
+  bool asymmetric = false;  // send to the SDP address, not to the latched source
+  double known_since = 0;   // monotonic: when this SDP address was learned
+  Ipv4 signaling_ip;        // the address its SIP message came from; 0.0.0.0: unknown
   bool on_hold() const {
     return known && (hold_ip || direction == protocol::Direction::SendOnly ||
                      direction == protocol::Direction::Inactive);
@@ -155,6 +156,9 @@ class MediaStream final : public MediaSocketOwner {
   void maybe_hand_over(SubStream k);
   void take_back_from_kernel(SubStream k);
   void deliver(SubStream k, Side to, const uint8_t* data, size_t len, bool stun, Leg& from_leg);
+  // Where packets for party `s` on sub-stream k go: its latched source, or
+  // for an asymmetric party its SDP address (RTCP: port + 1).
+  bool destination(SubStream k, Side s, Endpoint& out) const;
 
   RelayContext& ctx_;
   std::string media_type_;

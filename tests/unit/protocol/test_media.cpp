@@ -202,3 +202,15 @@ TEST_CASE("format_media / parse_media round-trip", "[media]") {
   CHECK(format_media(messy) == "audio:1.2.3.4:5:sendonly:ice=yes");
   CHECK(parse_ok(format_media(messy)) == messy);
 }
+
+TEST_CASE("asymmetric=yes is read and written back; absent means no", "[media]") {
+  std::string error;
+  auto items = mp::protocol::parse_media(
+      "audio:192.0.2.1:4000:sendrecv:ice=no:asymmetric=yes,audio:192.0.2.1:4002:sendrecv", &error);
+  REQUIRE(items);
+  REQUIRE(items->size() == 2);
+  CHECK((*items)[0].asymmetric);
+  CHECK_FALSE((*items)[1].asymmetric);
+  CHECK(mp::protocol::format_media(*items) ==
+        "audio:192.0.2.1:4000:sendrecv:ice=no:asymmetric=yes,audio:192.0.2.1:4002:sendrecv:ice=no");
+}
