@@ -3,7 +3,9 @@
 # and the management interface (spec C.1) with Debian's openssl.
 #
 # Owns the layout the daemons expect under [TLS] certs_path: ca.pem, crl.pem,
-# dispatcher.crt/.key and relay.crt/.key, plus the private CA material
+# dispatcher.crt/.key, relay.crt/.key and the management client's
+# management.crt/.key (the CN the default management_passport admits, which
+# relay and dispatcher certificates never carry), plus the private CA material
 # (ca.key and the openssl "ca" database in ca-db/) needed to issue or revoke
 # more certificates later. With --test-extras it also makes the deliberately
 # broken certificates the unit tests use (revoked, expired, other CA).
@@ -16,8 +18,10 @@ usage() {
   cat <<'EOF'
 usage: make-certs.sh [options] OUTDIR
 
-Makes a new CA, a dispatcher certificate and a relay certificate in OUTDIR
-(created if missing; existing files are never overwritten without --force).
+Makes a new CA, a dispatcher certificate, a relay certificate and a
+management client certificate (for "mediaproxy sessions" and other management
+tools) in OUTDIR (created if missing; existing files are never overwritten
+without --force).
 
   --org NAME              O of every subject      (default "mediaproxy TEST ONLY")
   --ou NAME               OU of every subject     (default "MediaProxy")
@@ -26,6 +30,10 @@ Makes a new CA, a dispatcher certificate and a relay certificate in OUTDIR
   --dispatcher-san LIST   subjectAltName, e.g. "DNS:proxy.example.com,IP:192.0.2.10"
   --relay-cn CN           relay common name       (default "mediaproxy test relay")
   --relay-san LIST        subjectAltName of the relay certificate
+  --management-cn CN      management client common name (default
+                          "mediaproxy management"); the dispatcher's default
+                          management_passport admits only CNs that start with
+                          "mediaproxy management"; for another CN set it
   --key-type ec|rsa       P-256 ECDSA (default) or RSA 3072 keys
   --not-after TIME        end of validity, YYYYMMDDHHMMSSZ (default 20361231235959Z)
   --test-extras           also make the test-only files: crl-empty.pem,
@@ -47,6 +55,7 @@ dispatcher_cn="mediaproxy test dispatcher"
 dispatcher_san=""
 relay_cn="mediaproxy test relay"
 relay_san=""
+management_cn="mediaproxy management"
 key_type="ec"
 not_after="20361231235959Z"
 extras=0
@@ -62,6 +71,7 @@ while [ $# -gt 0 ]; do
     --dispatcher-san) dispatcher_san=$2; shift 2 ;;
     --relay-cn) relay_cn=$2; shift 2 ;;
     --relay-san) relay_san=$2; shift 2 ;;
+    --management-cn) management_cn=$2; shift 2 ;;
     --key-type) key_type=$2; shift 2 ;;
     --not-after) not_after=$2; shift 2 ;;
     --test-extras) extras=1; shift ;;
@@ -84,7 +94,8 @@ command -v openssl >/dev/null || { echo "make-certs.sh: openssl not found (apt-g
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 if [ "$force" -eq 0 ]; then
-  for f in ca.pem ca.key crl.pem dispatcher.crt dispatcher.key relay.crt relay.key ca-db; do
+  for f in ca.pem ca.key crl.pem dispatcher.crt dispatcher.key relay.crt relay.key \
+    management.crt management.key ca-db; do
     if [ -e "$out/$f" ]; then
       echo "make-certs.sh: $out/$f exists; use --force to replace the whole set" >&2
       exit 1
@@ -166,15 +177,16 @@ EOF
   chmod 644 "$cert"
 }
 
-# issue DBDIR NAME CN SAN [STARTDATE ENDDATE]: NAME.crt and NAME.key in $out.
+# issue DBDIR NAME CN SAN [STARTDATE ENDDATE [EKU]]: NAME.crt and NAME.key in $out.
 issue() {
   local db=$1 name=$2 cn=$3 san=$4 start=${5:-$not_before} end=${6:-$not_after}
+  local eku=${7:-serverAuth, clientAuth}
   local ext="$db/$name.ext"
   {
     echo "[ leaf ]"
     echo "basicConstraints = critical, CA:false"
     echo "keyUsage = critical, digitalSignature, keyEncipherment"
-    echo "extendedKeyUsage = serverAuth, clientAuth"
+    echo "extendedKeyUsage = $eku"
     echo "subjectKeyIdentifier = hash"
     echo "authorityKeyIdentifier = keyid"
     [ -z "$san" ] || echo "subjectAltName = $san"
@@ -197,6 +209,8 @@ db="$out/ca-db"
 make_ca "$db" "$out/ca.pem" "$out/ca.key" "$ca_cn"
 issue "$db" dispatcher "$dispatcher_cn" "$dispatcher_san"
 issue "$db" relay "$relay_cn" "$relay_san"
+# A client only: it cannot serve as a dispatcher or relay.
+issue "$db" management "$management_cn" "" "$not_before" "$not_after" clientAuth
 
 if [ "$extras" -eq 1 ]; then
   gencrl "$db" "$out/crl-empty.pem"
@@ -214,4 +228,5 @@ gencrl "$db" "$out/crl.pem"
 echo "made in $out:"
 (cd "$out" && ls -1 ./*.pem ./*.crt ./*.key | sed 's|^\./|  |')
 echo "keep ca.key and ca-db/ private (off the relay and dispatcher hosts): they issue and revoke"
-echo "certificates. Install ca.pem, crl.pem and each host's own .crt/.key under [TLS] certs_path."
+echo "certificates. Install ca.pem, crl.pem and each host's own .crt/.key under [TLS] certs_path;"
+echo "management.crt/.key where \"mediaproxy sessions\" runs (usually the dispatcher host)."

@@ -384,6 +384,12 @@ int run_server(Config cfg, bool foreground) {
             why.c_str(), cfg.certs_dir().c_str());
       } else {
         for (const std::string& w : ctx->warnings()) LOG_WARN("management TLS: %s", w.c_str());
+        if (passport->disabled())
+          LOG_WARN(
+              "management_passport = None: every certificate signed by %s/ca.pem, relay and "
+              "dispatcher certificates included, may read every call on the management "
+              "interface; remove the option to admit only management certificates (%s)",
+              cfg.certs_dir().c_str(), kDefaultManagementPassport);
       }
     } else if (!loopback && !cfg.dispatcher.management_allow_remote_plain) {
       ok = false;

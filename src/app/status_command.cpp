@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cinttypes>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -17,6 +18,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "tls/connection.h"
+#include "tls/passport.h"
 #include "tls/tls_context.h"
 
 namespace mp::app {
@@ -33,21 +35,27 @@ std::string usage(const char* what) {
          "and prints " +
          (std::string(what) == "sessions" ? "every session and stream" : "every relay") +
          ". --json prints the dispatcher's JSON line as is. TLS (the default when\n"
-         "the configuration says management_use_tls = yes) presents dispatcher.crt from\n"
-         "the certificate directory ([TLS] certs_path, or --certs).\n";
+         "the configuration says management_use_tls = yes) presents management.crt and\n"
+         "management.key from the certificate directory ([TLS] certs_path, or --certs;\n"
+         "made by certs/make-certs.sh), or dispatcher.crt if there is no management.crt.\n";
 }
 
 // Sends `command` over plain TCP (`tls` null) or TLS and returns the reply
-// line, or "" with `error` set.
+// line, or "" with `error` set; `connected` tells whether the connection (and
+// TLS handshake) was made, e.g. before the server refused our certificate.
 std::string ask(const Endpoint& where, const std::string& command,
-                std::shared_ptr<const tls::TlsContext> tls, std::string& error) {
+                std::shared_ptr<const tls::TlsContext> tls, std::string& error, bool& connected) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   std::string reply, buffer;
   bool done = false;
   std::shared_ptr<tls::Connection> conn;
   tls::ConnectionCallbacks cb;
-  cb.on_connected = [&](const tls::Subject&) { conn->write(command + "\r\n"); };
+  connected = false;
+  cb.on_connected = [&](const tls::Subject&) {
+    connected = true;
+    conn->write(command + "\r\n");
+  };
   cb.on_data = [&](std::string_view data) {
     buffer.append(data);
     size_t nl = buffer.find("\r\n");
@@ -61,7 +69,8 @@ std::string ask(const Endpoint& where, const std::string& command,
     if (!done) {
       error = "no answer from the management interface at " + format_endpoint(where) + ": " +
               reason + " (is mediaproxy running with listen_management set to this address" +
-              (tls ? ", and is this host's certificate signed by its CA?)"
+              (tls ? ", and does it accept this client certificate: signed by its CA and "
+                     "matching its management_passport?)"
                    : ", and management_use_tls = no?)");
     }
   };
@@ -167,6 +176,10 @@ bool print_summary(const rapidjson::Document& d) {
 }  // namespace
 
 int run_status_command(int argc, char** argv) {
+  // A dispatcher that refuses our certificate closes right after the
+  // handshake, while our command may still be on its way: report that, do
+  // not die of SIGPIPE.
+  std::signal(SIGPIPE, SIG_IGN);
   const std::string what = argv[1];
   std::string config_path;
   std::optional<Endpoint> where;
@@ -238,27 +251,60 @@ int run_status_command(int argc, char** argv) {
     if (where->ip.is_any()) where->ip = *parse_ipv4("127.0.0.1");
   }
   std::shared_ptr<const tls::TlsContext> ctx;
+  std::string hint;  // added to a failure to get an answer
   if (use_tls.value_or(cfg.dispatcher.management_use_tls)) {
     std::string error;
     log::set_level(log::Level::Critical);  // errors are reported below, once
-    auto settings = tls::TlsSettings::from_certs_path(certs.empty() ? cfg.certs_dir() : certs,
-                                                      "dispatcher", tls::Role::Client);
+    const std::string dir = certs.empty() ? cfg.certs_dir() : certs;
+    // The dispatcher admits only management certificates by default
+    // (management_passport); dispatcher.crt is the fallback for sets made
+    // before management.crt existed, accepted only with a passport that
+    // admits it.
+    struct stat st;
+    const bool have_management = stat((dir + "/management.crt").c_str(), &st) == 0;
+    const char* name = have_management ? "management" : "dispatcher";
+    auto settings = tls::TlsSettings::from_certs_path(dir, name, tls::Role::Client);
     ctx = tls::TlsContext::load(settings, error);
     if (!ctx) {
+      const std::string missing = have_management
+                                      ? std::string()
+                                      : "there is no management.crt in " + dir +
+                                            " either: make one with certs/make-certs.sh; ";
       std::fprintf(stderr,
-                   "mediaproxy %s: cannot use TLS: %s (use --certs DIR, or --plain "
+                   "mediaproxy %s: cannot use TLS: %s (%suse --certs DIR, or --plain "
                    "for a plain-TCP management interface)\n",
-                   what.c_str(), error.c_str());
+                   what.c_str(), error.c_str(), missing.c_str());
       return 1;
+    }
+    std::string why;
+    auto passport = tls::Passport::parse(cfg.dispatcher.management_passport, &why);
+    const std::string subject = tls::format_subject(ctx->own_subject());
+    if (!have_management) {
+      hint = "there is no management.crt in " + dir + ", so dispatcher.crt ('" + subject +
+             "') was presented, and the dispatcher's management_passport (default '" +
+             kDefaultManagementPassport +
+             "') refuses it: put a management certificate of the same CA and its key in " + dir +
+             " as management.crt and management.key (certs/make-certs.sh makes one with a new "
+             "set, CN 'mediaproxy management'; certs/README shows how to issue one with an "
+             "existing CA), or use --certs DIR for a directory that has them";
+    } else if (passport && !passport->accepts(ctx->own_subject(), &why)) {
+      hint = "the certificate " + dir + "/management.crt ('" + subject +
+             "') does not match management_passport '" + passport->to_string() + "'" +
+             (config_path.empty() ? std::string() : " of " + config_path) + ": " + why;
     }
   } else {
     log::set_level(log::Level::Critical);
   }
   for (;;) {
     std::string error;
-    std::string line = ask(*where, what, ctx, error);
+    bool connected = false;
+    std::string line = ask(*where, what, ctx, error, connected);
     if (line.empty()) {
       std::fprintf(stderr, "mediaproxy %s: %s\n", what.c_str(), error.c_str());
+      // A server that completed the handshake and then closed refused our
+      // certificate (its log names the passport); say what to do about it.
+      if (connected && !hint.empty())
+        std::fprintf(stderr, "mediaproxy %s: note: %s\n", what.c_str(), hint.c_str());
       return 1;
     }
     if (watch) std::printf("\033[H\033[2J");

@@ -256,7 +256,10 @@ std::vector<std::pair<std::string, Section>> option_table() {
               return {};
             }}},
            {"management_passport", {[](std::string_view v, Config& c) -> std::string {
-              c.dispatcher.management_passport = std::string(v);
+              // Empty keeps the default: admitting every certificate of the
+              // CA (relays included) takes an explicit "None".
+              c.dispatcher.management_passport =
+                  v.empty() ? std::string(kDefaultManagementPassport) : std::string(v);
               return {};
             }}},
            {"accounting", unused_option()},

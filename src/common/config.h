@@ -25,6 +25,11 @@ enum class Role { Combined, Dispatcher, Relay };
 std::string_view role_name(Role r);
 std::optional<Role> parse_role(std::string_view text);
 
+// The default [Dispatcher] management_passport: the CN certs/make-certs.sh
+// gives management client certificates ("mediaproxy management", or a name
+// that starts with it), which relay and dispatcher certificates never carry.
+inline constexpr const char* kDefaultManagementPassport = "CN:mediaproxy management*";
+
 struct DispatcherConfig {
   std::string socket_path = "dispatcher.sock";
   mode_t socket_mode = 0660;
@@ -35,7 +40,10 @@ struct DispatcherConfig {
   std::optional<Endpoint> listen_management = Endpoint{Ipv4{0}, 25061};  // nullopt: off
   bool management_use_tls = true;
   bool management_allow_remote_plain = false;
-  std::string management_passport;  // spec B.1.1 syntax; empty or "None": no check
+  // Spec B.1.1 syntax, checked on TLS management clients. Empty in the file
+  // means this default (only a management certificate made by
+  // certs/make-certs.sh); "None" admits any certificate of the CA.
+  std::string management_passport = kDefaultManagementPassport;
   std::optional<Endpoint> listen = Endpoint{Ipv4{0}, 25060};  // relay link; nullopt: off
   std::string passport;                                       // checked on relay certificates
   int relay_recover_interval = 60;

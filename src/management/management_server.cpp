@@ -44,8 +44,12 @@ bool ManagementServer::listen(Endpoint where, std::string& error) {
         "cannot listen for management clients on " + format_endpoint(where) + ": " + uv_strerror(r);
     return false;
   }
+  const std::string how = !tls_ ? std::string("plain TCP")
+                          : passport_.disabled()
+                              ? std::string("TLS, any client certificate of the CA")
+                              : "TLS, client certificates matching '" + passport_.to_string() + "'";
   LOG_INFO("management interface listening on %s (%s)", format_endpoint(where).c_str(),
-           tls_ ? "TLS" : "plain TCP");
+           how.c_str());
   return true;
 }
 

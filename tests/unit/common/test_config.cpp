@@ -148,6 +148,19 @@ TEST_CASE("relay link options", "[config]") {
   CHECK(bad.error.find("host names are not resolved") != std::string::npos);
 }
 
+TEST_CASE("management_passport: unset or empty means management certificates only", "[config]") {
+  CHECK(Config{}.dispatcher.management_passport == std::string(mp::kDefaultManagementPassport));
+  auto empty = load("[Dispatcher]\nmanagement_passport =\n");
+  REQUIRE(empty.ok);
+  CHECK(empty.cfg.dispatcher.management_passport == "CN:mediaproxy management*");
+  auto none = load("[Dispatcher]\nmanagement_passport = None\n");
+  REQUIRE(none.ok);
+  CHECK(none.cfg.dispatcher.management_passport == "None");
+  auto own = load("[Dispatcher]\nmanagement_passport = O:Example, CN:noc*\n");
+  REQUIRE(own.ok);
+  CHECK(own.cfg.dispatcher.management_passport == "O:Example, CN:noc*");
+}
+
 TEST_CASE("empty listen values switch listeners off", "[config]") {
   auto l = load("[Dispatcher]\nlisten_management = none\n[Metrics]\nlisten =\n");
   REQUIRE(l.ok);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <string>
 
+#include "common/config.h"
 #include "tls/tls_context.h"
 #include "tls_test_support.h"
 
@@ -50,6 +51,26 @@ TEST_CASE("TLS context: the sample set loads for both roles", "[tls][context]") 
   CHECK(format_subject(client->own_subject()) ==
         "O=mediaproxy TEST ONLY, OU=MediaProxy, CN=mediaproxy test relay");
   CHECK(client->warnings().empty());
+}
+
+TEST_CASE(
+    "TLS context: only the sample management certificate passes the default "
+    "management_passport",
+    "[tls][context]") {
+  auto passport = Passport::parse(mp::kDefaultManagementPassport, nullptr);
+  REQUIRE(passport);
+  CHECK(passport->to_string() == "CN:mediaproxy management*");
+  auto management = load_ok(settings_for(Role::Client, "management"));
+  CHECK(format_subject(management->own_subject()) ==
+        "O=mediaproxy TEST ONLY, OU=MediaProxy, CN=mediaproxy management");
+  CHECK(management->warnings().empty());
+  CHECK(passport->accepts(management->own_subject()));
+  // Every relay and dispatcher certificate of the set, whatever its state.
+  for (const char* name : {"relay", "dispatcher", "relay-revoked", "relay-otherca"}) {
+    auto ctx = load_ok(settings_for(Role::Client, name));
+    INFO(name);
+    CHECK_FALSE(passport->accepts(ctx->own_subject()));
+  }
 }
 
 TEST_CASE("TLS context: spec B.1 file layout", "[tls][context]") {
