@@ -311,7 +311,6 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
                  {"media", media}};
   if (req.headers[2].value.empty()) req.headers.erase(req.headers.begin() + 2);
   const bool created = call.cseq[0] == 1 && call.cseq[1] == 0 && !retransmission && side == 0;
-  if (created) ++created_;
   dispatcher_.handle(req, [this, key, n, created, p = std::move(p)](std::string r) mutable {
     std::string ip;
     uint16_t port = 0;
@@ -321,14 +320,16 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
                rtpp_error::kNoPorts);
       auto it = calls_.find(key);
       if (created && it != calls_.end() && !dispatcher_.has_session(it->second.call_id)) {
-        // Nothing was allocated: forget the call so a retry starts afresh.
-        it->second.cseq[0] = 0;
-        it->second.sdp[0].clear();
-        it->second.offerer = -1;
+        // Nothing was allocated: forget the call (a flood of refused calls
+        // leaves no state behind; a retry starts afresh).
+        erase_call(key);
+        p.reply(protocol::format_rtpproxy_error(rtpp_error::kNoPorts));
+        return;
       }
       finish(key, p.reply, protocol::format_rtpproxy_error(rtpp_error::kNoPorts));
       return;
     }
+    if (created) ++created_;
     finish(key, p.reply, protocol::format_rtpproxy_port(port, ip, false));
   });
 }
@@ -404,19 +405,9 @@ void RtpproxyFrontEnd::remove(Call& call, const std::string& key, Pending& p) {
     LOG_DEBUG("rtpproxy: D with a media number for call %s deletes the whole session",
               log_safe(call.call_id).c_str());
   dispatcher_.handle(req, [this, key, p = std::move(p)](std::string r) mutable {
-    auto it = calls_.find(key);
-    if (it != calls_.end()) {
+    if (calls_.count(key)) {
       ++deleted_;
-      auto& keys = by_call_id_[it->second.call_id];
-      keys.erase(std::remove(keys.begin(), keys.end(), key), keys.end());
-      if (keys.empty()) by_call_id_.erase(it->second.call_id);
-      // Commands queued behind the D find no call now.
-      std::deque<Pending> queued = std::move(it->second.queue);
-      calls_.erase(it);
-      for (Pending& q : queued)
-        q.reply(q.cmd.verb == RtpproxyVerb::Lookup
-                    ? std::string("0")
-                    : protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
+      erase_call(key);
     }
     if (r == "removed") {
       p.reply("0");
@@ -476,8 +467,7 @@ std::string RtpproxyFrontEnd::stats(const RtpproxyCommand& cmd) const {
 void RtpproxyFrontEnd::on_session_end(const std::string& call_id, bool timed_out) {
   auto ids = by_call_id_.find(call_id);
   if (ids == by_call_id_.end()) return;
-  std::vector<std::string> keys = ids->second;
-  by_call_id_.erase(ids);
+  const std::vector<std::string> keys = ids->second;
   for (const std::string& k : keys) {
     auto it = calls_.find(k);
     if (it == calls_.end()) continue;
@@ -492,17 +482,27 @@ void RtpproxyFrontEnd::on_session_end(const std::string& call_id, bool timed_out
         notifier_.send(c.notify_socket, c.notify_tag);
       }
     }
-    if (c.busy) {  // a command is in flight: it finishes on a call that is gone
-      std::deque<Pending> queued = std::move(c.queue);
-      calls_.erase(it);
-      for (Pending& q : queued)
-        q.reply(q.cmd.verb == RtpproxyVerb::Lookup
-                    ? std::string("0")
-                    : protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
-      continue;
-    }
-    calls_.erase(it);
+    erase_call(k);  // a command in flight finishes on a call that is gone
   }
+}
+
+void RtpproxyFrontEnd::erase_call(const std::string& key) {
+  auto it = calls_.find(key);
+  if (it == calls_.end()) return;
+  const std::string call_id = it->second.call_id;
+  auto ids = by_call_id_.find(call_id);
+  if (ids != by_call_id_.end()) {
+    auto& keys = ids->second;
+    keys.erase(std::remove(keys.begin(), keys.end(), key), keys.end());
+    if (keys.empty()) by_call_id_.erase(ids);
+  }
+  // Commands queued behind find no call now, as rtpproxy would answer them.
+  std::deque<Pending> queued = std::move(it->second.queue);
+  calls_.erase(it);
+  for (Pending& q : queued)
+    q.reply(q.cmd.verb == RtpproxyVerb::Lookup
+                ? std::string("0")
+                : protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
 }
 
 bool RtpproxyFrontEnd::notify_permitted(const std::string& target,
@@ -528,17 +528,11 @@ bool RtpproxyFrontEnd::notify_permitted(const std::string& target,
 void RtpproxyFrontEnd::on_sweep(uv_timer_t* t) {
   auto* self = static_cast<RtpproxyFrontEnd*>(t->data);
   const double limit = self->now() - kIdleBeforeSweep;
-  for (auto it = self->calls_.begin(); it != self->calls_.end();) {
-    Call& c = it->second;
-    if (!c.busy && c.touched < limit && !self->dispatcher_.has_session(c.call_id)) {
-      auto& keys = self->by_call_id_[c.call_id];
-      keys.erase(std::remove(keys.begin(), keys.end(), it->first), keys.end());
-      if (keys.empty()) self->by_call_id_.erase(c.call_id);
-      it = self->calls_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  std::vector<std::string> stale;
+  for (const auto& [key, c] : self->calls_)
+    if (!c.busy && c.touched < limit && !self->dispatcher_.has_session(c.call_id))
+      stale.push_back(key);
+  for (const std::string& key : stale) self->erase_call(key);
 }
 
 void RtpproxyFrontEnd::write_metrics(metrics::Exposition& out) const {

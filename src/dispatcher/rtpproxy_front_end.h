@@ -91,6 +91,8 @@ class RtpproxyFrontEnd {
   std::string info(bool brief) const;
   std::string stats(const protocol::RtpproxyCommand& cmd) const;
   void on_session_end(const std::string& call_id, bool timed_out);
+  // Forgets a call; its queued commands are answered as for an unknown call.
+  void erase_call(const std::string& key);
   // The call `tag` belongs to, or nullptr; `key` is set to its map key.
   Call* find(const std::string& call_id, const std::string& tag, std::string* key);
   bool notify_permitted(const std::string& target, const std::string& client_ip) const;
