@@ -10,14 +10,23 @@ bool preferred(const LatchInput& in) {
   return !in.signaling_ip.is_any() && in.from.ip == in.signaling_ip;
 }
 
-LatchVerdict latch(LatchState& s, const LatchInput& in) {
+LatchVerdict latch(LatchState& s, const LatchInput& in, bool fallback) {
   s.learned = true;
   s.remote = in.from;
   s.last_seen = in.now;
   s.has_candidate = false;
   s.has_ssrc = in.ssrc.has_value();
   s.ssrc = in.ssrc.value_or(0);
+  s.by_fallback = fallback;
+  s.rebind_pending = false;
+  ++s.epoch;
+  s.followed_epoch = in.rtp_epoch;
   return LatchVerdict::Latched;
+}
+
+LatchVerdict move(LatchState& s, const LatchInput& in) {
+  latch(s, in, false);
+  return LatchVerdict::Relatched;
 }
 
 LatchVerdict drop(LatchState& s) {
@@ -39,6 +48,7 @@ LatchVerdict latch_decide(const LatchPolicy& policy, LatchState& s, const LatchI
   if (s.learned) {
     if (in.from == s.remote) {
       s.last_seen = in.now;
+      s.rebind_pending = false;
       if (!in.stun && in.ssrc) {
         s.has_ssrc = true;
         s.ssrc = *in.ssrc;
@@ -46,19 +56,15 @@ LatchVerdict latch_decide(const LatchPolicy& policy, LatchState& s, const LatchI
       return LatchVerdict::Forward;
     }
     if (in.rtcp) {
-      // RTCP follows its RTP to a new IP (after a rebinding or a re-latch).
-      if (in.rtp_learned && in.from.ip == in.rtp_ip && s.remote.ip != in.rtp_ip && !in.stun) {
-        s.remote = in.from;
-        s.last_seen = in.now;
-        return LatchVerdict::Relatched;
-      }
+      // RTCP follows its RTP when RTP latched anew since RTCP last did.
+      if (!in.stun && in.rtp_learned && in.from.ip == in.rtp_ip && in.rtp_epoch != s.followed_epoch)
+        return move(s, in);
       return drop(s);
     }
-    if (!in.stun && in.ssrc && s.has_ssrc && *in.ssrc == s.ssrc &&
-        in.now - s.last_seen >= policy.rebind_silence) {
-      s.remote = in.from;
-      s.last_seen = in.now;
-      return LatchVerdict::Relatched;
+    if (s.by_fallback && !in.stun && preferred(in)) return move(s, in);
+    if (!in.stun && in.ssrc && s.has_ssrc && *in.ssrc == s.ssrc) {
+      if (in.liveness_at - s.last_seen >= policy.rebind_silence) return move(s, in);
+      s.rebind_pending = true;
     }
     return drop(s);
   }
@@ -66,12 +72,12 @@ LatchVerdict latch_decide(const LatchPolicy& policy, LatchState& s, const LatchI
   if (in.rtcp) {
     if (!in.rtp_learned || in.from.ip != in.rtp_ip) return drop(s);
     if (in.stun) return LatchVerdict::Forward;
-    return latch(s, in);
+    return latch(s, in, false);
   }
   const bool good = preferred(in);
-  if (good) return latch(s, in);
+  if (good) return latch(s, in, false);
   if (in.stun) return drop(s);  // an unknown source's STUN never latches, nor waits
-  if (policy.strict || !in.sdp_known) return drop(s);
+  if (policy.strict || !in.sdp_known || !in.answered) return drop(s);
   if (!s.has_candidate) {
     s.has_candidate = true;
     s.candidate = in.from;
@@ -79,9 +85,11 @@ LatchVerdict latch_decide(const LatchPolicy& policy, LatchState& s, const LatchI
     return drop(s);
   }
   if (in.from != s.candidate) return drop(s);
-  const double since = s.candidate_since > in.sdp_since ? s.candidate_since : in.sdp_since;
+  double since = s.candidate_since;
+  if (in.sdp_since > since) since = in.sdp_since;
+  if (in.answered_since > since) since = in.answered_since;
   if (in.now - since < policy.window) return drop(s);
-  return latch(s, in);
+  return latch(s, in, true);
 }
 
 }  // namespace mp::relay

@@ -9,15 +9,20 @@
 //      port, or its SDP address or signalling IP, latches at once;
 //   2. any other source only waits as a candidate: it latches when it is
 //      still the first such source once `window` seconds have passed since
-//      both it appeared and the party's SDP became known (never in strict
-//      mode, never before the party's SDP is known);
+//      it appeared, since the party's SDP became known and since the final
+//      answer (never in strict mode, never before the answer); a source of
+//      rule 1 replaces such a fallback latch whenever it shows up;
 //   3. STUN latches only from a preferred source (ICE checks come from the
 //      announced addresses); an unknown source's STUN is dropped;
 //   4. RTCP latches only to the IP of the same party's latched RTP (any port)
-//      and follows it when RTP moves;
+//      and follows it when RTP latches anew (NAT rebinding, fallback
+//      replaced): the first RTCP packet from RTP's IP after that moves it;
 //   5. after latching, other sources are dropped, except a NAT rebinding: an
 //      RTP packet with the latched SSRC from a new source once the latched
-//      source has been silent `rebind_silence` seconds.
+//      source is known to have been silent `rebind_silence` seconds. Silence
+//      is measured up to `liveness_at`: now in userspace; in the kernel, the
+//      last reading of the rule's counters (so a rule still forwarding the
+//      old source is never mistaken for silence).
 #pragma once
 
 #include <cstdint>
@@ -44,8 +49,12 @@ struct LatchState {
   double candidate_since = 0;
   bool has_ssrc = false;  // RTP: SSRC last seen from `remote`
   uint32_t ssrc = 0;
-  double last_seen = 0;  // last packet from `remote` (monotonic seconds)
-  uint64_t foreign = 0;  // datagrams from other sources, dropped
+  double last_seen = 0;         // last packet from `remote` (monotonic seconds)
+  uint64_t foreign = 0;         // datagrams from other sources, dropped
+  bool by_fallback = false;     // latched by rule 2: a rule-1 source may replace it
+  uint32_t epoch = 0;           // counts latches and moves of this leg
+  uint32_t followed_epoch = 0;  // RTCP: the RTP epoch it latched or moved with
+  bool rebind_pending = false;  // a same-SSRC source waits for the old one's silence
 
   // Forgets the latch (the party moved); the old source stays ignored.
   void reopen() {
@@ -56,6 +65,8 @@ struct LatchState {
     learned = false;
     has_candidate = false;
     has_ssrc = false;
+    by_fallback = false;
+    rebind_pending = false;
   }
 };
 
@@ -68,11 +79,15 @@ struct LatchInput {
   // What the party announced (RTP address; RTCP is port + 1 by convention).
   bool sdp_known = false;
   Endpoint sdp;
-  double sdp_since = 0;  // when the SDP became known
-  Ipv4 signaling_ip;     // 0.0.0.0: unknown
+  double sdp_since = 0;   // when the SDP became known
+  Ipv4 signaling_ip;      // 0.0.0.0: unknown
+  bool answered = false;  // the stream has its final answer
+  double answered_since = 0;
+  double liveness_at = 0;  // up to when `last_seen` is known to be current
   // RTCP only: the same party's RTP leg.
   bool rtp_learned = false;
   Ipv4 rtp_ip;
+  uint32_t rtp_epoch = 0;
 };
 
 enum class LatchVerdict {

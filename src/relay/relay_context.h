@@ -46,6 +46,8 @@ struct RelayContext {
   // In-kernel forwarding (nullptr: userspace only).
   kernel::NftForwarder* kernel = nullptr;
   int handover_packets = 1;
+  double kernel_polled_at = 0;    // monotonic time of the last counter reading
+  bool kernel_poll_soon = false;  // a stream wants a reading before the next second
   std::unordered_map<uint32_t, KernelRuleRef> kernel_rules;
 
   // Monotonic seconds (loop time: cheap, updated once per loop iteration).

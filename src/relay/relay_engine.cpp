@@ -18,6 +18,8 @@ constexpr uint64_t kSweepIntervalMs = 250;
 // Kernel counters are read in one dump this often; they move a stream's
 // last-activity time, so expiry is exact to about this interval.
 constexpr double kKernelPollInterval = 1.0;
+// While a NAT rebinding waits for the latched source's silence (latching.h).
+constexpr double kKernelFastPollInterval = 0.25;
 
 std::string key_of(const std::string& call_id, const std::string& tag) {
   return call_id + '\n' + tag;
@@ -344,8 +346,10 @@ void RelayEngine::on_sweep(uv_timer_t* t) {
 //  * a session ends when no stream of its current or previous offer is alive.
 void RelayEngine::sweep() {
   const double now = ctx_.now();
-  if (kernel_ && now - last_kernel_poll_ >= kKernelPollInterval) {
+  if (kernel_ && (now - last_kernel_poll_ >= kKernelPollInterval ||
+                  (ctx_.kernel_poll_soon && now - last_kernel_poll_ >= kKernelFastPollInterval))) {
     last_kernel_poll_ = now;
+    ctx_.kernel_poll_soon = false;
     if (network_changed_) {
       network_changed_ = false;
       size_t moved = 0;
@@ -355,6 +359,7 @@ void RelayEngine::sweep() {
       uv_poll_start(&network_poll_, UV_READABLE, on_network_change);
     }
     poll_kernel_counters();
+    ctx_.kernel_polled_at = now;
   }
   std::vector<Session*> dead;
   for (auto& [key, session] : sessions_) {

@@ -164,8 +164,14 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
   in.sdp = Endpoint{sdp.ip, sdp.port};
   in.sdp_since = sdp.known_since;
   in.signaling_ip = sdp.signaling_ip;
+  in.answered = confirmed.has_value();
+  in.answered_since = confirmed.value_or(0);
+  // In the kernel, the latched source's packets are seen only through the
+  // rule's counters: its silence is known up to their last reading.
+  in.liveness_at = leg.kernel_id ? ctx_.kernel_polled_at : in.now;
   in.rtp_learned = legs_[kRtp][s].learned;
   in.rtp_ip = legs_[kRtp][s].remote.ip;
+  in.rtp_epoch = legs_[kRtp][s].epoch;
   LatchPolicy policy = ctx_.latch_policy;
   if (strict_latching_) policy.strict = *strict_latching_;
   const Endpoint before = leg.remote;
@@ -173,6 +179,9 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
     case LatchVerdict::Drop:
       ++leg.dropped;
       ++ctx_.foreign_packets;
+      // A possible NAT rebinding: read the kernel counters soon to learn
+      // whether the latched source went silent.
+      if (leg.rebind_pending && leg.kernel_id) ctx_.kernel_poll_soon = true;
       return;
     case LatchVerdict::Forward:
       break;

@@ -67,6 +67,27 @@ class Hosts:
         sh("ip", "netns", "exec", self.relay, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         return self
 
+    def add_host(self, name, net, side):
+        """One more host routed through the relay namespace, like caller and
+        callee: namespace `<prefix>-<name>`, address `<net>.2/24`, gateway
+        `<net>.1` in the relay. `side` is one letter naming its veth pair.
+        Call after up() and before the relay starts (kernel forwarding hooks
+        the interfaces present at start). Removed by close(). Returns
+        (namespace, address)."""
+        ns = f"{self.caller.rsplit('-', 1)[0]}-{name}"
+        sh("ip", "netns", "add", ns)
+        self._made.append(ns)
+        a, b = f"mpk{side}{os.getpid() % 10000}a", f"mpk{side}{os.getpid() % 10000}b"
+        sh("ip", "link", "add", a, "netns", self.relay, "type", "veth", "peer", "name", b,
+           "netns", ns)
+        sh("ip", "-n", self.relay, "addr", "add", f"{net}.1/24", "dev", a)
+        sh("ip", "-n", self.relay, "link", "set", a, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{net}.2/24", "dev", b)
+        sh("ip", "-n", ns, "link", "set", b, "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", ns, "route", "add", "default", "via", f"{net}.1")
+        return ns, f"{net}.2"
+
     def udp(self, ns, ip, port=0, timeout=1.0):
         with in_netns(ns):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

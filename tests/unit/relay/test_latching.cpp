@@ -23,6 +23,8 @@ LatchInput rtp_from(Endpoint from, double now, std::optional<uint32_t> ssrc = 12
   in.sdp = ep("192.0.2.10", 4000);
   in.sdp_since = 0;
   in.signaling_ip = *mp::parse_ipv4("198.51.100.1");
+  in.answered = true;
+  in.liveness_at = now;  // userspace: every packet of the latched source is seen
   return in;
 }
 
@@ -124,8 +126,67 @@ TEST_CASE("RTCP latches only to the IP of the party's RTP and follows it", "[lat
   LatchInput moved = in;
   moved.from = ep("198.51.100.1", 31001);
   moved.rtp_ip = *mp::parse_ipv4("198.51.100.1");
+  moved.rtp_epoch = 2;
   CHECK(latch_decide(p, rtcp, moved) == LatchVerdict::Relatched);
   CHECK(rtcp.remote == moved.from);
+  // A NAT rebinding that changes only the port: RTCP follows its RTP too,
+  // once; another port on the same IP without an RTP move does not.
+  LatchInput port_only = moved;
+  port_only.from = ep("198.51.100.1", 32001);
+  CHECK(latch_decide(p, rtcp, port_only) == LatchVerdict::Drop);
+  port_only.rtp_epoch = 3;
+  CHECK(latch_decide(p, rtcp, port_only) == LatchVerdict::Relatched);
+  port_only.from = ep("198.51.100.1", 33001);
+  CHECK(latch_decide(p, rtcp, port_only) == LatchVerdict::Drop);
+}
+
+TEST_CASE("no fallback before the final answer; a rule-1 source replaces a fallback latch",
+          "[latching]") {
+  LatchPolicy p;
+  LatchState s;
+  // Ringing: the attacker sprays for seconds, nothing latches.
+  for (double t = 0; t < 3; t += 0.1) {
+    auto in = rtp_from(kAttacker, t, 9999);
+    in.answered = false;
+    CHECK(latch_decide(p, s, in) == LatchVerdict::Drop);
+  }
+  // Answered at t=3: the attacker becomes a candidate only now.
+  auto in = rtp_from(kAttacker, 3.2, 9999);
+  in.answered_since = 3;
+  CHECK(latch_decide(p, s, in) == LatchVerdict::Drop);
+  in.now = 3.6;
+  CHECK(latch_decide(p, s, in) == LatchVerdict::Drop);
+  in.now = 3.75;
+  CHECK(latch_decide(p, s, in) == LatchVerdict::Latched);
+  CHECK(s.by_fallback);
+  // The real party shows up late: it takes the stream back for good.
+  CHECK(latch_decide(p, s, rtp_from(kNat, 3.8)) == LatchVerdict::Relatched);
+  CHECK(s.remote == kNat);
+  CHECK_FALSE(s.by_fallback);
+  in.now = 3.9;
+  CHECK(latch_decide(p, s, in) == LatchVerdict::Drop);
+}
+
+TEST_CASE("in the kernel, silence is only believed up to the last counter reading", "[latching]") {
+  LatchPolicy p;
+  LatchState s;
+  REQUIRE(latch_decide(p, s, rtp_from(kNat, 1.0, 42)) == LatchVerdict::Latched);
+  // The kernel forwards the old source; its counters were last read at 1.0.
+  const Endpoint rebound = ep("198.51.100.1", 31500);
+  auto in = rtp_from(rebound, 1.8, 42);
+  in.liveness_at = 1.0;
+  CHECK(latch_decide(p, s, in) == LatchVerdict::Drop);
+  CHECK(s.rebind_pending);
+  // A reading at 2.0 saw packets: still alive.
+  s.last_seen = 2.0;
+  in.now = 2.1;
+  in.liveness_at = 2.0;
+  CHECK(latch_decide(p, s, in) == LatchVerdict::Drop);
+  // Readings up to 2.6 saw nothing new: silent for 0.6 s, the move is followed.
+  in.now = 2.65;
+  in.liveness_at = 2.6;
+  CHECK(latch_decide(p, s, in) == LatchVerdict::Relatched);
+  CHECK_FALSE(s.rebind_pending);
 }
 
 TEST_CASE("NAT rebinding is followed for the same SSRC after silence only", "[latching]") {
