@@ -51,6 +51,10 @@ void MediaPump::close() {
 void MediaPump::on_closed(uv_handle_t* h) {
   auto* p = static_cast<MediaPump*>(h->data);
   for (MediaSocket* s : p->graveyard_) delete s;
+  for (auto& [key, s] : p->idle_) {
+    ::close(s->fd_);
+    delete s;
+  }
   ::close(p->epfd_);
   delete p;
 }
@@ -75,6 +79,29 @@ void MediaPump::retire(MediaSocket* s) {
   }
 }
 
+namespace {
+uint64_t idle_key(const Endpoint& e) {
+  return (static_cast<uint64_t>(e.ip.be) << 16) | e.port;
+}
+}  // namespace
+
+bool MediaPump::park(MediaSocket* s) {
+  if (idle_.size() >= idle_capacity_) return false;
+  return idle_.emplace(idle_key(s->local_), s).second;
+}
+
+MediaSocket* MediaPump::unpark(const Endpoint& local) {
+  auto it = idle_.find(idle_key(local));
+  if (it == idle_.end()) return nullptr;
+  MediaSocket* s = it->second;
+  idle_.erase(it);
+  // What reached the port while it was idle belongs to no call.
+  char scrap[1];
+  for (int i = 0; i < 4096; ++i)
+    if (::recv(s->fd_, scrap, sizeof scrap, MSG_DONTWAIT | MSG_TRUNC) < 0 && errno != EINTR) break;
+  return s;
+}
+
 void MediaPump::on_ready(uv_poll_t* p, int status, int) {
   if (status < 0) return;
   static_cast<MediaPump*>(p->data)->run_pass();
@@ -91,7 +118,8 @@ void MediaPump::run_pass() {
     // pass gets them.
     for (int i = 0; i < n && handled < kPassBudget; ++i) {
       auto* s = static_cast<MediaSocket*>(g_events[i].data.ptr);
-      if (s->owner_) handled += read_batch(s);
+      // Idle sockets (no owner) are read too: their datagrams are dropped.
+      if (s->fd_ >= 0) handled += read_batch(s);
     }
   }
   in_pass_ = false;

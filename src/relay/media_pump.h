@@ -21,10 +21,13 @@
 #include <netinet/in.h>
 #include <uv.h>
 
+#include "common/address.h"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace mp::relay {
@@ -66,6 +69,16 @@ class MediaPump {
   // Frees `s` now, or at the end of the current pass if one is running.
   void retire(MediaSocket* s);
 
+  // Idle sockets: a socket its stream closed stays bound and registered
+  // (its datagrams are read and discarded) so that the next stream on that
+  // port costs no socket, bind, epoll or close call. park() keeps `s` unless
+  // `idle_capacity` sockets are idle already; unpark() takes the idle
+  // socket of `local` back, or returns nullptr.
+  void set_idle_capacity(size_t n) { idle_capacity_ = n; }
+  bool park(MediaSocket* s);
+  MediaSocket* unpark(const Endpoint& local);
+  size_t idle_count() const { return idle_.size(); }
+
   // Queues one datagram for sending from `fd` to `to`. The data must stay
   // valid until the queue is flushed, which happens before the pass reads
   // again. Outside a pass it is sent at once.
@@ -101,6 +114,8 @@ class MediaPump {
   bool in_pass_ = false;
   bool gso_ = true;  // UDP_SEGMENT sends; off after the kernel refused one
   std::vector<MediaSocket*> graveyard_;
+  std::unordered_map<uint64_t, MediaSocket*> idle_;  // by address << 16 | port
+  size_t idle_capacity_ = 0;
   Outgoing out_[kBatch + 8];  // one batch plus the STUN queue's slots
   unsigned out_count_ = 0;
   uint64_t received_ = 0;

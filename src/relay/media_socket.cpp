@@ -17,6 +17,11 @@ constexpr int kReceiveBuffer = 256 * 1024;
 
 MediaSocket* MediaSocket::open(MediaPump* pump, Endpoint local, MediaSocketOwner* owner, int tag,
                                int& error) {
+  if (MediaSocket* idle = pump->unpark(local)) {
+    idle->owner_ = owner;
+    idle->tag_ = tag;
+    return idle;
+  }
   int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     error = uv_translate_sys_error(errno);
@@ -48,6 +53,7 @@ MediaSocket* MediaSocket::open(MediaPump* pump, Endpoint local, MediaSocketOwner
 
 void MediaSocket::close() {
   owner_ = nullptr;
+  if (pump_->park(this)) return;  // kept bound for the port's next stream
   pump_->unwatch(fd_);
   ::close(fd_);
   fd_ = -1;

@@ -4,10 +4,12 @@
 // Owns the socket's lifetime and knows its owner (the stream that gets its
 // datagrams). Forwarded datagrams are queued on the pump and leave in one
 // sendmmsg() per batch; a full socket buffer drops the packet and tells the
-// owner, it never queues. A socket is closed with close(): the descriptor
-// is closed at once (a new stream may want the port before the loop turns),
-// the owner is forgotten, and the memory goes when the pump's current pass
-// ends; datagrams already read in the same batch are discarded.
+// owner, it never queues. A socket is closed with close(): the owner is
+// forgotten and datagrams already read in the same batch are discarded; the
+// pump keeps the socket bound as an idle socket of its port (see
+// MediaPump::park) when it has room, else the descriptor is closed at once (a
+// new stream may want the port before the loop turns) and the memory goes
+// when the pump's current pass ends. open() takes a port's idle socket back.
 #pragma once
 
 #include <netinet/in.h>

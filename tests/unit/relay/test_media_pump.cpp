@@ -222,3 +222,35 @@ TEST_CASE("datagrams of mixed lengths forwarded in one batch arrive whole and in
   close(sink);
   s->close();
 }
+
+TEST_CASE("a closed socket stays bound as its port's idle socket and is taken back clean") {
+  Loop l;
+  l.pump->set_idle_capacity(1);
+  Recorder first(1), second(1);
+  int err = 0;
+  MediaSocket* a = MediaSocket::open(l.pump, local(47900), &first, 0, err);
+  REQUIRE(a != nullptr);
+  const int fd = a->fd();
+  a->close();
+  CHECK(l.pump->idle_count() == 1);
+  // Datagrams reaching the idle port belong to no call: read and dropped.
+  blast({47900}, 3);
+  uv_run(&l.loop, UV_RUN_NOWAIT);
+  CHECK(total(first) == 0);
+  blast({47900}, 2);  // still queued when the port is taken again: discarded
+  MediaSocket* b = MediaSocket::open(l.pump, local(47900), &second, 0, err);
+  REQUIRE(b != nullptr);
+  CHECK(b->fd() == fd);
+  CHECK(l.pump->idle_count() == 0);
+  uv_run(&l.loop, UV_RUN_NOWAIT);
+  CHECK(total(second) == 0);
+  blast({47900}, 4);
+  uv_run(&l.loop, UV_RUN_NOWAIT);
+  CHECK(total(second) == 4);
+  // Over capacity, a closed socket really closes.
+  MediaSocket* c = MediaSocket::open(l.pump, local(47902), &second, 0, err);
+  REQUIRE(c != nullptr);
+  b->close();
+  c->close();
+  CHECK(l.pump->idle_count() == 1);
+}
