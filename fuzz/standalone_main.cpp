@@ -7,12 +7,17 @@
 //   fuzz_<name>               run the built-in seeds, then 20,000 inputs made
 //                             by a fixed-seed xorshift PRNG (random bytes,
 //                             concatenated protocol tokens, mutated seeds), so
-//                             the run is deterministic and suitable for CI.
+//                             the run is deterministic and suitable for CI;
+//                             -runs=N makes that N inputs (libFuzzer's flag,
+//                             for targets whose inputs are expensive); other
+//                             -flag=value arguments are libFuzzer's and are
+//                             ignored.
 // A violated invariant aborts inside the target; this driver only reports
 // how many inputs ran.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iterator>
 #include <string>
@@ -23,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
-constexpr int kRandomInputs = 20000;
+constexpr long kRandomInputs = 20000;
 
 void run_one(std::string_view input) {
   // Copy into an exactly-sized heap buffer so that ASan catches reads past
@@ -57,6 +62,12 @@ bool run_path(const std::filesystem::path& path, size_t& count) {
   run_one(data);
   ++count;
   return true;
+}
+
+// A string literal with its NUL bytes (all but the terminating one).
+template <size_t N>
+std::string bin(const char (&text)[N]) {
+  return std::string(text, N - 1);
 }
 
 const std::vector<std::string>& seeds() {
@@ -103,6 +114,27 @@ const std::vector<std::string>& seeds() {
       "\xf0\x9f\x98\x80\xc3\xa9\xff\x01\x7f\"\\",
       std::string("\x00\x00\x00\x00\x00\x00\xf0\x3f", 8),  // 1.0
       std::string("\x2d\x43\x1c\xeb\xe2\x36\x1a\x3f", 8),  // 1e-4
+      // Management command lines (spec C).
+      "summary\r\n sessions\t\r\nversion\nSummary\r\n\r\r\nquit\r\nexit",
+      // Datagrams: a STUN binding request, RTP (PCMU), RTCP (receiver report).
+      bin("\x00\x01\x00\x08\x21\x12\xa4\x42\x01\x02\x03\x04\x05\x06\x07\x08"
+          "\x09\x0a\x0b\x0c\x80\x22\x00\x04\xc0\x57\x00\x00"),
+      bin("\x80\x00\x00\x01\x00\x00\x00\xa0\x11\x11\x11\x11\xd5\xd5\xd5\xd5"),
+      bin("\x81\xc9\x00\x07\x11\x11\x11\x11"),
+      // Latching scripts (fuzz_media_classifier.cpp): SDP, signalling IP and
+      // answer known; an attacker's RTP, the NAT's RTP, the attacker again,
+      // the NAT's RTCP, then a rebinding to the NAT's next port after silence.
+      bin("\xe0\x48\x00\x05\x00\x45\x00\x05\x00\x48\x00\x05\x00\x65\x00\x05"
+          "\x00\x47\x00\x30\x00\x47\x00\x01\x00"),
+      // Strict, nothing known: an unknown source, then the SDP, the answer.
+      bin("\x01\x48\x40\x02\x00\x30\x01\x02\x00\x48\x40\x02\x00\x32\x00\x02"
+          "\x00\x48\x40\x3f\x00\x40\x40\x01\x00"),
+      // Relay records script (fuzz_relay_records.cpp): expire call 0, update,
+      // remove, a relay reconnecting with calls 0 and 1, deferred answers,
+      // sessions and summary with odd answers, query.
+      bin("\x01\x00{\"call_id\": $0, \"start_time\": 1.5, \"streams\": [{\"status\": "
+          "\"closed\"}]}\n\x02\x05\n\x03\x00\n\x09\x01$0,$1,call-9\n\x0a\x00\n\x02\x01\n"
+          "\x0b\x00\n\x05\x00[{\"call_id\": \"x\"}]|[ ]\n\x06\x00{\"ip\": 1}|error\n\x07\x02{}\n"),
       "",
   };
   return kSeeds;
@@ -225,9 +257,24 @@ std::string mutated_seed(XorShift& rng) {
 
 int main(int argc, char** argv) {
   size_t count = 0;
-  if (argc > 1) {
-    for (int i = 1; i < argc; ++i)
-      if (!run_path(argv[i], count)) return 1;
+  long random_inputs = kRandomInputs;
+  std::vector<const char*> paths;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg.substr(0, 6) == "-runs=") {
+      char* end = nullptr;
+      random_inputs = std::strtol(argv[i] + 6, &end, 10);
+      if (*end != '\0' || random_inputs < 0) {
+        std::fprintf(stderr, "%s: bad %s\n", argv[0], argv[i]);
+        return 2;
+      }
+    } else if (arg.size() < 2 || arg[0] != '-') {
+      paths.push_back(argv[i]);
+    }
+  }
+  if (!paths.empty()) {
+    for (const char* path : paths)
+      if (!run_path(path, count)) return 1;
     std::fprintf(stderr, "%s: ran %zu input(s)\n", argv[0], count);
     return 0;
   }
@@ -236,7 +283,7 @@ int main(int argc, char** argv) {
     ++count;
   }
   XorShift rng(0x2545f4914f6cdd1dull);
-  for (int i = 0; i < kRandomInputs; ++i) {
+  for (long i = 0; i < random_inputs; ++i) {
     switch (i % 3) {
       case 0:
         run_one(random_bytes(rng));

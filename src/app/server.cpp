@@ -410,6 +410,13 @@ int run_server(Config cfg, bool foreground) {
               {{"version", MEDIAPROXY_VERSION}, {"role", std::string(role_name(p.cfg.role))}});
       e.gauge("mediaproxy_module_connections", "Open proxy-module connections.",
               static_cast<double>(p.module_server ? p.module_server->connection_count() : 0));
+      e.counter("mediaproxy_module_connections_paused_total",
+                "Times a proxy-module connection was not read from because its client left "
+                "too many replies unread.",
+                static_cast<double>(p.module_server ? p.module_server->paused_count() : 0));
+      e.counter("mediaproxy_log_lines_suppressed_total",
+                "Log lines about bad input held back by the rate limit.",
+                static_cast<double>(log::suppressed_total()));
       if (p.dispatcher) p.dispatcher->write_metrics(e);
       if (p.rtpproxy) p.rtpproxy->write_metrics(e);
       if (p.engine) p.engine->write_metrics(e);

@@ -4,8 +4,9 @@
 // Owns the three formatting rules that make the output Python-compatible:
 //   * strings: ensure_ascii escaping (\" \\ \n \r \t \b \f, everything else
 //     outside 0x20..0x7E as lower-case \uXXXX, surrogate pairs above U+FFFF);
-//     bytes that are not valid UTF-8 are escaped one by one as \u00XX
-//     (Latin-1 reading) instead of failing;
+//     a byte that is not part of valid UTF-8 is escaped as the lone
+//     surrogate \udcXX (Python's "surrogateescape"), which
+//     json_string_bytes() turns back into the byte;
 //   * floats: float.__repr__ (shortest round-trip digits, exponent form only
 //     when the decimal exponent is < -4 or >= 16, ".0" on integral values,
 //     NaN / Infinity / -Infinity as json.dumps writes them);
@@ -109,8 +110,8 @@ void append_quoted(std::string& out, std::string_view s) {
     }
     uint32_t cp = 0;
     const size_t len = decode_utf8(s, i, cp);
-    if (len == 0) {  // invalid UTF-8: escape the byte as a Latin-1 character
-      append_u_escape(out, c);
+    if (len == 0) {  // not UTF-8: the byte as a lone surrogate (surrogateescape)
+      append_u_escape(out, 0xdc00 | c);
       ++i;
       continue;
     }
@@ -283,6 +284,25 @@ std::string json_quote(std::string_view s) {
   std::string out;
   out.reserve(s.size() + 2);
   append_quoted(out, s);
+  return out;
+}
+
+std::string json_string_bytes(std::string_view decoded) {
+  std::string out;
+  out.reserve(decoded.size());
+  for (size_t i = 0; i < decoded.size(); ++i) {
+    const auto b0 = static_cast<unsigned char>(decoded[i]);
+    if (b0 == 0xed && decoded.size() - i >= 3) {
+      const auto b1 = static_cast<unsigned char>(decoded[i + 1]);
+      const auto b2 = static_cast<unsigned char>(decoded[i + 2]);
+      if ((b1 == 0xb2 || b1 == 0xb3) && (b2 & 0xc0) == 0x80) {  // U+DC80..U+DCFF
+        out.push_back(static_cast<char>(0x80 | ((b1 & 1) << 6) | (b2 & 0x3f)));
+        i += 2;
+        continue;
+      }
+    }
+    out.push_back(static_cast<char>(b0));
+  }
   return out;
 }
 

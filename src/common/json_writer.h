@@ -4,6 +4,13 @@
 // U+FFFF), `null`, `true`/`false`, floats in shortest round-trip form with a
 // ".0" on integral values. Peers such as the AG web page and accounting
 // scripts parse these records, and some compare them textually.
+//
+// Strings are byte strings (a call-id is whatever the SIP peer sent): a byte
+// that is not part of valid UTF-8 is written as the lone surrogate \udcXX
+// (XX = the byte), as Python writes a str decoded with "surrogateescape".
+// The output stays printable ASCII and json.loads() reads it; the bytes come
+// back with .encode("utf-8", "surrogateescape") in Python and with
+// json_string_bytes() here, so every byte string survives a round trip.
 #pragma once
 
 #include <cstdint>
@@ -59,5 +66,11 @@ class JsonWriter {
 
 // Escapes a string exactly as json.dumps(ensure_ascii=True), with the quotes.
 std::string json_quote(std::string_view s);
+
+// The original bytes of a string written by json_quote(), given the UTF-8
+// that a JSON parser (rapidjson: GetString() with GetStringLength()) decoded
+// from it: each lone surrogate U+DC80..U+DCFF, which the parser encodes as
+// the three bytes ED B2..B3 80..BF, becomes the byte 0x80..0xFF again.
+std::string json_string_bytes(std::string_view decoded);
 
 }  // namespace mp

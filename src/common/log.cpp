@@ -1,4 +1,6 @@
-// Implementation of the logging sink declared in log.h.
+// Implementation of the logging sink declared in log.h, and of the rate limit
+// for lines about bad input (a one-second window for the process, a next-
+// allowed time per source, a count of the lines held back).
 #include "common/log.h"
 
 #include <syslog.h>
@@ -7,6 +9,7 @@
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
+#include <mutex>
 
 namespace mp::log {
 namespace {
@@ -74,6 +77,57 @@ void write(Level l, const char* fmt, ...) {
   std::fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-7s %s\n", t.tm_year + 1900,
                t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1000000,
                kNames[static_cast<int>(l)].data(), msg);
+}
+
+namespace {
+struct Limits {
+  std::mutex mutex;
+  double window_start = -1;  // monotonic seconds
+  unsigned in_window = 0;    // lines written in the current one-second window
+  uint64_t held_back = 0;    // since the last limited line written
+  uint64_t suppressed = 0;   // ever
+};
+Limits g_limits;
+
+double monotonic_now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+}  // namespace
+
+bool admit(LimitSource* source, std::string& note) {
+  const double now = monotonic_now();
+  std::lock_guard<std::mutex> lock(g_limits.mutex);
+  if (g_limits.window_start < 0 || now - g_limits.window_start >= 1.0) {
+    g_limits.window_start = now;
+    g_limits.in_window = 0;
+  }
+  if ((source && now < source->next_allowed) || g_limits.in_window >= kLinesPerSecond) {
+    ++g_limits.held_back;
+    ++g_limits.suppressed;
+    return false;
+  }
+  ++g_limits.in_window;
+  if (source) source->next_allowed = now + kSourceInterval;
+  note.clear();
+  if (g_limits.held_back)
+    note = " [" + std::to_string(g_limits.held_back) + " similar line(s) suppressed]";
+  g_limits.held_back = 0;
+  return true;
+}
+
+uint64_t suppressed_total() {
+  std::lock_guard<std::mutex> lock(g_limits.mutex);
+  return g_limits.suppressed;
+}
+
+void reset_limits() {
+  std::lock_guard<std::mutex> lock(g_limits.mutex);
+  g_limits.window_start = -1;
+  g_limits.in_window = 0;
+  g_limits.held_back = 0;
+  g_limits.suppressed = 0;
 }
 
 }  // namespace mp::log

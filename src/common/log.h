@@ -4,8 +4,11 @@
 // daemonised) and the printf-style entry points used everywhere. The level can
 // be flipped to debug at run time (SIGUSR1). Logging is for operators: every
 // message says what happened and, where it helps, what to do about it.
+// Messages about bad input from peers go through LOG_LIMITED: a client that
+// floods bad requests must not flood the log (mediaproxy.8, LIMITS).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -24,6 +27,24 @@ Level toggle_debug(Level configured);
 
 bool enabled(Level l);
 void write(Level l, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// Rate limit for lines about bad input: at most one line per source (a
+// connection) per kSourceInterval seconds and kLinesPerSecond lines per second
+// in the whole process. A line held back is counted; the next line written
+// ends with how many were held back since the previous one.
+inline constexpr double kSourceInterval = 10.0;
+inline constexpr unsigned kLinesPerSecond = 10;
+struct LimitSource {
+  double next_allowed = 0;  // monotonic seconds
+};
+// Whether a limited line may be written now for `source` (nullptr: only the
+// process-wide limit applies). If so, `note` is the suffix to append ("" or
+// " [N similar line(s) suppressed]"); if not, the line is counted.
+bool admit(LimitSource* source, std::string& note);
+// Lines held back so far (the mediaproxy_log_lines_suppressed_total metric).
+uint64_t suppressed_total();
+// Forgets the process-wide state (tests).
+void reset_limits();
 
 }  // namespace mp::log
 
@@ -44,3 +65,13 @@ std::string log_safe(std::string_view text, size_t max = 256);
 #define LOG_WARN(...) MP_LOG(Warning, __VA_ARGS__)
 #define LOG_INFO(...) MP_LOG(Info, __VA_ARGS__)
 #define LOG_DEBUG(...) MP_LOG(Debug, __VA_ARGS__)
+
+// MP_LOG under the limit of log::admit(); `source` is a log::LimitSource* or
+// nullptr. The format must be a string literal.
+#define LOG_LIMITED(lvl, source, fmt, ...)                                                     \
+  do {                                                                                         \
+    std::string mp_log_note_;                                                                  \
+    if (::mp::log::enabled(::mp::log::Level::lvl) && ::mp::log::admit((source), mp_log_note_)) \
+      ::mp::log::write(::mp::log::Level::lvl, fmt "%s" __VA_OPT__(, ) __VA_ARGS__,             \
+                       mp_log_note_.c_str());                                                  \
+  } while (0)

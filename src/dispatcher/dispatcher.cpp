@@ -1,4 +1,11 @@
 // Request routing, relay selection and session records (dispatcher.h).
+//
+// Call-ids are byte strings: the table is keyed by the exact bytes of the
+// module's header, and those that come back from a relay inside JSON are
+// decoded with json_string_bytes(), so a call-id with a NUL byte or bytes that
+// are not UTF-8 is found again when its relay expires it. Whatever came from
+// the network is printed with log_safe(); warnings a client can cause with
+// every request are rate-limited (LOG_LIMITED).
 #include "dispatcher/dispatcher.h"
 
 #include <rapidjson/document.h>
@@ -54,7 +61,8 @@ void Dispatcher::adopt_sessions(RelayLink* link, const std::vector<std::string>&
     Record& rec = it->second;
     const bool mine = rec.relay == link || (!rec.relay && rec.relay_ip == ip);
     if (mine && !held.count(it->first) && !rec.expired_at) {
-      LOG_INFO("call %s is no longer on relay %s; record dropped", it->first.c_str(), ip.c_str());
+      LOG_INFO("call %s is no longer on relay %s; record dropped", log_safe(it->first).c_str(),
+               ip.c_str());
       it = sessions_.erase(it);
       continue;
     }
@@ -88,12 +96,13 @@ std::vector<RelayLink*> Dispatcher::candidates(const std::string& preferred) con
     if (it != out.end())
       std::rotate(out.begin(), it, it + 1);
     else
-      LOG_WARN("preferred media relay %s is not available; choosing another", preferred.c_str());
+      LOG_LIMITED(Warning, nullptr, "preferred media relay %s is not available; choosing another",
+                  log_safe(preferred).c_str());
   }
   return out;
 }
 
-void Dispatcher::handle(const protocol::Request& req, Done inner) {
+void Dispatcher::handle(const protocol::Request& req, Done inner, log::LimitSource* source) {
   // Count every answer and time updates from request to reply.
   const uint64_t started = uv_hrtime();
   const std::string command =
@@ -107,14 +116,15 @@ void Dispatcher::handle(const protocol::Request& req, Done inner) {
   };
   const std::string* call_id = req.find("call_id");
   if (!call_id) {
-    LOG_WARN("module request '%s' without call_id answered with error", req.command.c_str());
+    LOG_LIMITED(Warning, source, "module request '%s' without call_id answered with error",
+                log_safe(req.command).c_str());
     ++errors_["missing_call_id"];
     done("error");
     return;
   }
   if (req.command != "update" && req.command != "remove") {
-    LOG_WARN("unknown module command '%s' (call %s) answered with error", req.command.c_str(),
-             call_id->c_str());
+    LOG_LIMITED(Warning, source, "unknown module command '%s' (call %s) answered with error",
+                log_safe(req.command).c_str(), log_safe(*call_id).c_str());
     ++errors_["unknown_command"];
     done("error");
     return;
@@ -126,8 +136,9 @@ void Dispatcher::handle(const protocol::Request& req, Done inner) {
   auto it = sessions_.find(*call_id);
   if (it != sessions_.end() && !it->second.expired_at) {
     if (!it->second.relay) {  // its relay is disconnected: no failover for live calls
-      LOG_WARN("call %s is on relay %s, which is not connected: answered with error",
-               call_id->c_str(), it->second.relay_ip.c_str());
+      LOG_LIMITED(Warning, source,
+                  "call %s is on relay %s, which is not connected: answered with error",
+                  log_safe(*call_id).c_str(), it->second.relay_ip.c_str());
       ++errors_["relay_disconnected"];
       done("error");
       return;
@@ -146,7 +157,8 @@ void Dispatcher::handle(const protocol::Request& req, Done inner) {
     done("removed");
     return;
   }
-  LOG_INFO("remove for unknown call %s answered with error", call_id->c_str());
+  LOG_LIMITED(Info, source, "remove for unknown call %s answered with error",
+              log_safe(*call_id).c_str());
   ++errors_["unknown_session"];
   done("error");
 }
@@ -155,8 +167,8 @@ void Dispatcher::update_new_session(const protocol::Request& req, std::vector<Re
                                     std::vector<RelayLink*> cands, size_t index, Done done) {
   const std::string call_id = *req.find("call_id");
   if (index >= cands.size()) {
-    LOG_ERROR("no relay could take call %s (%zu tried): answered with error", call_id.c_str(),
-              cands.size());
+    LOG_LIMITED(Error, nullptr, "no relay could take call %s (%zu tried): answered with error",
+                log_safe(call_id).c_str(), cands.size());
     ++errors_["no_relay"];
     done("error");
     return;
@@ -171,22 +183,22 @@ void Dispatcher::update_new_session(const protocol::Request& req, std::vector<Re
   RelayLink* relay = cands[index];
   const std::string* dialog = req.find("dialog_id");
   const std::string dialog_id = dialog ? *dialog : std::string();
-  relay->send("update", headers,
-              [this, req, headers, cands, index, done, relay, call_id,
-               dialog_id](std::optional<std::string> payload) mutable {
-                if (!payload || *payload == "error" || *payload == "halting") {
-                  if (payload && *payload == "halting") relay->mark_halting();
-                  LOG_WARN("relay %s refused call %s (%s); trying the next relay",
-                           relay->relay_ip().c_str(), call_id.c_str(),
-                           payload ? payload->c_str() : "no answer");
-                  update_new_session(req, std::move(headers), std::move(cands), index + 1,
-                                     std::move(done));
-                  return;
-                }
-                sessions_[call_id] =
-                    Record{relay, relay->relay_ip(), dialog_id, std::nullopt, std::nullopt};
-                done(std::move(*payload));
-              });
+  relay->send(
+      "update", headers,
+      [this, req, headers, cands, index, done, relay, call_id,
+       dialog_id](std::optional<std::string> payload) mutable {
+        if (!payload || *payload == "error" || *payload == "halting") {
+          if (payload && *payload == "halting") relay->mark_halting();
+          LOG_LIMITED(Warning, nullptr, "relay %s refused call %s (%s); trying the next relay",
+                      relay->relay_ip().c_str(), log_safe(call_id).c_str(),
+                      payload ? log_safe(*payload).c_str() : "no answer");
+          update_new_session(req, std::move(headers), std::move(cands), index + 1, std::move(done));
+          return;
+        }
+        sessions_[call_id] =
+            Record{relay, relay->relay_ip(), dialog_id, std::nullopt, std::nullopt};
+        done(std::move(*payload));
+      });
 }
 
 void Dispatcher::forward(Record& rec, const protocol::Request& req,
@@ -199,8 +211,9 @@ void Dispatcher::forward(Record& rec, const protocol::Request& req,
   relay->send(
       command, headers, [this, command, call_id, relay, done](std::optional<std::string> payload) {
         if (!payload || *payload == "error" || *payload == "halting") {
-          LOG_WARN("relay %s answered %s for %s of call %s", relay->relay_ip().c_str(),
-                   payload ? payload->c_str() : "nothing", command.c_str(), call_id.c_str());
+          LOG_LIMITED(Warning, nullptr, "relay %s answered %s for %s of call %s",
+                      relay->relay_ip().c_str(), payload ? log_safe(*payload).c_str() : "nothing",
+                      log_safe(command).c_str(), log_safe(call_id).c_str());
           done("error");
           return;
         }
@@ -239,10 +252,11 @@ void Dispatcher::on_expired(RelayLink* relay, const std::string& json) {
     LOG_ERROR("relay %s sent an unreadable expired report", relay->relay_ip().c_str());
     return;
   }
-  const std::string call_id = d["call_id"].GetString();
+  const std::string call_id =
+      json_string_bytes({d["call_id"].GetString(), d["call_id"].GetStringLength()});
   auto it = sessions_.find(call_id);
   if (it == sessions_.end() || it->second.relay != relay) {
-    LOG_DEBUG("expired report for unknown call %s from relay %s ignored", call_id.c_str(),
+    LOG_DEBUG("expired report for unknown call %s from relay %s ignored", log_safe(call_id).c_str(),
               relay->relay_ip().c_str());
     return;
   }
@@ -287,7 +301,13 @@ void Dispatcher::account(const std::string& json, const std::string& dialog_id, 
     }
     record += '}';
   }
-  LOG_INFO("session ended: %s", record.c_str());
+  // The relay's JSON is printable ASCII; anything else is escaped, so that a
+  // record is always exactly one log line.
+  const bool printable = std::all_of(record.begin(), record.end(), [](char ch) {
+    return static_cast<unsigned char>(ch) >= 0x20 && static_cast<unsigned char>(ch) < 0x7f;
+  });
+  LOG_INFO("session ended: %s",
+           printable ? record.c_str() : log_safe(record, record.size()).c_str());
 }
 
 void Dispatcher::ask_all_relays(

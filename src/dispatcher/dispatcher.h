@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/log.h"
 #include "mediaproxy/relay_link.h"
 #include "metrics/exposition.h"
 #include "protocol/request.h"
@@ -40,8 +41,9 @@ class Dispatcher {
   void adopt_sessions(RelayLink* link, const std::vector<std::string>& call_ids);
 
   // Answers one module request; `done` gets the reply line without CRLF.
+  // Warnings about the request are rate-limited per `source` (its client).
   using Done = std::function<void(std::string reply)>;
-  void handle(const protocol::Request& request, Done done);
+  void handle(const protocol::Request& request, Done done, log::LimitSource* source = nullptr);
 
   // One live session's figures from its relay (the `query` relay command,
   // used by the rtpproxy front end's Q); `done` gets the JSON or "error".

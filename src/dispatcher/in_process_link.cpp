@@ -46,8 +46,7 @@ void InProcessLink::send(const std::string& command, const std::vector<RelayHead
   if (line.size() >= 2 && line.substr(line.size() - 2) == "\r\n") line.remove_suffix(2);
   auto msg = protocol::parse_relay_message(line, &why);
   if (!msg || msg->kind != protocol::RelayMessage::Kind::Reply || msg->seq != cmd.seq) {
-    LOG_ERROR("in-process link: unexpected reply '%.*s': %s", static_cast<int>(line.size()),
-              line.data(), why.c_str());
+    LOG_ERROR("in-process link: unexpected reply '%s': %s", log_safe(line).c_str(), why.c_str());
     on_reply(std::nullopt);
     return;
   }

@@ -1,4 +1,12 @@
 // UNIX socket server for the proxy module (module_server.h).
+//
+// Output of a connection: replies are appended to `out` and written by one
+// uv_write at a time (`writing`), so a burst of replies costs their bytes and
+// not one request structure each. While more than kMaxQueuedReplyBytes wait
+// for a client that does not read, the connection is not read from either;
+// reading resumes once the backlog is down to half of that. Nothing is
+// dropped, and what one connection holds stays bounded by the limit plus the
+// replies to one read (64 KiB) of requests.
 #include "dispatcher/module_server.h"
 
 #include <grp.h>
@@ -20,21 +28,23 @@ struct ModuleServer::Connection {
   ModuleServer* server = nullptr;
   uint64_t id = 0;
   bool closing = false;
+  bool reading = false;
   protocol::RequestFramer framer{protocol::kMaxModuleLine};
+  std::string out;      // replies not yet handed to libuv
+  std::string writing;  // the buffer of the write in flight (empty: none)
+  uv_write_t write_req;
+  log::LimitSource log_limit;        // warnings about this client's input
   std::shared_ptr<Connection> self;  // keeps the object alive until uv_close completes
+
+  size_t backlog() const { return out.size() + writing.size(); }
 };
 
 namespace {
 
 char g_read_buffer[64 * 1024];
-
-struct WriteReq {
-  uv_write_t req;
-  std::string data;
-};
-
-void on_write_done(uv_write_t* req, int) {
-  delete reinterpret_cast<WriteReq*>(req->data);
+// Reply buffers that grew larger than this are released once drained.
+void release_if_large(std::string& buffer) {
+  if (buffer.capacity() > 16 * 1024) std::string().swap(buffer);
 }
 
 // True if something accepts connections on the UNIX socket at `path`.
@@ -141,7 +151,12 @@ void ModuleServer::on_connection(uv_stream_t* listener, int status) {
   }
   self->connections_.insert(conn);
   LOG_DEBUG("module connection %llu opened", static_cast<unsigned long long>(conn->id));
+  self->start_reading(conn.get());
+}
 
+void ModuleServer::start_reading(Connection* conn) {
+  if (conn->reading || conn->closing) return;
+  conn->reading = true;
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(&conn->pipe),
       [](uv_handle_t*, size_t, uv_buf_t* buf) {
@@ -150,45 +165,88 @@ void ModuleServer::on_connection(uv_stream_t* listener, int status) {
       },
       [](uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
         auto* c = static_cast<Connection*>(stream->data);
-        ModuleServer* server = c->server;
         if (nread < 0) {
           if (nread != UV_EOF)
             LOG_DEBUG("module connection %llu: %s", static_cast<unsigned long long>(c->id),
                       uv_strerror(static_cast<int>(nread)));
-          server->close_connection(c);
+          c->server->close_connection(c);
           return;
         }
-        std::weak_ptr<Connection> weak = c->self;
-        auto feed_status = c->framer.feed(
-            std::string_view(buf->base, static_cast<size_t>(nread)),
-            [&](protocol::ParseResult&& parsed) {
-              auto reply = [weak](std::string line) {
-                auto live = weak.lock();
-                if (!live || live->closing) return;
-                auto* w = new WriteReq;
-                w->req.data = w;
-                w->data = std::move(line);
-                w->data += "\r\n";
-                uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
-                if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&live->pipe), &b, 1,
-                             on_write_done) != 0)
-                  delete w;
-              };
-              if (!parsed.request) {
-                LOG_WARN("module connection %llu: malformed request (%s) answered with error",
-                         static_cast<unsigned long long>(c->id), parsed.error.c_str());
-                server->dispatcher_.count_malformed();
-                reply("error");
-                return;
-              }
-              server->dispatcher_.handle(*parsed.request, reply);
-            });
-        if (feed_status == protocol::RequestFramer::Status::LineTooLong) {
-          LOG_WARN("module connection %llu: line longer than %zu bytes; connection closed",
-                   static_cast<unsigned long long>(c->id), protocol::kMaxModuleLine);
-          server->close_connection(c);
-        }
+        c->server->on_read(c, std::string_view(buf->base, static_cast<size_t>(nread)));
       });
+}
+
+void ModuleServer::on_read(Connection* c, std::string_view data) {
+  std::weak_ptr<Connection> weak = c->self;
+  auto feed_status = c->framer.feed(data, [&](protocol::ParseResult&& parsed) {
+    auto reply = [weak](std::string line) {
+      auto live = weak.lock();
+      if (!live || live->closing) return;
+      live->out += line;
+      live->out += "\r\n";
+      live->server->flush(live.get());
+    };
+    if (!parsed.request) {
+      LOG_LIMITED(Warning, &c->log_limit,
+                  "module connection %llu: malformed request (%s) answered with error",
+                  static_cast<unsigned long long>(c->id), log_safe(parsed.error).c_str());
+      dispatcher_.count_malformed();
+      reply("error");
+      return;
+    }
+    dispatcher_.handle(*parsed.request, reply, &c->log_limit);
+  });
+  if (feed_status == protocol::RequestFramer::Status::LineTooLong) {
+    LOG_LIMITED(Warning, nullptr,
+                "module connection %llu: line longer than %zu bytes; connection closed",
+                static_cast<unsigned long long>(c->id), protocol::kMaxModuleLine);
+    close_connection(c);
+  }
+}
+
+void ModuleServer::flush(Connection* c) {
+  if (c->closing) return;
+  if (c->writing.empty() && !c->out.empty()) {
+    c->writing.swap(c->out);
+    c->write_req.data = c;
+    uv_buf_t b = uv_buf_init(c->writing.data(), static_cast<unsigned>(c->writing.size()));
+    const int r =
+        uv_write(&c->write_req, reinterpret_cast<uv_stream_t*>(&c->pipe), &b, 1,
+                 [](uv_write_t* req, int status) {
+                   auto* conn = static_cast<Connection*>(req->data);
+                   conn->writing.clear();
+                   if (conn->out.empty()) {  // a burst is over: give back its buffers
+                     release_if_large(conn->writing);
+                     release_if_large(conn->out);
+                   }
+                   if (conn->closing) return;
+                   if (status < 0) {
+                     LOG_DEBUG("module connection %llu: write failed: %s",
+                               static_cast<unsigned long long>(conn->id), uv_strerror(status));
+                     conn->server->close_connection(conn);
+                     return;
+                   }
+                   conn->server->flush(conn);
+                 });
+    if (r != 0) {
+      c->writing.clear();
+      LOG_DEBUG("module connection %llu: write failed: %s", static_cast<unsigned long long>(c->id),
+                uv_strerror(r));
+      close_connection(c);
+      return;
+    }
+  }
+  if (c->reading && c->backlog() > kMaxQueuedReplyBytes) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->pipe));
+    c->reading = false;
+    ++paused_;
+    LOG_DEBUG("module connection %llu: %zu bytes of replies unread; not reading until they drain",
+              static_cast<unsigned long long>(c->id), c->backlog());
+  } else if (!c->reading && c->backlog() <= kMaxQueuedReplyBytes / 2) {
+    LOG_DEBUG("module connection %llu: replies drained; reading again",
+              static_cast<unsigned long long>(c->id));
+    start_reading(c);
+  }
 }
 
 void ModuleServer::close_connection(Connection* c) {

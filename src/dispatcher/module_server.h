@@ -5,12 +5,16 @@
 // worker processes, request framing with bounded buffers, and writing exactly
 // one CRLF-terminated reply per request. A malformed request gets `error`
 // and the connection lives on; an oversized line closes that connection only.
+// A client that does not read its replies is not read from while more than
+// kMaxQueuedReplyBytes of them wait (nothing is dropped); warnings about bad
+// input are rate-limited (log::admit) and counted in the metrics.
 #pragma once
 
 #include <uv.h>
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 
 #include "common/config.h"
@@ -20,6 +24,9 @@ namespace mp::dispatcher {
 
 class ModuleServer {
  public:
+  // Replies waiting for one client beyond which its requests are not read.
+  static constexpr size_t kMaxQueuedReplyBytes = 256 * 1024;
+
   ModuleServer(uv_loop_t* loop, Dispatcher& dispatcher, const DispatcherConfig& cfg);
   ~ModuleServer();
 
@@ -29,11 +36,17 @@ class ModuleServer {
   void close();
 
   size_t connection_count() const { return connections_.size(); }
+  // How often a connection was paused because its client did not read.
+  uint64_t paused_count() const { return paused_; }
 
   struct Connection;
 
  private:
   static void on_connection(uv_stream_t* server, int status);
+  void start_reading(Connection* c);
+  void on_read(Connection* c, std::string_view data);
+  // Hands queued replies to libuv and pauses or resumes reading by backlog.
+  void flush(Connection* c);
   void close_connection(Connection* c);
 
   uv_loop_t* loop_;
@@ -45,6 +58,7 @@ class ModuleServer {
   std::unordered_set<std::shared_ptr<Connection>> connections_;
   uint64_t next_id_ = 1;
   uint64_t refused_ = 0;
+  uint64_t paused_ = 0;
 };
 
 }  // namespace mp::dispatcher

@@ -9,6 +9,7 @@
 // session a relay created after its `update` had already timed out. It also
 // owns RelayListener: the uv_tcp listener, the TLS handshakes in progress, the
 // one-link-per-IP table and the `sessions 0` query made on every new link.
+// Call-ids in the relay's JSON are byte strings (json_string_bytes()).
 //
 // Lifetime: a link is owned by RelayListener::links_. It is destroyed either
 // from its connection's on_closed callback (which the Connection owns, so no
@@ -27,6 +28,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "common/json_writer.h"
 #include "common/log.h"
 #include "common/tcp_listener.h"
 #include "protocol/relay_link.h"
@@ -191,7 +193,7 @@ class TlsRelayLink final : public RelayLink {
     for (auto& [seq, p] : pending) Timer::dispose(p.timer);
     if (!pending.empty())
       LOG_WARN("relay %s disconnected (%s): %zu pending command(s) failed", ip_.c_str(),
-               reason.c_str(), pending.size());
+               log_safe(reason).c_str(), pending.size());
     for (auto& [seq, p] : pending)
       if (p.callback) p.callback(std::nullopt);
   }
@@ -231,7 +233,7 @@ class TlsRelayLink final : public RelayLink {
   }
 
   void fail_link(const std::string& why) {
-    LOG_WARN("relay link %s: %s; closing it", ip_.c_str(), why.c_str());
+    LOG_WARN("relay link %s: %s; closing it", ip_.c_str(), log_safe(why).c_str());
     conn_->close(why);
     shut_down(why);
   }
@@ -295,7 +297,8 @@ class TlsRelayLink final : public RelayLink {
       LOG_WARN("relay %s created a session for update %llu after it timed out; removing it",
                ip_.c_str(), static_cast<unsigned long long>(seq));
       send("remove", t.remove_headers, [ip = ip_](std::optional<std::string> r) {
-        LOG_DEBUG("relay %s: orphan remove answered %s", ip.c_str(), r ? r->c_str() : "(nothing)");
+        LOG_DEBUG("relay %s: orphan remove answered %s", ip.c_str(),
+                  r ? log_safe(*r).c_str() : "(nothing)");
       });
       return;
     }
@@ -315,7 +318,8 @@ class TlsRelayLink final : public RelayLink {
     std::vector<std::string> ids;
     for (const auto& s : d.GetArray())
       if (s.IsObject() && s.HasMember("call_id") && s["call_id"].IsString())
-        ids.emplace_back(s["call_id"].GetString(), s["call_id"].GetStringLength());
+        ids.push_back(
+            json_string_bytes({s["call_id"].GetString(), s["call_id"].GetStringLength()}));
     ready_ = true;
     LOG_INFO("relay %s is ready with %zu session(s)", ip_.c_str(), ids.size());
     owner_.dispatcher_.adopt_sessions(this, ids);
@@ -410,7 +414,7 @@ void TlsRelayLink::accept_from(RelayListener* self, uv_stream_t* server) {
     TlsRelayLink* link = slot->link;
     if (!link) return;  // handshake failed: Connection logged it
     slot->link = nullptr;
-    LOG_INFO("relay %s disconnected: %s", link->relay_ip().c_str(), reason.c_str());
+    LOG_INFO("relay %s disconnected: %s", link->relay_ip().c_str(), log_safe(reason).c_str());
     link->shut_down(reason);
     auto it = self->links_.find(link->relay_ip());
     if (it != self->links_.end() && it->second.get() == link)

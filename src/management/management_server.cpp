@@ -3,6 +3,7 @@
 
 #include "common/log.h"
 #include "common/tcp_listener.h"
+#include "management/management_command.h"
 
 namespace mp::management {
 
@@ -28,7 +29,7 @@ bool ManagementServer::listen(Endpoint where, std::string& error) {
     };
     cb.on_data = [self, id](std::string_view data) { self->on_data(id, data); };
     cb.on_closed = [self, id](const std::string& reason) {
-      LOG_DEBUG("management client closed: %s", reason.c_str());
+      LOG_DEBUG("management client closed: %s", log_safe(reason).c_str());
       self->clients_.erase(id);
     };
     tls::ConnectionOptions opts;
@@ -74,38 +75,44 @@ void ManagementServer::on_data(uint64_t id, std::string_view data) {
   for (;;) {
     it = clients_.find(id);  // a command may have closed the client
     if (it == clients_.end() || !it->second.conn->is_open()) return;
-    std::string& buffer = it->second.buffer;
-    size_t nl = buffer.find('\n');
-    if (nl == std::string::npos) {
-      if (buffer.size() > kMaxLine) it->second.conn->abort("command line longer than 16384 bytes");
-      return;
+    std::string line;
+    switch (take_management_line(it->second.buffer, line)) {
+      case LineStatus::NeedMore:
+        return;
+      case LineStatus::TooLong:
+        it->second.conn->abort("command line longer than 16384 bytes");
+        return;
+      case LineStatus::Line:
+        handle_line(id, line);
+        break;
     }
-    std::string line = buffer.substr(0, nl);
-    buffer.erase(0, nl + 1);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    handle_line(id, std::move(line));
   }
 }
 
-void ManagementServer::handle_line(uint64_t id, std::string line) {
-  while (!line.empty() && (line.back() == ' ' || line.back() == '\t')) line.pop_back();
-  size_t lead = line.find_first_not_of(" \t");
-  line.erase(0, lead == std::string::npos ? line.size() : lead);
-  if (line.empty()) return;
+void ManagementServer::handle_line(uint64_t id, std::string_view line) {
+  const ManagementCommand command = parse_management_command(line);
+  if (command == ManagementCommand::Empty) return;
   std::weak_ptr<tls::Connection> weak = clients_.at(id).conn;
   auto reply = [weak](std::string text) {
     if (auto conn = weak.lock(); conn && conn->is_open()) conn->write(text + "\r\n");
   };
-  if (line == "summary") {
-    dispatcher_.summary(reply);
-  } else if (line == "sessions") {
-    dispatcher_.sessions(reply);
-  } else if (line == "version") {
-    reply(MEDIAPROXY_VERSION);
-  } else if (line == "quit" || line == "exit") {
-    clients_.at(id).conn->close("quit");
-  } else {
-    reply("error");
+  switch (command) {
+    case ManagementCommand::Summary:
+      dispatcher_.summary(reply);
+      break;
+    case ManagementCommand::Sessions:
+      dispatcher_.sessions(reply);
+      break;
+    case ManagementCommand::Version:
+      reply(MEDIAPROXY_VERSION);
+      break;
+    case ManagementCommand::Quit:
+      clients_.at(id).conn->close("quit");
+      break;
+    case ManagementCommand::Empty:
+    case ManagementCommand::Unknown:
+      reply("error");
+      break;
   }
 }
 

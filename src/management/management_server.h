@@ -8,7 +8,8 @@
 // client that stops reading is closed once its unsent output passes
 // kMaxPendingOutput), and the mapping of commands to the dispatcher's
 // queries: `summary`, `sessions`, `version`, `quit`/`exit`; anything else is
-// answered `error`.
+// answered `error`. Cutting lines and naming commands is the pure code of
+// management_command.h.
 #pragma once
 
 #include <uv.h>
@@ -16,9 +17,11 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "common/address.h"
 #include "dispatcher/dispatcher.h"
+#include "management/management_command.h"
 #include "tls/connection.h"
 #include "tls/tls_context.h"
 
@@ -26,7 +29,7 @@ namespace mp::management {
 
 class ManagementServer {
  public:
-  static constexpr size_t kMaxLine = 16384;
+  static constexpr size_t kMaxLine = kMaxCommandLine;
   static constexpr size_t kMaxPendingOutput = 64 * 1024 * 1024;
 
   // `tls` null: plain TCP. `passport` is checked on TLS clients' certificates.
@@ -43,7 +46,7 @@ class ManagementServer {
     std::string buffer;
   };
   void on_data(uint64_t id, std::string_view data);
-  void handle_line(uint64_t id, std::string line);
+  void handle_line(uint64_t id, std::string_view line);
 
   uv_loop_t* loop_;
   dispatcher::Dispatcher& dispatcher_;

@@ -225,8 +225,8 @@ void DispatcherClient::Peer::on_request(protocol::ParseResult&& parsed) {
   const std::string line = parsed.request->command;
   auto cmd = protocol::to_relay_command(std::move(*parsed.request), &why);
   if (!cmd) {
-    LOG_WARN("dispatcher link: ignoring command line '%s' from %s: %s", line.c_str(), name.c_str(),
-             why.c_str());
+    LOG_WARN("dispatcher link: ignoring command line '%s' from %s: %s", log_safe(line).c_str(),
+             name.c_str(), why.c_str());
     return;
   }
   const std::string payload = owner_client->engine_.handle(*cmd, owner);
@@ -243,13 +243,14 @@ void DispatcherClient::Peer::on_closed(const std::string& reason) {
   const uint64_t delay_ms = static_cast<uint64_t>(std::max(c.cfg_.reconnect_delay, 0)) * 1000;
   if (!was_connected) {
     // Failed attempt or refused certificate (closed before on_connected).
-    LOG_WARN("dispatcher link: connection to %s failed: %s", name.c_str(), reason.c_str());
+    LOG_WARN("dispatcher link: connection to %s failed: %s", name.c_str(),
+             log_safe(reason).c_str());
     schedule_reconnect(delay_ms);
     return;
   }
   const uint64_t lasted = uv_now(c.loop_) - connected_at;
   LOG_WARN("dispatcher link: connection to %s lost after %.1f s: %s", name.c_str(),
-           static_cast<double>(lasted) / 1000.0, reason.c_str());
+           static_cast<double>(lasted) / 1000.0, log_safe(reason).c_str());
   schedule_reconnect(lasted < kShortConnectionMs ? delay_ms : std::min<uint64_t>(delay_ms, 1000));
 }
 

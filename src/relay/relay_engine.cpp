@@ -1,4 +1,9 @@
 // Session table, commands and expiry policy of the relay (relay_engine.h).
+//
+// Call-ids and tags are byte strings from the SIP peer: the session key keeps
+// them apart whatever bytes they hold, log lines print them with log_safe(),
+// and warnings about bad requests, which the proxy module passes on for any
+// client, are rate-limited (LOG_LIMITED).
 #include "relay/relay_engine.h"
 
 #include <rapidjson/document.h>
@@ -22,8 +27,9 @@ constexpr double kKernelPollInterval = 1.0;
 // While a NAT rebinding waits for the latched source's silence (latching.h).
 constexpr double kKernelFastPollInterval = 0.25;
 
+// Length-prefixed, so that no call-id/tag pair can spell another's key.
 std::string key_of(const std::string& call_id, const std::string& tag) {
-  return call_id + '\n' + tag;
+  return std::to_string(call_id.size()) + ':' + call_id + tag;
 }
 
 // signaling_ip forms (spec A.4): JSON object, "SRC_DST", or a plain address.
@@ -169,7 +175,8 @@ std::string RelayEngine::handle(const protocol::RelayCommand& cmd, uint64_t owne
   if (cmd.name == "query") return handle_query(cmd);
   if (cmd.name == "summary") return summary_json();
   if (cmd.name == "sessions") return sessions_json();
-  LOG_WARN("relay: unknown command '%s' answered with error", cmd.name.c_str());
+  LOG_LIMITED(Warning, nullptr, "relay: unknown command '%s' answered with error",
+              log_safe(cmd.name).c_str());
   return "error";
 }
 
@@ -187,7 +194,7 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
                             "cseq",    "user_agent", "type"};
   for (const char* name : required) {
     if (!view.find(name)) {
-      LOG_WARN("relay: update without '%s' header answered with error", name);
+      LOG_LIMITED(Warning, nullptr, "relay: update without '%s' header answered with error", name);
       return "error";
     }
   }
@@ -199,15 +206,16 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
   req.user_agent = *view.find("user_agent");
   const std::string& type = *view.find("type");
   if (type != "request" && type != "reply") {
-    LOG_WARN("relay: update %s with type '%s' (expected request or reply)", req.call_id.c_str(),
-             type.c_str());
+    LOG_LIMITED(Warning, nullptr, "relay: update %s with type '%s' (expected request or reply)",
+                log_safe(req.call_id).c_str(), log_safe(type).c_str());
     return "error";
   }
   req.is_request = type == "request";
   if (const std::string* latching = view.find("latching")) {
     if (*latching != "strict" && *latching != "normal") {
-      LOG_WARN("relay: update %s with latching '%s' (expected strict or normal)",
-               log_safe(req.call_id).c_str(), log_safe(*latching).c_str());
+      LOG_LIMITED(Warning, nullptr,
+                  "relay: update %s with latching '%s' (expected strict or normal)",
+                  log_safe(req.call_id).c_str(), log_safe(*latching).c_str());
       return "error";
     }
     req.strict_latching = *latching == "strict";
@@ -216,14 +224,16 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
     auto [q, err] = std::from_chars(index->data(), index->data() + index->size(), req.media_index);
     if (err != std::errc() || q != index->data() + index->size() || req.media_index == 0 ||
         req.media_index > protocol::kMaxMediaItems) {
-      LOG_WARN("relay: update %s with bad media_index", req.call_id.c_str());
+      LOG_LIMITED(Warning, nullptr, "relay: update %s with bad media_index",
+                  log_safe(req.call_id).c_str());
       return "error";
     }
   }
   const std::string& cseq = *view.find("cseq");
   auto [p, ec] = std::from_chars(cseq.data(), cseq.data() + cseq.size(), req.cseq);
   if (ec != std::errc() || p != cseq.data() + cseq.size() || req.cseq < 0) {
-    LOG_WARN("relay: update %s with non-numeric cseq '%s'", req.call_id.c_str(), cseq.c_str());
+    LOG_LIMITED(Warning, nullptr, "relay: update %s with non-numeric cseq '%s'",
+                log_safe(req.call_id).c_str(), log_safe(cseq).c_str());
     return "error";
   }
   if (const std::string* sig = view.find("signaling_ip")) parse_signaling_ip(*sig, req);
@@ -231,8 +241,9 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
     std::string why;
     req.media = protocol::parse_media(*m, &why);
     if (!req.media) {
-      LOG_WARN("relay: update %s has an undecodable media header (%s): answered with error",
-               req.call_id.c_str(), why.c_str());
+      LOG_LIMITED(Warning, nullptr,
+                  "relay: update %s has an undecodable media header (%s): answered with error",
+                  log_safe(req.call_id).c_str(), log_safe(why).c_str());
       return "error";
     }
   }
@@ -245,11 +256,13 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
     ++sessions_created_;
     session = fresh.get();
     sessions_.emplace(key_of(req.call_id, req.from_tag), std::move(fresh));
-    LOG_DEBUG("relay: new session %s (from tag %s)", req.call_id.c_str(), req.from_tag.c_str());
+    LOG_DEBUG("relay: new session %s (from tag %s)", log_safe(req.call_id).c_str(),
+              log_safe(req.from_tag).c_str());
   }
   std::string reply, error;
   if (!session->update(req, reply, error)) {
-    LOG_WARN("relay: update for %s failed: %s", req.call_id.c_str(), error.c_str());
+    LOG_LIMITED(Warning, nullptr, "relay: update for %s failed: %s", log_safe(req.call_id).c_str(),
+                log_safe(error).c_str());
     if (!session->alive() && session->streams().empty()) erase(session);
     return "error";
   }
@@ -261,13 +274,13 @@ std::string RelayEngine::handle_remove(const protocol::RelayCommand& cmd) {
   const std::string* call_id = view.find("call_id");
   const std::string* from_tag = view.find("from_tag");
   if (!call_id || !from_tag) {
-    LOG_WARN("relay: remove without call_id/from_tag answered with error");
+    LOG_LIMITED(Warning, nullptr, "relay: remove without call_id/from_tag answered with error");
     return "error";
   }
   const std::string* to_tag = view.find("to_tag");
   Session* s = find(*call_id, *from_tag, to_tag ? *to_tag : std::string());
   if (!s) {
-    LOG_INFO("relay: remove for unknown session %s", call_id->c_str());
+    LOG_LIMITED(Info, nullptr, "relay: remove for unknown session %s", log_safe(*call_id).c_str());
     return "error";
   }
   s->close_all("closed");
@@ -337,7 +350,7 @@ void RelayEngine::expire(Session* s) {
   s->close_all("closed");  // no-op for streams already ended with their reason
   account_ended(*s);
   std::string json = s->stats_json();
-  LOG_INFO("relay: session %s expired", s->call_id().c_str());
+  LOG_INFO("relay: session %s expired", log_safe(s->call_id()).c_str());
   uint64_t owner = s->owner();
   erase(s);
   if (expired_sink_) expired_sink_(owner, json);

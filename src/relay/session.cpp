@@ -41,13 +41,13 @@ bool Session::update(const UpdateRequest& req, std::string& reply, std::string& 
     if (!media.empty() && !apply_offer(c, party, media, signaling, error)) return false;
   } else if (c == *cseq_) {
     if (offers_.at(c).offerer == party) {
-      LOG_DEBUG("session %s: retransmitted offer (cseq %lld), answered as before", call_id_.c_str(),
-                static_cast<long long>(req.cseq));
+      LOG_DEBUG("session %s: retransmitted offer (cseq %lld), answered as before",
+                log_safe(call_id_).c_str(), static_cast<long long>(req.cseq));
     } else if (!apply_answer(c, party, req, error)) {
       return false;
     }
   } else {
-    LOG_DEBUG("session %s: update with old cseq %lld ignored", call_id_.c_str(),
+    LOG_DEBUG("session %s: update with old cseq %lld ignored", log_safe(call_id_).c_str(),
               static_cast<long long>(req.cseq));
   }
   if (strict_latching_)
@@ -182,7 +182,7 @@ void Session::answer_stream(MediaStream* st, Side party, const MediaItem& item, 
     p.port = item.port;
     p.known_since = ctx_.now();
   } else if (p.port != item.port || (p.ip != item.ip && !item.ip.is_any())) {
-    LOG_DEBUG("session %s: %s moved to %s:%u, relearning its address", call_id_.c_str(),
+    LOG_DEBUG("session %s: %s moved to %s:%u, relearning its address", log_safe(call_id_).c_str(),
               party == kCaller ? "caller" : "callee", format_ipv4(item.ip).c_str(), item.port);
     st->reset_party(party, item.ip, item.port);
   }

@@ -1,16 +1,23 @@
 // Unit tests for JsonWriter / json_quote (common/json_writer.h): the output is
 // compared byte for byte with what CPython's json.dumps() prints for the same
-// data (expected strings below were produced with Python 3).
+// data (expected strings below were produced with Python 3; bytes that are
+// not UTF-8 as json.dumps(b.decode("utf-8", "surrogateescape"))). The round
+// trip json_quote -> rapidjson -> json_string_bytes, which the dispatcher
+// uses on the relay's records, must give back any byte string exactly.
+#include <rapidjson/document.h>
+
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <random>
 #include <string>
 
 #include "common/json_writer.h"
 
 using mp::json_quote;
+using mp::json_string_bytes;
 using mp::JsonWriter;
 
 namespace {
@@ -19,6 +26,22 @@ std::string dump_double(double v) {
   JsonWriter w;
   w.value(v);
   return w.take();
+}
+
+// What the dispatcher does with a string field of a relay record: rapidjson
+// with its default flags, the length from GetStringLength(), then
+// json_string_bytes().
+std::string round_trip(std::string_view bytes) {
+  JsonWriter w;
+  w.begin_object();
+  w.field("call_id", bytes);
+  w.end_object();
+  rapidjson::Document d;
+  d.Parse(w.str().c_str(), w.str().size());
+  REQUIRE_FALSE(d.HasParseError());
+  REQUIRE(d.IsObject());
+  REQUIRE(d["call_id"].IsString());
+  return json_string_bytes({d["call_id"].GetString(), d["call_id"].GetStringLength()});
 }
 
 }  // namespace
@@ -66,16 +89,79 @@ TEST_CASE("json_quote: non-ASCII UTF-8", "[json]") {
         "\"Bj\\u00f6rk <bj\\u00f6rk@example.com>\"");
 }
 
-TEST_CASE("json_quote: invalid UTF-8 bytes are escaped one by one as Latin-1", "[json]") {
-  CHECK(json_quote("\xff") == "\"\\u00ff\"");
-  CHECK(json_quote("\x80") == "\"\\u0080\"");                                   // lone continuation
-  CHECK(json_quote("\xc0\x80") == "\"\\u00c0\\u0080\"");                        // overlong NUL
-  CHECK(json_quote("\xe0\x80\xaf") == "\"\\u00e0\\u0080\\u00af\"");             // overlong '/'
-  CHECK(json_quote("\xed\xa0\x80") == "\"\\u00ed\\u00a0\\u0080\"");             // UTF-8 surrogate
-  CHECK(json_quote("\xf4\x90\x80\x80") == "\"\\u00f4\\u0090\\u0080\\u0080\"");  // > U+10FFFF
-  CHECK(json_quote("\xe2\x82") == "\"\\u00e2\\u0082\"");                        // truncated at end
-  CHECK(json_quote("\xe2\x82x") == "\"\\u00e2\\u0082x\"");                   // truncated mid-string
-  CHECK(json_quote("\xc3\xa9\xff\xc3\xa9") == "\"\\u00e9\\u00ff\\u00e9\"");  // resync
+TEST_CASE("json_quote: bytes that are not UTF-8 are escaped one by one as \\udcXX", "[json]") {
+  CHECK(json_quote("\xff") == "\"\\udcff\"");
+  CHECK(json_quote("\x80") == "\"\\udc80\"");                                   // lone continuation
+  CHECK(json_quote("\xc0\x80") == "\"\\udcc0\\udc80\"");                        // overlong NUL
+  CHECK(json_quote("\xe0\x80\xaf") == "\"\\udce0\\udc80\\udcaf\"");             // overlong '/'
+  CHECK(json_quote("\xed\xa0\x80") == "\"\\udced\\udca0\\udc80\"");             // UTF-8 surrogate
+  CHECK(json_quote("\xf4\x90\x80\x80") == "\"\\udcf4\\udc90\\udc80\\udc80\"");  // > U+10FFFF
+  CHECK(json_quote("\xe2\x82") == "\"\\udce2\\udc82\"");                        // truncated at end
+  CHECK(json_quote("\xe2\x82x") == "\"\\udce2\\udc82x\"");                   // truncated mid-string
+  CHECK(json_quote("\xc3\xa9\xff\xc3\xa9") == "\"\\u00e9\\udcff\\u00e9\"");  // resync
+  CHECK(json_quote(std::string("nul\0\xff", 5)) == "\"nul\\u0000\\udcff\"");
+}
+
+TEST_CASE("json round trip: NUL, control bytes and bytes >= 0x80 come back exactly", "[json]") {
+  const std::string cases[] = {
+      std::string("a\0b", 3),
+      std::string("\0", 1),
+      std::string("\0\0\xff\0", 4),
+      "\x80",
+      "\xff",
+      "\xff\xfe\x80-high@host",
+      "\xc3\x28",                         // invalid continuation
+      "\xc0\xaf",                         // overlong '/'
+      "\xed\xa0\x80",                     // an encoded surrogate
+      "\xed\xb3\xbf",                     // the bytes rapidjson makes of \udcff
+      "\xf4\x90\x80\x80",                 // above U+10FFFF
+      "\xf0\x9f\x98",                     // truncated
+      "\xc3\xa9\xc3\xbf",                 // valid: \u00e9\u00ff, not Latin-1 bytes
+      "\xf0\x9f\x98\x80",                 // valid, a surrogate pair in JSON
+      "\x01\x1b[31m\x7f\t\r\n\b\f\"\\/",  // control bytes, DEL, escapes
+      "tab\there\nFORGED",
+  };
+  for (const std::string& bytes : cases) {
+    INFO(json_quote(bytes));
+    CHECK(round_trip(bytes) == bytes);
+  }
+  // Transcoding would have made these two one key.
+  CHECK(round_trip("\xff") != round_trip("\xc3\xbf"));
+}
+
+TEST_CASE("json round trip: every byte value and random byte strings", "[json]") {
+  std::string all;
+  for (int c = 0; c < 256; ++c) all.push_back(static_cast<char>(c));
+  CHECK(round_trip(all) == all);
+  std::mt19937 rng(20240611);
+  for (int n = 0; n < 2000; ++n) {
+    std::string bytes(rng() % 24, '\0');
+    // Biased towards the bytes of UTF-8 sequences, so valid and broken ones mix.
+    static const unsigned char kPool[] = {0x00, 0x0a, 0x41, 0x5c, 0x7f, 0x80, 0x9f, 0xa0,
+                                          0xbf, 0xc2, 0xc3, 0xdf, 0xe0, 0xed, 0xef, 0xf0,
+                                          0xf4, 0xf5, 0xff, 0xb2, 0xb3, 0x22};
+    for (char& ch : bytes)
+      ch = static_cast<char>(rng() % 2 ? kPool[rng() % sizeof kPool] : rng() % 256);
+    INFO(json_quote(bytes));
+    REQUIRE(round_trip(bytes) == bytes);
+  }
+}
+
+TEST_CASE("json_string_bytes: only the escaped bytes change", "[json]") {
+  CHECK(json_string_bytes("") == "");
+  CHECK(json_string_bytes("plain") == "plain");
+  CHECK(json_string_bytes("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80") ==
+        "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+  CHECK(json_string_bytes("\xed\xb2\x80") == "\x80");  // U+DC80
+  CHECK(json_string_bytes("\xed\xb3\xbf") == "\xff");  // U+DCFF
+  CHECK(json_string_bytes("a\xed\xb3\xbf\xed\xb3\xbe"
+                          "b") ==
+        "a\xff\xfe"
+        "b");
+  CHECK(json_string_bytes("\xed\xb0\x80") == "\xed\xb0\x80");  // U+DC00: not ours
+  CHECK(json_string_bytes("\xed\x9f\xbf") == "\xed\x9f\xbf");  // U+D7FF
+  CHECK(json_string_bytes("\xed\xb3") == "\xed\xb3");          // truncated
+  CHECK(json_string_bytes(std::string("\0", 1)) == std::string("\0", 1));
 }
 
 TEST_CASE("json_quote: output is always printable ASCII", "[json]") {

@@ -5,7 +5,8 @@
 // at connect, the byte-exact command format, replies matched by sequence
 // number, ping/pong, command timeouts and the timed-out state, the `remove`
 // of a session created by a late `update` reply, expiry reports, refused
-// certificates, bad lines and replacement of a relay's connection.
+// certificates, bad lines and replacement of a relay's connection, and
+// call-ids of any bytes through `sessions` and expiry reports.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <string>
 
 #include "../tls/tls_test_support.h"
+#include "common/json_writer.h"
 #include "dispatcher/dispatcher.h"
 #include "dispatcher/relay_listener.h"
 #include "protocol/request.h"
@@ -198,6 +200,45 @@ TEST_CASE("relay link: sessions, update, ping, timeout and orphan cleanup",
   relay.conn->write("ping\r\n");
   REQUIRE(f.expect(relay, "pong\r\n"));
   CHECK(f.listener->relay_count() == 1);
+}
+
+TEST_CASE("relay link: call-ids with any bytes are adopted and expired byte-exact",
+          "[dispatcher][relay_listener]") {
+  Fixture f;
+  FakeRelay& relay = f.connect();
+  REQUIRE(f.expect(relay, "sessions 0\r\n\r\n"));
+  const std::string nul("held\0nul@x", 10);
+  const std::string high = "held\xff\xfe\x80@x";
+  const std::string mixed = "\xc3\xa9\xc3\x28\xed\xb3\xbf\x1b\n@x";
+  // The relay writes its records with JsonWriter (json_quote).
+  relay.conn->write("0 [{\"call_id\": " + mp::json_quote(nul) + "}, {\"call_id\": " +
+                    mp::json_quote(high) + "}, {\"call_id\": " + mp::json_quote(mixed) + "}]\r\n");
+  REQUIRE(f.loop.run_until([&] { return f.dispatcher->session_count() == 3; }));
+  CHECK(f.dispatcher->has_session(nul));
+  CHECK(f.dispatcher->has_session(high));
+  CHECK(f.dispatcher->has_session(mixed));
+
+  // A new call with such bytes reaches the relay unchanged.
+  const std::string fresh = "new\xff\0@x";
+  std::optional<std::string> reply;
+  f.dispatcher->handle(module_update(fresh, "request"),
+                       [&](std::string r) { reply = std::move(r); });
+  REQUIRE(f.loop.run_until([&] { return relay.data.find("\r\n\r\n") != std::string::npos; }));
+  CHECK(relay.data.find("\r\ncall_id: " + fresh + "\r\n") != std::string::npos);
+  relay.data.clear();
+  relay.conn->write("1 127.0.0.1 40002\r\n");
+  REQUIRE(f.loop.run_until([&] { return reply.has_value(); }));
+  CHECK(f.dispatcher->session_count() == 4);
+
+  // Each expiry report finds its call: the table empties.
+  size_t left = 4;
+  for (const std::string& id : {nul, high, mixed, fresh}) {
+    relay.conn->write("expired {\"call_id\": " + mp::json_quote(id) +
+                      ", \"start_time\": null, \"streams\": []}\r\n");
+    --left;
+    REQUIRE(f.loop.run_until([&] { return f.dispatcher->session_count() == left; }));
+    CHECK_FALSE(f.dispatcher->has_session(id));
+  }
 }
 
 TEST_CASE("relay link: a late error for a timed-out update sends no remove",
