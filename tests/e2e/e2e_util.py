@@ -307,10 +307,14 @@ def check(d, mode, with_mp):
     rcs = re.findall(r"E2E (\S+\(.*?\)) rc=(-?\d+)", klog)
     print("  kamailio script calls: " + (", ".join(f"{f}={r}" for f, r in rcs) or "none"))
     if with_mp:
-        if mode == "use":
-            c.ok(("use_media_proxy(INVITE)", "1") in rcs, "use_media_proxy() on INVITE returned 1")
-            c.ok(("use_media_proxy(reply 200)", "1") in rcs, "use_media_proxy() on 200 OK returned 1")
-            c.ok(("end_media_session(BYE)", "1") in rcs, "end_media_session() on BYE returned 1")
+        if mode in ("use", "rtpproxy", "manage"):
+            offer, answer, end = {"use": ("use_media_proxy",) * 2 + ("end_media_session",),
+                                  "rtpproxy": ("rtpproxy_offer", "rtpproxy_answer",
+                                               "unforce_rtp_proxy"),
+                                  "manage": ("rtpproxy_manage",) * 3}[mode]
+            c.ok((f"{offer}(INVITE)", "1") in rcs, f"{offer}() on INVITE returned 1")
+            c.ok((f"{answer}(reply 200)", "1") in rcs, f"{answer}() on 200 OK returned 1")
+            c.ok((f"{end}(BYE)", "1") in rcs, f"{end}() on BYE returned 1")
         else:
             c.ok(("engage_media_proxy()", "1") in rcs, "engage_media_proxy() returned 1")
         c.ok(not any(r != "1" for _, r in rcs), "no mediaproxy script call failed")

@@ -5,7 +5,9 @@
 #   caller ns  10.200.1.2/24 ----veth---- 10.200.1.1/24  relay ns  10.200.2.1/24 ----veth---- 10.200.2.2/24  callee ns
 #                                          lo: 10.200.0.1/32 (kamailio :5060, mediaproxy media ports)
 #
-# Usage: run_e2e.sh [use|engage ...]        (default: use engage)
+# Usage: run_e2e.sh [use|engage|rtpproxy|manage ...]   (default: use engage)
+#   rtpproxy, manage: Kamailio's stock rtpproxy.so (rtpproxy_offer/answer, or
+#   rtpproxy_manage) against mediaproxy's [Rtpproxy] front end
 # Environment:
 #   MP_BIN=path              mediaproxy binary (default <repo>/build/mediaproxy)
 #   MPE2E_NO_MEDIAPROXY=1    plumbing only: do not start the binary, Kamailio
@@ -29,7 +31,8 @@ PCAP=/usr/share/sip-tester/g711a.pcap
 
 if [[ $# -gt 0 ]]; then MODES=("$@"); else MODES=(use engage); fi
 for m in "${MODES[@]}"; do
-    [[ $m == use || $m == engage ]] || { echo "unknown mode '$m' (use|engage)" >&2; exit 2; }
+    [[ $m == use || $m == engage || $m == rtpproxy || $m == manage ]] ||
+        { echo "unknown mode '$m' (use|engage|rtpproxy|manage)" >&2; exit 2; }
 done
 
 [[ $(id -u) -eq 0 ]] || { echo "run_e2e.sh: must run as root (network namespaces)" >&2; exit 77; }
@@ -141,6 +144,9 @@ relay_ip = 10.200.0.1
 port_range = 40000:41000
 forwarding = ${MPE2E_FORWARDING:-userspace}
 EOF
+        if [[ $mode == rtpproxy || $mode == manage ]]; then
+            printf '\n[Rtpproxy]\nlisten = udp:10.200.0.1:22222\n' >>"$d/mp.ini"
+        fi
         t1=$(date +%s.%N)
         ip netns exec "$NS_R" "$MP_BIN" --foreground --config "$d/mp.ini" \
             >"$d/mediaproxy.log" 2>&1 &
@@ -163,7 +169,8 @@ EOF
     wait_until 10 "tcpdump (callee side)" grep -q "listening on" "$d/tcpdump-callee.err"
 
     # ---- kamailio ----
-    local kdefs=(-A "MP_SOCKET=\"$sock\"" -A 'CALLEE_URI="sip:10.200.2.2:5060"')
+    local kdefs=(-A "MP_SOCKET=\"$sock\"" -A 'CALLEE_URI="sip:10.200.2.2:5060"'
+                 -A 'RTPP_SOCK="udp:10.200.0.1:22222"')
     [[ $with_mp == 1 ]] && kdefs+=(-A WITH_MEDIAPROXY)
     kamailio -c -f "$HERE/kamailio-$mode.cfg" "${kdefs[@]}" >"$d/kamailio-check.log" 2>&1 ||
         { log "kamailio config check failed:"; tail -n 30 "$d/kamailio-check.log" | sed 's/^/  kamailio| /'; exit 1; }

@@ -3,8 +3,9 @@ Kamailio mode:
 
     /usr/bin/python3 -m pytest -v tests/e2e/test_kamailio.py
 
-The engage mode runs a second time with the relay's in-kernel forwarding
-(forwarding = kernel), asserting that the kernel carried the call.
+The engage and rtpproxy modes run a second time with the relay's in-kernel
+forwarding (forwarding = kernel), asserting that the kernel carried the call.
+rtpproxy and manage drive mediaproxy through Kamailio's stock rtpproxy.so.
 Honours the same environment variables as run_e2e.sh (MP_BIN,
 MPE2E_NO_MEDIAPROXY, MPE2E_KEEP, MPE2E_STATS_TOL). Needs root (network
 namespaces); skipped otherwise.
@@ -21,7 +22,8 @@ SCRIPT = os.path.join(HERE, "run_e2e.sh")
 
 
 @pytest.mark.parametrize("mode,forwarding", [("use", "userspace"), ("engage", "userspace"),
-                                             ("engage", "kernel")])
+                                             ("engage", "kernel"), ("rtpproxy", "userspace"),
+                                             ("rtpproxy", "kernel"), ("manage", "userspace")])
 def test_kamailio_mediaproxy(mode, forwarding):
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces")
