@@ -75,6 +75,7 @@ def dispatcher_ini():
     return ("[General]\nrole = dispatcher\nruntime_dir = @RUN@\nlog_level = debug\n"
             f"[Dispatcher]\nlisten = {DISPATCHER_IP}\nrelay_timeout = 0.2\nrelay_dead_after = 3\n"
             "listen_management = none\n"
+            f"[Rtpproxy]\nlisten = udp:{DISPATCHER_IP}:22222\n"
             "[TLS]\ncerts_path = @CERTS@\n")
 
 
@@ -338,3 +339,47 @@ def test_silent_relay_is_dropped_and_rejoins(service):
                "the relay back in service")
     cid, used, elapsed, legs = service.call(media_relay=ip2)
     assert used == ip2 and media_flows(used, legs)
+
+
+def test_rtpproxy_protocol_calls_use_the_relay_fleet_with_failover(service):
+    """Kamailio's rtpproxy module talks to the dispatcher's [Rtpproxy] socket:
+    its calls are spread over the relays like module calls, carry media
+    through the relay named in the reply, and fail over when a relay dies."""
+    ctl = service.lan.udp("caller")
+    seq = [0]
+
+    def rtpp(cmd):
+        seq[0] += 1
+        cookie = f"4242_{seq[0]}"
+        ctl.sendto(f"{cookie} {cmd}".encode(), (DISPATCHER_IP, 22222))
+        reply = ctl.recv(4096).decode()
+        assert reply.startswith(cookie + " ") and reply.endswith("\n"), reply
+        return reply[len(cookie) + 1:-1]
+
+    def call(n):
+        caller, callee = service.lan.udp("caller"), service.lan.udp("callee")
+        t0 = time.monotonic()
+        u = rtpp(f"Uc0,8 rc{n}@x 10.201.0.50 {caller.getsockname()[1]} f{n};1").split()
+        elapsed = time.monotonic() - t0
+        l_reply = rtpp(f"Lc0,8 rc{n}@x 10.201.0.51 {callee.getsockname()[1]} f{n};1 t{n};1")
+        q, ip = l_reply.split()
+        assert u[1] == ip and elapsed < 0.5, (u, l_reply, elapsed)
+        return ip, (caller, callee, int(u[0]), int(q))
+
+    try:
+        used = set()
+        for n in range(3):
+            ip, legs = call(n)
+            assert ip in service.relay_ips.values(), ip
+            assert media_flows(ip, legs), f"no media through relay {ip}"
+            used.add(ip)
+        assert used == set(service.relay_ips.values()), used  # least-loaded: all three
+        dead = service.relay_ips["relay2"]
+        service.relays["relay2"].stop(signal.SIGKILL)
+        for n in range(3, 7):
+            ip, legs = call(n)
+            assert ip != dead and media_flows(ip, legs)
+        assert rtpp("D rc3@x f3 t3") == "0"
+        assert rtpp("D rc3@x f3 t3") == "E50"
+    finally:
+        ctl.close()
