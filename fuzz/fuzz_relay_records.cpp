@@ -35,7 +35,8 @@
 //   * the table holds exactly the calls of the model: a successful update
 //     adds its call on the relay that answered, a `removed` reply removes it,
 //     adopt_sessions() keeps exactly the relay's listed calls (and expired
-//     records) and a disconnect orphans the relay's calls;
+//     records) and a disconnect orphans the relay's calls; the sessions
+//     metric counts the calls not kept after expiry;
 //   * joined `sessions` replies are one JSON array holding every element
 //     when each relay answered a JSON array; `summary` is one JSON array
 //     with one object per relay when each answer that looks like an object
@@ -62,6 +63,7 @@
 #include "common/log.h"
 #include "dispatcher/dispatcher.h"
 #include "mediaproxy/relay_link.h"
+#include "metrics/exposition.h"
 #include "protocol/request.h"
 
 using namespace mp;
@@ -242,6 +244,14 @@ class World {
     }
     check(outstanding_ == 0, "every request and query is answered");
     check_table();
+    size_t live = 0;
+    for (const auto& [id, rec] : model_)
+      if (!rec.expired) ++live;
+    metrics::Exposition m;
+    dispatcher_.write_metrics(m);
+    check(m.text().find("\nmediaproxy_dispatcher_sessions " + std::to_string(live) + "\n") !=
+              std::string::npos,
+          "the sessions gauge counts the calls not yet expired");
     dispatcher_.close();
     uv_run(loop(), UV_RUN_NOWAIT);
     check(!uv_loop_alive(loop()), "no handle left on the loop after close()");

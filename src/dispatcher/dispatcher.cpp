@@ -364,7 +364,7 @@ void Dispatcher::sessions(Done done) {
         for (const auto& r : replies) {
           if (!r || r->size() < 2 || r->front() != '[' || r->back() != ']') continue;
           std::string_view inner(r->data() + 1, r->size() - 2);
-          if (inner.find_first_not_of(' ') == std::string_view::npos) continue;
+          if (inner.find_first_not_of(" \t\r\n") == std::string_view::npos) continue;
           if (!first) out += ", ";
           out += inner;
           first = false;
