@@ -253,9 +253,14 @@ void RtpproxyFrontEnd::finish(const std::string& key, Reply& reply, std::string 
 void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
   const RtpproxyCommand& cmd = p.cmd;
   const unsigned n = cmd.from_tag.media_number ? cmd.from_tag.media_number : 1;
-  auto fail = [this, &key, &p](int code, const char* why) {
+  auto fail = [this, &key, &p, &call](int code, const char* why) {
     LOG_WARN("rtpproxy: %s for call %s answered E%d: %s", p.cmd.letters.c_str(),
              log_safe(p.cmd.call_id).c_str(), code, why);
+    if (call.cseq[0] == 0 && call.cseq[1] == 0) {  // refused before it existed: no trace
+      erase_call(key);
+      p.reply(protocol::format_rtpproxy_error(code));
+      return;
+    }
     finish(key, p.reply, protocol::format_rtpproxy_error(code));
   };
   if (n > protocol::kMaxMediaItems) return fail(rtpp_error::kBadArgument, "media number too high");
@@ -405,10 +410,7 @@ void RtpproxyFrontEnd::remove(Call& call, const std::string& key, Pending& p) {
     LOG_DEBUG("rtpproxy: D with a media number for call %s deletes the whole session",
               log_safe(call.call_id).c_str());
   dispatcher_.handle(req, [this, key, p = std::move(p)](std::string r) mutable {
-    if (calls_.count(key)) {
-      ++deleted_;
-      erase_call(key);
-    }
+    if (calls_.count(key)) erase_call(key);
     if (r == "removed") {
       p.reply("0");
     } else {
@@ -472,6 +474,7 @@ void RtpproxyFrontEnd::on_session_end(const std::string& call_id, bool timed_out
     auto it = calls_.find(k);
     if (it == calls_.end()) continue;
     Call& c = it->second;
+    if (!timed_out) ++deleted_;  // a D: the record ends before its reply
     if (timed_out) {
       ++timed_out_;
       if (!c.notify_socket.empty()) {

@@ -115,6 +115,7 @@ def test_offer_answer_media_both_ways_and_delete(rtpp):
         info = rtpp.cmd("I")
         assert "active sessions: 1" in info
         assert rtpp.cmd("D c1@x ftag ttag") == "0"
+        assert rtpp.cmd("G nsess_created nsess_destroyed") == "1 1"
         assert rtpp.cmd("D c1@x ftag ttag") == "E50"
         assert rtpp.cmd("Q c1@x ftag ttag") == "E50"
         assert rtpp.cmd(f"L c1@x {callee.ip} {callee.port} ftag;1 ttag;1") == "0"
@@ -180,6 +181,10 @@ def test_errors_for_what_is_not_done_and_bad_input(rtpp):
     assert rtpp.cmd("R c5@x f t") == "E65"
     assert rtpp.cmd("X") == "E0"
     assert rtpp.cmd("D unknown@x f t") == "E50"
+    # A refused new call leaves nothing behind.
+    assert rtpp.cmd("U half@x 127.0.0.2 4000 f;200") == "E31"
+    assert rtpp.cmd("L half@x 127.0.0.3 5000 f;1 t;1") == "0"
+    assert "active sessions: 0" in rtpp.cmd("I")
     # Garbage, a cookie alone, a 64 KiB datagram: each gets its E code, and
     # the listener keeps answering.
     reply = rtpp.raw(b"\x00\xff\xfe garbage")
