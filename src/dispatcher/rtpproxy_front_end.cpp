@@ -277,7 +277,16 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
   }
   if (cmd.to_tag && call.tag[1 - side].empty()) call.tag[1 - side] = cmd.to_tag->tag;
 
-  if (!cmd.notify_socket.empty()) {
+  std::string target_error;
+  if (!cmd.notify_socket.empty() &&
+      !parse_rtpproxy_notify_target(cmd.notify_socket, target_error)) {
+    // Kamailio sends a timeout_socket without tag as "<ftag> <ttag> <socket>":
+    // the to-tag then reads as the socket. Like rtpproxy, ignore a socket
+    // that is not one and go on with the call.
+    LOG_INFO("rtpproxy: %s for call %s: '%s' is not a notification socket; ignored",
+             cmd.letters.c_str(), log_safe(cmd.call_id).c_str(),
+             log_safe(cmd.notify_socket).c_str());
+  } else if (!cmd.notify_socket.empty()) {
     if (!notify_permitted(cmd.notify_socket, p.client_ip))
       return fail(rtpp_error::kNotifyRefused,
                   "timeout notification target not permitted "

@@ -239,6 +239,10 @@ def test_media_timeout_is_notified_to_the_timeout_socket(rtpp, tmp_path):
 def test_notify_target_not_permitted_is_refused(rtpp):
     assert rtpp.cmd("VF 20081224") == "0"
     assert rtpp.cmd("U n1@x 127.0.0.2 4000 f;1 tcp:192.0.2.1:8000 tag") == "E75"
+    # Kamailio's timeout_socket without a tag: "<ftag> <ttag> <socket>"; the
+    # to-tag reads as the socket, which is not one: ignored, as rtpproxy does.
+    reply = rtpp.cmd("Uc8,101 n2@x 127.0.0.2 4000 f;1 t;1 tcp:127.0.0.1:8000")
+    assert reply.split()[1] == RELAY_IP, reply
 
 
 def test_unix_transport_one_command_per_connection(mp_factory):
