@@ -16,9 +16,11 @@
 #include <fstream>
 #include <memory>
 
+#include "accounting/accounting.h"
 #include "common/log.h"
 #include "common/net_detect.h"
 #include "dispatcher/dispatcher.h"
+#include "dispatcher/hangup_client.h"
 #include "dispatcher/in_process_link.h"
 #include "dispatcher/module_server.h"
 #include "dispatcher/relay_listener.h"
@@ -120,6 +122,8 @@ struct Process {
   std::unique_ptr<relay::RelayEngine> engine;
   std::unique_ptr<dispatcher::InProcessLink> link;
   std::unique_ptr<dispatcher::Dispatcher> dispatcher;
+  std::unique_ptr<accounting::Accounting> accounting;
+  std::unique_ptr<dispatcher::HangupClient> hangup;
   std::unique_ptr<dispatcher::ModuleServer> module_server;
   std::unique_ptr<dispatcher::RtpproxyFrontEnd> rtpproxy;
   std::unique_ptr<dispatcher::RtpproxyServer> rtpproxy_server;
@@ -145,6 +149,7 @@ struct Process {
     if (engine) engine->close();
     if (rtpproxy) rtpproxy->close();
     if (dispatcher) dispatcher->close();
+    if (hangup) hangup->close();
     // Closing a libuv signal handle restores the default action; a second
     // SIGTERM during shutdown must not kill us, so ignore them first with the
     // signals blocked in between.
@@ -251,6 +256,38 @@ int run_server(Config cfg, bool foreground) {
   }
   if (has_dispatcher) {
     p.dispatcher = std::make_unique<dispatcher::Dispatcher>(p.loop, cfg.dispatcher);
+    // Accounting and hang-up: a configuration mistake stops start-up; a
+    // backend or proxy that is down does not (records wait in the journal).
+    if (!accounting::Accounting::create(cfg, p.accounting, error) || !p.accounting->start(error)) {
+      LOG_CRIT("%s", error.c_str());
+      report_ready(ready_fd, false);
+      p.accounting.reset();
+      p.dispatcher->close();
+      if (p.engine) p.engine->close();
+      uv_run(p.loop, UV_RUN_DEFAULT);
+      return 1;
+    }
+    if (p.accounting->backend_count() > 0)
+      p.dispatcher->set_record_sink(
+          [&p](const std::string& record) { p.accounting->submit(record); });
+    if (!cfg.hangup.opensips_socket.empty() || !cfg.hangup.kamailio_socket.empty()) {
+      p.hangup = std::make_unique<dispatcher::HangupClient>(p.loop, cfg.hangup, cfg.runtime_dir);
+      if (!p.hangup->start(error)) {
+        LOG_CRIT("%s", error.c_str());
+        report_ready(ready_fd, false);
+        p.accounting->close();
+        p.hangup->close();
+        p.dispatcher->close();
+        if (p.engine) p.engine->close();
+        uv_run(p.loop, UV_RUN_DEFAULT);
+        return 1;
+      }
+      // A process that is stopping does not hang up the calls its own
+      // relay ends on the way out.
+      p.dispatcher->set_hangup([&p](const std::string& dialog_id, const std::string& call_id) {
+        if (!p.stopping) p.hangup->hang_up(dialog_id, call_id);
+      });
+    }
     p.module_server =
         std::make_unique<dispatcher::ModuleServer>(p.loop, *p.dispatcher, cfg.dispatcher);
     if (!cfg.rtpproxy.listen.empty()) {
@@ -418,6 +455,8 @@ int run_server(Config cfg, bool foreground) {
                 "Log lines about bad input held back by the rate limit.",
                 static_cast<double>(log::suppressed_total()));
       if (p.dispatcher) p.dispatcher->write_metrics(e);
+      if (p.accounting) p.accounting->write_metrics(e);
+      if (p.hangup) p.hangup->write_metrics(e);
       if (p.rtpproxy) p.rtpproxy->write_metrics(e);
       if (p.engine) p.engine->write_metrics(e);
       return e.text();
@@ -454,11 +493,16 @@ int run_server(Config cfg, bool foreground) {
   report_ready(ready_fd, true);
 
   uv_run(p.loop, UV_RUN_DEFAULT);
+  // Every session's final record has been submitted by now: the workers
+  // finish their current delivery and the journals keep the rest.
+  if (p.accounting) p.accounting->close();
   if (!cfg.pid_file.empty()) unlink(cfg.pid_file.c_str());
   p.module_server.reset();
   p.rtpproxy_server.reset();
   p.rtpproxy.reset();
   p.dispatcher.reset();
+  p.hangup.reset();
+  p.accounting.reset();
   p.link.reset();
   p.engine.reset();
   int rc = uv_loop_close(p.loop);

@@ -262,7 +262,8 @@ std::vector<std::pair<std::string, Section>> option_table() {
                   v.empty() ? std::string(kDefaultManagementPassport) : std::string(v);
               return {};
             }}},
-           {"accounting", unused_option()},
+           {"accounting",
+            {[](std::string_view v, Config& c) { return parse_accounting_list(v, c.accounting); }}},
            {"relay_recover_interval", {[](std::string_view v, Config& c) {
               return set_int(v, c.dispatcher.relay_recover_interval, 1, 86400, "seconds");
             }}},
@@ -454,16 +455,55 @@ std::vector<std::pair<std::string, Section>> option_table() {
                  }}},
                 {"verify_interval", unused_option()}}});
   t.push_back({"Database",
-               {{"dburi", unused_option()},
-                {"sessions_table", unused_option()},
-                {"callid_column", unused_option()},
-                {"fromtag_column", unused_option()},
-                {"totag_column", unused_option()},
-                {"info_column", unused_option()}}});
-  t.push_back(
-      {"Radius", {{"config_file", unused_option()}, {"additional_dictionary", unused_option()}}});
-  t.push_back(
-      {"OpenSIPS", {{"socket_path", unused_option()}, {"location_table", unused_option()}}});
+               {{"dburi", {[](std::string_view v, Config& c) {
+                   std::string e;
+                   if (!parse_database_uri(v, e)) return e;
+                   c.accounting.db.dburi = std::string(v);
+                   return std::string();
+                 }}},
+                {"sessions_table", {[](std::string_view v, Config& c) {
+                   std::string e = check_sql_identifier(v);
+                   if (e.empty()) c.accounting.db.sessions_table = std::string(v);
+                   return e;
+                 }}},
+                {"callid_column", {[](std::string_view v, Config& c) {
+                   std::string e = check_sql_identifier(v);
+                   if (e.empty()) c.accounting.db.callid_column = std::string(v);
+                   return e;
+                 }}},
+                {"fromtag_column", {[](std::string_view v, Config& c) {
+                   std::string e = check_sql_identifier(v);
+                   if (e.empty()) c.accounting.db.fromtag_column = std::string(v);
+                   return e;
+                 }}},
+                {"totag_column", {[](std::string_view v, Config& c) {
+                   std::string e = check_sql_identifier(v);
+                   if (e.empty()) c.accounting.db.totag_column = std::string(v);
+                   return e;
+                 }}},
+                {"info_column", {[](std::string_view v, Config& c) {
+                   std::string e = check_sql_identifier(v);
+                   if (e.empty()) c.accounting.db.info_column = std::string(v);
+                   return e;
+                 }}}}});
+  t.push_back({"Radius",
+               {{"config_file", {[](std::string_view v, Config& c) -> std::string {
+                   if (v.empty()) return "config_file must not be empty";
+                   c.accounting.radius_cfg.config_file = std::string(v);
+                   return {};
+                 }}},
+                {"additional_dictionary", {[](std::string_view v, Config& c) -> std::string {
+                   c.accounting.radius_cfg.additional_dictionary = std::string(v);
+                   return {};
+                 }}}}});
+  t.push_back({"OpenSIPS",
+               {{"socket_path", {[](std::string_view v, Config& c) {
+                   return set_hangup_socket(v, c.hangup.opensips_socket);
+                 }}},
+                {"location_table", unused_option()}}});
+  t.push_back({"Kamailio", {{"socket_path", {[](std::string_view v, Config& c) {
+                               return set_hangup_socket(v, c.hangup.kamailio_socket);
+                             }}}}});
   t.push_back({"ThorNetwork", {{"domain", unused_option()}, {"node_ip", unused_option()}}});
   return t;
 }

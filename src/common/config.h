@@ -108,6 +108,60 @@ struct RtpproxyConfig {
   int retransmit_cache = 30;                // seconds a UDP reply is kept for retransmissions
 };
 
+// [Database] (spec F.1): where the `database` accounting backend writes.
+struct DatabaseConfig {
+  // sqlite:///absolute/path.db, sqlite:relative.db (relative to the runtime
+  // directory) or postgresql://user:password@host:port/dbname.
+  std::string dburi = "sqlite:///var/lib/mediaproxy/accounting.db";
+  std::string sessions_table = "media_sessions";
+  std::string callid_column = "call_id";
+  std::string fromtag_column = "from_tag";
+  std::string totag_column = "to_tag";
+  std::string info_column = "info";
+  std::string runtime_dir;  // filled at start: base of relative sqlite paths
+};
+
+// [Radius] (spec F.2): the radiusclient-style client.conf and the extra
+// dictionary with mediaproxy's attributes (relative: to the configuration
+// file's directory).
+struct RadiusConfig {
+  std::string config_file = "/etc/radcli/radiusclient.conf";
+  std::string additional_dictionary = "radius/dictionary";
+};
+
+// [Dispatcher] accounting and the accounting queues.
+struct AccountingConfig {
+  bool database = false;          // accounting = database
+  bool radius = false;            // accounting = radius
+  size_t memory_records = 10000;  // per backend; beyond it records wait in the journal only
+  DatabaseConfig db;
+  RadiusConfig radius_cfg;
+};
+
+// [OpenSIPS] and [Kamailio] socket_path: where hang-up requests go. Empty:
+// that proxy kind is never asked.
+struct HangupConfig {
+  std::string opensips_socket = "/run/opensips/socket";             // mi_datagram
+  std::string kamailio_socket = "/run/kamailio/kamailio_rpc.sock";  // jsonrpcs dgram_socket
+};
+
+// The parsed form of [Database] dburi: the engine and where it is.
+struct DatabaseUri {
+  enum class Engine { Sqlite, Postgresql };
+  Engine engine = Engine::Sqlite;
+  std::string path;      // Sqlite: the file (relative: to the runtime directory)
+  std::string conninfo;  // Postgresql: the URI as given, for libpq
+};
+std::optional<DatabaseUri> parse_database_uri(std::string_view uri, std::string& error);
+// [Dispatcher] accounting: "database", "radius", both (comma-separated) or
+// "none"/empty. Returns the reason the value is bad, or "".
+std::string parse_accounting_list(std::string_view value, AccountingConfig& out);
+// A table or column name: [A-Za-z_][A-Za-z0-9_]{0,62}. Returns why not, or "".
+std::string check_sql_identifier(std::string_view name);
+// [OpenSIPS]/[Kamailio] socket_path: an absolute path of at most 107 bytes,
+// or "none"/empty (off). Returns why not, or "".
+std::string set_hangup_socket(std::string_view value, std::string& out);
+
 struct MetricsConfig {
   std::optional<Endpoint> listen;  // nullopt: no Prometheus endpoint
 };
@@ -125,6 +179,8 @@ struct Config {
   RelayConfig relay;
   MetricsConfig metrics;
   RtpproxyConfig rtpproxy;
+  AccountingConfig accounting;
+  HangupConfig hangup;
   TlsConfig tls;
   std::string config_dir = "/etc/mediaproxy";  // directory of the file read, if any
 

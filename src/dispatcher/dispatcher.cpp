@@ -11,6 +11,8 @@
 #include <rapidjson/document.h>
 
 #include <algorithm>
+#include <cmath>
+#include <ctime>
 #include <memory>
 
 #include "common/json_writer.h"
@@ -61,8 +63,7 @@ void Dispatcher::adopt_sessions(RelayLink* link, const std::vector<std::string>&
     Record& rec = it->second;
     const bool mine = rec.relay == link || (!rec.relay && rec.relay_ip == ip);
     if (mine && !held.count(it->first) && !rec.expired_at) {
-      LOG_INFO("call %s is no longer on relay %s; record dropped", log_safe(it->first).c_str(),
-               ip.c_str());
+      lose_session(it->first, rec, "is no longer on its relay after the relay reconnected");
       it = sessions_.erase(it);
       continue;
     }
@@ -195,8 +196,12 @@ void Dispatcher::update_new_session(const protocol::Request& req, std::vector<Re
           update_new_session(req, std::move(headers), std::move(cands), index + 1, std::move(done));
           return;
         }
-        sessions_[call_id] =
-            Record{relay, relay->relay_ip(), dialog_id, std::nullopt, std::nullopt};
+        Record& rec = sessions_[call_id];
+        rec = Record{};
+        rec.relay = relay;
+        rec.relay_ip = relay->relay_ip();
+        rec.dialog_id = dialog_id;
+        note_request(rec, req);
         done(std::move(*payload));
       });
 }
@@ -209,7 +214,8 @@ void Dispatcher::forward(Record& rec, const protocol::Request& req,
   if (const std::string* dialog = req.find("dialog_id"); dialog && rec.dialog_id.empty())
     rec.dialog_id = *dialog;
   relay->send(
-      command, headers, [this, command, call_id, relay, done](std::optional<std::string> payload) {
+      command, headers,
+      [this, command, call_id, relay, done, req](std::optional<std::string> payload) {
         if (!payload || *payload == "error" || *payload == "halting") {
           LOG_LIMITED(Warning, nullptr, "relay %s answered %s for %s of call %s",
                       relay->relay_ip().c_str(), payload ? log_safe(*payload).c_str() : "nothing",
@@ -218,6 +224,8 @@ void Dispatcher::forward(Record& rec, const protocol::Request& req,
           return;
         }
         if (command == "update") {
+          if (auto it = sessions_.find(call_id); it != sessions_.end())
+            note_request(it->second, req);
           done(std::move(*payload));
           return;
         }
@@ -274,21 +282,74 @@ void Dispatcher::on_expired(RelayLink* relay, const std::string& json) {
   // another ICE path) keeps its record, so the proxy's later `remove` gets
   // `removed`; anything else is forgotten now.
   const bool answered = d.HasMember("start_time") && !d["start_time"].IsNull();
-  if (!it->second.dialog_id.empty() && answered && !all_ice)
+  if (!it->second.dialog_id.empty() && answered && !all_ice) {
+    if (hangup_) hangup_(it->second.dialog_id, call_id);
     it->second.expired_at = now();
-  else
+  } else {
     sessions_.erase(it);
+  }
 }
 
-// Appends the dispatcher's fields to the relay's record (spec D.13) and writes
-// it to the log; this is where accounting backends will hook in.
+void Dispatcher::note_request(Record& rec, const protocol::Request& req) {
+  if (const std::string* t = req.find("from_tag"); t && rec.from_tag.empty()) rec.from_tag = *t;
+  const std::string* type = req.find("type");
+  if (type && *type == "reply") {
+    if (const std::string* t = req.find("to_tag")) rec.to_tag = *t;
+    if (!rec.answered_at) {
+      timespec ts{};
+      clock_gettime(CLOCK_REALTIME, &ts);
+      rec.answered_at = static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+    }
+  }
+}
+
+void Dispatcher::lose_session(const std::string& call_id, const Record& rec, const char* why) {
+  LOG_WARN("call %s %s (relay %s): its media is gone", log_safe(call_id).c_str(), why,
+           rec.relay_ip.c_str());
+  // The relay's statistics died with it: the record says what the
+  // dispatcher knows, with no streams, and that the relay lost the call.
+  JsonWriter w;
+  w.begin_object();
+  w.field("call_id", call_id);
+  w.field("from_tag", rec.from_tag);
+  w.field("from_uri", "");
+  if (rec.to_tag.empty())
+    w.field("to_tag", std::optional<std::string>());
+  else
+    w.field("to_tag", rec.to_tag);
+  w.field("to_uri", "");
+  w.field("start_time", rec.answered_at);
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  const double wall = static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+  w.field("duration",
+          static_cast<int64_t>(rec.answered_at ? std::floor(wall - *rec.answered_at) : 0));
+  w.field("caller_ua", "Unknown");
+  w.field("callee_ua", "Unknown");
+  w.field("username", std::optional<std::string>());
+  w.key("streams");
+  w.begin_array();
+  w.end_array();
+  w.field("relay_lost", true);
+  w.end_object();
+  account(w.str(), rec.dialog_id, rec.answered_at.has_value(), false);
+  notify_end(call_id, rec.answered_at.has_value());
+  if (hangup_ && rec.answered_at && !rec.dialog_id.empty()) hangup_(rec.dialog_id, call_id);
+}
+
+// Appends the dispatcher's fields to the relay's record (spec D.13), writes it
+// to the log and hands it to the record sink (accounting).
 void Dispatcher::account(const std::string& json, const std::string& dialog_id, bool timed_out,
                          std::optional<bool> all_streams_ice) {
   std::string record = json;
   if (!record.empty() && record.back() == '}') {
     record.pop_back();
+    const size_t last = record.find_last_not_of(" \t\r\n");
+    bool empty = last != std::string::npos && record[last] == '{';
     auto add = [&](std::string_view k, auto v) {
-      record += ", " + json_quote(k) + ": ";
+      record += empty ? "" : ", ";
+      empty = false;
+      record += json_quote(k) + ": ";
       record += v;
     };
     if (all_streams_ice) {
@@ -308,6 +369,7 @@ void Dispatcher::account(const std::string& json, const std::string& dialog_id, 
   });
   LOG_INFO("session ended: %s",
            printable ? record.c_str() : log_safe(record, record.size()).c_str());
+  if (record_sink_) record_sink_(record);
 }
 
 void Dispatcher::ask_all_relays(
@@ -404,11 +466,14 @@ void Dispatcher::on_cleanup(uv_timer_t* t) {
   const double limit = self->now() - self->cfg_.cleanup_expired_sessions_after;
   const double dead_limit = self->now() - self->cfg_.cleanup_dead_relays_after;
   for (auto it = self->sessions_.begin(); it != self->sessions_.end();) {
-    if ((it->second.expired_at && *it->second.expired_at < limit) ||
-        (it->second.orphaned_at && *it->second.orphaned_at < dead_limit))
+    if (it->second.expired_at && *it->second.expired_at < limit) {
       it = self->sessions_.erase(it);
-    else
+    } else if (it->second.orphaned_at && *it->second.orphaned_at < dead_limit) {
+      self->lose_session(it->first, it->second, "was on a relay that never came back");
+      it = self->sessions_.erase(it);
+    } else {
       ++it;
+    }
   }
 }
 

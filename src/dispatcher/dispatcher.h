@@ -3,9 +3,10 @@
 // Owns the call_id -> relay table, relay selection for new calls (preferred
 // relay from `media_relay` first, then the other usable relays in order of
 // fewest sessions), the handling of relay replies (`error`, `halting`,
-// statistics JSON) and of `expired` reports, and the end-of-session record
-// (logged; accounting backends come later). It never blocks: replies come
-// back through callbacks.
+// statistics JSON) and of `expired` reports, and the end-of-session record:
+// logged, handed to the record sink (the accounting stage) and, when the
+// media of an answered call died, a hang-up request to the proxy that owns
+// its dialog. It never blocks: replies come back through callbacks.
 #pragma once
 
 #include <uv.h>
@@ -56,6 +57,16 @@ class Dispatcher {
   using SessionEnded = std::function<void(const std::string& call_id, bool timed_out)>;
   void add_session_end_observer(SessionEnded cb) { end_observers_.push_back(std::move(cb)); }
 
+  // Where final session records go (accounting), once per session end:
+  // remove, expiry, or the loss of its relay (a record the dispatcher makes
+  // itself, `"relay_lost": true`, since the relay's counters are gone).
+  using RecordSink = std::function<void(const std::string& record)>;
+  void set_record_sink(RecordSink sink) { record_sink_ = std::move(sink); }
+  // Asked to end the dialog of an answered call whose media died (expiry
+  // after the answer, not all-ICE; or its relay lost it), spec B.5/B.7/F.3.
+  using Hangup = std::function<void(const std::string& dialog_id, const std::string& call_id)>;
+  void set_hangup(Hangup hangup) { hangup_ = std::move(hangup); }
+
   // Management queries (spec C.2): every relay's summary object, or all
   // their sessions, joined into one JSON array exactly as the original does.
   void summary(Done done);
@@ -79,7 +90,14 @@ class Dispatcher {
     std::string dialog_id;
     std::optional<double> expired_at;   // monotonic seconds
     std::optional<double> orphaned_at;  // its relay disconnected at (monotonic)
+    // For the record made when the relay loses the call:
+    std::string from_tag, to_tag;
+    std::optional<double> answered_at;  // wall clock of the first answered update
   };
+  // The call's relay no longer has it (`why` for the log): relay-lost
+  // record, hang-up if it was answered.
+  void lose_session(const std::string& call_id, const Record& rec, const char* why);
+  void note_request(Record& rec, const protocol::Request& req);
 
   void update_new_session(const protocol::Request& req, std::vector<RelayHeader> headers,
                           std::vector<RelayLink*> candidates, size_t index, Done done);
@@ -101,6 +119,8 @@ class Dispatcher {
   DispatcherConfig cfg_;
   std::vector<RelayLink*> relays_;
   std::vector<SessionEnded> end_observers_;
+  RecordSink record_sink_;
+  Hangup hangup_;
   void notify_end(const std::string& call_id, bool timed_out) {
     for (auto& cb : end_observers_) cb(call_id, timed_out);
   }

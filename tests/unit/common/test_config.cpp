@@ -125,7 +125,7 @@ TEST_CASE("mistakes stop start-up with the file and line", "[config]") {
 }
 
 TEST_CASE("AG options this version does not use are accepted with a warning", "[config]") {
-  auto l = load("[Relay]\ndns_check_interval = 60\n[Database]\ndburi = mysql://x\n");
+  auto l = load("[Relay]\ndns_check_interval = 60\n[OpenSIPS]\nlocation_table = location\n");
   REQUIRE(l.ok);
   REQUIRE(l.cfg.warnings.size() == 2);
   CHECK(l.cfg.warnings[0].rfind("test.ini:2: option 'dns_check_interval'", 0) == 0);
@@ -174,4 +174,70 @@ TEST_CASE("certs_path is relative to the configuration file's directory", "[conf
   CHECK(c.certs_dir() == "/etc/mediaproxy/tls");
   c.tls.certs_path = "/srv/certs";
   CHECK(c.certs_dir() == "/srv/certs");
+}
+
+TEST_CASE("accounting backends, [Database], [Radius] and the hang-up sockets", "[config]") {
+  auto l = load(
+      "[Dispatcher]\naccounting = database, radius\n"
+      "[Database]\ndburi = postgresql://mp:secret@127.0.0.1:5432/acct\n"
+      "sessions_table = calls\ncallid_column = cid\n"
+      "[Radius]\nconfig_file = /etc/radcli/radiusclient.conf\n"
+      "[OpenSIPS]\nsocket_path = none\n[Kamailio]\nsocket_path = /run/k/rpc.sock\n");
+  REQUIRE(l.ok);
+  CHECK(l.cfg.warnings.empty());
+  CHECK(l.cfg.accounting.database);
+  CHECK(l.cfg.accounting.radius);
+  CHECK(l.cfg.accounting.db.dburi == "postgresql://mp:secret@127.0.0.1:5432/acct");
+  CHECK(l.cfg.accounting.db.sessions_table == "calls");
+  CHECK(l.cfg.accounting.db.callid_column == "cid");
+  CHECK(l.cfg.accounting.db.info_column == "info");
+  CHECK(l.cfg.hangup.opensips_socket.empty());
+  CHECK(l.cfg.hangup.kamailio_socket == "/run/k/rpc.sock");
+
+  auto none = load("[Dispatcher]\naccounting = none\n");
+  REQUIRE(none.ok);
+  CHECK_FALSE(none.cfg.accounting.database);
+  CHECK_FALSE(none.cfg.accounting.radius);
+
+  struct Bad {
+    const char* text;
+    const char* expect;
+  };
+  for (const Bad& c : {
+           Bad{"[Dispatcher]\naccounting = database, mysql\n",
+               "test.ini:2: accounting: unknown accounting backend 'mysql'"},
+           Bad{"[Database]\ndburi = mysql://u:p@h/db\n",
+               "test.ini:2: dburi: unsupported database 'mysql'"},
+           Bad{"[Database]\ndburi = sqlite://relative.db\n", "test.ini:2: dburi: sqlite URI"},
+           Bad{"[Database]\nsessions_table = media; DROP TABLE x\n",
+               "test.ini:2: sessions_table: 'media; DROP TABLE x' is not a table or column name"},
+           Bad{"[Database]\ninfo_column = 1info\n", "test.ini:2: info_column: '1info'"},
+           Bad{"[OpenSIPS]\nsocket_path = relative.sock\n",
+               "test.ini:2: socket_path: expected an absolute socket path"},
+       }) {
+    INFO(c.text);
+    auto b = load(c.text);
+    CHECK_FALSE(b.ok);
+    CHECK(b.error.rfind(c.expect, 0) == 0);
+  }
+}
+
+TEST_CASE("database URI forms", "[config]") {
+  std::string error;
+  auto abs = mp::parse_database_uri("sqlite:///var/lib/mediaproxy/accounting.db", error);
+  REQUIRE(abs);
+  CHECK(abs->engine == mp::DatabaseUri::Engine::Sqlite);
+  CHECK(abs->path == "/var/lib/mediaproxy/accounting.db");
+  auto rel = mp::parse_database_uri("sqlite:accounting.db", error);
+  REQUIRE(rel);
+  CHECK(rel->path == "accounting.db");
+  auto pg = mp::parse_database_uri("postgres://u@db.example.net/acct?sslmode=require", error);
+  REQUIRE(pg);
+  CHECK(pg->engine == mp::DatabaseUri::Engine::Postgresql);
+  CHECK(pg->conninfo == "postgres://u@db.example.net/acct?sslmode=require");
+  for (const char* bad :
+       {"sqlite:", "sqlite:///", "sqlite:///dir/", "mysql://x", "", "db.sqlite"}) {
+    INFO(bad);
+    CHECK_FALSE(mp::parse_database_uri(bad, error));
+  }
 }

@@ -1,0 +1,1 @@
+// Placeholder (issue #12): the PostgreSQL engine of the database backend.

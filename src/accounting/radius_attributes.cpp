@@ -1,0 +1,1 @@
+// Placeholder (issue #12): record -> RADIUS attributes.

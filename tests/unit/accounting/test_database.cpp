@@ -1,0 +1,2 @@
+// Placeholder (issue #12).
+#include <catch2/catch.hpp>
