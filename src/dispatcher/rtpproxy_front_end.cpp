@@ -300,6 +300,16 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
   list[n - 1] = StreamSdp{true, cmd.address, cmd.port, cmd.modifiers.asymmetric};
   const bool retransmission =
       call.offerer == side && !call.answered && call.cseq[side] > 0 && list == call.sdp[side];
+  // What the call was before this U: restored if the relay refuses it, so
+  // that a refused offer (say, a second stream when ports ran out) leaves
+  // the call as the relay still has it and later commands keep working.
+  struct Before {
+    int64_t cseq;
+    std::vector<StreamSdp> sdp;
+    int offerer;
+    bool answered;
+  };
+  Before before{call.cseq[side], call.sdp[side], call.offerer, call.answered};
   if (!retransmission) {
     ++call.cseq[side];
     call.sdp[side] = list;
@@ -325,7 +335,8 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
                  {"media", media}};
   if (req.headers[2].value.empty()) req.headers.erase(req.headers.begin() + 2);
   const bool created = call.cseq[0] == 1 && call.cseq[1] == 0 && !retransmission && side == 0;
-  dispatcher_.handle(req, [this, key, n, created, p = std::move(p)](std::string r) mutable {
+  dispatcher_.handle(req, [this, key, n, created, side, retransmission, before = std::move(before),
+                           p = std::move(p)](std::string r) mutable {
     std::string ip;
     uint16_t port = 0;
     if (!pick_port(r, n - 1, ip, port)) {
@@ -333,6 +344,13 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
                p.cmd.letters.c_str(), log_safe(p.cmd.call_id).c_str(), log_safe(r).c_str(),
                rtpp_error::kNoPorts);
       auto it = calls_.find(key);
+      if (it != calls_.end() && !retransmission) {
+        Call& c = it->second;
+        c.cseq[side] = before.cseq;
+        c.sdp[side] = std::move(before.sdp);
+        c.offerer = before.offerer;
+        c.answered = before.answered;
+      }
       if (created && it != calls_.end() && !dispatcher_.has_session(it->second.call_id)) {
         // Nothing was allocated: forget the call (a flood of refused calls
         // leaves no state behind; a retry starts afresh).

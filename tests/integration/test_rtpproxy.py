@@ -205,6 +205,23 @@ def test_port_exhaustion_answers_e71_and_recovers(rtpp):
     assert port_of(rtpp.cmd("U e3@x 127.0.0.2 4004 f;1"))
 
 
+@pytest.mark.mediaproxy_config(port_range=f"{PORT_BASE}:{PORT_BASE + 4}")
+def test_a_refused_second_stream_leaves_the_first_working(rtpp):
+    # Room for one stream. The second stream of the offer is refused (E71);
+    # the call must stay as the relay has it: stream 1 answers and carries media.
+    caller, callee = MediaPort("127.0.0.2"), MediaPort("127.0.0.3")
+    try:
+        u = port_of(rtpp.cmd(f"U s1@x 127.0.0.2 {caller.port} f;1"))
+        assert rtpp.cmd("U s1@x 127.0.0.2 4010 f;2") == "E71"
+        assert port_of(rtpp.cmd(f"U s1@x 127.0.0.2 {caller.port} f;1")) == u
+        l_port = port_of(rtpp.cmd(f"L s1@x 127.0.0.3 {callee.port} f;1 t;1"))
+        exchange(caller, u, callee, l_port)
+        assert rtpp.cmd("D s1@x f t") == "0"
+    finally:
+        caller.close()
+        callee.close()
+
+
 @pytest.mark.mediaproxy_config(stream_timeout=1)
 def test_media_timeout_is_notified_to_the_timeout_socket(rtpp, tmp_path):
     path = f"/tmp/mp-notify-{os.getpid()}.sock"
