@@ -2,6 +2,7 @@
 // value, and the "FILE:LINE: what is wrong" errors that stop start-up.
 #include <catch2/catch.hpp>
 
+#include <fstream>
 #include <string>
 
 #include "common/config.h"
@@ -240,4 +241,29 @@ TEST_CASE("database URI forms", "[config]") {
     INFO(bad);
     CHECK_FALSE(mp::parse_database_uri(bad, error));
   }
+}
+
+// etc/mediaproxy.ini documents every option as a commented-out default
+// (";name = value"): with all of them switched on, the file must load, so a
+// renamed, removed or mistyped option in the sample fails here.
+TEST_CASE("the sample configuration's commented options are all valid", "[config]") {
+  std::ifstream in(std::string(MP_SOURCE_ROOT) + "/etc/mediaproxy.ini");
+  REQUIRE(in);
+  std::string text, line;
+  int enabled = 0;
+  while (std::getline(in, line)) {
+    const size_t eq = line.find(" = ");
+    const bool option = line.size() > 1 && line[0] == ';' && line[1] != ' ' &&
+                        eq != std::string::npos &&
+                        line.find_first_not_of("abcdefghijklmnopqrstuvwxyz_", 1) == eq;
+    if (option) {
+      line.erase(0, 1);
+      ++enabled;
+    }
+    text += line + "\n";
+  }
+  CHECK(enabled > 40);
+  auto l = load(text);
+  INFO(l.error);
+  CHECK(l.ok);
 }
