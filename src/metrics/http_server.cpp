@@ -94,7 +94,7 @@ bool HttpServer::listen(Endpoint where, std::string& error) {
           else if (path != "/metrics" && path.rfind("/metrics?", 0) != 0)
             server->respond(conn, 404, "Not Found", "try /metrics\n");
           else
-            server->respond(conn, 200, "OK", server->render_());
+            server->respond(conn, 200, "OK", server->render_(), method == "HEAD");
         });
   });
   if (r != 0) {
@@ -106,7 +106,8 @@ bool HttpServer::listen(Endpoint where, std::string& error) {
   return true;
 }
 
-void HttpServer::respond(Conn* c, int status, const char* reason, const std::string& body) {
+void HttpServer::respond(Conn* c, int status, const char* reason, const std::string& body,
+                         bool head_only) {
   c->done = true;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
   auto* w = new WriteReq;
@@ -114,7 +115,8 @@ void HttpServer::respond(Conn* c, int status, const char* reason, const std::str
   w->req.data = w;
   w->data = "HTTP/1.1 " + std::to_string(status) + " " + reason +
             "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: " +
-            std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+            std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+            (head_only ? std::string() : body);  // HEAD: the headers GET would send, no body
   uv_buf_t b = uv_buf_init(w->data.data(), static_cast<unsigned>(w->data.size()));
   int r =
       uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, [](uv_write_t* req, int) {

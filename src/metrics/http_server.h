@@ -29,7 +29,8 @@ class HttpServer {
   struct Conn;
 
  private:
-  void respond(Conn* c, int status, const char* reason, const std::string& body);
+  void respond(Conn* c, int status, const char* reason, const std::string& body,
+               bool head_only = false);
   void finish(Conn* c);
 
   uv_loop_t* loop_;

@@ -95,3 +95,23 @@ def test_metrics_endpoint_rejects_other_requests(mp):
     s.settimeout(3)
     assert s.recv(100).startswith(b"HTTP/1.1 431")
     assert scrape()[0] == 200
+
+
+@pytest.mark.mediaproxy_config(**CONFIG)
+def test_metrics_head_request_gets_headers_and_no_body(mp):
+    # Raw socket: http.client would not notice a body after a HEAD reply.
+    s = socket.create_connection(("127.0.0.1", PORT))
+    s.settimeout(3)
+    s.sendall(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    s.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    assert length > 0, "Content-Length is that of the GET reply"
+    assert body == b"", "a HEAD reply has no body"
