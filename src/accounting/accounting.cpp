@@ -178,6 +178,7 @@ void Accounting::run(Lane& lane) {
     }
   }
   lane.queue->close();
+  lane.finished = true;
 }
 
 void Accounting::write_metrics(metrics::Exposition& out) const {
@@ -235,16 +236,28 @@ void Accounting::write_metrics(metrics::Exposition& out) const {
               static_cast<double>(not_answered_));
 }
 
-void Accounting::close() {
-  if (!started_) return;
+bool Accounting::close(double grace_seconds) {
+  if (!started_) return true;
   started_ = false;
   for (auto& lane : lanes_) lane->queue->stop();
+  const double deadline = monotonic() + grace_seconds;
+  bool all = true;
   for (auto& lane : lanes_) {
     if (!lane->worker.joinable()) continue;
-    LOG_DEBUG("waiting for accounting backend %s to finish its current request",
-              std::string(lane->backend->name()).c_str());
-    lane->worker.join();
+    while (!lane->finished && monotonic() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // bounded by the grace time
+    if (lane->finished) {
+      lane->worker.join();
+      continue;
+    }
+    LOG_WARN(
+        "accounting backend %s is still inside a request after %.0f s; leaving it, its "
+        "records stay in the journal for the next start",
+        std::string(lane->backend->name()).c_str(), grace_seconds);
+    lane->worker.detach();
+    all = false;
   }
+  return all;
 }
 
 }  // namespace mp::accounting

@@ -42,7 +42,11 @@ class Accounting {
   // mediaproxy_accounting_* metrics.
   void write_metrics(metrics::Exposition& out) const;
   // Stops the workers after their current delivery and closes the journals.
-  void close();
+  // A worker still inside a delivery after `grace_seconds` (a RADIUS server
+  // or a database that does not answer) is left behind: false then, and the
+  // caller must end the process without destroying this object (the
+  // record in flight stays in the journal and is delivered after restart).
+  bool close(double grace_seconds = 3.0);
 
   size_t backend_count() const { return lanes_.size(); }
 
@@ -54,6 +58,7 @@ class Accounting {
     std::thread worker;
     std::atomic<uint64_t> stored{0}, duplicate{0}, rejected{0}, lost{0}, retries{0};
     std::atomic<bool> up{false};
+    std::atomic<bool> finished{false};  // run() has returned
   };
   void run(Lane& lane);
   void set_aside(Lane& lane, const std::string& line, const std::string& why);

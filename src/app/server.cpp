@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -495,7 +496,13 @@ int run_server(Config cfg, bool foreground) {
   uv_run(p.loop, UV_RUN_DEFAULT);
   // Every session's final record has been submitted by now: the workers
   // finish their current delivery and the journals keep the rest.
-  if (p.accounting) p.accounting->close();
+  if (p.accounting && !p.accounting->close()) {
+    // A backend is stuck inside a request: end here, without destroying
+    // what its thread still uses; its journal keeps every undelivered record.
+    if (!cfg.pid_file.empty()) unlink(cfg.pid_file.c_str());
+    LOG_INFO("mediaproxy stopped");
+    std::_Exit(0);
+  }
   if (!cfg.pid_file.empty()) unlink(cfg.pid_file.c_str());
   p.module_server.reset();
   p.rtpproxy_server.reset();
