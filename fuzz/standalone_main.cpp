@@ -135,6 +135,14 @@ const std::vector<std::string>& seeds() {
       bin("\x01\x00{\"call_id\": $0, \"start_time\": 1.5, \"streams\": [{\"status\": "
           "\"closed\"}]}\n\x02\x05\n\x03\x00\n\x09\x01$0,$1,call-9\n\x0a\x00\n\x02\x01\n"
           "\x0b\x00\n\x05\x00[{\"call_id\": \"x\"}]|[ ]\n\x06\x00{\"ip\": 1}|error\n\x07\x02{}\n"),
+      // Dialog ids and proxy replies (fuzz_proxy_rpc.cpp).
+      "17227946993861",
+      "438:10795",
+      "-1:-2147483648",
+      "{\"jsonrpc\":\"2.0\",\"result\":{},\"id\":\"5f3a9c2e\"}",
+      "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":404,\"message\":\"Requested Dialog not "
+      "found\"},\"id\":\"1\"}",
+      "400 Parse_error",
       "",
   };
   return kSeeds;

@@ -5,9 +5,13 @@
 #   caller ns  10.200.1.2/24 ----veth---- 10.200.1.1/24  relay ns  10.200.2.1/24 ----veth---- 10.200.2.2/24  callee ns
 #                                          lo: 10.200.0.1/32 (kamailio :5060, mediaproxy media ports)
 #
-# Usage: run_e2e.sh [use|engage|rtpproxy|manage ...]   (default: use engage)
+# Usage: run_e2e.sh [use|engage|rtpproxy|manage|hangup ...]   (default: use engage)
 #   rtpproxy, manage: Kamailio's stock rtpproxy.so (rtpproxy_offer/answer, or
 #   rtpproxy_manage) against mediaproxy's [Rtpproxy] front end
+#   hangup: engage mode; the phones fall silent and never hang up, the relay
+#   expires the stream (stream_timeout = 3) and the dispatcher asks Kamailio
+#   (jsonrpcs datagram socket, dlg.end_dlg) to end the dialog: Kamailio must
+#   BYE both phones (hangup_check.py evaluates it)
 # Environment:
 #   MP_BIN=path              mediaproxy binary (default <repo>/build/mediaproxy)
 #   MPE2E_NO_MEDIAPROXY=1    plumbing only: do not start the binary, Kamailio
@@ -31,8 +35,11 @@ PCAP=/usr/share/sip-tester/g711a.pcap
 
 if [[ $# -gt 0 ]]; then MODES=("$@"); else MODES=(use engage); fi
 for m in "${MODES[@]}"; do
-    [[ $m == use || $m == engage || $m == rtpproxy || $m == manage ]] ||
-        { echo "unknown mode '$m' (use|engage|rtpproxy|manage)" >&2; exit 2; }
+    [[ $m == use || $m == engage || $m == rtpproxy || $m == manage || $m == hangup ]] ||
+        { echo "unknown mode '$m' (use|engage|rtpproxy|manage|hangup)" >&2; exit 2; }
+    if [[ $m == hangup && $NO_MP == 1 ]]; then
+        echo "mode hangup needs mediaproxy (MPE2E_NO_MEDIAPROXY=1 given)" >&2; exit 2
+    fi
 done
 
 [[ $(id -u) -eq 0 ]] || { echo "run_e2e.sh: must run as root (network namespaces)" >&2; exit 77; }
@@ -147,6 +154,10 @@ EOF
         if [[ $mode == rtpproxy || $mode == manage ]]; then
             printf '\n[Rtpproxy]\nlisten = udp:10.200.0.1:22222\n' >>"$d/mp.ini"
         fi
+        if [[ $mode == hangup ]]; then   # still in [Relay]: short silence limit
+            printf 'stream_timeout = 3\n\n[Kamailio]\nsocket_path = %s\n\n[OpenSIPS]\nsocket_path = none\n\n[Metrics]\nlisten = 127.0.0.1:9465\n' \
+                "$d/kam-run/kamailio_rpc.sock" >>"$d/mp.ini"
+        fi
         t1=$(date +%s.%N)
         ip netns exec "$NS_R" "$MP_BIN" --foreground --config "$d/mp.ini" \
             >"$d/mediaproxy.log" 2>&1 &
@@ -172,6 +183,9 @@ EOF
     local kdefs=(-A "MP_SOCKET=\"$sock\"" -A 'CALLEE_URI="sip:10.200.2.2:5060"'
                  -A 'RTPP_SOCK="udp:10.200.0.1:22222"')
     [[ $with_mp == 1 ]] && kdefs+=(-A WITH_MEDIAPROXY)
+    [[ $mode == hangup ]] && kdefs+=(-A "RPC_SOCKET=\"$d/kam-run/kamailio_rpc.sock\"")
+    local uas_xml="$HERE/uas.xml" uac_xml="$HERE/uac.xml"
+    [[ $mode == hangup ]] && uas_xml="$HERE/uas-hangup.xml" uac_xml="$HERE/uac-hangup.xml"
     kamailio -c -f "$HERE/kamailio-$mode.cfg" "${kdefs[@]}" >"$d/kamailio-check.log" 2>&1 ||
         { log "kamailio config check failed:"; tail -n 30 "$d/kamailio-check.log" | sed 's/^/  kamailio| /'; exit 1; }
     t1=$(date +%s.%N)
@@ -184,7 +198,7 @@ EOF
     log "kamailio up (pid $kam_pid) after $(since "$t1")s"
 
     # ---- callee (uas) ----
-    (cd "$d" && exec timeout -k 2 40 ip netns exec "$NS_E" sipp -sf "$HERE/uas.xml" \
+    (cd "$d" && exec timeout -k 2 40 ip netns exec "$NS_E" sipp -sf "$uas_xml" \
         -i 10.200.2.2 -p 5060 -mi 10.200.2.2 -mp 6000 -m 1 -nostdin \
         -trace_msg -message_file "$d/uas_messages.log" \
         -trace_err -error_file "$d/uas_errors.log" \
@@ -196,7 +210,7 @@ EOF
     # ---- caller (uac), bounded by timeout(1) ----
     t1=$(date +%s.%N)
     local uac_rc=0 uas_rc=0 i
-    (cd "$d" && exec timeout -k 2 40 ip netns exec "$NS_C" sipp -sf "$HERE/uac.xml" \
+    (cd "$d" && exec timeout -k 2 40 ip netns exec "$NS_C" sipp -sf "$uac_xml" \
         10.200.0.1:5060 -s service \
         -i 10.200.1.2 -p 5060 -mi 10.200.1.2 -mp 6000 -m 1 -nostdin \
         -trace_msg -message_file "$d/uac_messages.log" \
@@ -223,6 +237,11 @@ EOF
         $PY "$UTIL" request "$sock" 2 remove "call_id=$cid" "from_tag=$ft" "to_tag=$tt" \
             >"$d/remove_after_bye.txt" 2>&1 || true
         sed 's/^/  /' "$d/remove_after_bye.txt"
+        if [[ $mode == hangup ]]; then   # the hang-up counters, before mediaproxy stops
+            ip netns exec "$NS_R" $PY -c 'import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:9465/metrics", timeout=5).read().decode())' \
+                >"$d/metrics.txt" 2>&1 || log "metrics fetch failed: $(tail -n 1 "$d/metrics.txt")"
+        fi
     fi
 
     # ---- stop everything of this mode (mediaproxy last) ----
@@ -238,7 +257,11 @@ EOF
 
     # ---- evaluate ----
     log "checks:"
-    $PY "$UTIL" check "$d" "$mode" "$with_mp" || rc=1
+    if [[ $mode == hangup ]]; then
+        $PY "$HERE/hangup_check.py" "$d" "$with_mp" || rc=1
+    else
+        $PY "$UTIL" check "$d" "$mode" "$with_mp" || rc=1
+    fi
     if [[ $rc -ne 0 ]]; then mode_diag; fi
     log "mode $mode took $(since "$t0")s"
     return $rc

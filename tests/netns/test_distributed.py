@@ -10,6 +10,7 @@ answering, halts, or presents a foreign certificate, or when the dispatcher
 restarts. Needs root; skipped otherwise.
 """
 
+import json
 import os
 import signal
 import socket
@@ -42,7 +43,8 @@ class Proc:
         self.dir.mkdir(exist_ok=True)
         self.ini = self.dir / "mp.ini"
         self.ini.write_text(ini_text.replace("@RUN@", str(self.dir / "run"))
-                            .replace("@CERTS@", str(certs)))
+                            .replace("@CERTS@", str(certs))
+                            .replace("@PROXY_RPC@", str(Path(tmp) / "proxy-rpc.sock")))
         self.log_path = self.dir / "log"
         self.start()
 
@@ -76,6 +78,7 @@ def dispatcher_ini():
             f"[Dispatcher]\nlisten = {DISPATCHER_IP}\nrelay_timeout = 0.2\nrelay_dead_after = 3\n"
             "listen_management = none\n"
             f"[Rtpproxy]\nlisten = udp:{DISPATCHER_IP}:22222\n"
+            "[OpenSIPS]\nsocket_path = none\n[Kamailio]\nsocket_path = @PROXY_RPC@\n"
             "[TLS]\ncerts_path = @CERTS@\n")
 
 
@@ -125,7 +128,7 @@ class Service:
             return sum(f"relay {ip} is ready" in text for ip in self.relay_ips.values()) >= n
         wait_until(joined, timeout, f"{n} relay(s) connected")
 
-    def call(self, media_relay=""):
+    def call(self, media_relay="", dialog_id=None):
         self.calls += 1
         cid = f"call-{self.calls}@test"
         caller = self.lan.udp("caller")
@@ -134,7 +137,8 @@ class Service:
         r1 = self.client.update(type="request", call_id=cid, cseq=1, from_uri="a@x",
                                 to_uri="b@y", from_tag="A", user_agent="t",
                                 signaling_ip="10.201.0.50", media_relay=media_relay,
-                                media=f"audio:10.201.0.50:{caller.getsockname()[1]}:sendrecv:ice=no")
+                                media=f"audio:10.201.0.50:{caller.getsockname()[1]}:sendrecv:ice=no",
+                                **({"dialog_id": dialog_id} if dialog_id else {}))
         elapsed = time.monotonic() - t0
         if r1 == "error":
             return cid, None, elapsed, None
@@ -383,3 +387,40 @@ def test_rtpproxy_protocol_calls_use_the_relay_fleet_with_failover(service):
         assert rtpp("D rc3@x f3 t3") == "E50"
     finally:
         ctl.close()
+
+
+def test_calls_a_restarted_relay_lost_are_hung_up_and_accounted(service, tmp_path):
+    """A relay killed and restarted comes back without its calls (spec B.7):
+    the dispatcher asks the proxy to end each answered dialog (Kamailio's
+    dlg.end_dlg; the proxy here is the test's own stand-in on the jsonrpcs
+    datagram socket) and writes a final record saying the relay lost it."""
+    proxy = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    proxy.bind(str(tmp_path / "proxy-rpc.sock"))
+    proxy.settimeout(10)
+    try:
+        ip1 = service.relay_ips["relay1"]
+        cid, ip, elapsed, legs = service.call(media_relay=ip1, dialog_id="1234:5678")
+        assert ip == ip1 and media_flows(ip, legs)
+        victim = service.relays["relay1"]
+        victim.stop(signal.SIGKILL)
+        victim.start()
+        data, sender = proxy.recvfrom(65536)
+        request = json.loads(data)
+        assert request["method"] == "dlg.end_dlg"
+        assert request["params"] == [1234, 5678]
+        proxy.sendto(json.dumps({"jsonrpc": "2.0", "result": None,
+                                 "id": request["id"]}).encode(), sender)
+        wait_until(lambda: '"relay_lost": true' in service.dispatcher.text(), 5,
+                   "the relay-lost record")
+        line = next(ln for ln in service.dispatcher.text().splitlines()
+                    if "session ended:" in ln and '"relay_lost": true' in ln)
+        record = json.loads(line.split("session ended: ", 1)[1])
+        assert record["call_id"] == cid and record["dialog_id"] == "1234:5678"
+        assert record["from_tag"] == "A" and record["to_tag"] == "B"
+        assert record["start_time"] is not None and record["streams"] == []
+        assert record["timed_out"] is True
+        # The call is gone from the dispatcher: the proxy's own remove after
+        # its BYE finds nothing.
+        assert service.client.remove(cid, "A", "B") == "error"
+    finally:
+        proxy.close()
