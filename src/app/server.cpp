@@ -18,11 +18,11 @@
 #include <memory>
 
 #include "accounting/accounting.h"
+#include "app/in_process_link.h"
 #include "common/log.h"
 #include "common/net_detect.h"
 #include "dispatcher/dispatcher.h"
 #include "dispatcher/hangup_client.h"
-#include "dispatcher/in_process_link.h"
 #include "dispatcher/module_server.h"
 #include "dispatcher/relay_listener.h"
 #include "dispatcher/rtpproxy_front_end.h"
@@ -121,7 +121,7 @@ struct Process {
   Config cfg;
   log::Level configured_level = log::Level::Info;
   std::unique_ptr<relay::RelayEngine> engine;
-  std::unique_ptr<dispatcher::InProcessLink> link;
+  std::unique_ptr<app::InProcessLink> link;
   std::unique_ptr<dispatcher::Dispatcher> dispatcher;
   std::unique_ptr<accounting::Accounting> accounting;
   std::unique_ptr<dispatcher::HangupClient> hangup;
@@ -299,8 +299,8 @@ int run_server(Config cfg, bool foreground) {
     }
   }
   if (cfg.role == Role::Combined) {
-    p.link = std::make_unique<dispatcher::InProcessLink>(*p.engine, format_ipv4(relay_ip),
-                                                         kInProcessOwner);
+    p.link =
+        std::make_unique<app::InProcessLink>(*p.engine, format_ipv4(relay_ip), kInProcessOwner);
     p.dispatcher->add_relay(p.link.get());
     p.engine->set_expired_sink([&p](uint64_t owner, const std::string& json) {
       if (owner == kInProcessOwner) p.link->deliver_expired(json);

@@ -15,6 +15,7 @@
 
 #include "common/json_writer.h"
 #include "common/log.h"
+#include "kernel/nft_forwarder.h"
 
 namespace mp::relay {
 

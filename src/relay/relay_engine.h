@@ -18,12 +18,15 @@
 #include <unordered_map>
 
 #include "common/config.h"
-#include "kernel/nft_forwarder.h"
 #include "metrics/exposition.h"
 #include "protocol/relay_link.h"
 #include "relay/port_pool.h"
 #include "relay/relay_context.h"
 #include "relay/session.h"
+
+namespace mp::kernel {
+class NftForwarder;  // kernel/nft_forwarder.h, used only by relay_engine.cpp
+}
 
 namespace mp::relay {
 

@@ -1,10 +1,10 @@
 // In-process relay link of the combined role (in_process_link.h).
-#include "dispatcher/in_process_link.h"
+#include "app/in_process_link.h"
 
 #include "common/log.h"
 #include "protocol/relay_link.h"
 
-namespace mp::dispatcher {
+namespace mp::app {
 
 InProcessLink::InProcessLink(relay::RelayEngine& engine, std::string relay_ip, uint64_t owner_id)
     : engine_(engine), relay_ip_(std::move(relay_ip)), owner_(owner_id) {}
@@ -66,4 +66,4 @@ void InProcessLink::deliver_expired(const std::string& json) {
   if (expired_) expired_(msg->payload);
 }
 
-}  // namespace mp::dispatcher
+}  // namespace mp::app

@@ -5,6 +5,10 @@
 // and the reply goes back through the same serialise/parse path, as it would
 // over TLS. Keeping the wire format in the loop means the combined role
 // exercises the protocol code the distributed roles depend on.
+//
+// It lives in app/, where both roles are wired, because it joins them: the
+// dispatcher sees only the RelayLink interface, never the relay engine (nor,
+// through it, the kernel backend).
 #pragma once
 
 #include <cstdint>
@@ -14,7 +18,7 @@
 #include "protocol/request.h"
 #include "relay/relay_engine.h"
 
-namespace mp::dispatcher {
+namespace mp::app {
 
 class InProcessLink final : public RelayLink {
  public:
@@ -40,4 +44,4 @@ class InProcessLink final : public RelayLink {
   ExpiredCallback expired_;
 };
 
-}  // namespace mp::dispatcher
+}  // namespace mp::app
