@@ -62,7 +62,7 @@
 #include "common/json_writer.h"
 #include "common/log.h"
 #include "dispatcher/dispatcher.h"
-#include "mediaproxy/relay_link.h"
+#include "dispatcher/relay_link.h"
 #include "metrics/exposition.h"
 #include "protocol/request.h"
 
@@ -173,12 +173,12 @@ std::optional<rapidjson::Type> json_type(std::string_view text, size_t* elements
 
 class World;
 
-class FakeLink final : public RelayLink {
+class FakeLink final : public mp::dispatcher::RelayLink {
  public:
   FakeLink(World& world, int index, std::string ip)
       : world_(world), index_(index), ip_(std::move(ip)) {}
 
-  void send(const std::string& command, const std::vector<RelayHeader>& headers,
+  void send(const std::string& command, const std::vector<protocol::Header>& headers,
             ReplyCallback on_reply) override;
   void on_expired(ExpiredCallback cb) override { expired_ = std::move(cb); }
   std::string relay_ip() const override { return ip_; }
@@ -193,7 +193,7 @@ class FakeLink final : public RelayLink {
   void flush(bool reversed);
   // What the relay would answer.
   std::string default_answer(const std::string& command,
-                             const std::vector<RelayHeader>& headers) const;
+                             const std::vector<protocol::Header>& headers) const;
 
   int index() const { return index_; }
 
@@ -512,7 +512,7 @@ class World {
   size_t outstanding_ = 0;
 };
 
-void FakeLink::send(const std::string& command, const std::vector<RelayHeader>& headers,
+void FakeLink::send(const std::string& command, const std::vector<protocol::Header>& headers,
                     ReplyCallback on_reply) {
   if (!connected) {  // as TlsRelayLink: a link that is down fails at once
     on_reply(std::nullopt);
@@ -547,7 +547,7 @@ void FakeLink::flush(bool reversed) {
 }
 
 std::string FakeLink::default_answer(const std::string& command,
-                                     const std::vector<RelayHeader>& headers) const {
+                                     const std::vector<protocol::Header>& headers) const {
   if (command == "update") return ip_ + " 40000";
   if (command == "sessions") return "[]";
   if (command == "summary") return "{\"ip\": " + json_quote(ip_) + ", \"status\": \"active\"}";

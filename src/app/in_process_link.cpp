@@ -9,12 +9,12 @@ namespace mp::app {
 InProcessLink::InProcessLink(relay::RelayEngine& engine, std::string relay_ip, uint64_t owner_id)
     : engine_(engine), relay_ip_(std::move(relay_ip)), owner_(owner_id) {}
 
-void InProcessLink::send(const std::string& command, const std::vector<RelayHeader>& headers,
+void InProcessLink::send(const std::string& command, const std::vector<protocol::Header>& headers,
                          ReplyCallback on_reply) {
   protocol::RelayCommand cmd;
   cmd.name = command;
   cmd.seq = next_seq_++;
-  for (const auto& h : headers) cmd.headers.push_back({h.name, h.value});
+  cmd.headers = headers;
   const std::string wire = protocol::serialize_command(cmd);
 
   // Relay side: frame and parse exactly as the TLS link will.

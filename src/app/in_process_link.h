@@ -14,17 +14,17 @@
 #include <cstdint>
 #include <string>
 
-#include "mediaproxy/relay_link.h"
+#include "dispatcher/relay_link.h"
 #include "protocol/request.h"
 #include "relay/relay_engine.h"
 
 namespace mp::app {
 
-class InProcessLink final : public RelayLink {
+class InProcessLink final : public dispatcher::RelayLink {
  public:
   InProcessLink(relay::RelayEngine& engine, std::string relay_ip, uint64_t owner_id);
 
-  void send(const std::string& command, const std::vector<RelayHeader>& headers,
+  void send(const std::string& command, const std::vector<protocol::Header>& headers,
             ReplyCallback on_reply) override;
   void on_expired(ExpiredCallback cb) override { expired_ = std::move(cb); }
   std::string relay_ip() const override { return relay_ip_; }

@@ -130,9 +130,7 @@ void Dispatcher::handle(const protocol::Request& req, Done inner, log::LimitSour
     done("error");
     return;
   }
-  std::vector<RelayHeader> headers;
-  headers.reserve(req.headers.size());
-  for (const auto& h : req.headers) headers.push_back({h.name, h.value});
+  std::vector<protocol::Header> headers = req.headers;
 
   auto it = sessions_.find(*call_id);
   if (it != sessions_.end() && !it->second.expired_at) {
@@ -164,7 +162,8 @@ void Dispatcher::handle(const protocol::Request& req, Done inner, log::LimitSour
   done("error");
 }
 
-void Dispatcher::update_new_session(const protocol::Request& req, std::vector<RelayHeader> headers,
+void Dispatcher::update_new_session(const protocol::Request& req,
+                                    std::vector<protocol::Header> headers,
                                     std::vector<RelayLink*> cands, size_t index, Done done) {
   const std::string call_id = *req.find("call_id");
   if (index >= cands.size()) {
@@ -207,7 +206,7 @@ void Dispatcher::update_new_session(const protocol::Request& req, std::vector<Re
 }
 
 void Dispatcher::forward(Record& rec, const protocol::Request& req,
-                         std::vector<RelayHeader> headers, Done done) {
+                         std::vector<protocol::Header> headers, Done done) {
   RelayLink* relay = rec.relay;
   const std::string call_id = *req.find("call_id");
   const std::string command = req.command;
@@ -245,7 +244,7 @@ void Dispatcher::query(const std::string& call_id, const std::string& from_tag,
     done("error");
     return;
   }
-  std::vector<RelayHeader> headers{{"call_id", call_id}, {"from_tag", from_tag}};
+  std::vector<protocol::Header> headers{{"call_id", call_id}, {"from_tag", from_tag}};
   if (!to_tag.empty()) headers.push_back({"to_tag", to_tag});
   it->second.relay->send("query", headers, [done](std::optional<std::string> payload) {
     done(payload && !payload->empty() && payload->front() == '{' ? std::move(*payload)

@@ -21,7 +21,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
-#include "mediaproxy/relay_link.h"
+#include "dispatcher/relay_link.h"
 #include "metrics/exposition.h"
 #include "protocol/request.h"
 
@@ -99,9 +99,9 @@ class Dispatcher {
   void lose_session(const std::string& call_id, const Record& rec, const char* why);
   void note_request(Record& rec, const protocol::Request& req);
 
-  void update_new_session(const protocol::Request& req, std::vector<RelayHeader> headers,
+  void update_new_session(const protocol::Request& req, std::vector<protocol::Header> headers,
                           std::vector<RelayLink*> candidates, size_t index, Done done);
-  void forward(Record& rec, const protocol::Request& req, std::vector<RelayHeader> headers,
+  void forward(Record& rec, const protocol::Request& req, std::vector<protocol::Header> headers,
                Done done);
   void on_expired(RelayLink* relay, const std::string& json);
   void account(const std::string& json, const std::string& dialog_id, bool timed_out,

@@ -108,7 +108,7 @@ class TlsRelayLink final : public RelayLink {
   TlsRelayLink(const TlsRelayLink&) = delete;
   TlsRelayLink& operator=(const TlsRelayLink&) = delete;
 
-  void send(const std::string& command, const std::vector<RelayHeader>& headers,
+  void send(const std::string& command, const std::vector<protocol::Header>& headers,
             ReplyCallback on_reply) override {
     if (!connected_) {
       on_reply(std::nullopt);
@@ -213,18 +213,19 @@ class TlsRelayLink final : public RelayLink {
     std::string command;
     ReplyCallback callback;
     Timer* timer = nullptr;
-    std::vector<RelayHeader> remove_headers;  // update only: call_id, from_tag, to_tag
+    std::vector<protocol::Header> remove_headers;  // update only: call_id, from_tag, to_tag
   };
   struct TimedOut {
     uint64_t seq;
     std::string command;
-    std::vector<RelayHeader> remove_headers;
+    std::vector<protocol::Header> remove_headers;
   };
 
-  static std::vector<RelayHeader> remove_headers_of(const std::vector<RelayHeader>& headers) {
-    std::vector<RelayHeader> out;
+  static std::vector<protocol::Header> remove_headers_of(
+      const std::vector<protocol::Header>& headers) {
+    std::vector<protocol::Header> out;
     for (const char* name : {"call_id", "from_tag", "to_tag"}) {
-      const RelayHeader* found = nullptr;
+      const protocol::Header* found = nullptr;
       for (const auto& h : headers)
         if (h.name == name && !h.value.empty()) found = &h;  // last one wins, as Request::find
       if (found) out.push_back(*found);

@@ -1,25 +1,24 @@
 // The dispatcher's view of one relay.
 //
 // A RelayLink carries relay-protocol commands (spec B.3: update, remove,
-// summary, sessions) to one relay and brings back the reply payload, and it
-// delivers the relay's unsolicited `expired` reports. The combined role uses
-// an in-process link; the distributed role will use a TLS link. The
-// dispatcher only ever talks to this interface, so relay selection, failover
-// and accounting are the same whichever transport is underneath.
+// summary, sessions, query) to one relay and brings back the reply payload,
+// and it delivers the relay's unsolicited `expired` reports. Two transports
+// implement it: the TLS link of a relay that joined the dispatcher
+// (relay_listener.cpp) and, in the combined role, the in-process link
+// (app/in_process_link.h). The dispatcher only ever talks to this
+// interface, so relay selection, failover and accounting are the same
+// whichever transport is underneath. Headers are the module request's own
+// (protocol::Header), passed through without conversion.
 #pragma once
 
-#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
-namespace mp {
+#include "protocol/request.h"
 
-struct RelayHeader {
-  std::string name;
-  std::string value;
-};
+namespace mp::dispatcher {
 
 class RelayLink {
  public:
@@ -28,7 +27,7 @@ class RelayLink {
   // Reply payload, or nullopt when the relay did not answer (timeout,
   // disconnect). May be called before send() returns.
   using ReplyCallback = std::function<void(std::optional<std::string> payload)>;
-  virtual void send(const std::string& command, const std::vector<RelayHeader>& headers,
+  virtual void send(const std::string& command, const std::vector<protocol::Header>& headers,
                     ReplyCallback on_reply) = 0;
 
   // Receives each `expired <json>` report of this relay.
@@ -44,4 +43,4 @@ class RelayLink {
   virtual void mark_halting() = 0;
 };
 
-}  // namespace mp
+}  // namespace mp::dispatcher
