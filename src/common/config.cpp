@@ -46,6 +46,17 @@ std::string_view forwarding_name(Forwarding f) {
   return "?";
 }
 
+std::string check_nft_table_name(std::string_view name) {
+  auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  bool ok = !name.empty() && name.size() <= 64 && (letter(name[0]) || name[0] == '_');
+  for (char c : name)
+    ok = ok && (letter(c) || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.');
+  if (ok) return {};
+  return "expected a table name of 1 to 64 letters, digits, '_', '-' and '.', starting with a "
+         "letter or '_', got '" +
+         std::string(name) + "'";
+}
+
 std::string Config::certs_dir() const {
   if (!tls.certs_path.empty() && tls.certs_path[0] == '/') return tls.certs_path;
   return config_dir + "/" + tls.certs_path;
@@ -340,13 +351,9 @@ std::vector<std::pair<std::string, Section>> option_table() {
               return {};
             }}},
            {"nft_table", {[](std::string_view v, Config& c) -> std::string {
-              if (v.empty() || v.size() > 64) return "expected a table name of 1 to 64 characters";
-              for (char ch : v)
-                if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '-')
-                  return "table name may hold letters, digits, '_' and '-' only, got '" +
-                         std::string(v) + "'";
-              c.relay.nft_table = std::string(v);
-              return {};
+              std::string e = check_nft_table_name(v);
+              if (e.empty()) c.relay.nft_table = std::string(v);
+              return e;
             }}},
            {"latching", {[](std::string_view v, Config& c) -> std::string {
               if (v != "normal" && v != "strict")

@@ -158,6 +158,11 @@ std::optional<DatabaseUri> parse_database_uri(std::string_view uri, std::string&
 std::string parse_accounting_list(std::string_view value, AccountingConfig& out);
 // A table or column name: [A-Za-z_][A-Za-z0-9_]{0,62}. Returns why not, or "".
 std::string check_sql_identifier(std::string_view name);
+// [Relay] nft_table: a name nft accepts unquoted and that a shell needs no
+// quotes for: 1 to 64 letters, digits, '_', '-' and '.', starting with a
+// letter or '_'. Returns why not, or "". The config loader and the kernel
+// forwarder both use this one rule.
+std::string check_nft_table_name(std::string_view name);
 // [OpenSIPS]/[Kamailio] socket_path: an absolute path of at most 107 bytes,
 // or "none"/empty (off). Returns why not, or "".
 std::string set_hangup_socket(std::string_view value, std::string& out);

@@ -51,6 +51,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "common/config.h"
 #include "common/log.h"
 #include "kernel/nft_netlink.h"
 #include "kernel/nft_ruleset.h"
@@ -64,17 +65,6 @@ namespace {
 
 // Rule ids: 1..kMaxId.
 constexpr uint32_t kMaxId = 0x00ffffff;
-
-// nft accepts these names unquoted: ({letter}|_|.)({letter}|{digit}|[/_.-])*.
-bool valid_table_name(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
-  auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
-  if (!letter(name[0]) && name[0] != '_' && name[0] != '.') return false;
-  for (char c : name)
-    if (!letter(c) && !(c >= '0' && c <= '9') && c != '_' && c != '.' && c != '-' && c != '/')
-      return false;
-  return true;
-}
 
 const char* object_of(uint16_t msg_type) {
   switch (msg_type) {
@@ -568,9 +558,8 @@ bool NftForwarder::probe(std::string& why) {
 
 std::unique_ptr<NftForwarder> NftForwarder::create(const std::string& table_name, Ipv4 relay_ip,
                                                    std::string& error) {
-  if (!valid_table_name(table_name)) {
-    error = "invalid nftables table name \"" + table_name +
-            "\": use 1 to 64 letters, digits and _ . - /, starting with a letter or _";
+  if (std::string why = check_nft_table_name(table_name); !why.empty()) {
+    error = "invalid nftables table name: " + why;
     return nullptr;
   }
   if (relay_ip.is_any()) {

@@ -104,6 +104,7 @@ TEST_CASE("mistakes stop start-up with the file and line", "[config]") {
       {"[Relay]\nrelay_ip = 0.0.0.0\n", "test.ini:2: relay_ip:"},
       {"[Relay]\nforwarding = fast\n", "test.ini:2: forwarding:"},
       {"[Relay]\nnft_table = bad name\n", "test.ini:2: nft_table:"},
+      {"[Relay]\nnft_table = 1abc\n", "test.ini:2: nft_table: expected a table name"},
       {"[Relay]\nroutable_private_ranges = 10.0.0.0/33\n", "test.ini:2: routable_private_ranges:"},
       {"[General]\nrole = proxy\n", "test.ini:2: role:"},
       {"[General]\nlog_level = loud\n", "test.ini:2: log_level:"},
