@@ -135,11 +135,17 @@ class PgServer:
         """SIGSTOP to every server process: connections stay open, nothing
         answers (a hung server, or one behind a dead network path)."""
         for pid in self._pids():
-            os.kill(pid, signal.SIGSTOP)
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass  # a backend that ended between the listing and the signal
 
     def thaw(self) -> None:
         for pid in self._pids():
-            os.kill(pid, signal.SIGCONT)
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass  # woken by its postmaster's own SIGCONT and gone already
 
     def running(self) -> bool:
         r = self._run("pg_ctl", "-D", self.datadir, "status", check=False)
