@@ -68,6 +68,14 @@ def free_udp_port():
     return port
 
 
+def free_tcp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def proc_cpu(pid):
     """utime + stime of the whole process (every thread, live or exited), in seconds."""
     with open(f"/proc/{pid}/stat") as f:
@@ -157,16 +165,36 @@ def rtpengine_argv(binary, port, pmin, pmax, threads):
             "--timeout=600", "--log-stderr", "--log-level=3"]
 
 
-def mediaproxy_argv(binary, port, pmin, pmax, workdir):
+def mediaproxy_argv(binary, port, pmin, pmax, workdir, metrics_port=None):
+    """metrics_port set: the `mediaproxy+sqlite` variant, with accounting into an SQLite file
+    in the runtime directory and the metrics endpoint to watch its queue drain."""
     ini = os.path.join(workdir, "mediaproxy.ini")
+    acct = ("accounting = database\n\n[Database]\ndburi = sqlite:accounting.db\n\n"
+            f"[Metrics]\nlisten = 127.0.0.1:{metrics_port}\n\n") if metrics_port else "\n"
     with open(ini, "w") as f:
         f.write("[General]\nrole = combined\n"
                 f"runtime_dir = {workdir}\nlog_level = warning\n\n"
-                "[Dispatcher]\nlisten_management = none\n\n"
+                "[Dispatcher]\nlisten_management = none\n" + acct +
                 f"[Relay]\nrelay_ip = 127.0.0.1\nport_range = {pmin}:{pmax}\n"
                 "forwarding = userspace\nstream_timeout = 600\n\n"
                 f"[Rtpproxy]\nlisten = udp:127.0.0.1:{port}\n")
     return [binary, "--foreground", "--config", ini]
+
+
+def accounted(metrics_port):
+    """Records the accounting backend has stored (or found already stored), from /metrics."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    n = 0
+    for line in text.splitlines():
+        if line.startswith("mediaproxy_accounting_records_total{") and (
+                'result="stored"' in line or 'result="duplicate"' in line):
+            n += int(float(line.rsplit(" ", 1)[1]))
+    return n
 
 
 def install_rtpengine():
@@ -207,8 +235,9 @@ def run_trial(a, kind, threads, binary, loadgen, work, trial_no):
         argv = rtpengine_argv(binary, port, a.pmin, a.pmax, threads)
         name = f"rtpengine/{threads}t"
     else:
-        argv = mediaproxy_argv(binary, port, a.pmin, a.pmax, wd)
-        name = "mediaproxy"
+        metrics_port = free_tcp_port() if kind == "mediaproxy+sqlite" else None
+        argv = mediaproxy_argv(binary, port, a.pmin, a.pmax, wd, metrics_port)
+        name = kind
     srv = Server(name, argv, port, wd, a.server_cpu, a.nice, a.rt)
     why = srv.start()
     if why:
@@ -232,6 +261,20 @@ def run_trial(a, kind, threads, binary, loadgen, work, trial_no):
         p.kill()
         out, err = p.communicate()
     t1 = time.monotonic()
+    drain_s = None
+    if kind == "mediaproxy+sqlite":
+        # Every answered call leaves one record: wait (bounded) until the backend has them
+        # all, so that the CPU below includes the accounting worker's share.
+        try:
+            want = json.loads(out)["calls_ok"]
+        except (ValueError, KeyError):
+            want = None
+        deadline = time.monotonic() + 120
+        while want is not None and time.monotonic() < deadline:
+            if (accounted(metrics_port) or 0) >= want:
+                drain_s = round(time.monotonic() - t1, 3)
+                break
+            time.sleep(0.05)  # polling the metrics endpoint
     alive = srv.proc.poll() is None
     cpu1 = proc_cpu(pid) if alive else cpu0
     rt1 = proc_runtime(pid) if alive else rt0
@@ -249,6 +292,7 @@ def run_trial(a, kind, threads, binary, loadgen, work, trial_no):
               "server_cpu_us_per_setup": round((cpu1 - cpu0) * 1e6 / ok, 1),
               "server_schedstat_us_per_setup": round((rt1 - rt0) * 1e6 / ok, 1),
               "server_cpu_share": round((cpu1 - cpu0) / max(t1 - t0, 1e-9), 3),
+              "accounting_drain_s": drain_s,
               "loadgen_cpu_share": round(r["loadgen_cpu_s"] / max(r["elapsed_s"], 1e-9), 3)})
     return r
 
@@ -356,6 +400,18 @@ def print_report(meta, trials, summary, ours, base):
                 p(f"  setups/s >= 2 x {base}: {'met' if rate >= 2 else 'NOT met'} ({rate:.2f})")
                 p(f"  U p99 lower than {base}: {'met' if p99 < 1 else 'NOT met'} "
                   f"({fmt(o['u_p99_us'])} vs {fmt(b['u_p99_us'])} us)")
+    if ours in summary and "mediaproxy+sqlite" in summary:
+        o, w = summary[ours], summary["mediaproxy+sqlite"]
+        drains = [t["accounting_drain_s"] for t in trials
+                  if t.get("server") == "mediaproxy+sqlite" and "error" not in t]
+        p("")
+        p(f"mediaproxy+sqlite / {ours} (accounting every call into SQLite, same run): "
+          f"setups/s x{w['setups_per_s'] / o['setups_per_s']:.2f}, "
+          f"U p99 x{w['u_p99_us'] / o['u_p99_us']:.2f}, CPU per setup "
+          f"x{w['cpu_us_per_setup'] / o['cpu_us_per_setup']:.2f} "
+          f"(+{w['cpu_us_per_setup'] - o['cpu_us_per_setup']:.1f} us per record, worker included); "
+          f"queue drained {', '.join('never' if d is None else f'{d:.2f} s' for d in drains)} "
+          "after the load ended")
     p("")
     for name, s in summary.items():
         hs = ", ".join(f"{k} -> {v!r}" for k, v in s["handshake"].items())
@@ -437,7 +493,7 @@ def main():
         if "rtpengine" in servers and not os.access(a.rtpengine, os.X_OK):
             install_rtpengine()
         mp_bin = a.mediaproxy
-        if "mediaproxy" in servers:
+        if "mediaproxy" in servers or "mediaproxy+sqlite" in servers:
             if a.build:
                 mp_bin = build_mediaproxy(a.build_dir)
             elif not mp_bin:
@@ -451,8 +507,8 @@ def main():
             if s == "rtpengine":
                 variants += [("rtpengine", int(n), a.rtpengine)
                              for n in a.rtpengine_threads.split(",")]
-            elif s == "mediaproxy":
-                variants.append(("mediaproxy", 0, mp_bin))
+            elif s in ("mediaproxy", "mediaproxy+sqlite"):
+                variants.append((s, 0, mp_bin))
             else:
                 sys.exit(f"unknown server {s}")
         meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "kernel": os.uname().release,

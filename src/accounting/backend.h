@@ -18,6 +18,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "accounting/session_record.h"
 
@@ -41,6 +42,18 @@ class Backend {
   // and is not fatal: deliver() connects again when it is next called.
   virtual DeliveryResult start() = 0;
   virtual DeliveryResult deliver(const SessionRecord& record) = 0;
+  // Several records in queue order: `out` gets one result per record tried,
+  // stopping after the first Retry. A backend that can store many records
+  // at the cost of one (a database transaction) overrides this; by default
+  // it is deliver() for each.
+  virtual void deliver_batch(const std::vector<SessionRecord>& records,
+                             std::vector<DeliveryResult>& out) {
+    out.clear();
+    for (const SessionRecord& r : records) {
+      out.push_back(deliver(r));
+      if (out.back().outcome == Delivery::Retry) break;
+    }
+  }
 };
 
 }  // namespace mp::accounting

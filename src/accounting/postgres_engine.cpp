@@ -163,7 +163,47 @@ class PostgresEngine final : public SqlEngine {
     return {};
   }
 
+  EngineResult begin() override {
+    fresh_ = false;
+    if (EngineResult r = open(); r.status != EngineStatus::Ok) return r;
+    std::string error;
+    Result r = exec("BEGIN", {}, error);
+    if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK)
+      return lost_or_retry(r, error, "cannot begin a transaction");
+    in_txn_ = true;
+    return {};
+  }
+
+  EngineResult commit() override {
+    if (!conn_ || !in_txn_) {
+      in_txn_ = false;
+      return {EngineStatus::Retry, "the transaction's connection was lost"};
+    }
+    std::string error;
+    Result r = exec("COMMIT", {}, error);
+    in_txn_ = false;
+    // A transaction with a failed statement answers COMMIT with ROLLBACK.
+    if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK ||
+        std::strcmp(PQcmdStatus(r.get()), "COMMIT") != 0)
+      return lost_or_retry(r, error, "cannot commit");
+    return {};
+  }
+
+  void rollback() override {
+    if (conn_ && in_txn_) {
+      std::string error;
+      exec("ROLLBACK", {}, error);
+    }
+    in_txn_ = false;
+  }
+
   EngineResult insert(const RowParams& exact) override {
+    if (in_txn_) {
+      // Never reconnect inside a transaction: the rows before would be
+      // gone with the old connection while this one went in outside it.
+      if (!conn_) return {EngineStatus::Retry, "the transaction's connection was lost"};
+      return insert_as(exact, TextRule::Utf8);
+    }
     fresh_ = false;
     if (EngineResult r = open(); r.status != EngineStatus::Ok) return r;
     const bool was_idle = !fresh_;
@@ -289,8 +329,9 @@ class PostgresEngine final : public SqlEngine {
   std::string create_sql_;
   std::string insert_sql_;
   PGconn* conn_ = nullptr;
-  bool fresh_ = false;  // connected during the current insert
-  bool lost_ = false;   // the last query found the connection broken
+  bool fresh_ = false;   // connected during the current insert
+  bool lost_ = false;    // the last query found the connection broken
+  bool in_txn_ = false;  // between begin() and commit()/rollback()
   long wait_ms_ = kStatementTimeoutMs + kClientGraceMs;
 };
 

@@ -113,7 +113,10 @@ bool RecordQueue::push(const std::string& record) {
   } else {
     return false;
   }
-  cv_.notify_one();
+  // Wake the worker only when it waits for what is there now: a worker
+  // busy delivering, or lingering for a fuller batch, is left alone (each
+  // wake-up is a context switch on the event loop's core).
+  if (memory_.size() + disk_only_records_ >= wake_at_) cv_.notify_one();
   return true;
 }
 
@@ -169,23 +172,50 @@ void RecordQueue::load_from_journal(std::unique_lock<std::mutex>& lock) {
 }
 
 std::optional<std::string> RecordQueue::next() {
+  auto batch = next_batch(1);
+  if (!batch) return std::nullopt;
+  return std::move(batch->front());
+}
+
+std::optional<std::vector<std::string>> RecordQueue::next_batch(size_t max, double linger) {
   std::unique_lock<std::mutex> lock(mu_);
+  bool lingered = linger <= 0;
   for (;;) {
     if (stopped_) return std::nullopt;
-    if (!memory_.empty()) return memory_.front().line;
+    if (!lingered && !memory_.empty() && memory_.size() < max && disk_only_records_ == 0) {
+      lingered = true;
+      wake_at_ = max;
+      cv_.wait_for(lock, std::chrono::duration<double>(linger),
+                   [&] { return stopped_ || memory_.size() >= max || disk_only_records_ > 0; });
+      wake_at_ = kNotWaiting;
+      continue;
+    }
+    // Top memory up from the journal so that a batch is as full as it can be.
+    if (memory_.size() < max && memory_.size() < memory_records_ && disk_only_records_ > 0 &&
+        read_off_ < file_size_)
+      load_from_journal(lock);
+    if (!memory_.empty()) {
+      std::vector<std::string> out;
+      const size_t n = std::min(std::max<size_t>(max, 1), memory_.size());
+      out.reserve(n);
+      for (size_t i = 0; i < n; ++i) out.push_back(memory_[i].line);
+      return out;
+    }
     if (disk_only_records_ > 0 && read_off_ < file_size_) {
       load_from_journal(lock);
       if (memory_.empty() && disk_only_records_ > 0 && !stopped_)
         cv_.wait_for(lock, std::chrono::seconds(1));  // a read error: try again shortly
       continue;
     }
+    wake_at_ = 1;
     cv_.wait(lock);
+    wake_at_ = kNotWaiting;
   }
 }
 
-void RecordQueue::pop() {
+void RecordQueue::pop(size_t n) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!memory_.empty()) memory_.pop_front();
+  for (; n > 0 && !memory_.empty(); --n) memory_.pop_front();
   if (memory_.empty() && disk_only_records_ == 0 && read_off_ == file_size_ && fd_ >= 0 &&
       file_size_ > 0) {
     if (ftruncate(fd_, 0) == 0) {

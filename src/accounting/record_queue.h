@@ -18,11 +18,13 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace mp::accounting {
 
@@ -46,8 +48,13 @@ class RecordQueue {
   // Worker: the oldest undelivered record, waiting until there is one;
   // nullopt once stop() was called. The same record is returned until pop().
   std::optional<std::string> next();
-  // Worker: the record returned by next() is delivered (or set aside).
-  void pop();
+  // Worker: like next(), up to `max` of the oldest records, in order. With
+  // fewer than `max` at hand it waits up to `linger` seconds for more, so
+  // that a steady trickle still goes out in batches.
+  std::optional<std::vector<std::string>> next_batch(size_t max, double linger = 0);
+  // Worker: the oldest `n` records (returned by next() or next_batch()) are
+  // delivered (or set aside).
+  void pop(size_t n = 1);
   // Worker: waits `seconds` or until stop(); false if stopped.
   bool wait_for(double seconds);
   // Any thread: wakes the worker; next() and wait_for() return at once.
@@ -78,6 +85,10 @@ class RecordQueue {
   uint64_t read_off_ = 0;  // records in [read_off_, file_size_) are on disk only
   size_t disk_only_records_ = 0;
   bool stopped_ = false;
+  // push() wakes the worker once this many records wait (it is waiting
+  // for them); kNotWaiting while the worker is busy.
+  static constexpr size_t kNotWaiting = SIZE_MAX;
+  size_t wake_at_ = kNotWaiting;
 };
 
 }  // namespace mp::accounting

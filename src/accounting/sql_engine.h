@@ -96,6 +96,14 @@ class SqlEngine {
   // under the engine's text rule: Ok, Duplicate, TableMissing, Retry or
   // Rejected. Opens first if needed.
   virtual EngineResult insert(const RowParams& row) = 0;
+  // One transaction around several inserts: begin(), insert()s, commit().
+  // When any of them is not Ok (or Duplicate), the caller calls rollback()
+  // and inserts the rows again one by one, each classified on its own.
+  // Inside a transaction an engine never reconnects on its own: a broken
+  // connection fails the transaction instead.
+  virtual EngineResult begin() = 0;
+  virtual EngineResult commit() = 0;
+  virtual void rollback() = 0;
 };
 
 // `path` absolute. Never fails here: open() reports a file it cannot use.

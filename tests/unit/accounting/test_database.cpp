@@ -354,3 +354,50 @@ TEST_CASE("postgresql: a server that refuses is Retry, password not shown", "[da
   CHECK(r.outcome == Delivery::Retry);
   CHECK_THAT(r.detail, !Catch::Contains("s3cret"));
 }
+
+TEST_CASE("sqlite: a batch goes in one transaction and finds its duplicates", "[database]") {
+  TempDir dir;
+  const std::string file = dir.path + "/acct.db";
+  auto b = backend(sqlite_config(file));
+  REQUIRE(b->start().outcome == Delivery::Stored);
+  REQUIRE(b->deliver(record("b2", "f")).outcome == Delivery::Stored);
+  std::vector<SessionRecord> batch;
+  for (const char* id : {"b0", "b1", "b2", "b3", "b4"}) batch.push_back(record(id, "f"));
+  std::vector<DeliveryResult> out;
+  b->deliver_batch(batch, out);
+  REQUIRE(out.size() == 5);
+  for (size_t i = 0; i < 5; ++i)
+    CHECK(out[i].outcome == (i == 2 ? Delivery::Duplicate : Delivery::Stored));
+  Reader rd(file);
+  CHECK(rd.count() == 5);
+}
+
+TEST_CASE("sqlite: a record refused inside a batch is Rejected, the others stored once",
+          "[database]") {
+  TempDir dir;
+  const std::string file = dir.path + "/acct.db";
+  {
+    // An operator's table that takes call-ids of at most 8 bytes.
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db,
+                         "CREATE TABLE media_sessions (id INTEGER PRIMARY KEY, call_id TEXT "
+                         "CHECK (length(call_id) <= 8), from_tag TEXT, to_tag TEXT, info TEXT, "
+                         "UNIQUE (call_id, from_tag, to_tag))",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto b = backend(sqlite_config(file));
+  REQUIRE(b->start().outcome == Delivery::Stored);
+  std::vector<SessionRecord> batch{record("first", "f"), record("much-too-long-call-id", "f"),
+                                   record("last", "f")};
+  std::vector<DeliveryResult> out;
+  b->deliver_batch(batch, out);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0].outcome == Delivery::Stored);
+  CHECK(out[1].outcome == Delivery::Rejected);
+  CHECK(out[2].outcome == Delivery::Stored);
+  Reader rd(file);
+  CHECK(rd.rows("SELECT call_id FROM media_sessions ORDER BY id") ==
+        std::vector<std::vector<std::string>>{{"first"}, {"last"}});
+}

@@ -180,3 +180,26 @@ TEST_CASE("stop() wakes a worker waiting for records or backing off", "[record_q
   waiter.join();
   backoff.join();
 }
+
+TEST_CASE("next_batch() gives the oldest records in order and pop(n) takes them",
+          "[record_queue]") {
+  QueueDir dir;
+  RecordQueue q(dir.journal(), 5);
+  std::string error;
+  REQUIRE(q.open(error));
+  for (int i = 0; i < 12; ++i) REQUIRE(q.push(rec(i)));
+  auto first = q.next_batch(3);
+  REQUIRE(first);
+  CHECK(*first == recs(0, 3));
+  q.pop(2);                         // the third was not delivered: it comes first again
+  auto second = q.next_batch(100);  // at most what memory holds (5)
+  REQUIRE(second);
+  CHECK(*second == recs(2, 7));
+  q.pop(second->size());
+  auto rest = q.next_batch(100);  // read back from the journal
+  REQUIRE(rest);
+  CHECK(*rest == recs(7, 12));
+  q.pop(rest->size());
+  CHECK(q.pending() == 0);
+  CHECK(q.journal_bytes() == 0);
+}
