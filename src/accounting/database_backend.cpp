@@ -112,24 +112,40 @@ class DatabaseBackend final : public Backend {
   void deliver_batch(const std::vector<SessionRecord>& records,
                      std::vector<DeliveryResult>& out) override {
     out.clear();
-    if (records.size() > 1 && engine_->begin().status == EngineStatus::Ok) {
-      bool ok = true;
-      for (const SessionRecord& record : records) {
-        const EngineResult r = engine_->insert(row_params(record));
-        if (r.status == EngineStatus::Ok)
-          out.push_back({Delivery::Stored, {}});
-        else if (r.status == EngineStatus::Duplicate)
-          out.push_back({Delivery::Duplicate, "already stored"});
-        else
-          ok = false;
-        if (!ok) break;
+    if (records.size() <= 1) return Backend::deliver_batch(records, out);
+    // A database that cannot even begin is down for every record: one
+    // Retry with its reason (trying each record would wait once more).
+    if (EngineResult b = engine_->begin(); b.status != EngineStatus::Ok) {
+      out.push_back(retry(b.detail));
+      return;
+    }
+    EngineResult failure;
+    for (const SessionRecord& record : records) {
+      const EngineResult r = engine_->insert(row_params(record));
+      if (r.status == EngineStatus::Ok) {
+        out.push_back({Delivery::Stored, {}});
+      } else if (r.status == EngineStatus::Duplicate) {
+        out.push_back({Delivery::Duplicate, "already stored"});
+      } else {
+        failure = r;
+        break;
       }
-      if (ok && engine_->commit().status == EngineStatus::Ok) {
+    }
+    if (failure.status == EngineStatus::Ok) {
+      failure = engine_->commit();
+      if (failure.status == EngineStatus::Ok) {
         table_seen_ = true;
         return;
       }
-      engine_->rollback();
-      out.clear();
+    }
+    engine_->rollback();
+    out.clear();
+    // Retry is about the database, not a record: every record would fail
+    // the same way now. A refused record or a missing table is sorted out
+    // record by record.
+    if (failure.status == EngineStatus::Retry) {
+      out.push_back(retry(failure.detail));
+      return;
     }
     Backend::deliver_batch(records, out);
   }

@@ -231,8 +231,12 @@ class PostgresEngine final : public SqlEngine {
           {}};
     const char* state = r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
     const std::string sqlstate = state ? state : "";
-    if (rule == TextRule::Utf8 && (sqlstate == "22021" || sqlstate == "22P05"))
+    if (rule == TextRule::Utf8 && (sqlstate == "22021" || sqlstate == "22P05")) {
+      // The failed statement aborted the transaction: let the batch go
+      // record by record, where the ASCII form is tried at once.
+      if (in_txn_) return {EngineStatus::Rejected, "not representable in the database encoding"};
       return insert_as(exact, TextRule::Ascii);
+    }
     EngineResult out = lost_or_retry(r, error, "cannot insert");
     if (!conn_) return out;
     if (sqlstate == "42P01") out.status = EngineStatus::TableMissing;

@@ -232,6 +232,9 @@ def pg(pg_server):
 
 
 def pg_rows(pg: PgServer) -> List[List[str]]:
+    # Before mediaproxy's worker has created the table there are no rows.
+    if not pg_table_exists(pg):
+        return []
     return pg.query(pg.db, "SELECT call_id, from_tag, to_tag, info FROM media_sessions "
                            "ORDER BY id")
 
