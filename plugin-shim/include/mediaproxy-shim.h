@@ -23,7 +23,7 @@ extern "C" {
 
 /* Version of the library this header belongs to (see mpshim_version()). */
 #define MPSHIM_VERSION_MAJOR 1
-#define MPSHIM_VERSION_MINOR 0
+#define MPSHIM_VERSION_MINOR 1
 #define MPSHIM_VERSION_PATCH 0
 
 /*
@@ -44,6 +44,14 @@ extern "C" {
 #define MPSHIM_ICE_NONE 1    /* never insert a relay candidate */
 #define MPSHIM_ICE_LOW 2     /* "low-priority": priority 16777215 */
 #define MPSHIM_ICE_HIGH 3    /* "high-priority": priority 2197815295 */
+
+/* Dialects (mpshim_config.dialect, since 1.1): whose module's requests the
+ * client sends. They differ in the dialog_id (Kamailio "h_entry:h_id" as
+ * given; OpenSIPS one decimal number, (h_entry << 32) | h_id), the relay ICE
+ * candidate line (OpenSIPS adds "raddr <ip> rport <port>") and multipart
+ * bodies (OpenSIPS: application/sdp only). */
+#define MPSHIM_DIALECT_KAMAILIO 0
+#define MPSHIM_DIALECT_OPENSIPS 1
 
 /* Message types (mpshim_message.type). */
 #define MPSHIM_REQUEST 0
@@ -75,6 +83,9 @@ typedef struct mpshim_config {
   int retry_interval_ms;
   /* MPSHIM_ICE_NONE (default), MPSHIM_ICE_LOW or MPSHIM_ICE_HIGH. */
   int ice_candidate;
+  /* Since 1.1: MPSHIM_DIALECT_KAMAILIO (default) or MPSHIM_DIALECT_OPENSIPS.
+   * A 1.0 program's smaller struct_size means Kamailio. */
+  int dialect;
 } mpshim_config;
 
 /*
@@ -101,7 +112,10 @@ typedef struct mpshim_message {
                                module takes from its signaling_ip AVP (a plain
                                IP, "SRC_DST" or JSON). Required. */
   const char* media_relay;  /* preferred relay IP, NULL -> none */
-  const char* dialog_id;    /* e.g. "1234:5678", NULL -> none */
+  const char* dialog_id;    /* e.g. "1234:5678" (h_entry:h_id), NULL -> none;
+                               the OpenSIPS dialect sends "h_entry:h_id" or
+                               "h_entry.h_id" as (h_entry << 32) | h_id and a
+                               single decimal number as it is */
   int ice_candidate;        /* per-call override, MPSHIM_ICE_DEFAULT = client's */
   const char* content_type; /* Content-Type of the body; NULL = assume SDP.
                                "application/sdp" or "multipart/mixed;boundary=..."
@@ -160,7 +174,9 @@ MPSHIM_API int mpshim_client_connected(const mpshim_client* client);
 /*
  * use_media_proxy(): send one `update` for the message to the dispatcher
  * and rewrite its SDP with the relay address and ports from the reply,
- * byte-for-byte as Kamailio's module does.
+ * byte-for-byte as Kamailio's module does where that gives valid SDP; where
+ * the module would break the body the result is valid SDP or MPSHIM_ERROR
+ * (mediaproxy-shim(3), VALID SDP).
  *
  * Returns MPSHIM_OK, MPSHIM_ERROR or MPSHIM_NO_SDP. On MPSHIM_OK and when
  * out_body is not NULL, *out_body receives the whole new body (a
@@ -189,12 +205,13 @@ MPSHIM_API int mpshim_end_media_session(mpshim_client* client, const mpshim_mess
 MPSHIM_API int mpshim_client_nat_test(const mpshim_nat_info* info, int tests);
 
 /*
- * fix_contact(): replace host:port of the first Contact URI with
- * source_ip:source_port (for sip_asymmetric clients the URI's own port is
- * kept). Returns MPSHIM_OK with the whole new Contact header value in
- * *out_value (free with mpshim_free()) and its length in *out_len, or
- * MPSHIM_ERROR (no or unparsable Contact, "*", a transport other than UDP,
- * bad source address) with *out_value = NULL.
+ * fix_contact(): replace host:port of the first Contact URI (sip: or sips:)
+ * with source_ip:source_port (for sip_asymmetric clients the URI's own port
+ * is kept) and drop its maddr parameter, as Kamailio's nathelper
+ * fix_nated_contact() does, whatever the transport. Returns MPSHIM_OK with
+ * the whole new Contact header value in *out_value (free with mpshim_free())
+ * and its length in *out_len, or MPSHIM_ERROR (no or unparsable Contact,
+ * "*", another URI scheme, bad source address) with *out_value = NULL.
  */
 MPSHIM_API int mpshim_fix_contact(const mpshim_nat_info* info, char** out_value, size_t* out_len);
 

@@ -6,6 +6,7 @@
  * with the return codes of Kamailio's module (spec A.9).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
@@ -45,11 +46,15 @@ void mpshim_nat_info_init(mpshim_nat_info* info) {
 
 mpshim_client* mpshim_client_new(const mpshim_config* cfg) {
   struct sockaddr_un addr;
-  if (!cfg || cfg->struct_size < sizeof(mpshim_config) || !cfg->socket_path ||
-      !cfg->socket_path[0] || strlen(cfg->socket_path) >= sizeof addr.sun_path ||
-      cfg->timeout_ms < 1 || cfg->timeout_ms > 60000 || cfg->retry_interval_ms < 0 ||
-      cfg->retry_interval_ms > 3600000 || cfg->ice_candidate < MPSHIM_ICE_NONE ||
-      cfg->ice_candidate > MPSHIM_ICE_HIGH) {
+  /* a 1.0 program's config ends before `dialect` */
+  const size_t size_1_0 = offsetof(mpshim_config, dialect);
+  const int has_dialect = cfg && cfg->struct_size >= sizeof(mpshim_config);
+  if (!cfg || cfg->struct_size < size_1_0 || !cfg->socket_path || !cfg->socket_path[0] ||
+      strlen(cfg->socket_path) >= sizeof addr.sun_path || cfg->timeout_ms < 1 ||
+      cfg->timeout_ms > 60000 || cfg->retry_interval_ms < 0 || cfg->retry_interval_ms > 3600000 ||
+      cfg->ice_candidate < MPSHIM_ICE_NONE || cfg->ice_candidate > MPSHIM_ICE_HIGH ||
+      (has_dialect && cfg->dialect != MPSHIM_DIALECT_KAMAILIO &&
+       cfg->dialect != MPSHIM_DIALECT_OPENSIPS)) {
     errno = EINVAL;
     return NULL;
   }
@@ -67,6 +72,7 @@ mpshim_client* mpshim_client_new(const mpshim_config* cfg) {
   c->timeout_ms = cfg->timeout_ms;
   c->retry_interval_ms = cfg->retry_interval_ms;
   c->ice_candidate = cfg->ice_candidate;
+  c->dialect = has_dialect ? cfg->dialect : MPSHIM_DIALECT_KAMAILIO;
   c->fd = -1;
   return c;
 }
@@ -150,6 +156,10 @@ int mpshim_use_media_proxy(mpshim_client* c, const mpshim_message* m, char** out
   if (have_body) {
     mps_str sdp;
     if (mps_find_sdp(m->content_type, m->body, m->body_len, &sdp, c->err) < 0) return rc;
+    if (c->dialect == MPSHIM_DIALECT_OPENSIPS && sdp.len != m->body_len) {
+      mps_seterr(c->err, "the OpenSIPS module takes application/sdp bodies only");
+      return rc;
+    }
     if (is_request && mps_has_remote_candidates(sdp)) {
       mps_seterr(c->err, "SDP with a=remote-candidates (end of ICE negotiation) is not relayed");
       return rc;
@@ -165,11 +175,14 @@ int mpshim_use_media_proxy(mpshim_client* c, const mpshim_message* m, char** out
       rc = copy_out(m->body, m->body_len, out_body, out_len, c->err);
       goto out;
     }
+    /* no valid body can be made by editing this text: refuse before the
+     * dispatcher is asked (the module sends and then breaks the body) */
+    if (mps_check_sdp_text(sdp, c->err) < 0) goto out;
     if (mps_media_header(s, media, c->err) < 0) goto out;
   }
 
   char req[MPS_REQUEST_MAX];
-  int len = mps_build_update(m, media, req, sizeof req, c->err);
+  int len = mps_build_update_dialect(m, media, c->dialect, req, sizeof req, c->err);
   if (len < 0) goto out;
   if (mps_send_command(c, req, (size_t)len) < 0) goto out;
   if (!have_body) {
@@ -179,7 +192,8 @@ int mpshim_use_media_proxy(mpshim_client* c, const mpshim_message* m, char** out
   const int ice = m->ice_candidate != MPSHIM_ICE_DEFAULT ? m->ice_candidate : c->ice_candidate;
   char* body = NULL;
   size_t blen = 0;
-  if (mps_rewrite(s, m->body, m->body_len, c->reply, is_request, ice, &body, &blen, c->err) < 0) {
+  if (mps_rewrite_dialect(s, m->body, m->body_len, c->reply, is_request, ice, c->dialect, &body,
+                          &blen, c->err) < 0) {
     goto out;
   }
   if (out_body) {

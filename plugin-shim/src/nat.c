@@ -4,6 +4,9 @@
  * Contact URI, source address different from the top Via - IP, and port
  * unless the client is SIP-asymmetric -, RFC 1918 address in the top Via),
  * and fix_contact(), which puts the source address into the Contact URI.
+ * Where the old module and Kamailio's nathelper disagree, nathelper's
+ * answers (recorded in tests/shim/nathelper/) win: sips: is handled like
+ * sip:, any transport is rewritten, and maddr is dropped.
  * Includes the small Contact/Via/URI parsers they need; they never read past
  * the NUL-terminated inputs.
  */
@@ -36,10 +39,10 @@ int mps_rfc1918(mps_str host) {
 
 /* host and port of a SIP URI, and where they are */
 typedef struct uri_parts {
-  mps_str uri;  /* the whole URI */
-  mps_str host; /* including [] for IPv6 references */
-  mps_str port; /* digits, or {host end, 0} */
-  int udp_ok;   /* no transport parameter, or transport=udp */
+  mps_str uri;   /* the whole URI */
+  mps_str host;  /* including [] for IPv6 references */
+  mps_str port;  /* digits, or {host end, 0} */
+  mps_str maddr; /* ";maddr=..." parameter with its ';', or {NULL, 0} */
 } uri_parts;
 
 static int parse_sip_uri(mps_str uri, uri_parts* u) {
@@ -47,8 +50,14 @@ static int parse_sip_uri(mps_str uri, uri_parts* u) {
   const char* end = uri.s + uri.len;
   memset(u, 0, sizeof *u);
   u->uri = uri;
-  if (uri.len < 4 || strncasecmp(p, "sip:", 4) != 0) return -1; /* sips:, tel: ... */
-  p += 4;
+  /* sip: and sips: alike, as Kamailio's nathelper (tel: ... are refused) */
+  if (uri.len >= 4 && strncasecmp(p, "sip:", 4) == 0) {
+    p += 4;
+  } else if (uri.len >= 5 && strncasecmp(p, "sips:", 5) == 0) {
+    p += 5;
+  } else {
+    return -1;
+  }
   const char* at = memchr(p, '@', (size_t)(end - p));
   if (at) p = at + 1;
   const char* h = p;
@@ -74,8 +83,8 @@ static int parse_sip_uri(mps_str uri, uri_parts* u) {
   } else if (p < end && *p != ';' && *p != '?') {
     return -1;
   }
-  u->udp_ok = 1;
   while (p < end && *p == ';') {
+    const char* semi = p;
     p++;
     const char* name = p;
     while (p < end && *p != '=' && *p != ';' && *p != '?') p++;
@@ -86,7 +95,10 @@ static int parse_sip_uri(mps_str uri, uri_parts* u) {
       while (p < end && *p != ';' && *p != '?') p++;
       v.len = (size_t)(p - v.s);
     }
-    if (mps_str_ieq(n, "transport")) u->udp_ok = mps_str_ieq(v, "udp");
+    if (mps_str_ieq(n, "maddr") && !u->maddr.s) {
+      u->maddr.s = semi;
+      u->maddr.len = (size_t)(p - semi);
+    }
   }
   return 0;
 }
@@ -229,8 +241,9 @@ int mpshim_fix_contact(const mpshim_nat_info* info, char** out_value, size_t* ou
   if (!info || info->struct_size < sizeof(mpshim_nat_info) || !out_value) return MPSHIM_ERROR;
   mps_str uri;
   uri_parts u;
+  /* any transport is rewritten, as nathelper's fix_nated_contact() does
+   * (the old module refused all but UDP) */
   if (contact_uri(info->contact, &uri) < 0 || parse_sip_uri(uri, &u) < 0) return MPSHIM_ERROR;
-  if (!u.udp_ok) return MPSHIM_ERROR; /* the module: only UDP or no transport */
 
   mps_str src = mps_trim(info->source_ip);
   if (!src.s || src.len == 0 || src.len > 45) return MPSHIM_ERROR;
@@ -259,8 +272,13 @@ int mpshim_fix_contact(const mpshim_nat_info* info, char** out_value, size_t* ou
   const char* value = info->contact;
   size_t vlen = strlen(value);
   size_t pre = (size_t)(u.host.s - value);
-  size_t post = (size_t)(value + vlen - after);
-  size_t n = pre + strlen(host) + strlen(port) + post;
+  /* the rest of the value, without the URI's maddr parameter (nathelper
+   * drops it: it would send the request elsewhere than the source) */
+  const char* cut = u.maddr.s ? u.maddr.s : value + vlen;
+  const char* resume = u.maddr.s ? u.maddr.s + u.maddr.len : value + vlen;
+  size_t post1 = (size_t)(cut - after);
+  size_t post2 = (size_t)(value + vlen - resume);
+  size_t n = pre + strlen(host) + strlen(port) + post1 + post2;
   char* res = malloc(n + 1);
   if (!res) return MPSHIM_ERROR;
   memcpy(res, value, pre);
@@ -269,8 +287,10 @@ int mpshim_fix_contact(const mpshim_nat_info* info, char** out_value, size_t* ou
   w += strlen(host);
   memcpy(res + w, port, strlen(port));
   w += strlen(port);
-  memcpy(res + w, after, post);
-  w += post;
+  memcpy(res + w, after, post1);
+  w += post1;
+  memcpy(res + w, resume, post2);
+  w += post2;
   res[w] = '\0';
   *out_value = res;
   if (out_len) *out_len = w;

@@ -101,8 +101,57 @@ static mps_str to_tag_value(const mpshim_message* m) {
   return or_empty(m->to_tag);
 }
 
+static int dec_u32(const char* s, size_t len, unsigned long long* v) {
+  *v = 0;
+  if (len == 0 || len > 10) return 0;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9') return 0;
+    *v = *v * 10 + (unsigned)(s[i] - '0');
+  }
+  return *v <= 0xffffffffull;
+}
+
+int mps_dialog_id(const char* given, int dialect, char* out, size_t cap, char* err) {
+  mps_str d = or_empty(given);
+  if (dialect != MPSHIM_DIALECT_OPENSIPS || d.len == 0) {
+    if (d.len >= cap) {
+      mps_seterr(err, "dialog_id too long");
+      return -1;
+    }
+    memcpy(out, d.s, d.len);
+    out[d.len] = '\0';
+    return 1;
+  }
+  /* OpenSIPS: the dialog's db_id, (h_entry << 32) | h_id in decimal */
+  size_t sep = 0;
+  while (sep < d.len && d.s[sep] != ':' && d.s[sep] != '.') sep++;
+  unsigned long long e, i;
+  if (sep < d.len) {
+    if (!dec_u32(d.s, sep, &e) || !dec_u32(d.s + sep + 1, d.len - sep - 1, &i)) {
+      mps_seterr(err, "OpenSIPS dialog_id: not h_entry:h_id: %.40s", given);
+      return -1;
+    }
+    snprintf(out, cap, "%llu", (e << 32) | i);
+    return 1;
+  }
+  for (size_t k = 0; k < d.len; k++) {
+    if (d.s[k] < '0' || d.s[k] > '9' || d.len > 20 || d.len >= cap) {
+      mps_seterr(err, "OpenSIPS dialog_id: not a decimal number: %.40s", given);
+      return -1;
+    }
+  }
+  memcpy(out, d.s, d.len);
+  out[d.len] = '\0';
+  return 1;
+}
+
 int mps_build_update(const mpshim_message* m, const char* media_header, char* buf, size_t cap,
                      char* err) {
+  return mps_build_update_dialect(m, media_header, MPSHIM_DIALECT_KAMAILIO, buf, cap, err);
+}
+
+int mps_build_update_dialect(const mpshim_message* m, const char* media_header, int dialect,
+                             char* buf, size_t cap, char* err) {
   mps_str call_id = mps_trim(m->call_id);
   mps_str cseq_all = mps_trim(m->cseq);
   mps_str cseq;
@@ -125,7 +174,9 @@ int mps_build_update(const mpshim_message* m, const char* media_header, char* bu
     return -1;
   }
   mps_str relay = or_empty(m->media_relay);
-  mps_str dialog = or_empty(m->dialog_id);
+  char dialog_buf[MPS_REQUEST_MAX];
+  if (mps_dialog_id(m->dialog_id, dialect, dialog_buf, sizeof dialog_buf, err) < 0) return -1;
+  mps_str dialog = {dialog_buf, strlen(dialog_buf)};
   const char* type = m->type == MPSHIM_REQUEST ? "request" : "reply";
 
   int n = snprintf(buf, cap,

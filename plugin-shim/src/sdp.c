@@ -1,12 +1,12 @@
 /*
- * sdp.c - the SDP side of use_media_proxy(): locating the SDP in a body
- * (plain or multipart/mixed), analysing it into a session with up to 32
- * streams, building the `media` header, and rewriting the body from a
- * dispatcher reply. The analysis and the edits follow Kamailio's mediaproxy
- * module (spec A.5-A.8) and the edits are applied the way Kamailio applies
- * its body "lumps", so the result is byte-identical to what the stock module
- * makes Kamailio forward. Where the module would overflow a buffer or read
- * uninitialised memory, this file fails with -1 (or uses 0) instead.
+ * sdp.c - the analysing half of use_media_proxy(): locating the SDP in a
+ * body (plain or multipart/mixed), analysing it into a session with up to 32
+ * streams and building the `media` header, following Kamailio's mediaproxy
+ * module (spec A.5-A.7) so that the dispatcher gets the same request. Beyond
+ * the module it records what a valid rewrite needs (each m= line's own line
+ * ending, the address type tokens) and refuses SDP text no valid body can be
+ * made from; rewrite.c applies the edits. Where the module would overflow a
+ * buffer or read uninitialised memory, this file fails with -1 instead.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -159,17 +159,39 @@ static mps_str line_after(const char* ptr, size_t skip, const char* block_end) {
   return z;
 }
 
-/* c= address of a block: 1 found, 0 none, -1 malformed line. */
-static int block_ip(mps_str block, mps_str* ip) {
+/* c= address (and its address type token) of a block: 1 found, 0 none,
+ * -1 malformed line. */
+static int block_ip(mps_str block, mps_str* ip, mps_str* type, const char* text) {
   const char* p = mps_find_line(block.s, block.len, "c=", 0);
   ip->s = NULL;
   ip->len = 0;
+  type->s = NULL;
+  type->len = 0;
   if (!p) return 0;
+  /* a stream's block starts inside its m= line: a "c=" there is no line */
+  if (p != text && p[-1] != '\n' && p[-1] != '\r') return -1;
   mps_str z = line_after(p, 2, block.s + block.len);
-  mps_str tok[3];
-  if (mps_tokens(z.s, z.len, tok, 3) != 3) return -1;
+  mps_str tok[4];
+  /* (the module takes the first 3 tokens of any c= line; the shim wants the
+   * whole line to be "IN <type> <address>", as it rewrites it) */
+  if (mps_tokens(z.s, z.len, tok, 4) != 3 || !mps_str_eq(tok[0], "IN")) return -1;
   *ip = tok[2];
+  *type = tok[1];
   return 1;
+}
+
+/* The line ending that starts at p: CRLF, LF, a lone CR, or "" at the end. */
+static mps_str eol_at(const char* p, const char* end) {
+  mps_str e = {p, 0};
+  if (p < end && *p == '\r')
+    e.len = (p + 1 < end && p[1] == '\n') ? 2 : 1;
+  else if (p < end && *p == '\n')
+    e.len = 1;
+  return e;
+}
+
+static int at_line_start(const char* p, const char* start) {
+  return p == start || p[-1] == '\n' || p[-1] == '\r';
 }
 
 static mps_str block_direction(mps_str block, mps_str dflt) {
@@ -225,6 +247,28 @@ static mps_str line_separator(mps_str sdp) {
   return sep;
 }
 
+/* The ending of lines the shim inserts where no neighbour line gives one. */
+static mps_str default_eol(mps_str sep) {
+  static const char crlf[] = "\r\n";
+  mps_str e = {crlf, 2};
+  if (sep.len >= 1 && sep.s[0] == '\n') e.s = crlf + 1, e.len = 1;
+  return e;
+}
+
+int mps_check_sdp_text(mps_str sdp, char* err) {
+  for (size_t i = 0; i < sdp.len; i++) {
+    if (sdp.s[i] == '\0') {
+      mps_seterr(err, "NUL byte in the SDP at offset %zu", i);
+      return -1;
+    }
+    if (sdp.s[i] == '\r' && (i + 1 >= sdp.len || sdp.s[i + 1] != '\n')) {
+      mps_seterr(err, "SDP line ending in a CR without LF at offset %zu", i);
+      return -1;
+    }
+  }
+  return 1;
+}
+
 int mps_parse_session(mps_session* s, mps_str sdp, char* err) {
   memset(s, 0, sizeof *s);
   s->sdp = sdp.s;
@@ -241,8 +285,8 @@ int mps_parse_session(mps_session* s, mps_str sdp, char* err) {
   if (count == 0) return 0;
 
   mps_str session_block = block_before_first_m(sdp);
-  mps_str ip;
-  if (block_ip(session_block, &ip) < 0) {
+  mps_str ip, ip_type;
+  if (block_ip(session_block, &ip, &ip_type, sdp.s) < 0) {
     mps_seterr(err, "invalid session-level c= line in the SDP");
     return -1;
   }
@@ -259,10 +303,12 @@ int mps_parse_session(mps_session* s, mps_str sdp, char* err) {
     }
   }
   s->ip = ip;
+  s->ip_type = ip_type;
   static const char sendrecv[] = "sendrecv";
   mps_str dflt = {sendrecv, 8};
   s->direction = block_direction(session_block, dflt);
   s->separator = line_separator(sdp);
+  s->eol = default_eol(s->separator);
   s->stream_count = count;
 
   const char* send = sdp.s + sdp.len;
@@ -277,14 +323,15 @@ int mps_parse_session(mps_session* s, mps_str sdp, char* err) {
       return -1;
     }
     mps_str z = line_after(p, 2, send);
-    mps_str tok[3];
-    if (mps_tokens(z.s, z.len, tok, 3) != 3) {
+    mps_str tok[4];
+    const int ntok = mps_tokens(z.s, z.len, tok, 4);
+    if (ntok < 3) {
       mps_seterr(err, "invalid m= line in the SDP");
       return -1;
     }
     mps_stream* st = &s->streams[i];
-    st->next_line = z.s + z.len + s->separator.len;
-    if (st->next_line > send) st->next_line = send;
+    st->m_eol = eol_at(z.s + z.len, send);
+    st->next_line = z.s + z.len + st->m_eol.len;
     st->type = tok[0];
     st->port = tok[1];
     mps_str transport = tok[2];
@@ -302,6 +349,12 @@ int mps_parse_session(mps_session* s, mps_str sdp, char* err) {
           return -1;
         }
         st->port.len = (size_t)(slash - tok[1].s);
+      }
+      /* the module also rewrites an m= line without formats, or with another
+       * line glued onto it; the shim does not make such a line look valid */
+      if (ntok < 4 || memchr(z.s, '=', z.len)) {
+        mps_seterr(err, "invalid m= line in the SDP: %.*s", (int)(z.len < 80 ? z.len : 80), z.s);
+        return -1;
       }
       st->supported = 1;
       s->supported_count++;
@@ -321,7 +374,7 @@ int mps_parse_session(mps_session* s, mps_str sdp, char* err) {
     mps_str b;
     b.s = st->port.s;
     b.len = (size_t)((i + 1 < count ? s->streams[i + 1].port.s : send) - b.s);
-    int r = block_ip(b, &ip);
+    int r = block_ip(b, &ip, &ip_type, sdp.s);
     if (r < 0) {
       mps_seterr(err, "invalid c= line in media stream %u", i + 1);
       return -1;
@@ -338,20 +391,35 @@ int mps_parse_session(mps_session* s, mps_str sdp, char* err) {
         return -1;
       }
       st->ip = ip;
+      st->ip_type = ip_type;
       st->local_ip = 1;
     }
     const char* rtcp = mps_find_line(b.s, b.len, "a=rtcp:", 0);
     if (rtcp) {
       mps_str z = line_after(rtcp, 7, b.s + b.len);
-      mps_str tok[4];
-      int n = mps_tokens(z.s, z.len, tok, 4);
+      mps_str tok[5];
+      int n = mps_tokens(z.s, z.len, tok, 5);
+      if (st->supported && n > 1 && (n != 4 || !mps_str_eq(tok[1], "IN"))) {
+        /* the module rewrites the port and any 4th token */
+        mps_seterr(err, "invalid a=rtcp: line in media stream %u", i + 1);
+        return -1;
+      }
       if (n >= 1) st->rtcp_port = tok[0]; /* module: exactly one of a 1-token split */
-      if (n == 4) st->rtcp_ip = tok[3];
+      if (n == 4) {
+        st->rtcp_type = tok[2];
+        st->rtcp_ip = tok[3];
+      }
     }
     st->direction = block_direction(b, s->direction);
     st->has_ice = (block_has_ice_attrs(b) || session_ice) && block_has(b, "a=candidate:");
     st->has_rtcp_ice = block_has_candidate_component(b, 2);
-    st->first_ice_candidate = mps_find_line(b.s, b.len, "a=candidate:", 0);
+    /* (the module's end-of-block quirk can find one inside a line: no
+     * line can be inserted before that one) */
+    const char* cand = mps_find_line(b.s, b.len, "a=candidate:", 0);
+    if (cand && at_line_start(cand, sdp.s)) {
+      st->first_ice_candidate = cand;
+      st->candidate_eol = eol_at(mps_end_of_line(cand, (size_t)(send - cand)), send);
+    }
   }
   return (int)count;
 }
@@ -388,218 +456,4 @@ int mps_media_header(const mps_session* s, char* buf, char* err) {
   }
   memcpy(buf + len, "\r\n", 3);
   return (int)(len + 2);
-}
-
-/* ---- rewriting ------------------------------------------------------------ */
-
-/*
- * One body edit, as a Kamailio lump: at `off` delete `del` bytes (0 for an
- * insertion anchor) and emit `text`. Edits are kept sorted by offset, a new
- * one going after all existing ones with the same or a lower offset; when
- * applying, an edit that starts inside text already consumed by an earlier
- * deletion is dropped entirely (Kamailio's "overlapped lumps").
- */
-typedef struct edit {
-  size_t off;
-  size_t del;
-  const char* text;
-  size_t text_len;
-  char own[MPS_LINE_BUF];
-} edit;
-
-#define MAX_EDITS (1 + MPS_MAX_STREAMS * 6)
-
-typedef struct edits {
-  edit e[MAX_EDITS];
-  size_t n;
-} edits;
-
-static edit* add_edit(edits* es, size_t off, size_t del) {
-  size_t pos = es->n;
-  while (pos > 0 && es->e[pos - 1].off > off) pos--;
-  memmove(&es->e[pos + 1], &es->e[pos], (es->n - pos) * sizeof(edit));
-  es->n++;
-  edit* e = &es->e[pos];
-  e->off = off;
-  e->del = del;
-  e->text = NULL;
-  e->text_len = 0;
-  e->own[0] = '\0';
-  return e;
-}
-
-/* replace_element(): no edit at all when the new text equals the old. */
-static void replace(edits* es, const char* body, mps_str old, mps_str neu) {
-  if (old.len == neu.len && memcmp(old.s, neu.s, old.len) == 0) return;
-  edit* e = add_edit(es, (size_t)(old.s - body), old.len);
-  e->text = neu.s;
-  e->text_len = neu.len;
-}
-
-/* insert_element() of a line the module builds in char buf[128] (del 0),
- * or replace_element() with such a generated text. */
-static void put_own(edits* es, const char* body, const char* at, size_t del, const char* text,
-                    size_t len) {
-  edit* e = add_edit(es, (size_t)(at - body), del);
-  memcpy(e->own, text, len);
-  e->own[len] = '\0';
-  e->text = NULL; /* resolved to e->own when applying (the array moves) */
-  e->text_len = len;
-}
-
-static const char* edit_text(const edit* e) {
-  return e->text ? e->text : e->own;
-}
-
-/* "c=IN IP4 <ip><sep>"; the module strcat()s this into char buf[128]. */
-static int c_line(char* out, mps_str ip, mps_str sep, size_t* len, char* err) {
-  size_t n = 9 + ip.len + sep.len;
-  if (n > MPS_LINE_BUF - 1) {
-    mps_seterr(err, "address too long for an inserted c= line: %.40s...", ip.s);
-    return -1;
-  }
-  memcpy(out, "c=IN IP4 ", 9);
-  memcpy(out + 9, ip.s, ip.len);
-  if (sep.len) memcpy(out + 9 + ip.len, sep.s, sep.len);
-  *len = n;
-  return 0;
-}
-
-int mps_rewrite(const mps_session* s, const char* body, size_t body_len, const char* reply,
-                int is_request, int ice_mode, char** out, size_t* out_len, char* err) {
-  mps_str tok[MPS_MAX_STREAMS + 1];
-  int ntok = mps_tokens(reply, strlen(reply), tok, MPS_MAX_STREAMS + 1);
-  *out = NULL;
-  *out_len = 0;
-  if (ntok == 0) {
-    mps_seterr(err, "empty reply from the dispatcher");
-    return -1;
-  }
-  if (ntok == 1 && mps_str_eq(tok[0], "error")) {
-    mps_seterr(err, "the dispatcher replied error");
-    return -1;
-  }
-  if ((unsigned)ntok < s->supported_count + 1 && is_request) {
-    mps_seterr(err, "insufficient ports from the dispatcher: got %d, expected %u", ntok - 1,
-               s->supported_count);
-    return -1;
-  }
-  /* (for a reply with fewer ports the module only warns: "called UA added
-   * extra media streams", and rewrites the streams it has ports for) */
-
-  edits* es = malloc(sizeof *es);
-  if (!es) {
-    mps_seterr(err, "out of memory");
-    return -1;
-  }
-  es->n = 0;
-  char line[MPS_LINE_BUF];
-  size_t line_len;
-  int removed_session_ip = 0;
-  const mps_str relay_ip = tok[0];
-
-  if (s->ip.s && !mps_str_eq(s->ip, "0.0.0.0")) {
-    if (s->stream_count == s->supported_count) {
-      replace(es, body, s->ip, relay_ip);
-    } else {
-      add_edit(es, (size_t)(s->ip_line.s - body), s->ip_line.len);
-      removed_session_ip = 1;
-    }
-  }
-
-  /* candidate foundation: the relay IPv4 address as a host-order read of
-   * the network-order bytes (the module prints in_addr.s_addr with %x); the
-   * module leaves it uninitialised when the token is no address: 0 here */
-  uint32_t hexip = 0;
-  {
-    char ipbuf[64];
-    struct in_addr a;
-    size_t n = relay_ip.len < sizeof ipbuf - 1 ? relay_ip.len : sizeof ipbuf - 1;
-    memcpy(ipbuf, relay_ip.s, n);
-    ipbuf[n] = '\0';
-    if (relay_ip.len < sizeof ipbuf && inet_aton(ipbuf, &a)) memcpy(&hexip, &a.s_addr, 4);
-  }
-  const unsigned priority =
-      ice_mode == MPSHIM_ICE_HIGH ? (130u << 24) + 16777215u : 16777215u; /* low */
-
-  int j = 1;
-  for (unsigned i = 0; i < s->stream_count; i++) {
-    const mps_stream* st = &s->streams[i];
-    if (!st->supported) {
-      if (!st->local_ip && removed_session_ip) {
-        if (c_line(line, s->ip, s->separator, &line_len, err) < 0) goto fail;
-        put_own(es, body, st->next_line, 0, line, line_len);
-      }
-      continue;
-    }
-    if (j >= ntok) break;
-    const int port = mps_strtoint(tok[j]);
-    if (!mps_str_eq(st->port, "0")) replace(es, body, st->port, tok[j]);
-    if (st->rtcp_port.len > 0 && !mps_str_eq(st->rtcp_port, "0")) {
-      /* int2str(port + 1): an unsigned long of the int sum */
-      char num[32];
-      int n = snprintf(num, sizeof num, "%lu", (unsigned long)(long)(int)((unsigned)port + 1u));
-      mps_str neu = {num, (size_t)n};
-      if (!(st->rtcp_port.len == neu.len && memcmp(st->rtcp_port.s, num, neu.len) == 0)) {
-        put_own(es, body, st->rtcp_port.s, st->rtcp_port.len, num, neu.len);
-      }
-    }
-    if (st->rtcp_ip.len > 0) replace(es, body, st->rtcp_ip, relay_ip);
-    if (st->local_ip && !mps_str_eq(st->ip, "0.0.0.0")) {
-      replace(es, body, st->ip, relay_ip);
-    } else if (!st->local_ip && removed_session_ip) {
-      if (c_line(line, relay_ip, s->separator, &line_len, err) < 0) goto fail;
-      put_own(es, body, st->next_line, 0, line, line_len);
-    }
-    if (ice_mode != MPSHIM_ICE_NONE && st->has_ice && st->first_ice_candidate) {
-      for (int comp = 1; comp <= (st->has_rtcp_ice ? 2 : 1); comp++) {
-        /* snprintf into the module's char buf[128]: cut at 127 bytes */
-        int n = snprintf(line, sizeof line, "a=candidate:R%x %d UDP %u %.*s %d typ relay%.*s",
-                         hexip, comp, priority - (unsigned)(comp - 1), (int)relay_ip.len,
-                         relay_ip.s, (int)((unsigned)port + (unsigned)(comp - 1)),
-                         (int)s->separator.len, s->separator.s ? s->separator.s : "");
-        size_t len = n < 0 ? 0 : (size_t)n;
-        if (len > sizeof line - 1) len = sizeof line - 1;
-        put_own(es, body, st->first_ice_candidate, 0, line, len);
-      }
-    }
-    j++;
-  }
-
-  /* apply */
-  size_t total = 0, pos = 0;
-  for (size_t k = 0; k < es->n; k++) {
-    const edit* e = &es->e[k];
-    if (e->off < pos) continue;
-    total += (e->off - pos) + e->text_len;
-    pos = e->off + e->del;
-  }
-  total += body_len - pos;
-  char* res = malloc(total + 1);
-  if (!res) {
-    mps_seterr(err, "out of memory");
-    goto fail;
-  }
-  size_t w = 0;
-  pos = 0;
-  for (size_t k = 0; k < es->n; k++) {
-    const edit* e = &es->e[k];
-    if (e->off < pos) continue;
-    memcpy(res + w, body + pos, e->off - pos);
-    w += e->off - pos;
-    memcpy(res + w, edit_text(e), e->text_len);
-    w += e->text_len;
-    pos = e->off + e->del;
-  }
-  memcpy(res + w, body + pos, body_len - pos);
-  w += body_len - pos;
-  res[w] = '\0';
-  free(es);
-  *out = res;
-  *out_len = w;
-  return 1;
-
-fail:
-  free(es);
-  return -1;
 }

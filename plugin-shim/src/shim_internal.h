@@ -18,7 +18,7 @@
 #define MPS_REMOVE_MAX 2048  /* module: end_media_session request[2048] */
 #define MPS_MEDIA_MAX 4096   /* module: char media_str[4096] */
 #define MPS_REPLY_MAX 8192   /* module: BUFFER_SIZE (8191 bytes + NUL) */
-#define MPS_LINE_BUF 128     /* module: buf[128] for inserted lines */
+#define MPS_LINE_BUF 256     /* inserted lines (the module: buf[128]) */
 #define MPS_ERR_MAX 256
 
 /* A slice of some buffer; s == NULL means "absent". */
@@ -56,25 +56,35 @@ int mps_strtoint(mps_str t);
 typedef struct mps_stream {
   mps_str type;
   mps_str ip;
+  mps_str ip_type;   /* address type token of the stream's own c= line */
   mps_str port;      /* without a "/1" suffix (supported streams) */
   mps_str rtcp_ip;   /* 4-token a=rtcp: address, or absent */
+  mps_str rtcp_type; /* 4-token a=rtcp: address type, or absent */
   mps_str rtcp_port; /* first a=rtcp: token, or absent */
   mps_str direction;
   int local_ip; /* the stream has its own c= line */
   int has_ice;
   int has_rtcp_ice;
   int supported;
-  const char* next_line;           /* insertion point after the m= line */
-  const char* first_ice_candidate; /* NULL if none */
+  /* Insertion point after the m= line: after the m= line's own line ending
+   * (the module's: after the m= text plus the length of the separator, which
+   * lands inside the next line when the endings are mixed). */
+  const char* next_line;
+  mps_str m_eol;                   /* the m= line's own ending ("" at the end) */
+  const char* first_ice_candidate; /* NULL if none (or not at a line start) */
+  mps_str candidate_eol;           /* that candidate line's own ending */
 } mps_stream;
 
 typedef struct mps_session {
   const char* sdp; /* the SDP text (inside the body) */
   size_t sdp_len;
   mps_str ip;      /* session-level c= address, or absent */
+  mps_str ip_type; /* its address type token ("IP4", "IP6") */
   mps_str ip_line; /* the whole session c= line incl. line breaks */
   mps_str direction;
-  mps_str separator;
+  mps_str separator; /* the module's: up to 2 CR/LF bytes after the v= line */
+  mps_str eol;       /* ending for inserted lines that have no neighbour's:
+                        CRLF or LF from the separator, else CRLF */
   mps_stream streams[MPS_MAX_STREAMS];
   unsigned stream_count;
   unsigned supported_count;
@@ -88,14 +98,24 @@ int mps_find_sdp(const char* content_type, const char* body, size_t body_len, mp
 int mps_has_remote_candidates(mps_str sdp);
 /* The module's get_session_info(): number of m= lines (0..32) or -1. */
 int mps_parse_session(mps_session* s, mps_str sdp, char* err);
+/* Refuses (-1 with err) an SDP the shim will not rewrite because no valid
+ * body can come out of editing it: a CR not followed by LF (a line ending
+ * neither CRLF nor LF) or a NUL byte. 1 otherwise. */
+int mps_check_sdp_text(mps_str sdp, char* err);
 /* "media: ...\r\n" for the supported streams into buf (MPS_MEDIA_MAX);
  * returns its length or -1. */
 int mps_media_header(const mps_session* s, char* buf, char* err);
-/* Apply a dispatcher reply to the body (the session was parsed from it).
- * ice_mode is MPSHIM_ICE_NONE/LOW/HIGH. Returns 1 with a malloc()ed,
- * NUL-terminated new body in *out, or -1. */
+/* Apply a dispatcher reply to the body (the session was parsed from it),
+ * rewrite.c. ice_mode is MPSHIM_ICE_NONE/LOW/HIGH. Returns 1 with a
+ * malloc()ed, NUL-terminated new body in *out, or -1 (also for a reply whose
+ * first token is not an IPv4/IPv6 address or whose ports are not numbers
+ * 0..65535). */
 int mps_rewrite(const mps_session* s, const char* body, size_t body_len, const char* reply,
                 int is_request, int ice_mode, char** out, size_t* out_len, char* err);
+/* The same in a dialect: the OpenSIPS relay candidate line. */
+int mps_rewrite_dialect(const mps_session* s, const char* body, size_t body_len, const char* reply,
+                        int is_request, int ice_mode, int dialect, char** out, size_t* out_len,
+                        char* err);
 
 /* ---- request builders (request.c) -------------------------------------- */
 
@@ -105,6 +125,12 @@ int mps_check_message(const mpshim_message* m, char* err);
  * or -1 (too long, invalid characters). media_header may be "". */
 int mps_build_update(const mpshim_message* m, const char* media_header, char* buf, size_t cap,
                      char* err);
+/* The same in a dialect (MPSHIM_DIALECT_*): the OpenSIPS dialog_id. */
+int mps_build_update_dialect(const mpshim_message* m, const char* media_header, int dialect,
+                             char* buf, size_t cap, char* err);
+/* The dialog_id a dialect sends for the one given (NULL = none) into
+ * out[cap]: 1, or -1 with err (OpenSIPS: not "E:I", "E.I" or a number). */
+int mps_dialog_id(const char* given, int dialect, char* out, size_t cap, char* err);
 /* The `remove` request. Returns its length or -1. */
 int mps_build_remove(const mpshim_message* m, char* buf, size_t cap, char* err);
 
@@ -115,6 +141,7 @@ struct mpshim_client {
   int timeout_ms;
   int retry_interval_ms;
   int ice_candidate;
+  int dialect;
   int fd;
   int have_failure;
   int64_t last_failure_ms;

@@ -3,7 +3,9 @@
  * libFuzzer is not available (gcc, or -Dfuzz=false): it feeds the target the
  * seed bodies (every *.sdp and *.out file under --seed-dir, with their reply
  * lines), then inputs made by a fixed-seed xorshift PRNG: seeds mutated with
- * byte edits and SDP/reply tokens, spliced seeds, and random bytes. The run
+ * byte edits and SDP/reply tokens, seeds with every line ending redrawn
+ * (CRLF, LF, rarely a lone CR or none) and then cut at a random byte, spliced
+ * seeds, and random bytes. The run
  * is bounded by --runs and --max-seconds, so it suits CI; under the
  * ASan/UBSan build (meson -Db_sanitize=address,undefined) any memory or UB
  * error aborts it.
@@ -211,6 +213,36 @@ static void mutate(buf* b, size_t cap) {
   }
 }
 
+/* The seed's body with each line ending redrawn as CRLF or LF (1 in 16: a
+ * lone CR, 1 in 32: none, joining two lines) and, half of the time, cut at
+ * a random byte; the flags and reply line are kept. */
+static void redraw_endings(buf* b, const buf* s, size_t cap) {
+  const uint8_t* nul = memchr(s->p, 0, s->n);
+  size_t head = nul ? (size_t)(nul - s->p) + 1 : (s->n ? 1 : 0);
+  if (head > cap) head = cap;
+  memcpy(b->p, s->p, head);
+  b->n = head;
+  for (size_t i = head; i < s->n && b->n + 2 <= cap; i++) {
+    uint8_t c = s->p[i];
+    if (c == '\r' && i + 1 < s->n && s->p[i + 1] == '\n') continue; /* the LF decides */
+    if (c != '\n' && c != '\r') {
+      b->p[b->n++] = c;
+      continue;
+    }
+    size_t r = below(32);
+    if (r == 0) continue; /* no ending */
+    if (r < 3) {
+      b->p[b->n++] = '\r';
+    } else if (r < 17) {
+      b->p[b->n++] = '\n';
+    } else {
+      b->p[b->n++] = '\r';
+      b->p[b->n++] = '\n';
+    }
+  }
+  if (below(2) && b->n > head) b->n = head + below(b->n - head + 1);
+}
+
 int main(int argc, char** argv) {
   const char* seed_dir = NULL;
   long runs = 20000;
@@ -252,7 +284,9 @@ int main(int argc, char** argv) {
     if ((done & 255) == 0 && (double)(clock() - start) / CLOCKS_PER_SEC > max_seconds) break;
     buf b = {work, 0};
     size_t kind = below(10);
-    if (kind < 7) { /* mutated seed */
+    if (kind < 3) { /* line endings redrawn, truncated */
+      redraw_endings(&b, &seeds[below(nseeds)], cap);
+    } else if (kind < 7) { /* mutated seed */
       const buf* s = &seeds[below(nseeds)];
       b.n = s->n < cap ? s->n : cap;
       memcpy(work, s->p, b.n);

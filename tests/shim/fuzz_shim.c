@@ -9,12 +9,18 @@
  * bits 3-4 content type, bit 5 asymmetric), then the reply line up to the
  * first NUL (none: a default reply), then the body. The NAT helpers get the
  * first three lines of the body as Contact, Via and source address.
+ *
+ * Valid SDP always: every body the rewriter returns for an SDP the API would
+ * rewrite (mps_check_sdp_text() passes) must pass the tests' validity checker
+ * (sdp_valid.c) against its input, i.e. the shim never makes a line invalid,
+ * glues lines together or leaves a stream without a c= line.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "sdp_valid.h"
 #include "shim_internal.h"
 
 #define REQUIRE(c)                                                               \
@@ -164,6 +170,14 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       REQUIRE(r == 1 || r == -1);
       if (r == 1) {
         REQUIRE(out != NULL && out[olen] == '\0' && olen > 0);
+        char why[256];
+        if ((flags >> 3 & 3) < 2 && mps_check_sdp_text(sdp, err) == 1 &&
+            !sdp_valid(out, olen, b, blen, why, sizeof why)) {
+          fprintf(stderr,
+                  "invalid SDP from the rewriter: %s\nreply: %s\ninput:\n%.*s\noutput:\n%s\n", why,
+                  reply, (int)blen, b, out);
+          REQUIRE(!"the rewriter produced invalid SDP");
+        }
       } else {
         REQUIRE(out == NULL);
       }

@@ -4,8 +4,16 @@
  * shim's public API against the fake dispatcher giving the same replies, and
  * checks that the shim returns the same code, sends byte-identical `update`
  * and `remove` requests and produces the byte-identical body Kamailio
- * forwarded.
+ * forwarded. Where Kamailio forwarded a broken body, the case has a
+ * hand-written `M.shim` (the shim's rc, and "request: none" when it refuses
+ * before asking the dispatcher) and `M.shim-out` (the valid body the shim
+ * produces instead): the shim must give that, and never Kamailio's broken
+ * bytes. Every forwarded SDP body must pass the validity checker
+ * (sdp_valid.c) against its input.
  *   shim_golden GOLDEN_DIR [CASE...]
+ * With MPSHIM_GOLDEN_WRITE=1 in the environment it (re)writes the
+ * `M.shim-out` of every case with an `M.shim` from the shim's output, for
+ * review before committing.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -19,6 +27,7 @@
 
 #include "fake_dispatcher.h"
 #include "mediaproxy-shim.h"
+#include "sdp_valid.h"
 
 static int failures;
 
@@ -130,8 +139,14 @@ static void run_case(const char* golden, const char* name, const char* sock) {
   const char* replies[8];
   blob reply_blobs[4] = {{0}};
   int nreplies = 0;
+  fields shims[3];
+  int have_shim[3];
   for (int k = 0; k < 3; k++) {
     char fn[64];
+    snprintf(fn, sizeof fn, "%s.shim", kinds[k]);
+    have_shim[k] = read_fields(dir, fn, &shims[k]);
+    const char* sent = have_shim[k] ? field(&shims[k], "request") : NULL;
+    if (sent && strcmp(sent, "none") == 0) continue; /* the shim asks nothing */
     snprintf(fn, sizeof fn, "%s.reply", kinds[k]);
     if (read_file(dir, fn, &reply_blobs[k])) {
       chomp(&reply_blobs[k]);
@@ -169,6 +184,27 @@ static void run_case(const char* golden, const char* name, const char* sock) {
     snprintf(fn, sizeof fn, "%s.out", kinds[k]);
     int have_out = read_file(dir, fn, &want_out);
     int want_rc = rc_b.data ? atoi(rc_b.data) : 99;
+    /* where Kamailio's body is broken: the shim's own expectation */
+    blob kam_out = {0}, sane_out = {0};
+    const int shim_differs = have_shim[k];
+    if (shim_differs) {
+      const char* v = field(&shims[k], "rc");
+      want_rc = v ? atoi(v) : 99;
+      v = field(&shims[k], "request");
+      if (v && strcmp(v, "none") == 0) expect_req = 0;
+      kam_out = want_out;
+      snprintf(fn, sizeof fn, "%s.shim-out", kinds[k]);
+      if (read_file(dir, fn, &sane_out)) {
+        want_out = sane_out;
+      } else {
+        /* refused: the body is forwarded as it came */
+        read_file(dir,
+                  kinds[k][0] == 'i'   ? "invite.sdp"
+                  : kinds[k][0] == 'e' ? "early.sdp"
+                                       : "answer.sdp",
+                  &want_out);
+      }
+    }
 
     mpshim_message m;
     mpshim_message_init(&m);
@@ -217,9 +253,36 @@ static void run_case(const char* golden, const char* name, const char* sock) {
       FAIL("%s/%s: golden files inconsistent (body vs .out)", name, kinds[k]);
     } else if (have_out &&
                (fwd_len != want_out.len || memcmp(fwd, want_out.data, want_out.len) != 0)) {
-      FAIL("%s/%s: body differs from the one Kamailio forwarded", name, kinds[k]);
+      FAIL("%s/%s: body differs from the one %s", name, kinds[k],
+           shim_differs ? "the shim must produce (.shim-out)" : "Kamailio forwarded");
       show_diff("body", want_out.data, want_out.len, fwd, fwd_len);
     }
+    if (shim_differs && rc == MPSHIM_OK && kam_out.data && fwd_len == kam_out.len &&
+        memcmp(fwd, kam_out.data, fwd_len) == 0) {
+      FAIL("%s/%s: the shim forwards Kamailio's broken body", name, kinds[k]);
+    }
+    /* the forwarded SDP is valid, or only has the defects its input had */
+    char why[256];
+    if (fwd && body.data && !(m.content_type && strncmp(m.content_type, "multipart/", 10) == 0) &&
+        !sdp_valid(fwd, fwd_len, body.data, body.len, why, sizeof why)) {
+      FAIL("%s/%s: invalid SDP forwarded: %s", name, kinds[k], why);
+    }
+    if (shim_differs && rc == MPSHIM_OK && getenv("MPSHIM_GOLDEN_WRITE")) {
+      /* maintainer aid: write the shim's body as M.shim-out (then review it) */
+      char path[4200];
+      snprintf(path, sizeof path, "%s/%s.shim-out", dir, kinds[k]);
+      FILE* f = fopen(path, "wb");
+      if (f) {
+        fwrite(fwd, 1, fwd_len, f);
+        fclose(f);
+      }
+    }
+    /* an M.shim is only for a body Kamailio broke */
+    if (shim_differs && kam_out.data && body.data &&
+        sdp_valid(kam_out.data, kam_out.len, body.data, body.len, why, sizeof why)) {
+      FAIL("%s/%s: has %s.shim but Kamailio's body is valid SDP", name, kinds[k], kinds[k]);
+    }
+    if (shim_differs) free(kam_out.data);
     mpshim_free(out);
     if (k == 2) {
       answer_fields = msgf;
@@ -255,6 +318,9 @@ static void run_case(const char* golden, const char* name, const char* sock) {
   free(want_bye.data);
   if (have_answer) free(answer_fields.raw.data);
   for (int k = 0; k < 4; k++) free(reply_blobs[k].data);
+  for (int k = 0; k < 3; k++) {
+    if (have_shim[k]) free(shims[k].raw.data);
+  }
   mpshim_client_free(c);
   fake_stop(&fake);
   printf("%s %s\n", failures == checks_before ? "ok  " : "FAIL", name);

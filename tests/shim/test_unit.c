@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "fake_dispatcher.h"
+#include "sdp_valid.h"
 #include "shim_internal.h"
 
 static int checks, failures;
@@ -129,32 +130,80 @@ static void test_rewrite(void) {
                           "m=x 9 TCP/MSRP *\nc=IN IP4 10.0.0.1\n") == 0,
         "LF rewrite: %s", out ? out : "(null)");
   free(out);
-  /* v= line last: empty separator, inserted lines run into the next one */
+  /* v= line last: empty separator (the module glues the inserted lines onto
+   * the m= lines); the shim inserts whole lines after each m= line's own
+   * ending */
   rc = rewrite("c=IN IP4 10.0.0.1\r\nm=audio 1000 RTP/AVP 0\r\nm=x 9 TCP/MSRP *\r\nv=0",
                "192.0.2.1 40000", 1, MPSHIM_ICE_NONE, &out);
   CHECK(rc == 1 && strcmp(out,
-                          "m=audio 40000 RTP/AVP 0c=IN IP4 192.0.2.1\r\n"
-                          "m=x 9 TCP/MSRP *c=IN IP4 10.0.0.1\r\nv=0") == 0,
+                          "m=audio 40000 RTP/AVP 0\r\nc=IN IP4 192.0.2.1\r\n"
+                          "m=x 9 TCP/MSRP *\r\nc=IN IP4 10.0.0.1\r\nv=0") == 0,
         "empty separator: %s", out ? out : "(null)");
   free(out);
-  /* the c= line of the module's 128-byte buffer: overlong address refused */
+  /* mixed endings: each inserted line ends like the m= line it follows */
+  rc = rewrite("v=0\r\nc=IN IP4 10.0.0.1\nm=audio 1000 RTP/AVP 0\nm=x 9 TCP/MSRP *\r\n",
+               "192.0.2.1 40000", 1, MPSHIM_ICE_NONE, &out);
+  CHECK(rc == 1 && strcmp(out,
+                          "v=0\r\nm=audio 40000 RTP/AVP 0\nc=IN IP4 192.0.2.1\n"
+                          "m=x 9 TCP/MSRP *\r\nc=IN IP4 10.0.0.1\r\n") == 0,
+        "mixed endings: %s", out ? out : "(null)");
+  free(out);
+  /* last m= line without an ending: it gets one, the c= line is last */
+  rc = rewrite("v=0\nc=IN IP4 10.0.0.1\nm=x 9 TCP/MSRP *\nm=audio 1000 RTP/AVP 0",
+               "192.0.2.1 40000", 1, MPSHIM_ICE_NONE, &out);
+  CHECK(rc == 1 && strcmp(out,
+                          "v=0\nm=x 9 TCP/MSRP *\nc=IN IP4 10.0.0.1\n"
+                          "m=audio 40000 RTP/AVP 0\nc=IN IP4 192.0.2.1") == 0,
+        "no final ending: %s", out ? out : "(null)");
+  free(out);
+  /* IN IP6 lines get an IPv4 relay: the type token follows the address;
+   * an IPv6 relay gets IN IP6 lines, inserted ones too */
+  rc = rewrite(
+      "v=0\r\nc=IN IP6 2001:db8::1\r\nm=audio 1000 RTP/AVP 0\r\n"
+      "a=rtcp:1001 IN IP6 2001:db8::1\r\nm=video 2000 RTP/AVP 31\r\n"
+      "c=IN ip6 2001:db8::2\r\n",
+      "192.0.2.1 40000 40002", 1, MPSHIM_ICE_NONE, &out);
+  CHECK(rc == 1 && strcmp(out,
+                          "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 40000 RTP/AVP 0\r\n"
+                          "a=rtcp:40001 IN IP4 192.0.2.1\r\nm=video 40002 RTP/AVP 31\r\n"
+                          "c=IN IP4 192.0.2.1\r\n") == 0,
+        "IP6 lines, IPv4 relay: %s", out ? out : "(null)");
+  free(out);
+  rc = rewrite("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 1000 RTP/AVP 0\r\nm=x 9 TCP/MSRP *\r\n",
+               "2001:db8::5 40000", 1, MPSHIM_ICE_NONE, &out);
+  CHECK(rc == 1 && strcmp(out,
+                          "v=0\r\nm=audio 40000 RTP/AVP 0\r\nc=IN IP6 2001:db8::5\r\n"
+                          "m=x 9 TCP/MSRP *\r\nc=IN IP4 10.0.0.1\r\n") == 0,
+        "IPv6 relay: %s", out ? out : "(null)");
+  free(out);
+  /* a candidate found inside a line (the module's end-of-block quirk) gets
+   * no relay candidate inserted before it */
+  rc = rewrite(
+      "v=0\r\nc=IN IP4 10.0.0.1\r\na=ice-ufrag:a\r\na=ice-pwd:b\r\n"
+      "m=audio 1000 RTP/AVP 0\r\nx=a=candidate:",
+      "192.0.2.1 40000", 1, MPSHIM_ICE_LOW, &out);
+  CHECK(rc == 1 && out && !strstr(out, "typ relay"), "no candidate inside a line: %s",
+        out ? out : "(null)");
+  free(out);
+  /* a reply token that is no address (the module writes it into the SDP):
+   * refused, however long */
   char reply[512];
   memset(reply, 'x', 130);
   snprintf(reply + 130, sizeof reply - 130, " 40000");
   rc = rewrite("v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 1000 RTP/AVP 0\r\nm=x 9 TCP/MSRP *\r\n", reply,
                1, MPSHIM_ICE_NONE, &out);
-  CHECK(rc == -1 && out == NULL, "overlong inserted c= line refused");
-  /* ... but replaced in place when no line is inserted; candidates cut at 127 */
+  CHECK(rc == -1 && out == NULL, "overlong non-address reply refused");
+  /* the longest IPv6 text fits every inserted line whole */
   rc = rewrite(
       "v=0\r\nc=IN IP4 10.0.0.1\r\na=ice-ufrag:a\r\na=ice-pwd:b\r\n"
       "m=audio 1000 RTP/AVP 0\r\na=candidate:1 1 UDP 1 10.0.0.1 1000 typ host\r\n",
-      reply, 1, MPSHIM_ICE_LOW, &out);
-  CHECK(rc == 1 && out != NULL, "long relay address replaced");
-  if (out) {
-    const char* cand = strstr(out, "a=candidate:R0 1 UDP 16777215 xxx");
-    CHECK(cand != NULL && strstr(cand, "a=candidate:1 1") - cand == 127,
-          "candidate line cut at 127 bytes like the module's buffer");
-  }
+      "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255 40000", 1, MPSHIM_ICE_LOW, &out);
+  CHECK(rc == 1 && out &&
+            strstr(out,
+                   "a=candidate:R0 1 UDP 16777215 "
+                   "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255 40000 typ "
+                   "relay\r\na=candidate:1 1"),
+        "IPv6 relay candidate whole: %s", out ? out : "(null)");
   free(out);
   /* reply tokens */
   CHECK(rewrite("v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 1 RTP/AVP 0\r\n", "error", 1, 1, &out) == -1,
@@ -163,18 +212,25 @@ static void test_rewrite(void) {
         "empty reply");
   CHECK(rewrite("v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 1 RTP/AVP 0\r\n", "None\r\n", 1, 1, &out) == -1,
         "None to a request: too few ports");
+  /* the module writes "c=IN IP4 None" into a reply's SDP: an error here */
   rc = rewrite("v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 1 RTP/AVP 0\r\n", "None\r\n", 0, 1, &out);
-  CHECK(rc == 1 && strstr(out, "c=IN IP4 None\r\n") && strstr(out, "m=audio 1 RTP"),
-        "None to a reply: the module's quirk");
-  free(out);
-  rc = rewrite("v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 1 RTP/AVP 0\r\na=rtcp:2\r\n", "1.2.3.4 -5", 1, 1,
-               &out);
-  CHECK(rc == 1 && strstr(out, "a=rtcp:18446744073709551612\r\n"),
-        "rtcp port of a negative port as the module's int2str(unsigned long)");
-  free(out);
-  rc = rewrite("v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 1 RTP/AVP 0\r\na=rtcp:2\r\n",
-               "1.2.3.4 99999999999999999999", 1, 1, &out);
-  CHECK(rc == 1 && strstr(out, "a=rtcp:0\r\n"), "rtcp port after int overflow");
+  CHECK(rc == -1 && out == NULL, "None to a reply: an error");
+  CHECK(rewrite("v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 1 RTP/AVP 0\r\n", "example.com 5", 0, 1,
+                &out) == -1,
+        "a host name is no relay address");
+  /* ports that are no port: refused (the module writes them, or their
+   * int2str(unsigned long) + 1 into a=rtcp) */
+  CHECK(rewrite("v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 1 RTP/AVP 0\r\na=rtcp:2\r\n", "1.2.3.4 -5", 1,
+                1, &out) == -1,
+        "negative port refused");
+  CHECK(rewrite("v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 1 RTP/AVP 0\r\na=rtcp:2\r\n",
+                "1.2.3.4 99999999999999999999", 1, 1, &out) == -1,
+        "overlong port refused");
+  CHECK(rewrite("v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 1 RTP/AVP 0\r\na=rtcp:2\r\n", "1.2.3.4 65535",
+                1, 1, &out) == -1,
+        "port 65535 leaves no RTCP port");
+  rc = rewrite("v=0\r\nc=IN IP4 1.1.1.1\r\nm=audio 1 RTP/AVP 0\r\n", "1.2.3.4 65535", 1, 1, &out);
+  CHECK(rc == 1 && strstr(out, "m=audio 65535 RTP"), "port 65535 without RTCP");
   free(out);
   /* unchanged values produce no edit: "same" address and port */
   rc = rewrite("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 40000 RTP/AVP 0\r\n", "1.2.3.4 40000", 1, 1,
@@ -317,8 +373,21 @@ static void test_nat(void) {
             strcmp(out, "sip:alice@[2001:db8::7]:40123;expires=3600") == 0,
         "IPv6 source: %s", out);
   mpshim_free(out);
+  n.source_ip = "203.0.113.7";
+  /* as nathelper (tests/shim/nathelper): any transport is rewritten, sips:
+   * like sip:, and the maddr parameter is dropped */
   n.contact = "<sip:alice@10.0.0.1;transport=tcp>";
-  CHECK(mpshim_fix_contact(&n, &out, &len) == -1 && out == NULL, "TCP contact refused");
+  CHECK(mpshim_fix_contact(&n, &out, &len) == 1 &&
+            strcmp(out, "<sip:alice@203.0.113.7:40123;transport=tcp>") == 0,
+        "TCP contact rewritten: %s", out ? out : "(null)");
+  mpshim_free(out);
+  n.contact = "<sips:alice@10.0.0.1:5061;maddr=10.0.0.9;ob>;expires=5";
+  CHECK(mpshim_fix_contact(&n, &out, &len) == 1 &&
+            strcmp(out, "<sips:alice@203.0.113.7:40123;ob>;expires=5") == 0,
+        "sips contact, maddr dropped: %s", out ? out : "(null)");
+  mpshim_free(out);
+  CHECK(mpshim_client_nat_test(&n, MPSHIM_NAT_PRIVATE_CONTACT) == MPSHIM_NAT_PRIVATE_CONTACT,
+        "private sips contact found");
   n.contact = "*";
   CHECK(mpshim_fix_contact(&n, &out, &len) == -1, "star refused");
   n.contact = "<tel:+123>";
@@ -337,7 +406,7 @@ static void test_api(const char* sock) {
             cfg.ice_candidate == MPSHIM_ICE_NONE &&
             strcmp(cfg.socket_path, "/run/mediaproxy/dispatcher.sock") == 0,
         "defaults");
-  CHECK(strcmp(mpshim_version(), "1.0.0") == 0, "version");
+  CHECK(strcmp(mpshim_version(), "1.1.0") == 0, "version");
   cfg.timeout_ms = 0;
   errno = 0;
   CHECK(mpshim_client_new(&cfg) == NULL && errno == EINVAL, "timeout 0 refused");
@@ -470,6 +539,87 @@ static void test_api(const char* sock) {
   fake_stop(&f);
 }
 
+/* The SDP text the shim refuses to edit, and the tests' validity checker
+ * (which must reject each broken body Kamailio forwarded in the goldens). */
+static void test_sdp_text_and_checker(void) {
+  char err[MPS_ERR_MAX], why[256];
+  CHECK(mps_check_sdp_text(S("v=0\r\nm=audio 1 RTP/AVP 0\n"), err) == 1, "CRLF and LF accepted");
+  CHECK(mps_check_sdp_text(S("v=0\r\r\nm=audio 1 RTP/AVP 0\r\n"), err) == -1, "lone CR refused");
+  CHECK(mps_check_sdp_text(S("v=0\r\nm=audio 1 RTP/AVP 0\r"), err) == -1, "final lone CR refused");
+  mps_str nul = {"v=0\r\n\0\r\n", 7};
+  CHECK(mps_check_sdp_text(nul, err) == -1, "NUL refused");
+
+  static const struct {
+    const char* body;
+    int valid;
+  } cases[] = {
+      {"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 0\r\n", 1},
+      {"v=0\nc=IN IP6 2001:db8::1\nm=audio 5/1 RTP/AVP 0\na=rtcp:6 IN IP6 ::1", 1},
+      {"v=0\r\nc=IN IP4 None\r\nm=audio 5 RTP/AVP 0\r\n", 0},
+      {"v=0\r\nc=IN IP6 192.0.2.5\r\nm=audio 5 RTP/AVP 0\r\n", 0},
+      {"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 0c=IN IP4 1.2.3.4\r\n", 0},
+      {"v=0\nc=IN IP4 1.2.3.4\nm=audio 5 RTP/AVP 0\nmc=IN IP4 1.2.3.4\n", 0},
+      {"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 0\rc=IN IP4 1.2.3.4\n", 0},
+      {"v=0\r\nm=audio 5 RTP/AVP 0\r\n", 0},
+      {"v=0\r\n\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 0\r\n", 0},
+      {"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\na=rtcp:1\r\n", 0},
+      {"v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 0\r\na=rtcp:99999\r\n", 0},
+      {"o=x\r\nv=0\r\n", 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int v = sdp_valid(cases[i].body, strlen(cases[i].body), NULL, 0, why, sizeof why);
+    CHECK(v == cases[i].valid, "checker case %zu: %d (%s)", i, v, v ? "" : why);
+  }
+  /* the input's own defects are tolerated, new ones are not */
+  const char* in = "v=0\r\n\r\nc=IN IP4 1.2.3.4\r\nm=audio 5 RTP/AVP 0\r\nx\r\n";
+  const char* same = "v=0\r\n\r\nc=IN IP4 9.9.9.9\r\nm=audio 7 RTP/AVP 0\r\nx\r\n";
+  const char* worse = "v=0\r\n\r\nc=IN IP4 None\r\nm=audio 7 RTP/AVP 0\r\nx\r\n";
+  CHECK(sdp_valid(same, strlen(same), in, strlen(in), why, sizeof why) == 1,
+        "input defects tolerated: %s", why);
+  CHECK(sdp_valid(worse, strlen(worse), in, strlen(in), why, sizeof why) == 0, "new defect found");
+}
+
+/* The OpenSIPS dialect: its dialog_id (the dialog's db_id, h_entry << 32 |
+ * h_id in decimal, modules/mediaproxy get_dialog_id()) and its relay ICE
+ * candidate with raddr/rport. */
+static void test_opensips_dialect(void) {
+  char id[32], err[MPS_ERR_MAX];
+  CHECK(mps_dialog_id("2736:1234", MPSHIM_DIALECT_OPENSIPS, id, sizeof id, err) == 1 &&
+            strcmp(id, "11751030523090") == 0,
+        "h_entry:h_id -> db_id: %s", id);
+  CHECK(mps_dialog_id("2736.1234", MPSHIM_DIALECT_OPENSIPS, id, sizeof id, err) == 1 &&
+            strcmp(id, "11751030523090") == 0,
+        "h_entry.h_id -> db_id: %s", id);
+  CHECK(mps_dialog_id("11751030523090", MPSHIM_DIALECT_OPENSIPS, id, sizeof id, err) == 1 &&
+            strcmp(id, "11751030523090") == 0,
+        "a db_id is sent as it is: %s", id);
+  CHECK(mps_dialog_id("2736:1234", MPSHIM_DIALECT_KAMAILIO, id, sizeof id, err) == 1 &&
+            strcmp(id, "2736:1234") == 0,
+        "Kamailio keeps h_entry:h_id: %s", id);
+  CHECK(mps_dialog_id("1:4294967296", MPSHIM_DIALECT_OPENSIPS, id, sizeof id, err) == -1,
+        "h_id over 32 bits refused");
+  CHECK(mps_dialog_id("abc", MPSHIM_DIALECT_OPENSIPS, id, sizeof id, err) == -1,
+        "not a number refused");
+  CHECK(mps_dialog_id(NULL, MPSHIM_DIALECT_OPENSIPS, id, sizeof id, err) == 1 && id[0] == 0,
+        "no dialog_id stays empty");
+
+  const char* sdp =
+      "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
+      "m=audio 4000 RTP/AVP 0\r\na=ice-ufrag:u\r\na=ice-pwd:pppppppppppppppppppppp\r\n"
+      "a=candidate:1 1 UDP 2130706431 10.0.0.1 4000 typ host\r\n";
+  mps_session s;
+  char* out = NULL;
+  size_t len = 0;
+  CHECK(mps_parse_session(&s, S(sdp), err) == 1, "parse: %s", err);
+  CHECK(mps_rewrite_dialect(&s, sdp, strlen(sdp), "192.0.2.5 30000", 1, MPSHIM_ICE_LOW,
+                            MPSHIM_DIALECT_OPENSIPS, &out, &len, err) == 1 &&
+            strstr(out,
+                   "a=candidate:R50200c0 1 UDP 16777215 192.0.2.5 30000 typ relay raddr "
+                   "192.0.2.5 rport 30000\r\na=candidate:1 1 UDP") != NULL,
+        "OpenSIPS relay candidate: %s", out ? out : err);
+  free(out);
+}
+
 int main(void) {
   char tmpl[] = "/tmp/mpshim-unit-XXXXXX";
   if (!mkdtemp(tmpl)) return 2;
@@ -479,7 +629,9 @@ int main(void) {
   test_parse_refusals();
   test_media_header();
   test_rewrite();
+  test_sdp_text_and_checker();
   test_requests();
+  test_opensips_dialect();
   test_nat();
   test_api(sock);
   rmdir(tmpl);
