@@ -143,6 +143,48 @@ const std::vector<std::string>& seeds() {
       "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":404,\"message\":\"Requested Dialog not "
       "found\"},\"id\":\"1\"}",
       "400 Parse_error",
+      // Relay state (fuzz_relay_state.cpp): a session record and a counter
+      // checkpoint as a relay writes them.
+      "{\"call_id\": \"aa40001-call@127.0.0.2\", \"from_tag\": \"Aaa40001\", \"to_tag\": "
+      "\"Baa40001\", \"from_"
+      "uri\": \"alice@example.com\", \"to_uri\": \"bob@example.net\", \"caller_ua\": \"Caller UA "
+      "1.0\", \"cal"
+      "lee_ua\": \"Callee UA 2.0\", \"username\": null, \"strict\": null, \"owner\": 1, "
+      "\"created\": 1796341"
+      "634.436388, \"start\": 1796341634.4371212, \"ended\": null, \"cseq\": [1, 0], "
+      "\"prev_cseq\": null,"
+      " \"offers\": [{\"cseq\": [1, 0], \"by\": 0, \"streams\": [0]}], \"streams\": [{\"type\": "
+      "\"audio\", \"sta"
+      "tus\": \"active\", \"alive\": true, \"ports\": [45000, 45002], \"created\": "
+      "1796341634.436407, \"sta"
+      "rt\": 1796341634.4371212, \"confirmed\": 1796341634.4374073, \"end\": null, "
+      "\"first_media\": 1796"
+      "341634.4384072, \"activity\": 1796341634.5504072, \"hold_since\": 1796287021.5174072, "
+      "\"wait\": "
+      "0, \"codec\": [\"G711u\", \"G711u\"], \"strict\": null, \"party\": [{\"k\": true, \"ip\": "
+      "\"127.0.0.2\", \""
+      "port\": 33630, \"dir\": 0, \"since\": 1796341634.436407, \"sig\": \"127.0.0.2\"}, {\"k\": "
+      "true, \"ip\":"
+      " \"127.0.0.3\", \"port\": 38442, \"dir\": 0, \"since\": 1796341634.4374073, \"sig\": "
+      "\"127.0.0.3\"}], "
+      "\"leg\": [{\"l\": true, \"r\": \"127.0.0.2:33630\", \"ssrc\": 268435457, \"ep\": 1, \"fe\": "
+      "0, \"gm\": tru"
+      "e, \"p\": 7, \"b\": 1400, \"d\": 0, \"f\": 0, \"ms\": 7, \"kp\": 0, \"kb\": 0, \"klp\": 0, "
+      "\"klb\": 0, \"ls\":"
+      " 1796341634.5504072}, {\"l\": true, \"r\": \"127.0.0.3:38442\", \"ssrc\": 285278466, "
+      "\"ep\": 1, \"fe\""
+      ": 0, \"gm\": true, \"p\": 6, \"b\": 1200, \"d\": 1, \"f\": 0, \"ms\": 7, \"kp\": 0, \"kb\": "
+      "0, \"klp\": 0, \""
+      "klb\": 0, \"ls\": 1796341634.5504072}, {\"l\": true, \"r\": \"127.0.0.2:39714\", \"ep\": 1, "
+      "\"fe\": 1, "
+      "\"gm\": true, \"p\": 1, \"b\": 60, \"d\": 0, \"f\": 0, \"ms\": 1, \"kp\": 0, \"kb\": 0, "
+      "\"klp\": 0, \"klb\": 0"
+      ", \"ls\": 1796341634.5504072}, {\"l\": true, \"r\": \"127.0.0.3:59979\", \"ep\": 1, \"fe\": "
+      "1, \"gm\": t"
+      "rue, \"p\": 0, \"b\": 0, \"d\": 1, \"f\": 0, \"ms\": 1, \"kp\": 0, \"kb\": 0, \"klp\": 0, "
+      "\"klb\": 0, \"ls\": "
+      "1796341634.5504072}]}]}",
+      "1 1796341634663 7 1400 0 0 7 6 1200 1 0 7 7 420 0 0 7 6 360 1 0 7",
       "",
   };
   return kSeeds;

@@ -191,6 +191,8 @@ int run_server(Config cfg, bool foreground) {
 
   cfg.runtime_dir = absolute(cfg.runtime_dir);
   if (!cfg.pid_file.empty()) cfg.pid_file = absolute(cfg.pid_file);
+  if (!cfg.relay.state_file.empty() && cfg.relay.state_file[0] != '/')
+    cfg.relay.state_file = cfg.runtime_dir + "/" + cfg.relay.state_file;
   if (!cfg.dispatcher.socket_path.empty() && cfg.dispatcher.socket_path[0] != '/' &&
       cfg.dispatcher.socket_path.find('/') != std::string::npos)
     LOG_DEBUG("socket_path %s is relative to %s", cfg.dispatcher.socket_path.c_str(),
@@ -302,6 +304,10 @@ int run_server(Config cfg, bool foreground) {
     p.link =
         std::make_unique<app::InProcessLink>(*p.engine, format_ipv4(relay_ip), kInProcessOwner);
     p.dispatcher->add_relay(p.link.get());
+    // Sessions restored from the state file: the module's `update`s and
+    // `remove`s for them find their relay again.
+    if (p.engine->session_count() > 0)
+      p.dispatcher->adopt_sessions(p.link.get(), p.engine->call_ids());
     p.engine->set_expired_sink([&p](uint64_t owner, const std::string& json) {
       if (owner == kInProcessOwner) p.link->deliver_expired(json);
     });

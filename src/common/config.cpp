@@ -355,6 +355,13 @@ std::vector<std::pair<std::string, Section>> option_table() {
               if (e.empty()) c.relay.nft_table = std::string(v);
               return e;
             }}},
+           {"state_file", {[](std::string_view v, Config& c) -> std::string {
+              // "" or "none": off; relative: to runtime_dir (resolved at start)
+              if (v.find('\0') != std::string_view::npos || v.size() > 1024)
+                return "expected a file path (or none)";
+              c.relay.state_file = v == "none" ? std::string() : std::string(v);
+              return {};
+            }}},
            {"latching", {[](std::string_view v, Config& c) -> std::string {
               if (v != "normal" && v != "strict")
                 return "expected normal or strict, got '" + std::string(v) + "'";

@@ -74,6 +74,9 @@ struct RelayConfig {
   int keepalive_interval = 10;
   int reconnect_delay = 10;
   std::string nft_table = "mediaproxy";
+  // Sessions kept across a restart of the process (state_journal.h); empty:
+  // off. Relative: to Config::runtime_dir.
+  std::string state_file = "relay.state";
   int kernel_handover_packets = 1;
   bool strict_latching = false;  // latching = strict
   double latch_window = 0.5;     // seconds before an unknown source may latch

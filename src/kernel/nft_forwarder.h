@@ -41,8 +41,21 @@ struct Counters {
   uint64_t bytes = 0;
 };
 
+struct AdoptedRule {
+  uint32_t id;
+  ForwardRule rule;
+  Counters counters;
+};
+
 class NftForwarder {
  public:
+  static std::unique_ptr<NftForwarder> adopt(const std::string& table_name, Ipv4 relay_ip,
+                                             std::vector<AdoptedRule>& adopted,
+                                             std::string& error) {
+    adopted.clear();
+    return create(table_name, relay_ip, error);
+  }
+  void keep_table_on_exit(bool) {}
   static constexpr size_t kMaxBatchElements = 500;
 
   // Checks that nf_tables is usable here (netlink socket, CAP_NET_ADMIN,

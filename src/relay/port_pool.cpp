@@ -1,6 +1,8 @@
 // Implementation of the FIFO port-pair pool declared in port_pool.h.
 #include "relay/port_pool.h"
 
+#include <algorithm>
+
 namespace mp::relay {
 
 PortPool::PortPool(int start, int end) {
@@ -25,6 +27,25 @@ void PortPool::mark_bad(uint16_t rtp_port) {
     for (uint16_t p : bad_) free_.push_back(p);
     bad_.clear();
   }
+}
+
+bool PortPool::reserve(const std::vector<uint16_t>& rtp_ports, uint16_t& bad) {
+  std::vector<uint16_t> wanted(rtp_ports);
+  std::sort(wanted.begin(), wanted.end());
+  std::vector<uint16_t> free_sorted(free_.begin(), free_.end());
+  std::sort(free_sorted.begin(), free_sorted.end());
+  for (size_t i = 0; i < wanted.size(); ++i) {
+    if ((i > 0 && wanted[i] == wanted[i - 1]) ||
+        !std::binary_search(free_sorted.begin(), free_sorted.end(), wanted[i])) {
+      bad = wanted[i];
+      return false;
+    }
+  }
+  std::deque<uint16_t> rest;
+  for (uint16_t p : free_)
+    if (!std::binary_search(wanted.begin(), wanted.end(), p)) rest.push_back(p);
+  free_ = std::move(rest);
+  return true;
 }
 
 }  // namespace mp::relay

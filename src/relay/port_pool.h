@@ -27,6 +27,11 @@ class PortPool {
   // A pair taken with allocate() that could not be bound.
   void mark_bad(uint16_t rtp_port);
 
+  // Takes the given pairs out of the free list (a restart re-binds the ports
+  // of the sessions it keeps). false, taking nothing, if one is not a free
+  // pair of the pool or appears twice; `bad` is then that port.
+  bool reserve(const std::vector<uint16_t>& rtp_ports, uint16_t& bad);
+
   size_t free_count() const { return free_.size(); }
   size_t capacity() const { return capacity_; }
 

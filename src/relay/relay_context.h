@@ -23,6 +23,18 @@ namespace mp::relay {
 
 class MediaStream;
 class MediaPump;
+class Session;
+
+// Told when a session's state changed, so that the state journal writes its
+// record again (relay_engine.cpp). Called on the packet path: must neither
+// allocate nor block.
+class StateSink {
+ public:
+  virtual void session_changed(Session* s) = 0;
+
+ protected:
+  ~StateSink() = default;
+};
 
 // Which stream leg a kernel rule id belongs to.
 struct KernelRuleRef {
@@ -49,6 +61,8 @@ struct RelayContext {
   double kernel_polled_at = 0;    // monotonic time of the last counter reading
   bool kernel_poll_soon = false;  // a stream wants a reading before the next second
   std::unordered_map<uint32_t, KernelRuleRef> kernel_rules;
+
+  StateSink* state = nullptr;  // nullptr: no state file
 
   // Monotonic seconds (loop time: cheap, updated once per loop iteration).
   double now() const { return static_cast<double>(uv_now(loop)) / 1000.0; }

@@ -102,19 +102,26 @@ bool RelayEngine::start_forwarding(std::string& error) {
     return false;
   }
   ctx_.handover_packets = cfg_.kernel_handover_packets;
+  load_state();
   if (cfg_.forwarding == Forwarding::Userspace) {
     LOG_INFO("forwarding: userspace (configured)");
+    restore_sessions();
     return true;
   }
   std::string why;
-  if (kernel::NftForwarder::probe(why))
-    kernel_ = kernel::NftForwarder::create(cfg_.nft_table, ctx_.relay_ip, why);
+  if (kernel::NftForwarder::probe(why)) {
+    // With sessions to restore, the previous process's rules are adopted:
+    // they forward on while we start.
+    kernel_ = loaded_ ? kernel::NftForwarder::adopt(cfg_.nft_table, ctx_.relay_ip, adopted_, why)
+                      : kernel::NftForwarder::create(cfg_.nft_table, ctx_.relay_ip, why);
+  }
   if (!kernel_) {
     if (cfg_.forwarding == Forwarding::Kernel) {
       error = "forwarding = kernel, but in-kernel forwarding is not available: " + why;
       return false;
     }
     LOG_WARN("forwarding: userspace only, in-kernel forwarding is not available: %s", why.c_str());
+    restore_sessions();
     return true;
   }
   ctx_.kernel = kernel_.get();
@@ -130,6 +137,7 @@ bool RelayEngine::start_forwarding(std::string& error) {
       "forwarding: in the kernel through nftables table 'ip %s' (hand-over after %d "
       "packet(s) from each side)",
       cfg_.nft_table.c_str(), cfg_.kernel_handover_packets);
+  restore_sessions();
   return true;
 }
 
@@ -154,6 +162,7 @@ void RelayEngine::poll_kernel_counters() {
 }
 
 void RelayEngine::close() {
+  close_state();
   sessions_.clear();
   if (network_poll_active_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&network_poll_), nullptr);
@@ -257,6 +266,7 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
     ++sessions_created_;
     session = fresh.get();
     sessions_.emplace(key_of(req.call_id, req.from_tag), std::move(fresh));
+    track(session);
     LOG_DEBUG("relay: new session %s (from tag %s)", log_safe(req.call_id).c_str(),
               log_safe(req.from_tag).c_str());
   }
@@ -267,6 +277,7 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
     if (!session->alive() && session->streams().empty()) erase(session);
     return "error";
   }
+  session_changed(session);
   return reply;
 }
 
@@ -334,6 +345,7 @@ std::string RelayEngine::handle_query(const protocol::RelayCommand& cmd) {
 }
 
 void RelayEngine::erase(Session* s) {
+  forget(s);
   sessions_.erase(key_of(s->call_id(), s->from_tag()));
   check_drained();
 }

@@ -14,8 +14,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "common/config.h"
 #include "metrics/exposition.h"
@@ -23,20 +25,28 @@
 #include "relay/port_pool.h"
 #include "relay/relay_context.h"
 #include "relay/session.h"
+#include "relay/state_journal.h"
 
 namespace mp::kernel {
 class NftForwarder;  // kernel/nft_forwarder.h, used only by relay_engine.cpp
-}
+struct AdoptedRule;  // and relay_state.cpp
+}  // namespace mp::kernel
 
 namespace mp::relay {
 
-class RelayEngine {
+class RelayEngine final : public StateSink {
  public:
+  // `cfg.state_file` must be absolute (or empty: no state file).
   RelayEngine(uv_loop_t* loop, const RelayConfig& cfg, Ipv4 relay_ip);
   // Sets up forwarding as [Relay] forwarding asks: `kernel` fails (false,
   // `error` set) when nftables cannot be used; `auto` falls back to userspace
-  // with one log line saying why.
+  // with one log line saying why. With a state file, the sessions of the
+  // previous process are restored here (relay_state.cpp): their ports bound
+  // again, their kernel rules adopted, their latching as it was.
   bool start_forwarding(std::string& error);
+  // Call-ids of the sessions restored at start (combined role: the
+  // dispatcher side learns them).
+  std::vector<std::string> call_ids() const;
   bool kernel_forwarding() const { return kernel_ != nullptr; }
   ~RelayEngine();
   RelayEngine(const RelayEngine&) = delete;
@@ -60,6 +70,9 @@ class RelayEngine {
   // them (and the sockets) before the engine is destroyed.
   void close();
 
+  // StateSink: the session's record is written again before the loop waits.
+  void session_changed(Session* s) override;
+
   // Relay metrics for the Prometheus endpoint (mediaproxy.8, METRICS).
   void write_metrics(metrics::Exposition& out) const;
 
@@ -80,6 +93,21 @@ class RelayEngine {
   void sweep();
   void check_drained();
   void poll_kernel_counters();
+
+  // State file (relay_state.cpp).
+  void load_state();
+  void restore_sessions();
+  void adopt_kernel_rules();
+  void start_journal();
+  void track(Session* s);   // a new session gets a record id and is written
+  void forget(Session* s);  // an ended session's record is deleted
+  void flush_state();
+  void checkpoint_counters();
+  void compact_state();
+  void close_state();
+  static void on_state_prepare(uv_prepare_t* h);
+  static void on_checkpoint(uv_timer_t* t);
+  StateIdentity state_identity() const;
   static void on_sweep(uv_timer_t* t);
   static void on_network_change(uv_poll_t* p, int status, int events);
   static void on_sample(uv_timer_t* t);
@@ -105,6 +133,15 @@ class RelayEngine {
   std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
   ExpiredSink expired_sink_;
 
+  std::unique_ptr<StateJournal> journal_;  // nullptr: no state file
+  std::optional<LoadedState> loaded_;      // read at start, consumed by restore_sessions()
+  std::vector<kernel::AdoptedRule> adopted_;
+  std::vector<Session*> dirty_;
+  uint64_t next_state_id_ = 1;
+  uv_prepare_t state_prepare_;
+  uv_timer_t checkpoint_timer_;
+  bool state_handles_ = false;
+  bool state_broken_ = false;  // a write failed: compact at the next flush
   // Monotonic totals for metrics: sessions by outcome, and the traffic of
   // ended streams ([kernel?][caller->callee?]); live streams are added at
   // scrape time.

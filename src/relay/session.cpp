@@ -97,6 +97,7 @@ bool Session::apply_offer(const CSeqPair& c, Side party, const std::vector<Media
         }
       }
       st = created.get();
+      st->set_session(this);
       PartySdp& p = st->sdp(party);
       p.known = true;
       p.ip = item.ip;

@@ -20,6 +20,7 @@
 
 #include "protocol/media.h"
 #include "relay/relay_context.h"
+#include "relay/session_state.h"
 #include "relay/stream.h"
 
 namespace mp::relay {
@@ -70,6 +71,21 @@ class Session {
 
   // Statistics record (spec D.13), Python json.dumps format.
   std::string stats_json() const;
+
+  // State kept across a restart of the process (session_restore.cpp).
+  SessionState capture() const;
+  CounterCheckpoint capture_counters() const;
+  // Rebuilds a session with its sockets on the recorded ports (reserved in
+  // the pool by the caller); nullptr with `error` if a port cannot be bound.
+  static std::unique_ptr<Session> restore(RelayContext& ctx, const SessionState& state,
+                                          std::string& error);
+  // The state journal's bookkeeping (relay_engine.cpp): this session's record
+  // id, whether its record must be written again, and the traffic total of
+  // its last counter checkpoint.
+  uint64_t state_id = 0;
+  bool state_dirty = false;
+  uint64_t state_traffic = 0;
+  uint64_t traffic_total() const;
 
  private:
   using CSeqPair = std::pair<int64_t, int64_t>;

@@ -120,6 +120,11 @@ void MediaStream::close(const std::string& status, int wait) {
   take_back_from_kernel(kRtp);
   take_back_from_kernel(kRtcp);
   release_ports();  // the port numbers stay recorded for the report
+  state_changed();
+}
+
+void MediaStream::state_changed() {
+  if (ctx_.state && session_) ctx_.state->session_changed(session_);
 }
 
 void MediaStream::update_hold(Side s, protocol::Direction d, Ipv4 ip) {
@@ -194,6 +199,7 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
         const sockaddr_in dst = in.from.to_sockaddr();
         leg.pending.drain([&](const uint8_t* d, size_t n) { leg.socket->send_now(dst, d, n); });
       }
+      state_changed();
       break;
     }
     case LatchVerdict::Relatched:
@@ -202,6 +208,7 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
                format_endpoint(before).c_str(), format_endpoint(in.from).c_str(),
                k == kRtp ? "same SSRC, old source silent" : "follows its RTP");
       take_back_from_kernel(k);  // the rules name the old source
+      state_changed();
       break;
   }
   if (!stun) {
@@ -242,6 +249,7 @@ void MediaStream::maybe_hand_over(SubStream k) {
     std::string ignored;
     ctx_.kernel->commit(nullptr, ignored);
     kernel_refused_ = true;
+    state_changed();
     LOG_INFO("%s %s: stays in userspace: %s", media_type_.c_str(), k == kRtp ? "RTP" : "RTCP",
              error.c_str());
     return;
@@ -253,6 +261,7 @@ void MediaStream::maybe_hand_over(SubStream k) {
     std::string ignored;
     ctx_.kernel->commit(nullptr, ignored);
     kernel_refused_ = true;
+    state_changed();
     LOG_WARN("%s %s: kernel forwarding refused (%s); this stream stays in userspace",
              media_type_.c_str(), k == kRtp ? "RTP" : "RTCP", error.c_str());
     return;
@@ -263,6 +272,7 @@ void MediaStream::maybe_hand_over(SubStream k) {
   b.kernel_live_packets = b.kernel_live_bytes = 0;
   ctx_.kernel_rules[ida] = KernelRuleRef{this, k, kCaller};
   ctx_.kernel_rules[idb] = KernelRuleRef{this, k, kCallee};
+  state_changed();
   LOG_DEBUG("%s %s: handed to the kernel (%s <-> %s)", media_type_.c_str(),
             k == kRtp ? "RTP" : "RTCP", format_endpoint(a.remote).c_str(),
             format_endpoint(b.remote).c_str());
@@ -300,6 +310,7 @@ void MediaStream::take_back_from_kernel(SubStream k) {
     l->kernel_bytes += l->kernel_live_bytes;
     l->kernel_live_packets = l->kernel_live_bytes = 0;
   }
+  state_changed();
 }
 
 void MediaStream::kernel_counters(SubStream k, Side side, uint64_t packets, uint64_t bytes) {

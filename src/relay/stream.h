@@ -20,8 +20,11 @@
 #include "relay/latching.h"
 #include "relay/media_socket.h"
 #include "relay/relay_context.h"
+#include "relay/session_state.h"
 
 namespace mp::relay {
+
+class Session;
 
 enum Side : int { kCaller = 0, kCallee = 1 };
 enum SubStream : int { kRtp = 0, kRtcp = 1 };
@@ -85,6 +88,7 @@ struct Leg : LatchState {
   uint64_t kernel_bytes = 0;
   uint64_t kernel_live_packets = 0;  // last reading of the installed rule
   uint64_t kernel_live_bytes = 0;
+  bool kernel_claim = false;  // restored: a rule of the previous process may be ours
 
   uint64_t total_packets() const { return packets + kernel_packets + kernel_live_packets; }
   uint64_t total_bytes() const { return bytes + kernel_bytes + kernel_live_bytes; }
@@ -145,6 +149,22 @@ class MediaStream final : public MediaSocketOwner {
   void on_datagram(int tag, const sockaddr_in& from, const uint8_t* data, size_t len) override;
   void on_send_failed(int cookie, size_t len) override;
 
+  // State kept across a restart (session_restore.cpp). restore() binds the
+  // recorded ports, which the caller has reserved in the pool.
+  StreamState capture() const;
+  static std::unique_ptr<MediaStream> restore(RelayContext& ctx, const StreamState& state,
+                                              std::string& error);
+  // After a restart: the rule of the previous process that forwards this
+  // leg's party (key: its latched source and this leg's relay port), if the
+  // leg had one. adopt_kernel_rule() takes it over (its counters continue);
+  // forget_kernel_claim() says there is none (the stream is handed over
+  // again from userspace).
+  bool kernel_claim(SubStream k, Side s, Endpoint& from, uint16_t& relay_port) const;
+  void adopt_kernel_rule(SubStream k, Side s, uint32_t id, uint64_t packets, uint64_t bytes);
+  void forget_kernel_claim(SubStream k, Side s);
+  // The session whose record changes when this stream's state does.
+  void set_session(Session* s) { session_ = s; }
+
   // A reading of the kernel counters of rule `side` of sub-stream `k`.
   void kernel_counters(SubStream k, Side side, uint64_t packets, uint64_t bytes);
   bool in_kernel(SubStream k) const { return legs_[k][kCaller].kernel_id != 0; }
@@ -171,6 +191,8 @@ class MediaStream final : public MediaSocketOwner {
   bool ports_released_ = false;
   bool kernel_refused_ = false;  // a hand-over failed: stay in userspace
   std::optional<bool> strict_latching_;
+  Session* session_ = nullptr;
+  void state_changed();
 };
 
 }  // namespace mp::relay

@@ -139,6 +139,14 @@ class MediaProxy:
         self.wait_ready()
         return self
 
+    def kill_and_restart(self) -> None:
+        """SIGKILL (nothing runs on the way out), then start the same
+        configuration and runtime directory again; stderr starts afresh."""
+        self.kill()
+        self.close()
+        self._clients = []
+        self.start()
+
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while True:

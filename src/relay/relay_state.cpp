@@ -1,0 +1,276 @@
+// The relay's sessions across a restart of its process: RelayEngine's use of
+// the state file (state_journal.h).
+//
+// At start, load_state() reads the file the previous process left; with
+// kernel forwarding, the previous process's nftables table is adopted
+// instead of replaced, so its rules never stop forwarding. restore_sessions()
+// reserves the recorded ports, binds them again, rebuilds each session
+// (session_restore.cpp) and hands every adopted rule to the leg it belongs
+// to (key: latched source and relay port); rules nobody claims are deleted.
+// Then the file is rewritten with what was restored, and from there on:
+//  * a session whose state changed (update, latching, hand-over, end of a
+//    stream) is marked dirty through StateSink, without allocating, and its
+//    whole record is written once before the loop next waits (a uv_prepare
+//    handle): one write(2) per loop iteration however many changed;
+//  * every second, sessions whose traffic moved get a short counter line;
+//  * an ended session gets a delete line;
+//  * the file is compacted when it has grown past twice its live content.
+// A clean exit ends every session (SIGTERM) and removes the file; a crash or
+// `kill -9` leaves it for the next start.
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+
+#include "common/log.h"
+#include "kernel/nft_forwarder.h"
+#include "relay/relay_engine.h"
+
+namespace mp::relay {
+
+namespace {
+constexpr uint64_t kCheckpointIntervalMs = 1000;
+constexpr uint64_t kMinCompactBytes = 1 << 20;
+}  // namespace
+
+StateIdentity RelayEngine::state_identity() const {
+  StateIdentity id;
+  id.relay_ip = ctx_.relay_ip;
+  id.port_start = cfg_.port_start;
+  id.port_end = cfg_.port_end;
+  id.nft_table = cfg_.nft_table;
+  return id;
+}
+
+void RelayEngine::load_state() {
+  if (!cfg_.state_file.empty() && cfg_.state_file[0] != '/') {
+    LOG_WARN("state_file %s is not an absolute path: sessions are not kept across restarts",
+             cfg_.state_file.c_str());
+    cfg_.state_file.clear();
+  }
+  if (cfg_.state_file.empty()) return;
+  LoadedState state;
+  std::string error;
+  if (StateJournal::load(cfg_.state_file, state_identity(), state, error)) {
+    loaded_ = std::move(state);
+    return;
+  }
+  if (!error.empty())
+    LOG_WARN("state file %s ignored, starting without sessions: %s", cfg_.state_file.c_str(),
+             error.c_str());
+}
+
+void RelayEngine::restore_sessions() {
+  if (cfg_.state_file.empty()) return;
+  journal_ = std::make_unique<StateJournal>();
+  size_t restored = 0, failed = 0;
+  if (loaded_) {
+    // Every port pair of the sessions to restore, reserved in one go.
+    std::vector<uint16_t> ports;
+    for (const auto& [id, s] : loaded_->sessions)
+      for (const StreamState& st : s.streams)
+        if (st.alive && st.rtp_port[0] && st.rtp_port[1])
+          ports.insert(ports.end(), {st.rtp_port[0], st.rtp_port[1]});
+    uint16_t bad = 0;
+    if (!pool_.reserve(ports, bad)) {
+      LOG_WARN(
+          "state file %s ignored, starting without sessions: port %u is outside port_range "
+          "or used twice",
+          cfg_.state_file.c_str(), bad);
+      loaded_.reset();
+    }
+  }
+  if (loaded_) {
+    for (auto& [id, state] : loaded_->sessions) {
+      std::string error;
+      std::unique_ptr<Session> s = Session::restore(ctx_, state, error);
+      const std::string key =
+          std::to_string(state.call_id.size()) + ':' + state.call_id + state.from_tag;
+      if (!s || sessions_.count(key)) {
+        ++failed;
+        LOG_WARN("state file: session %s not restored: %s", log_safe(state.call_id).c_str(),
+                 s ? "listed twice" : error.c_str());
+        continue;
+      }
+      s->state_id = id;
+      s->state_traffic = s->traffic_total();
+      sessions_.emplace(key, std::move(s));
+      ++restored;
+    }
+    next_state_id_ = loaded_->last_id + 1;
+  }
+  size_t adopted = adopted_.size(), claimed = 0;
+  if (kernel_) {
+    // Key of each adopted rule -> the leg that claims it.
+    std::map<std::pair<uint64_t, uint16_t>, std::tuple<MediaStream*, SubStream, Side>> claims;
+    auto key = [](const Endpoint& from, uint16_t port) {
+      return std::pair{(static_cast<uint64_t>(from.ip.be) << 16) | from.port, port};
+    };
+    for (auto& [k, s] : sessions_)
+      for (auto& st : s->streams())
+        for (SubStream sub : {kRtp, kRtcp})
+          for (Side side : {kCaller, kCallee}) {
+            Endpoint from;
+            uint16_t port = 0;
+            if (st->kernel_claim(sub, side, from, port))
+              claims[key(from, port)] = {st.get(), sub, side};
+          }
+    for (const kernel::AdoptedRule& r : adopted_) {
+      auto it = claims.find(key(r.rule.from, r.rule.relay_in_port));
+      if (it == claims.end()) {
+        kernel_->remove(r.id);
+        continue;
+      }
+      auto [st, sub, side] = it->second;
+      st->adopt_kernel_rule(sub, side, r.id, r.counters.packets, r.counters.bytes);
+      claims.erase(it);
+      ++claimed;
+    }
+    // Legs whose rule did not survive go back to userspace (and are handed
+    // over again from there).
+    for (auto& [k, claim] : claims) {
+      auto [st, sub, side] = claim;
+      st->forget_kernel_claim(sub, side);
+    }
+    std::string error;
+    if (claimed < adopted && !kernel_->commit(nullptr, error))
+      LOG_WARN("state file: deleting %zu kernel rule(s) of ended sessions failed: %s",
+               adopted - claimed, error.c_str());
+  } else {
+    for (auto& [k, s] : sessions_)
+      for (auto& st : s->streams())
+        for (SubStream sub : {kRtp, kRtcp})
+          for (Side side : {kCaller, kCallee}) st->forget_kernel_claim(sub, side);
+  }
+  adopted_.clear();
+  if (loaded_)
+    LOG_INFO(
+        "state file %s: %zu session(s) restored, %zu not; %zu kernel rule(s) kept, %zu deleted",
+        cfg_.state_file.c_str(), restored, failed, claimed, adopted - claimed);
+  loaded_.reset();
+  start_journal();
+}
+
+void RelayEngine::start_journal() {
+  dirty_.reserve(pool_.capacity() + 64);
+  ctx_.state = this;
+  compact_state();
+  uv_prepare_init(ctx_.loop, &state_prepare_);
+  state_prepare_.data = this;
+  uv_prepare_start(&state_prepare_, on_state_prepare);
+  uv_timer_init(ctx_.loop, &checkpoint_timer_);
+  checkpoint_timer_.data = this;
+  uv_timer_start(&checkpoint_timer_, on_checkpoint, kCheckpointIntervalMs, kCheckpointIntervalMs);
+  state_handles_ = true;
+}
+
+std::vector<std::string> RelayEngine::call_ids() const {
+  std::vector<std::string> out;
+  for (const auto& [key, s] : sessions_) out.push_back(s->call_id());
+  return out;
+}
+
+void RelayEngine::session_changed(Session* s) {
+  if (s->state_dirty || !journal_) return;
+  s->state_dirty = true;
+  dirty_.push_back(s);  // capacity reserved for every session the ports allow
+}
+
+void RelayEngine::track(Session* s) {
+  if (!journal_) return;
+  if (!s->state_id) s->state_id = next_state_id_++;
+  session_changed(s);
+}
+
+void RelayEngine::forget(Session* s) {
+  if (!journal_ || !s->state_id) return;
+  if (s->state_dirty) dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), s), dirty_.end());
+  journal_->put_delete(s->state_id);
+}
+
+void RelayEngine::on_state_prepare(uv_prepare_t* h) {
+  static_cast<RelayEngine*>(h->data)->flush_state();
+}
+
+void RelayEngine::flush_state() {
+  if (!journal_) return;
+  if (state_broken_) {
+    // The checkpoint timer retries the rewrite, which writes everything.
+    journal_->drop_pending();
+    return;
+  }
+  for (Session* s : dirty_) {
+    journal_->put_session(s->state_id, session_state_to_json(s->capture()));
+    s->state_dirty = false;
+    s->state_traffic = s->traffic_total();
+  }
+  dirty_.clear();
+  if (journal_->appended() > std::max<uint64_t>(kMinCompactBytes, 2 * journal_->base_size())) {
+    compact_state();
+    return;
+  }
+  std::string error;
+  if (!journal_->flush(error)) {
+    LOG_LIMITED(Error, nullptr, "state file %s: %s; rewriting it", cfg_.state_file.c_str(),
+                error.c_str());
+    state_broken_ = true;
+  }
+}
+
+void RelayEngine::on_checkpoint(uv_timer_t* t) {
+  static_cast<RelayEngine*>(t->data)->checkpoint_counters();
+}
+
+void RelayEngine::checkpoint_counters() {
+  if (!journal_) return;
+  if (state_broken_) {
+    compact_state();
+    return;
+  }
+  for (auto& [key, s] : sessions_) {
+    if (s->state_dirty) continue;  // its whole record goes out anyway
+    const uint64_t traffic = s->traffic_total();
+    if (traffic == s->state_traffic) continue;
+    s->state_traffic = traffic;
+    journal_->put_counters(s->state_id, counters_to_text(s->capture_counters()));
+  }
+}
+
+void RelayEngine::compact_state() {
+  if (!journal_) return;
+  for (Session* s : dirty_) s->state_dirty = false;
+  dirty_.clear();
+  std::string content = state_identity().header() + '\n';
+  for (auto& [key, s] : sessions_) {
+    if (!s->state_id) s->state_id = next_state_id_++;
+    StateJournal::append_line(content, 'S', s->state_id, session_state_to_json(s->capture()));
+    s->state_traffic = s->traffic_total();
+  }
+  std::string error;
+  if (journal_->rewrite(cfg_.state_file, content, error)) {
+    state_broken_ = false;
+  } else {
+    LOG_LIMITED(Error, nullptr, "state file: %s", error.c_str());
+    state_broken_ = true;
+  }
+}
+
+void RelayEngine::close_state() {
+  if (!state_handles_) return;
+  state_handles_ = false;
+  uv_prepare_stop(&state_prepare_);
+  uv_timer_stop(&checkpoint_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&state_prepare_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&checkpoint_timer_), nullptr);
+  ctx_.state = nullptr;
+  if (sessions_.empty()) {
+    // A clean exit: every session ended, nothing to restore.
+    journal_->close();
+    ::unlink(cfg_.state_file.c_str());
+  } else {
+    flush_state();
+  }
+  journal_.reset();
+}
+
+}  // namespace mp::relay

@@ -1,0 +1,95 @@
+// The relay's state file: every session, kept across a restart of the process.
+//
+// An append-only journal of text lines in the runtime directory ([Relay]
+// state_file). The first line names the relay it belongs to; each other line
+// is a record with a checksum:
+//
+//   mediaproxy-relay-state 1 <relay_ip> <port_start>:<port_end> <nft_table>
+//   <fnv1a32 hex> S <id> <session JSON (session_state.h)>
+//   <fnv1a32 hex> C <id> <counter checkpoint>
+//   <fnv1a32 hex> D <id>
+//
+// S replaces a session's record, C updates its traffic counters, D ends it.
+// Records are buffered and written with one write(2) per loop iteration
+// (StateJournal::flush); the file is compacted (rewritten with one S line per
+// live session and renamed into place) when it has grown well past its live
+// content. parse_state_file() is the pure reader: a file of another format
+// version, another relay address, port range or nftables table, or with any
+// line that does not check out, is refused as a whole with one line saying
+// why, and the relay starts empty.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "common/address.h"
+#include "relay/session_state.h"
+
+namespace mp::relay {
+
+struct StateIdentity {
+  Ipv4 relay_ip;
+  int port_start = 0, port_end = 0;
+  std::string nft_table;
+  std::string header() const;  // the first line, without its newline
+};
+
+struct LoadedState {
+  std::map<uint64_t, SessionState> sessions;  // by journal id
+  uint64_t last_id = 0;
+  size_t lines = 0;
+};
+
+// Reads a whole state file. false with `error` (one line, for the log) if it
+// is not one this relay may adopt.
+bool parse_state_file(std::string_view text, const StateIdentity& expect, LoadedState& out,
+                      std::string& error);
+
+class StateJournal {
+ public:
+  StateJournal() = default;
+  ~StateJournal();
+  StateJournal(const StateJournal&) = delete;
+  StateJournal& operator=(const StateJournal&) = delete;
+
+  // Reads `path` into `out` (false with `error` when there is none or it is
+  // refused; a missing file is error "" ).
+  static bool load(const std::string& path, const StateIdentity& id, LoadedState& out,
+                   std::string& error);
+
+  // Starts a new file at `path` with `content` (header and S lines built
+  // with the line helpers below), replacing what was there, and keeps it
+  // open for appending.
+  bool rewrite(const std::string& path, const std::string& content, std::string& error);
+  bool is_open() const { return fd_ >= 0; }
+
+  // Queue one record; written by flush().
+  void put_session(uint64_t id, std::string_view json) { append_line(pending_, 'S', id, json); }
+  void put_counters(uint64_t id, std::string_view text) { append_line(pending_, 'C', id, text); }
+  void put_delete(uint64_t id) { append_line(pending_, 'D', id, {}); }
+  bool has_pending() const { return !pending_.empty(); }
+  void drop_pending() { pending_.clear(); }
+  // Writes what is queued; false with `error` if the file cannot take it
+  // (the records are dropped: the next compaction writes everything again).
+  bool flush(std::string& error);
+
+  // Bytes written since the last rewrite, and the size of that rewrite.
+  uint64_t appended() const { return appended_; }
+  uint64_t base_size() const { return base_size_; }
+  const std::string& path() const { return path_; }
+  void close();
+
+  // One record line (with its newline) appended to `out`.
+  static void append_line(std::string& out, char type, uint64_t id, std::string_view payload);
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+  std::string pending_;
+  uint64_t appended_ = 0;
+  uint64_t base_size_ = 0;
+};
+
+}  // namespace mp::relay

@@ -1,0 +1,178 @@
+"""A relay process that is killed and started again keeps its calls (issue 13).
+
+The combined role on loopback, userspace forwarding, accounting into SQLite so
+the final records can be read as an operator would. `kill -9` leaves the state
+file (<runtime_dir>/relay.state) behind; the next start restores every
+session from it: the same relay ports, the latched addresses (media flows
+again without any new `update`), the counters, and the dispatcher side's
+table, so the module's `remove` for a call set up before the restart works
+and its record counts the packets of both processes. State files that are
+damaged, cut short, or written for another relay are refused with one log
+line and the relay starts empty.
+"""
+
+import json
+import os
+import sqlite3
+
+from mpclient import Dialog, MediaPort, assert_media_flows, parse_ports
+from pgserver import wait_until
+
+N = 40  # packets each way per sub-stream, per process
+
+
+def overrides(**extra):
+    o = {"Dispatcher.accounting": "database", "Database.dburi": "sqlite:accounting.db"}
+    o.update(extra)
+    return o
+
+
+def state_path(mp) -> str:
+    return os.path.join(mp.runtime_dir, "relay.state")
+
+
+def state_lines(mp):
+    try:
+        with open(state_path(mp), "rb") as f:
+            return f.read().split(b"\n")
+    except FileNotFoundError:
+        return []
+
+
+def counter_lines(mp) -> int:
+    return sum(1 for line in state_lines(mp) if line[9:11] == b"C ")
+
+
+def records(mp):
+    path = os.path.join(mp.runtime_dir, "accounting.db")
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return [json.loads(r[0]) for r in con.execute("select info from media_sessions")]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return []
+
+
+def setup_calls(mp, count):
+    c = mp.client()
+    calls = []
+    for _ in range(count):
+        caller, callee = MediaPort("127.0.0.2"), MediaPort("127.0.0.3")
+        d = Dialog(c)
+        p = parse_ports(d.invite(caller.sdp()), 1, port_range=mp.port_range)[0]
+        q = parse_ports(d.answer(callee.sdp()), 1, port_range=mp.port_range)[0]
+        calls.append((d, caller, callee, p, q))
+    return calls
+
+
+def test_kill_9_restart_keeps_calls_latching_and_counters(mp_factory):
+    mp = mp_factory(**overrides())
+    calls = setup_calls(mp, 3)
+    for d, caller, callee, p, q in calls:
+        assert_media_flows(caller, q, callee, p, n=N, rtcp=True)
+    # The counters reach the file with the next checkpoint (every second).
+    before = counter_lines(mp)
+    wait_until(lambda: counter_lines(mp) >= before + 3, 5, "a counter checkpoint per call")
+
+    mp.kill_and_restart()
+    log = mp.stderr_text()
+    assert "3 session(s) restored, 0 not" in log, log
+
+    # No update since the restart: the relay still knows both parties.
+    for d, caller, callee, p, q in calls:
+        assert_media_flows(caller, q, callee, p, n=N, rtcp=True)
+    c = mp.client()
+    for d, *_ in calls:
+        d.client = c  # the module reconnects to the new process
+        assert d.remove() == "removed"
+    wait_until(lambda: len(records(mp)) == 3, 10, "three accounting records")
+    by_call = {r["call_id"]: r for r in records(mp)}
+    for d, caller, callee, p, q in calls:
+        rec = by_call[d.call_id]
+        st = rec["streams"][0]
+        # Everything the phones sent, in both processes, but the one datagram
+        # per sub-stream that came before the other party was latched (RTP
+        # and RTCP; none after the restart: the latches were kept).
+        sent = len(caller.sent) + len(callee.sent)
+        assert st["caller_packets"] + st["callee_packets"] == sent - 2, (st, sent)
+        assert st["caller_packets"] >= len(caller.sent) - 2, st
+        assert st["callee_packets"] >= len(callee.sent) - 2, st
+        assert st["caller_remote"] == f"{caller.ip}:{caller.port}", st
+        assert st["status"] == "closed"
+        assert rec["start_time"] is not None
+
+
+def test_clean_exit_leaves_no_state(mp_factory):
+    mp = mp_factory(**overrides())
+    setup_calls(mp, 1)
+    wait_until(lambda: len(state_lines(mp)) > 2, 5, "the session in the state file")
+    assert mp.stop() == 0
+    assert not os.path.exists(state_path(mp)), "SIGTERM ended every call: no state to keep"
+
+
+def _restart_with_state(mp, mangle):
+    calls = setup_calls(mp, 2)
+    d, caller, callee, p, q = calls[0]
+    assert_media_flows(caller, q, callee, p, n=5, rtcp=False)
+    wait_until(lambda: len(state_lines(mp)) >= 4, 5, "two sessions in the state file")
+    mp.kill()
+    with open(state_path(mp), "rb") as f:
+        data = f.read()
+    with open(state_path(mp), "wb") as f:
+        f.write(mangle(data))
+    mp.close()
+    mp._clients = []
+    mp.start()
+    return calls
+
+
+def _assert_started_empty(mp, reason):
+    log = mp.stderr_text()
+    lines = [x for x in log.splitlines() if "state file" in x and "ignored" in x]
+    assert len(lines) == 1 and reason in lines[0], log
+    assert "restored" not in log
+    # It works: a new call gets ports (the old ones are free again).
+    caller, callee = MediaPort("127.0.0.2"), MediaPort("127.0.0.3")
+    d = Dialog(mp.client())
+    p = parse_ports(d.invite(caller.sdp()), 1, port_range=mp.port_range)[0]
+    q = parse_ports(d.answer(callee.sdp()), 1, port_range=mp.port_range)[0]
+    assert_media_flows(caller, q, callee, p, n=5, rtcp=False)
+    assert d.remove() == "removed"
+
+
+def test_damaged_state_file_is_refused(mp_factory):
+    mp = mp_factory(**overrides())
+
+    def flip(data):
+        i = data.index(b"call_id")
+        return data[:i] + b"CALL_ID" + data[i + 7:]
+
+    _restart_with_state(mp, flip)
+    _assert_started_empty(mp, "checksum mismatch")
+
+
+def test_truncated_state_file_is_refused(mp_factory):
+    mp = mp_factory(**overrides())
+    _restart_with_state(mp, lambda data: data[:len(data) - 20])
+    _assert_started_empty(mp, "cut short")
+
+
+def test_state_file_of_another_relay_is_refused(mp_factory):
+    mp = mp_factory(**overrides())
+    lo, hi = mp.port_range
+
+    def other_range(data):
+        return data.replace(f" {lo}:{hi} ".encode(), f" {lo}:{hi - 2} ".encode(), 1)
+
+    _restart_with_state(mp, other_range)
+    _assert_started_empty(mp, "for another relay")
+
+
+def test_state_file_none_disables_it(mp_factory):
+    mp = mp_factory(**overrides(**{"Relay.state_file": "none"}))
+    setup_calls(mp, 1)
+    mp.kill_and_restart()
+    assert not os.path.exists(state_path(mp))
+    assert "restored" not in mp.stderr_text()
