@@ -24,6 +24,7 @@ namespace mp::relay {
 class MediaStream;
 class MediaPump;
 class Session;
+class CounterTable;
 
 // Told when a session's state changed, so that the state journal writes its
 // record again (relay_engine.cpp). Called on the packet path: must neither
@@ -62,7 +63,9 @@ struct RelayContext {
   bool kernel_poll_soon = false;  // a stream wants a reading before the next second
   std::unordered_map<uint32_t, KernelRuleRef> kernel_rules;
 
-  StateSink* state = nullptr;  // nullptr: no state file
+  StateSink* state = nullptr;        // nullptr: no state file
+  CounterTable* counters = nullptr;  // live counters in a shared mapping, or nullptr
+  uint64_t last_stream_id = 0;       // ids of streams (counter table owners)
 
   // Monotonic seconds (loop time: cheap, updated once per loop iteration).
   double now() const { return static_cast<double>(uv_now(loop)) / 1000.0; }

@@ -22,6 +22,7 @@
 #include "common/config.h"
 #include "metrics/exposition.h"
 #include "protocol/relay_link.h"
+#include "relay/counter_table.h"
 #include "relay/port_pool.h"
 #include "relay/relay_context.h"
 #include "relay/session.h"
@@ -133,8 +134,9 @@ class RelayEngine final : public StateSink {
   std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
   ExpiredSink expired_sink_;
 
-  std::unique_ptr<StateJournal> journal_;  // nullptr: no state file
-  std::optional<LoadedState> loaded_;      // read at start, consumed by restore_sessions()
+  std::unique_ptr<StateJournal> journal_;   // nullptr: no state file
+  std::unique_ptr<CounterTable> counters_;  // its live counters
+  std::optional<LoadedState> loaded_;       // read at start, consumed by restore_sessions()
   std::vector<kernel::AdoptedRule> adopted_;
   std::vector<Session*> dirty_;
   uint64_t next_state_id_ = 1;

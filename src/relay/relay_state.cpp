@@ -24,6 +24,7 @@
 
 #include "common/log.h"
 #include "kernel/nft_forwarder.h"
+#include "relay/counter_table.h"
 #include "relay/relay_engine.h"
 
 namespace mp::relay {
@@ -80,6 +81,20 @@ void RelayEngine::restore_sessions() {
       loaded_.reset();
     }
   }
+  counters_ = std::make_unique<CounterTable>();
+  {
+    std::string error;
+    const double offset = RelayContext::wall_now() - ctx_.now();
+    if (counters_->open(cfg_.state_file + ".counters", state_identity().header(),
+                        static_cast<uint32_t>(pool_.capacity() / 2 + 16), offset, error)) {
+      ctx_.counters = counters_.get();
+    } else {
+      LOG_WARN("%s; userspace counters are kept once a second only", error.c_str());
+      counters_.reset();
+    }
+    // Ids of new streams: above those of any earlier process.
+    ctx_.last_stream_id = static_cast<uint64_t>(RelayContext::wall_now() * 1e6);
+  }
   if (loaded_) {
     for (auto& [id, state] : loaded_->sessions) {
       std::string error;
@@ -98,6 +113,11 @@ void RelayEngine::restore_sessions() {
       ++restored;
     }
     next_state_id_ = loaded_->last_id + 1;
+  }
+  if (counters_) {
+    counters_->release_unclaimed();
+    for (auto& [k, s] : sessions_)
+      for (auto& st : s->streams()) st->attach_counter_slot();
   }
   size_t adopted = adopted_.size(), claimed = 0;
   if (kernel_) {
@@ -267,10 +287,12 @@ void RelayEngine::close_state() {
     // A clean exit: every session ended, nothing to restore.
     journal_->close();
     ::unlink(cfg_.state_file.c_str());
+    if (counters_) counters_->remove_file();
   } else {
     flush_state();
   }
   journal_.reset();
+  ctx_.counters = nullptr;  // streams destroyed from here on leave their slots alone
 }
 
 }  // namespace mp::relay

@@ -40,6 +40,8 @@ Clock clock_of(const RelayContext& ctx) {
 StreamState MediaStream::capture() const {
   const Clock c = clock_of(ctx_);
   StreamState s;
+  s.id = id_;
+  s.slot = slot_ ? slot_index_ : UINT32_MAX;
   s.media_type = media_type_;
   s.status = status_;
   s.alive = alive_;
@@ -156,6 +158,7 @@ std::unique_ptr<MediaStream> MediaStream::restore(RelayContext& ctx, const Strea
       o.kernel_live_bytes = l.kernel_live_bytes;
       o.last_seen = c.to_mono(l.last_seen);
     }
+  st->id_ = s.id;
   st->rtp_port_[kCaller] = s.rtp_port[0];
   st->rtp_port_[kCallee] = s.rtp_port[1];
   if (!s.alive || s.rtp_port[0] == 0 || s.rtp_port[1] == 0) {
@@ -181,6 +184,27 @@ std::unique_ptr<MediaStream> MediaStream::restore(RelayContext& ctx, const Strea
       }
       st->legs_[k][side].socket = sock;
     }
+  // The counter table knows what was forwarded after the journal's record.
+  if (CounterSlot* slot = ctx.counters ? ctx.counters->find(s.slot, s.id) : nullptr) {
+    ctx.counters->claim(s.slot);
+    for (SubStream k : {kRtp, kRtcp})
+      for (Side side : {kCaller, kCallee}) {
+        Leg& l = st->legs_[k][side];
+        const CounterSlot::Leg& m = slot->leg[k][side];
+        if (m.packets + m.dropped + m.media_seen < l.packets + l.dropped + l.media_seen) continue;
+        l.packets = m.packets;
+        l.bytes = m.bytes;
+        l.dropped = m.dropped;
+        l.foreign = m.foreign;
+        l.media_seen = m.media_seen;
+      }
+    const double wall = slot->last_activity + ctx.counters->previous_clock_offset();
+    st->last_activity = std::max(st->last_activity, c.to_mono(wall));
+    st->slot_ = slot;
+    st->slot_index_ = s.slot;
+    for (SubStream k : {kRtp, kRtcp})
+      for (Side side : {kCaller, kCallee}) st->mirror(k, side);
+  }
   return st;
 }
 

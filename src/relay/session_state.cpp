@@ -68,6 +68,10 @@ void write_party(JsonWriter& w, const PartyState& p) {
 
 void write_stream(JsonWriter& w, const StreamState& s) {
   w.begin_object();
+  if (s.id) {
+    w.field("id", s.id);
+    w.field("slot", static_cast<uint64_t>(s.slot));
+  }
   w.field("type", s.media_type);
   w.field("status", s.status);
   w.field("alive", s.alive);
@@ -262,6 +266,10 @@ struct Reader {
 
   bool stream(const Value& o, StreamState& s) {
     if (!o.IsObject()) return fail("a stream is not an object");
+    uint64_t slot = UINT32_MAX;
+    if (!u64(o, "id", s.id) || (member(o, "slot") && !u64(o, "slot", slot, UINT32_MAX)))
+      return false;
+    s.slot = static_cast<uint32_t>(slot);
     if (!str(o, "type", s.media_type) || !str(o, "status", s.status) || !flag(o, "alive", s.alive))
       return false;
     const Value *a, *b;

@@ -53,6 +53,8 @@ struct PartyState {
 };
 
 struct StreamState {
+  uint64_t id = 0;             // owner of its counter table slot
+  uint32_t slot = UINT32_MAX;  // its counter table slot
   std::string media_type;
   std::string status;
   bool alive = false;

@@ -72,7 +72,22 @@ std::unique_ptr<MediaStream> MediaStream::create(RelayContext& ctx, const std::s
   }
   st->created = ctx.now();
   st->last_activity = st->created;
+  st->take_counter_slot();
   return st;
+}
+
+void MediaStream::take_counter_slot() {
+  if (!ctx_.counters || slot_) return;
+  if (!id_) id_ = ++ctx_.last_stream_id;
+  slot_index_ = ctx_.counters->acquire(id_);
+  slot_ = ctx_.counters->at(slot_index_);
+}
+
+void MediaStream::attach_counter_slot() {
+  if (slot_ || !alive_) return;
+  take_counter_slot();
+  for (SubStream k : {kRtp, kRtcp})
+    for (Side s : {kCaller, kCallee}) mirror(k, s);
 }
 
 std::unique_ptr<MediaStream> MediaStream::create_disabled(RelayContext& ctx,
@@ -109,6 +124,8 @@ void MediaStream::release_ports() {
     if (rtp_port_[side] && !ports_released_) ctx_.ports->release(rtp_port_[side]);
   }
   ports_released_ = true;
+  if (slot_ && ctx_.counters) ctx_.counters->release(slot_index_);
+  slot_ = nullptr;
 }
 
 void MediaStream::close(const std::string& status, int wait) {
@@ -187,6 +204,7 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
       // A possible NAT rebinding: read the kernel counters soon to learn
       // whether the latched source went silent.
       if (leg.rebind_pending && leg.kernel_id) ctx_.kernel_poll_soon = true;
+      mirror(k, s);
       return;
     case LatchVerdict::Forward:
       break;
@@ -222,6 +240,7 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
     }
   }
   deliver(k, other(s), data, len, stun, leg);
+  mirror(k, s);
   if (!stun && ctx_.kernel) maybe_hand_over(k);
 }
 
@@ -372,6 +391,7 @@ void MediaStream::on_send_failed(int cookie, size_t len) {
   from_leg.bytes -= len + kIpUdpHeader;
   ctx_.relayed_bytes -= len + kIpUdpHeader;
   ++from_leg.dropped;
+  mirror(static_cast<SubStream>(cookie / 2), static_cast<Side>(cookie % 2));
 }
 
 }  // namespace mp::relay

@@ -17,6 +17,7 @@
 
 #include "common/address.h"
 #include "protocol/media.h"
+#include "relay/counter_table.h"
 #include "relay/latching.h"
 #include "relay/media_socket.h"
 #include "relay/relay_context.h"
@@ -164,6 +165,9 @@ class MediaStream final : public MediaSocketOwner {
   void forget_kernel_claim(SubStream k, Side s);
   // The session whose record changes when this stream's state does.
   void set_session(Session* s) { session_ = s; }
+  // After a restart, for a restored stream whose slot was not found: a new
+  // slot, filled with the counters restored from the journal.
+  void attach_counter_slot();
 
   // A reading of the kernel counters of rule `side` of sub-stream `k`.
   void kernel_counters(SubStream k, Side side, uint64_t packets, uint64_t bytes);
@@ -193,6 +197,23 @@ class MediaStream final : public MediaSocketOwner {
   std::optional<bool> strict_latching_;
   Session* session_ = nullptr;
   void state_changed();
+  // The counter table slot that mirrors this stream's counters
+  // (counter_table.h); nullptr without a table.
+  uint64_t id_ = 0;
+  uint32_t slot_index_ = UINT32_MAX;
+  CounterSlot* slot_ = nullptr;
+  void take_counter_slot();
+  void mirror(SubStream k, Side s) {
+    if (!slot_) return;
+    const Leg& l = legs_[k][s];
+    CounterSlot::Leg& m = slot_->leg[k][s];
+    m.packets = l.packets;
+    m.bytes = l.bytes;
+    m.dropped = l.dropped;
+    m.foreign = l.foreign;
+    m.media_seen = l.media_seen;
+    slot_->last_activity = last_activity;
+  }
 };
 
 }  // namespace mp::relay

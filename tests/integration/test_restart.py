@@ -39,10 +39,6 @@ def state_lines(mp):
         return []
 
 
-def counter_lines(mp) -> int:
-    return sum(1 for line in state_lines(mp) if line[9:11] == b"C ")
-
-
 def records(mp):
     path = os.path.join(mp.runtime_dir, "accounting.db")
     try:
@@ -72,10 +68,8 @@ def test_kill_9_restart_keeps_calls_latching_and_counters(mp_factory):
     calls = setup_calls(mp, 3)
     for d, caller, callee, p, q in calls:
         assert_media_flows(caller, q, callee, p, n=N, rtcp=True)
-    # The counters reach the file with the next checkpoint (every second).
-    before = counter_lines(mp)
-    wait_until(lambda: counter_lines(mp) >= before + 3, 5, "a counter checkpoint per call")
-
+    # Killed right away: the last counter checkpoint is older than the last
+    # packets, which only the memory-mapped counter table has seen.
     mp.kill_and_restart()
     log = mp.stderr_text()
     assert "3 session(s) restored, 0 not" in log, log

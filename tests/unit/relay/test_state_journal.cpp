@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "relay/counter_table.h"
 #include "relay/port_pool.h"
 #include "relay/state_journal.h"
 
@@ -273,4 +274,48 @@ TEST_CASE("the port pool reserves the pairs a restart binds again", "[relay][sta
   CHECK(*pool.allocate() == 40004);
   CHECK(*pool.allocate() == 40006);
   CHECK_FALSE(pool.allocate());
+}
+
+TEST_CASE("the counter table keeps slots across a reopen, for its own relay only",
+          "[relay][state]") {
+  char dir[] = "/tmp/mp-counters-XXXXXX";
+  REQUIRE(mkdtemp(dir));
+  const std::string path = std::string(dir) + "/relay.counters";
+  std::string error;
+  uint32_t index;
+  {
+    CounterTable t;
+    REQUIRE(t.open(path, "relay A", 8, 100.0, error));
+    t.release_unclaimed();
+    index = t.acquire(77);
+    REQUIRE(index != CounterTable::kNone);
+    t.at(index)->leg[0][1].packets = 1234;
+    t.at(index)->last_activity = 5.5;
+    for (int i = 0; i < 7; ++i) CHECK(t.acquire(100 + i) != CounterTable::kNone);
+    CHECK(t.acquire(200) == CounterTable::kNone);  // full
+  }  // as after kill -9: nothing released
+  {
+    CounterTable t;
+    REQUIRE(t.open(path, "relay A", 8, 200.0, error));
+    CHECK(t.previous_clock_offset() == 100.0);
+    CHECK(t.find(index, 78) == nullptr);  // another stream's id
+    CounterSlot* s = t.find(index, 77);
+    REQUIRE(s);
+    CHECK(s->leg[0][1].packets == 1234);
+    t.claim(index);
+    CHECK(t.find(index, 77) == nullptr);  // claimed once
+    t.release_unclaimed();
+    // Seven slots free again, the claimed one kept.
+    for (int i = 0; i < 7; ++i) CHECK(t.acquire(300 + i) != index);
+    CHECK(t.acquire(400) == CounterTable::kNone);
+  }
+  {
+    CounterTable t;
+    REQUIRE(t.open(path, "relay B", 8, 300.0, error));  // not ours: emptied
+    CHECK(t.find(index, 77) == nullptr);
+    CHECK(t.previous_clock_offset() == 0);
+    t.remove_file();
+  }
+  CHECK(access(path.c_str(), F_OK) != 0);
+  rmdir(dir);
 }
