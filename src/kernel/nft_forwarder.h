@@ -41,21 +41,15 @@ struct Counters {
   uint64_t bytes = 0;
 };
 
+// A rule found in the table of a previous process (adopt()).
 struct AdoptedRule {
-  uint32_t id;
+  uint32_t id = 0;  // installed: remove(id) and read_counters() work on it
   ForwardRule rule;
-  Counters counters;
+  Counters counters;  // the element's, which kept counting while no process ran
 };
 
 class NftForwarder {
  public:
-  static std::unique_ptr<NftForwarder> adopt(const std::string& table_name, Ipv4 relay_ip,
-                                             std::vector<AdoptedRule>& adopted,
-                                             std::string& error) {
-    adopted.clear();
-    return create(table_name, relay_ip, error);
-  }
-  void keep_table_on_exit(bool) {}
   static constexpr size_t kMaxBatchElements = 500;
 
   // Checks that nf_tables is usable here (netlink socket, CAP_NET_ADMIN,
@@ -65,10 +59,23 @@ class NftForwarder {
 
   // Creates table `table_name` (family netdev) with its chain (hooked on
   // every non-loopback interface present now) and map for `relay_ip`. A table of that name left by
-  // a crashed instance is deleted first (reclaimed) and this is logged. nullptr with `error` on
-  // failure.
+  // a crashed instance of this relay is deleted first (reclaimed) and this is logged. The table's
+  // comment names the relay address; a table whose comment names another relay belongs to another
+  // instance and is never touched: nullptr, and `error` says so. nullptr with `error` on failure.
   static std::unique_ptr<NftForwarder> create(const std::string& table_name, Ipv4 relay_ip,
                                               std::string& error);
+  // Re-attaches to the table a previous process of this relay left (a
+  // restart): its elements stay in the kernel untouched, so no packet falls
+  // through while we start; each gets a fresh id and is returned in `adopted`
+  // (the caller remove()s and commit()s those it does not claim). The chain
+  // is hooked on the interfaces present now. No table: as create(); a table
+  // of an older version or of another shape: replaced as create() does;
+  // another relay's table: nullptr and `error`, untouched.
+  static std::unique_ptr<NftForwarder> adopt(const std::string& table_name, Ipv4 relay_ip,
+                                             std::vector<AdoptedRule>& adopted, std::string& error);
+  // Leaves the table and its elements in the kernel when the forwarder is
+  // destroyed (a hand-over to a new process); by default it is deleted.
+  void keep_table_on_exit(bool keep);
   // Deletes the table.
   ~NftForwarder();
   NftForwarder(const NftForwarder&) = delete;
@@ -124,6 +131,12 @@ class NftForwarder {
 
  private:
   explicit NftForwarder(std::unique_ptr<Impl> impl);
+  // The steps of create() and adopt() (nft_forwarder.cpp, nft_adopt.cpp).
+  enum class Existing { None, Ours, Unknown, Foreign, Error };
+  static bool open_impl(Impl& im, const std::string& table_name, Ipv4 relay_ip, std::string& error);
+  static Existing existing_table(Impl& im, Ipv4& owner, std::string& error);
+  static bool install_ruleset(Impl& im, bool stale, std::string& error);
+  static bool adopt_elements(Impl& im, std::vector<AdoptedRule>& adopted, std::string& error);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -67,7 +67,8 @@ constexpr uint32_t kTypeIfindex = 20;
 constexpr uint32_t kTypeBits = 6;
 constexpr uint32_t kByteorderInvalid = 0;
 
-constexpr const char* kTableComment = "mediaproxy: in-kernel forwarding of latched media streams";
+constexpr const char* kTableCommentPrefix = "mediaproxy relay ";
+constexpr const char* kTableCommentSuffix = ": in-kernel forwarding of latched media streams";
 constexpr const char* kIngressComment = "mediaproxy: rewrite and send out packets of latched peers";
 
 // Set ids tie the rules to sets created in the same transaction.
@@ -106,13 +107,13 @@ using Rule = Owned<nftnl_rule, free_rule>;
 using Udata = Owned<nftnl_udata_buf, free_udata>;
 
 bool put_table(Batch& batch, uint16_t type, uint16_t flags, const std::string& name,
-               bool with_comment) {
+               const std::string& comment = std::string()) {
   Table t(nftnl_table_alloc());
   nftnl_table_set_str(t.p, NFTNL_TABLE_NAME, name.c_str());
   Udata ud(nftnl_udata_buf_alloc(256));
-  if (with_comment) {
+  if (!comment.empty()) {
     nftnl_table_set_u32(t.p, NFTNL_TABLE_FLAGS, 0);
-    nftnl_udata_put_strz(ud.p, NFTNL_UDATA_TABLE_COMMENT, kTableComment);
+    nftnl_udata_put_strz(ud.p, NFTNL_UDATA_TABLE_COMMENT, comment.c_str());
     nftnl_table_set_data(t.p, NFTNL_TABLE_USERDATA, nftnl_udata_buf_data(ud.p),
                          nftnl_udata_buf_len(ud.p));
   }
@@ -289,9 +290,10 @@ bool put_ruleset(Batch& batch, const std::string& table, Ipv4 relay_ip,
         kTypeIpAddr)
        << kTypeBits) |
       kTypeIfindex;
-  return put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE, table, false) &&
-         put_table(batch, NFT_MSG_DELTABLE, 0, table, false) &&
-         put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, table, true) &&
+  return put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE, table) &&
+         put_table(batch, NFT_MSG_DELTABLE, 0, table) &&
+         put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, table,
+                   table_comment(relay_ip)) &&
          put_map(batch, table, kFwdMap, kFwdId, kFwdKeyType, sizeof(FwdKey), kByteorderInvalid,
                  kFwdValueType, sizeof(FwdValue), kByteorderInvalid, true) &&
          put_chain(batch, table, "ingress", NF_NETDEV_INGRESS, 0, devices) &&
@@ -305,7 +307,39 @@ bool put_ingress_devices(Batch& batch, const std::string& table,
 }
 
 bool put_delete_table(Batch& batch, const std::string& table) {
-  return put_table(batch, NFT_MSG_DELTABLE, 0, table, false);
+  return put_table(batch, NFT_MSG_DELTABLE, 0, table);
+}
+
+std::string table_comment(Ipv4 relay_ip) {
+  return kTableCommentPrefix + format_ipv4(relay_ip) + kTableCommentSuffix;
+}
+
+std::optional<Ipv4> table_owner(const std::string& comment) {
+  const size_t prefix = std::strlen(kTableCommentPrefix);
+  const size_t colon = comment.find(':', prefix);
+  if (comment.compare(0, prefix, kTableCommentPrefix) != 0 || colon == std::string::npos)
+    return std::nullopt;
+  return parse_ipv4(std::string_view(comment).substr(prefix, colon - prefix));
+}
+
+bool parse_table_comment(const nlmsghdr* nlh, std::string& comment) {
+  comment.clear();
+  Table t(nftnl_table_alloc());
+  if (nftnl_table_nlmsg_parse(nlh, t.p) < 0) return false;
+  uint32_t len = 0;
+  const void* data = nftnl_table_get_data(t.p, NFTNL_TABLE_USERDATA, &len);
+  if (!data || len == 0) return true;  // no comment: not one of ours
+  nftnl_udata_parse(
+      data, len,
+      [](const nftnl_udata* attr, void* out) -> int {
+        if (nftnl_udata_type(attr) != NFTNL_UDATA_TABLE_COMMENT) return MNL_CB_OK;
+        const char* text = static_cast<const char*>(nftnl_udata_get(attr));
+        const uint32_t n = nftnl_udata_len(attr);
+        static_cast<std::string*>(out)->assign(text, n > 0 && text[n - 1] == '\0' ? n - 1 : n);
+        return MNL_CB_OK;
+      },
+      &comment);
+  return true;
 }
 
 nlmsghdr* build_get_table(char* buf, uint32_t seq, const std::string& table) {
@@ -349,6 +383,21 @@ bool parse_fwd_key(const uint8_t* bytes, uint32_t len, Ipv4& saddr, uint16_t& sp
   std::memcpy(&saddr.be, bytes, 4);
   std::memcpy(&sp, bytes + 4, 2);
   std::memcpy(&dp, bytes + 8, 2);
+  sport = ntohs(sp);
+  dport = ntohs(dp);
+  return true;
+}
+
+bool parse_fwd_value(const uint8_t* bytes, uint32_t len, Ipv4& saddr, Ipv4& daddr, uint16_t& sport,
+                     uint16_t& dport, Ipv4& next_hop, uint32_t& ifindex) {
+  if (len != sizeof(FwdValue)) return false;
+  uint16_t sp, dp;
+  std::memcpy(&saddr.be, bytes, 4);
+  std::memcpy(&daddr.be, bytes + 4, 4);
+  std::memcpy(&sp, bytes + 8, 2);
+  std::memcpy(&dp, bytes + 10, 2);
+  std::memcpy(&next_hop.be, bytes + 12, 4);
+  std::memcpy(&ifindex, bytes + 16, 4);
   sport = ntohs(sp);
   dport = ntohs(dp);
   return true;

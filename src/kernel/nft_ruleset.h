@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,12 @@ bool put_ingress_devices(Batch& batch, const std::string& table,
                          const std::vector<std::string>& devices);
 // Appends the deletion of table `table`.
 bool put_delete_table(Batch& batch, const std::string& table);
+// The table's comment, which names the relay it belongs to, and the inverse
+// (nullopt for a comment not in that form, e.g. of an older version).
+std::string table_comment(Ipv4 relay_ip);
+std::optional<Ipv4> table_owner(const std::string& comment);
+// The comment of a GETTABLE answer ("" if it has none); false if malformed.
+bool parse_table_comment(const nlmsghdr* nlh, std::string& comment);
 // Writes into `buf` (at least 1 KiB) a GETTABLE request for `table`.
 nlmsghdr* build_get_table(char* buf, uint32_t seq, const std::string& table);
 // Writes into `buf` (at least 1 KiB) a GETSET request for `set`.
@@ -64,6 +71,9 @@ struct FwdValue {
 };
 FwdValue make_fwd_value(Ipv4 saddr, Ipv4 daddr, uint16_t sport, uint16_t dport, Ipv4 next_hop,
                         uint32_t ifindex);
+// The inverse; false if `len` is not a value's length.
+bool parse_fwd_value(const uint8_t* bytes, uint32_t len, Ipv4& saddr, Ipv4& daddr, uint16_t& sport,
+                     uint16_t& dport, Ipv4& next_hop, uint32_t& ifindex);
 
 // Appends the element list of one set to a message started with Batch::add()
 // or build_element_request(). Elements are a key and, for maps being filled,

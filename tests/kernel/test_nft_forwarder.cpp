@@ -15,7 +15,8 @@
 // the ingress chain on every non-loopback interface, fwd_map with counters,
 // one rule) has the documented shape, the elements carry the rewrite and the
 // way out of their rule, 10,000 rules install in batches (timed), the table
-// is deleted by the destructor and reclaimed by create(), probe() explains a
+// is deleted by the destructor and reclaimed by create(), adopted by adopt()
+// without a packet missed (and never when another relay's), probe() explains a
 // missing CAP_NET_ADMIN, and changes made behind the forwarder's back are
 // healed.
 //
@@ -61,6 +62,7 @@
 
 using mp::Endpoint;
 using mp::Ipv4;
+using mp::kernel::AdoptedRule;
 using mp::kernel::Counters;
 using mp::kernel::ForwardRule;
 using mp::kernel::NftForwarder;
@@ -1013,8 +1015,8 @@ TEST_CASE("the ruleset has the documented shape") {
   std::string text = nft("list table netdev mpk_shape");
   INFO(text);
   CHECK(text.rfind("table netdev mpk_shape {\n", 0) == 0);
-  CHECK(text.find("comment \"mediaproxy: in-kernel forwarding of latched media streams\"") !=
-        std::string::npos);
+  CHECK(text.find("comment \"mediaproxy relay 10.200.0.1: in-kernel forwarding of latched media "
+                  "streams\"") != std::string::npos);
   CHECK(text.find("map fwd_map {") != std::string::npos);
   CHECK(text.find("type ipv4_addr . inet_service . inet_service : ipv4_addr . ipv4_addr . "
                   "ipv4_addr . ipv4_addr . iface_index\n\t\tcounter\n") != std::string::npos);
@@ -1144,6 +1146,98 @@ TEST_CASE("create() reclaims a table left behind") {
   CHECK(drain(relay_a).size() == 2);
   fwd2.reset();
   CHECK_FALSE(table_exists("mpk_reclaim2"));
+}
+
+TEST_CASE("adopt() takes over a previous process's table without missing a packet") {
+  Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 40200);
+  Sock caller = udp(g_topo.snd_fd, kCallerIp, 4200);
+  Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5200);
+  const ForwardRule a2b = rule({kCallerIp, 4200}, 40200, 40202, {kCalleeIp, 5200});
+  const ForwardRule b2a = rule({kCalleeIp, 5200}, 40202, 40200, {kCallerIp, 4200});
+  std::string error;
+  {
+    auto old = make("mpk_adopt");
+    old->add(a2b);
+    old->add(b2a);
+    REQUIRE(old->commit(nullptr, error));
+    send_burst(caller, {kRelayIp, 40200}, 20, "before");
+    old->keep_table_on_exit(true);
+  }  // the old process is gone; its table forwards on
+  send_burst(caller, {kRelayIp, 40200}, 30, "between");
+  std::vector<AdoptedRule> adopted;
+  std::unique_ptr<NftForwarder> fwd;
+  {
+    InNs in(g_topo.rly_fd);
+    fwd = NftForwarder::adopt("mpk_adopt", kRelayIp, adopted, error);
+  }
+  INFO(error);
+  REQUIRE(fwd);
+  send_burst(caller, {kRelayIp, 40200}, 10, "after");
+  CHECK(drain(callee).size() == 60);  // every packet, before, between and after
+  CHECK(drain(relay_a, 60).empty());  // none fell through to userspace
+  REQUIRE(adopted.size() == 2);
+  CHECK(fwd->installed() == 2);
+  const AdoptedRule& r = adopted[0].rule.from.port == 4200 ? adopted[0] : adopted[1];
+  CHECK(r.rule.relay_in_port == 40200);
+  CHECK(r.rule.relay_out_port == 40202);
+  CHECK(r.rule.to == (Endpoint{kCalleeIp, 5200}));
+  CHECK(r.counters.packets == 50);  // counted while no forwarder existed too
+  std::map<uint32_t, Counters> read;
+  REQUIRE(fwd->read_counters([&](uint32_t id, const Counters& c) { read[id] = c; }, error));
+  CHECK(read[r.id].packets == 60);
+  Finals finals;
+  fwd->remove(r.id);
+  REQUIRE(fwd->commit(finals.sink(), error));
+  CHECK(finals.by_id[r.id].packets == 60);
+  CHECK(nft_fwd_elements("mpk_adopt").size() == 1);
+  fwd.reset();
+  CHECK_FALSE(table_exists("mpk_adopt"));
+  // No table at all: adopt() is create().
+  {
+    InNs in(g_topo.rly_fd);
+    fwd = NftForwarder::adopt("mpk_adopt", kRelayIp, adopted, error);
+  }
+  REQUIRE(fwd);
+  CHECK(adopted.empty());
+  CHECK(table_exists("mpk_adopt"));
+}
+
+TEST_CASE("another relay's table is neither replaced nor adopted") {
+  const Ipv4 other = *mp::parse_ipv4("10.200.0.9");
+  std::string error;
+  {
+    auto theirs = make("mpk_theirs");
+    theirs->add(rule({kCallerIp, 4300}, 40300, 40302, {kCalleeIp, 5300}));
+    REQUIRE(theirs->commit(nullptr, error));
+    (void)theirs.release();  // left running, as by another instance
+  }
+  std::vector<AdoptedRule> adopted;
+  {
+    InNs in(g_topo.rly_fd);
+    CHECK_FALSE(NftForwarder::create("mpk_theirs", other, error));
+    CHECK(error.find("belongs to the relay at 10.200.0.1") != std::string::npos);
+    error.clear();
+    CHECK_FALSE(NftForwarder::adopt("mpk_theirs", other, adopted, error));
+    CHECK(error.find("set a different nft_table") != std::string::npos);
+  }
+  CHECK(nft_fwd_elements("mpk_theirs").size() == 1);
+  nft("delete table netdev mpk_theirs");
+}
+
+TEST_CASE("adopt() replaces a table it does not recognise") {
+  int st = 0;
+  nft("add table netdev mpk_odd", &st);
+  REQUIRE(st == 0);
+  std::vector<AdoptedRule> adopted;
+  std::string error;
+  std::unique_ptr<NftForwarder> fwd;
+  {
+    InNs in(g_topo.rly_fd);
+    fwd = NftForwarder::adopt("mpk_odd", kRelayIp, adopted, error);
+  }
+  REQUIRE(fwd);
+  CHECK(adopted.empty());
+  CHECK(nft("list table netdev mpk_odd").find("fwd_map") != std::string::npos);
 }
 
 TEST_CASE("queued changes: replace and remove before commit") {

@@ -403,6 +403,9 @@ def test_calls_a_restarted_relay_lost_are_hung_up_and_accounted(service, tmp_pat
         assert ip == ip1 and media_flows(ip, legs)
         victim = service.relays["relay1"]
         victim.stop(signal.SIGKILL)
+        # Started without its state file (as on another host): its calls are
+        # gone. (With the file it keeps them: the next test.)
+        (victim.dir / "run" / "relay.state").unlink()
         victim.start()
         data, sender = proxy.recvfrom(65536)
         request = json.loads(data)
@@ -424,3 +427,48 @@ def test_calls_a_restarted_relay_lost_are_hung_up_and_accounted(service, tmp_pat
         assert service.client.remove(cid, "A", "B") == "error"
     finally:
         proxy.close()
+
+
+def test_relay_killed_and_restarted_keeps_its_calls(service):
+    """kill -9 of a relay and a restart from its state file (issue 13): the
+    calls' media flows again without any new update, the dispatcher routes
+    their removes to it, nothing is hung up, and the final record counts the
+    packets of both processes."""
+    ip1 = service.relay_ips["relay1"]
+    calls = [service.call(media_relay=ip1) for _ in range(3)]
+    for cid, ip, _, legs in calls:
+        assert ip == ip1 and media_flows(ip, legs)
+    victim = service.relays["relay1"]
+    victim.stop(signal.SIGKILL)
+    victim.start()
+    wait_until(lambda: "3 session(s) restored, 0 not" in victim.text(), 10, "sessions restored")
+    wait_until(lambda: service.dispatcher.text().count(f"relay {ip1} is ready") >= 2, 10,
+               "the relay back in service")
+    for cid, ip, _, legs in calls:
+        assert media_flows_again(ip, legs), f"{cid}: no media after the restart"
+    for cid, *_ in calls:
+        assert service.client.remove(cid, "A", "B") == "removed"
+    text = service.dispatcher.text()
+    assert "relay_lost" not in text and "no longer on its relay" not in text
+    for cid, *_ in calls:
+        line = next(ln for ln in text.splitlines()
+                    if "session ended:" in ln and f'"call_id": "{cid}"' in ln)
+        st = json.loads(line.split("session ended: ", 1)[1])["streams"][0]
+        # 21 from the caller in each process; the callee's one datagram came
+        # before the caller was latched and was dropped.
+        assert (st["caller_packets"], st["callee_packets"]) == (42, 0), st
+
+
+def media_flows_again(ip, legs, n=20):
+    """Caller to callee only, both already latched: every datagram arrives."""
+    caller, callee, p, q = legs
+    got = 0
+    try:
+        for i in range(n + 1):
+            caller.sendto(rtp_packet(0, 100 + i, 0, 8), (ip, q))
+        for _ in range(n + 1):
+            callee.recvfrom(2048)
+            got += 1
+    except socket.timeout:
+        pass
+    return got == n + 1
