@@ -165,9 +165,11 @@ def rtpengine_argv(binary, port, pmin, pmax, threads):
             "--timeout=600", "--log-stderr", "--log-level=3"]
 
 
-def mediaproxy_argv(binary, port, pmin, pmax, workdir, metrics_port=None):
+def mediaproxy_argv(binary, port, pmin, pmax, workdir, metrics_port=None, state=True):
     """metrics_port set: the `mediaproxy+sqlite` variant, with accounting into an SQLite file
-    in the runtime directory and the metrics endpoint to watch its queue drain."""
+    in the runtime directory and the metrics endpoint to watch its queue drain. state False:
+    the `mediaproxy-nostate` variant, without the relay state file (sessions not kept across
+    a restart), the baseline of what journalling every session costs."""
     ini = os.path.join(workdir, "mediaproxy.ini")
     acct = ("accounting = database\n\n[Database]\ndburi = sqlite:accounting.db\n\n"
             f"[Metrics]\nlisten = 127.0.0.1:{metrics_port}\n\n") if metrics_port else "\n"
@@ -176,7 +178,8 @@ def mediaproxy_argv(binary, port, pmin, pmax, workdir, metrics_port=None):
                 f"runtime_dir = {workdir}\nlog_level = warning\n\n"
                 "[Dispatcher]\nlisten_management = none\n" + acct +
                 f"[Relay]\nrelay_ip = 127.0.0.1\nport_range = {pmin}:{pmax}\n"
-                "forwarding = userspace\nstream_timeout = 600\n\n"
+                "forwarding = userspace\nstream_timeout = 600\n" +
+                ("" if state else "state_file = none\n") + "\n"
                 f"[Rtpproxy]\nlisten = udp:127.0.0.1:{port}\n")
     return [binary, "--foreground", "--config", ini]
 
@@ -236,7 +239,8 @@ def run_trial(a, kind, threads, binary, loadgen, work, trial_no):
         name = f"rtpengine/{threads}t"
     else:
         metrics_port = free_tcp_port() if kind == "mediaproxy+sqlite" else None
-        argv = mediaproxy_argv(binary, port, a.pmin, a.pmax, wd, metrics_port)
+        argv = mediaproxy_argv(binary, port, a.pmin, a.pmax, wd, metrics_port,
+                               state=kind != "mediaproxy-nostate")
         name = kind
     srv = Server(name, argv, port, wd, a.server_cpu, a.nice, a.rt)
     why = srv.start()
@@ -400,6 +404,13 @@ def print_report(meta, trials, summary, ours, base):
                 p(f"  setups/s >= 2 x {base}: {'met' if rate >= 2 else 'NOT met'} ({rate:.2f})")
                 p(f"  U p99 lower than {base}: {'met' if p99 < 1 else 'NOT met'} "
                   f"({fmt(o['u_p99_us'])} vs {fmt(b['u_p99_us'])} us)")
+    if ours in summary and "mediaproxy-nostate" in summary:
+        o, b = summary[ours], summary["mediaproxy-nostate"]
+        p("")
+        p(f"{ours} / mediaproxy-nostate (the relay state file journalling every session, same "
+          f"run): setups/s x{o['setups_per_s'] / b['setups_per_s']:.2f}, CPU per setup "
+          f"x{o['cpu_us_per_setup'] / b['cpu_us_per_setup']:.2f} "
+          f"(+{o['cpu_us_per_setup'] - b['cpu_us_per_setup']:.1f} us per call set-up)")
     if ours in summary and "mediaproxy+sqlite" in summary:
         o, w = summary[ours], summary["mediaproxy+sqlite"]
         drains = [t["accounting_drain_s"] for t in trials
@@ -493,7 +504,7 @@ def main():
         if "rtpengine" in servers and not os.access(a.rtpengine, os.X_OK):
             install_rtpengine()
         mp_bin = a.mediaproxy
-        if "mediaproxy" in servers or "mediaproxy+sqlite" in servers:
+        if any(s.startswith("mediaproxy") for s in servers):
             if a.build:
                 mp_bin = build_mediaproxy(a.build_dir)
             elif not mp_bin:
@@ -507,7 +518,7 @@ def main():
             if s == "rtpengine":
                 variants += [("rtpengine", int(n), a.rtpengine)
                              for n in a.rtpengine_threads.split(",")]
-            elif s in ("mediaproxy", "mediaproxy+sqlite"):
+            elif s in ("mediaproxy", "mediaproxy+sqlite", "mediaproxy-nostate"):
                 variants.append((s, 0, mp_bin))
             else:
                 sys.exit(f"unknown server {s}")

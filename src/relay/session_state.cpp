@@ -26,6 +26,8 @@ void put_endpoint(JsonWriter& w, std::string_view key, const Endpoint& e) {
   w.field(key, format_endpoint(e));
 }
 
+// Zero and false are left out (the reader's defaults): most legs of a call
+// being set up are empty, and a record is written at every change.
 void write_leg(JsonWriter& w, const LegState& l) {
   w.begin_object();
   if (l.learned) {
@@ -35,34 +37,38 @@ void write_leg(JsonWriter& w, const LegState& l) {
   if (l.has_obsolete) put_endpoint(w, "o", l.obsolete);
   if (l.by_fallback) w.field("fb", true);
   if (l.has_ssrc) w.field("ssrc", static_cast<uint64_t>(l.ssrc));
-  w.field("ep", static_cast<uint64_t>(l.epoch));
-  w.field("fe", static_cast<uint64_t>(l.followed_epoch));
   if (l.got_media) w.field("gm", true);
-  w.field("p", l.packets);
-  w.field("b", l.bytes);
-  w.field("d", l.dropped);
-  w.field("f", l.foreign);
-  w.field("ms", l.media_seen);
   if (l.in_kernel) w.field("k", true);
-  w.field("kp", l.kernel_packets);
-  w.field("kb", l.kernel_bytes);
-  w.field("klp", l.kernel_live_packets);
-  w.field("klb", l.kernel_live_bytes);
-  w.field("ls", l.last_seen);
+  const std::pair<const char*, uint64_t> numbers[] = {{"ep", l.epoch},
+                                                      {"fe", l.followed_epoch},
+                                                      {"p", l.packets},
+                                                      {"b", l.bytes},
+                                                      {"d", l.dropped},
+                                                      {"f", l.foreign},
+                                                      {"ms", l.media_seen},
+                                                      {"kp", l.kernel_packets},
+                                                      {"kb", l.kernel_bytes},
+                                                      {"klp", l.kernel_live_packets},
+                                                      {"klb", l.kernel_live_bytes}};
+  for (const auto& [key, value] : numbers)
+    if (value) w.field(key, value);
+  if (l.last_seen != 0) w.field("ls", l.last_seen);
   w.end_object();
 }
 
 void write_party(JsonWriter& w, const PartyState& p) {
   w.begin_object();
-  w.field("k", p.known);
-  w.field("ip", format_ipv4(p.ip));
-  w.field("port", static_cast<int64_t>(p.port));
-  w.field("dir", static_cast<int64_t>(p.direction));
+  if (p.known) {
+    w.field("k", true);
+    w.field("ip", format_ipv4(p.ip));
+    w.field("port", static_cast<int64_t>(p.port));
+    w.field("since", p.known_since);
+  }
+  if (p.direction) w.field("dir", static_cast<int64_t>(p.direction));
   if (p.ice) w.field("ice", true);
   if (p.hold_ip) w.field("hold", true);
   if (p.asymmetric) w.field("asym", true);
-  w.field("since", p.known_since);
-  w.field("sig", format_ipv4(p.signaling_ip));
+  if (!p.signaling_ip.is_any()) w.field("sig", format_ipv4(p.signaling_ip));
   w.end_object();
 }
 
@@ -211,6 +217,10 @@ struct Reader {
     out = *e;
     return true;
   }
+  bool opt_ipv4(const Value& o, const char* key, Ipv4& out) {
+    out = Ipv4{};
+    return !member(o, key) || ipv4(o, key, out);
+  }
   bool ipv4(const Value& o, const char* key, Ipv4& out) {
     std::string s;
     if (!str(o, key, s)) return false;
@@ -245,10 +255,10 @@ struct Reader {
   bool party(const Value& o, PartyState& p) {
     if (!o.IsObject()) return fail("a party is not an object");
     uint64_t port = 0, dir = 0;
-    if (!flag(o, "k", p.known) || !ipv4(o, "ip", p.ip) || !u64(o, "port", port, 65535) ||
+    if (!flag(o, "k", p.known) || !opt_ipv4(o, "ip", p.ip) || !u64(o, "port", port, 65535) ||
         !u64(o, "dir", dir, 3) || !flag(o, "ice", p.ice) || !flag(o, "hold", p.hold_ip) ||
         !flag(o, "asym", p.asymmetric) || !num(o, "since", p.known_since) ||
-        !ipv4(o, "sig", p.signaling_ip))
+        !opt_ipv4(o, "sig", p.signaling_ip))
       return false;
     p.port = static_cast<uint16_t>(port);
     p.direction = static_cast<int>(dir);

@@ -23,13 +23,19 @@ constexpr const char* kMagic = "mediaproxy-relay-state";
 constexpr int kVersion = 1;
 constexpr size_t kMaxFileBytes = size_t{1} << 30;
 
-uint32_t fnv1a32(std::string_view s) {
-  uint32_t h = 2166136261u;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 16777619u;
+// The line checksum: FNV-1a over 8-byte words (then the tail bytes), folded
+// to 32 bits. It catches damage, not attacks; a record is written at every
+// state change, so it is eight times cheaper than FNV-1a byte by byte.
+uint32_t line_sum(std::string_view s) {
+  uint64_t h = 14695981039346656037ull;
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    h = (h ^ w) * 1099511628211ull;
   }
-  return h;
+  for (; i < s.size(); ++i) h = (h ^ static_cast<unsigned char>(s[i])) * 1099511628211ull;
+  return static_cast<uint32_t>(h ^ (h >> 32));
 }
 
 bool write_all(int fd, const char* data, size_t len, std::string& error) {
@@ -65,7 +71,7 @@ void StateJournal::append_line(std::string& out, char type, uint64_t id, std::st
     out += ' ';
     out.append(payload);
   }
-  const uint32_t sum = fnv1a32(std::string_view(out).substr(start + 9));
+  const uint32_t sum = line_sum(std::string_view(out).substr(start + 9));
   std::snprintf(head, sizeof head, "%08x", sum);
   out.replace(start, 8, head, 8);
   out += '\n';
@@ -114,7 +120,7 @@ bool parse_records(std::string_view text, const StateIdentity& expect, LoadedSta
     auto [sp, sec] = std::from_chars(line.data(), line.data() + 8, sum, 16);
     if (sec != std::errc() || sp != line.data() + 8) return bad("no checksum");
     const std::string_view body = line.substr(9);
-    if (fnv1a32(body) != sum) return bad("checksum mismatch (the file is damaged)");
+    if (line_sum(body) != sum) return bad("checksum mismatch (the file is damaged)");
     const char type = body[0];
     std::string_view rest = body.substr(2);
     uint64_t id = 0;

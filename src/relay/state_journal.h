@@ -5,9 +5,9 @@
 // is a record with a checksum:
 //
 //   mediaproxy-relay-state 1 <relay_ip> <port_start>:<port_end> <nft_table>
-//   <fnv1a32 hex> S <id> <session JSON (session_state.h)>
-//   <fnv1a32 hex> C <id> <counter checkpoint>
-//   <fnv1a32 hex> D <id>
+//   <checksum hex> S <id> <session JSON (session_state.h)>
+//   <checksum hex> C <id> <counter checkpoint>
+//   <checksum hex> D <id>
 //
 // S replaces a session's record, C updates its traffic counters, D ends it.
 // Records are buffered and written with one write(2) per loop iteration
