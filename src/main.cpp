@@ -47,5 +47,5 @@ int main(int argc, char** argv) {
     cfg.dispatcher.log_level.reset();
     cfg.relay.log_level.reset();
   }
-  return mp::app::run_server(std::move(cfg), cl.foreground);
+  return mp::app::run_server(std::move(cfg), cl.foreground, cl.upgrade);
 }

@@ -17,6 +17,8 @@ std::string usage_text() {
          "  --runtime-dir DIR    directory for the module socket and pid file (default "
          "/run/mediaproxy)\n"
          "  --foreground         stay in the foreground and log to stderr\n"
+         "  --upgrade            take the sockets and calls over from the running process\n"
+         "                       (live upgrade, see mediaproxy(8))\n"
          "  --pid-file FILE      write the process id to FILE\n"
          "  --log-level LEVEL    critical, error, warning, info or debug\n"
          "  --version            print the version and exit\n"
@@ -60,6 +62,9 @@ bool parse_command_line(int argc, char** argv, CommandLine& out, std::string& er
     } else if (arg == "--foreground") {
       if (!no_value()) return false;
       out.foreground = true;
+    } else if (arg == "--upgrade") {
+      if (!no_value()) return false;
+      out.upgrade = true;
     } else if (arg == "--role") {
       if (!take(v)) return false;
       out.role = parse_role(v);

@@ -23,6 +23,7 @@ struct CommandLine {
   std::optional<std::string> pid_file;
   std::optional<log::Level> log_level;
   bool foreground = false;
+  bool upgrade = false;  // take the sockets and calls over from the running process
   bool help = false;
   bool version = false;
 };

@@ -19,6 +19,7 @@
 
 #include "accounting/accounting.h"
 #include "app/in_process_link.h"
+#include "app/upgrade.h"
 #include "common/log.h"
 #include "common/net_detect.h"
 #include "dispatcher/dispatcher.h"
@@ -132,6 +133,8 @@ struct Process {
   std::unique_ptr<metrics::HttpServer> metrics_http;
   std::unique_ptr<dispatcher::RelayListener> relay_listener;
   std::unique_ptr<relay::DispatcherClient> dispatcher_client;
+  std::unique_ptr<app::UpgradeListener> upgrade;
+  bool handed_over = false;  // a new process took the sockets and calls over
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
   uv_timer_t halt_timer;
   bool stopping = false;
@@ -145,7 +148,9 @@ struct Process {
     if (management) management->close();
     if (metrics_http) metrics_http->close();
     if (relay_listener) relay_listener->close();
-    if (engine) engine->shutdown();                     // every session ends now and is reported
+    if (upgrade) upgrade->close();
+    // every session ends now and is reported, unless a successor carries them on
+    if (engine && !handed_over) engine->shutdown();
     if (dispatcher_client) dispatcher_client->close();  // after the reports are queued
     if (engine) engine->close();
     if (rtpproxy) rtpproxy->close();
@@ -167,7 +172,7 @@ struct Process {
 
 }  // namespace
 
-int run_server(Config cfg, bool foreground) {
+int run_server(Config cfg, bool foreground, bool upgrade) {
   const bool has_relay = cfg.role != Role::Dispatcher;
   const bool has_dispatcher = cfg.role != Role::Relay;
   if (cfg.role == Role::Relay && cfg.relay.dispatchers.empty()) {
@@ -247,8 +252,49 @@ int run_server(Config cfg, bool foreground) {
 
   p.cfg = cfg;
   p.loop = uv_default_loop();
+  // Live upgrade: the running process hands its sockets over, writes its
+  // state file and exits; the calls are restored from that file on them.
+  const std::string upgrade_path = cfg.runtime_dir + "/upgrade.sock";
+  std::vector<std::pair<Endpoint, int>> handed_media;
+  int handed_listener = -1;
+  std::vector<std::pair<int, std::string>> handed_connections;
+  if (upgrade) {
+    if (has_relay && cfg.relay.state_file.empty()) {
+      LOG_CRIT("--upgrade needs [Relay] state_file: the calls are carried over through it");
+      report_ready(ready_fd, false);
+      return 1;
+    }
+    std::vector<app::HandedSocket> handed;
+    if (!app::take_over(upgrade_path, 30000, handed, error)) {
+      LOG_CRIT("upgrade: %s", error.c_str());
+      report_ready(ready_fd, false);
+      return 1;
+    }
+    for (app::HandedSocket& h : handed) {
+      std::string unread;
+      if (h.what.rfind("media ", 0) == 0) {
+        if (auto ep = parse_endpoint(std::string_view(h.what).substr(6))) {
+          handed_media.emplace_back(*ep, h.fd);
+          continue;
+        }
+      } else if (h.what == "module-listener" && handed_listener < 0) {
+        handed_listener = h.fd;
+        continue;
+      } else if (h.what.rfind("module-connection ", 0) == 0 &&
+                 app::from_hex(h.what.substr(18), unread)) {
+        handed_connections.emplace_back(h.fd, unread);
+        continue;
+      }
+      LOG_WARN("upgrade: unknown socket '%s' closed", log_safe(h.what).c_str());
+      ::close(h.fd);
+    }
+    LOG_INFO("upgrade: took over %zu media socket(s), %s and %zu module connection(s)",
+             handed_media.size(), handed_listener >= 0 ? "the module socket" : "no module socket",
+             handed_connections.size());
+  }
   if (has_relay) {
     p.engine = std::make_unique<relay::RelayEngine>(p.loop, cfg.relay, relay_ip);
+    p.engine->inherit_sockets(handed_media);
     if (!p.engine->start_forwarding(error)) {
       LOG_CRIT("%s", error.c_str());
       report_ready(ready_fd, false);
@@ -474,7 +520,40 @@ int run_server(Config cfg, bool foreground) {
   // The module socket comes last: once it accepts connections everything
   // else (relay links, management, metrics) is listening too, so its
   // presence is the readiness signal for the proxy and for scripts.
-  if (ok && p.module_server) ok = p.module_server->listen(cfg.module_socket_path(), error);
+  if (ok && p.module_server) {
+    if (handed_listener >= 0) {
+      ok = p.module_server->adopt_listener(cfg.module_socket_path(), handed_listener, error);
+      for (auto& [fd, unread] : handed_connections) p.module_server->adopt_connection(fd, unread);
+    } else {
+      ok = p.module_server->listen(cfg.module_socket_path(), error);
+    }
+  }
+  // A later `mediaproxy --upgrade` asks here for the sockets and calls.
+  if (ok && (!has_relay || !cfg.relay.state_file.empty())) {
+    p.upgrade = std::make_unique<app::UpgradeListener>(
+        p.loop,
+        [&p] {
+          std::vector<app::HandedSocket> out;
+          if (p.module_server)
+            for (auto& h : p.module_server->hand_over())
+              out.push_back({h.listener ? std::string("module-listener")
+                                        : "module-connection " + app::to_hex(h.unread),
+                             h.fd});
+          if (p.engine)
+            for (auto& [local, fd] : p.engine->hand_over())
+              out.push_back({"media " + format_endpoint(local), fd});
+          return out;
+        },
+        [&p] {
+          p.handed_over = true;
+          p.stop("handed over to a new process");
+        });
+    std::string why;
+    if (!p.upgrade->listen(upgrade_path, why)) {
+      LOG_WARN("live upgrade not available: %s", why.c_str());
+      p.upgrade.reset();
+    }
+  }
   if (ok && !cfg.pid_file.empty()) {
     std::ofstream pid(cfg.pid_file, std::ios::trunc);
     pid << getpid() << "\n";
@@ -506,10 +585,13 @@ int run_server(Config cfg, bool foreground) {
     // A backend is stuck inside a request: end here, without destroying
     // what its thread still uses; its journal keeps every undelivered record.
     if (!cfg.pid_file.empty()) unlink(cfg.pid_file.c_str());
+    if (p.upgrade) p.upgrade->finish();
     LOG_INFO("mediaproxy stopped");
     std::_Exit(0);
   }
   if (!cfg.pid_file.empty()) unlink(cfg.pid_file.c_str());
+  // The successor goes on once this process has let go of everything.
+  if (p.upgrade) p.upgrade->finish();
   p.module_server.reset();
   p.rtpproxy_server.reset();
   p.rtpproxy.reset();

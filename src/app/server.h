@@ -11,6 +11,6 @@
 namespace mp::app {
 
 // Runs until shutdown and returns the process exit status (mediaproxy.8).
-int run_server(Config cfg, bool foreground);
+int run_server(Config cfg, bool foreground, bool upgrade = false);
 
 }  // namespace mp::app

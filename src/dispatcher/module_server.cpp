@@ -9,6 +9,7 @@
 // replies to one read (64 KiB) of requests.
 #include "dispatcher/module_server.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -32,6 +33,7 @@ struct ModuleServer::Connection {
   protocol::RequestFramer framer{protocol::kMaxModuleLine};
   std::string out;      // replies not yet handed to libuv
   std::string writing;  // the buffer of the write in flight (empty: none)
+  size_t awaiting = 0;  // requests handed to the dispatcher and not answered yet
   uv_write_t write_req;
   log::LimitSource log_limit;        // warnings about this client's input
   std::shared_ptr<Connection> self;  // keeps the object alive until uv_close completes
@@ -179,8 +181,10 @@ void ModuleServer::start_reading(Connection* conn) {
 void ModuleServer::on_read(Connection* c, std::string_view data) {
   std::weak_ptr<Connection> weak = c->self;
   auto feed_status = c->framer.feed(data, [&](protocol::ParseResult&& parsed) {
+    ++c->awaiting;
     auto reply = [weak](std::string line) {
       auto live = weak.lock();
+      if (live && live->awaiting) --live->awaiting;
       if (!live || live->closing) return;
       live->out += line;
       live->out += "\r\n";
@@ -256,6 +260,74 @@ void ModuleServer::close_connection(Connection* c) {
   connections_.erase(c->self);
   uv_close(reinterpret_cast<uv_handle_t*>(&c->pipe),
            [](uv_handle_t* h) { static_cast<Connection*>(h->data)->self.reset(); });
+}
+
+std::vector<ModuleServer::Handed> ModuleServer::hand_over() {
+  std::vector<Handed> out;
+  if (listening_) {
+    uv_os_fd_t fd;
+    if (uv_fileno(reinterpret_cast<uv_handle_t*>(&listener_), &fd) == 0) {
+      const int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (copy >= 0) out.push_back(Handed{copy, true, {}});
+    }
+    // libuv unlinks the socket file it bound when the handle closes: the new
+    // process serves that file now, so it must stay.
+    free(const_cast<char*>(listener_.pipe_fname));
+    listener_.pipe_fname = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    listening_ = false;
+  }
+  std::vector<Connection*> all;
+  for (const auto& c : connections_) all.push_back(c.get());
+  size_t busy = 0;
+  for (Connection* c : all) {
+    uv_os_fd_t fd;
+    if (!c->awaiting && c->backlog() == 0 &&
+        uv_fileno(reinterpret_cast<uv_handle_t*>(&c->pipe), &fd) == 0) {
+      const int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (copy >= 0) out.push_back(Handed{copy, false, c->framer.unconsumed()});
+    } else {
+      ++busy;
+    }
+    close_connection(c);
+  }
+  if (busy) LOG_WARN("upgrade: %zu module connection(s) busy with a request were closed", busy);
+  path_.clear();  // the socket file is the new process's now
+  return out;
+}
+
+bool ModuleServer::adopt_listener(const std::string& path, int fd, std::string& error) {
+  uv_pipe_init(loop_, &listener_, 0);
+  listener_.data = this;
+  listening_ = true;
+  int r = uv_pipe_open(&listener_, fd);
+  if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, on_connection);
+  if (r != 0) {
+    error = "cannot serve the module socket handed over: " + std::string(uv_strerror(r));
+    return false;
+  }
+  path_ = path;
+  LOG_INFO("listening for the proxy module on %s (handed over)", path.c_str());
+  return true;
+}
+
+void ModuleServer::adopt_connection(int fd, const std::string& unread) {
+  auto conn = std::make_shared<Connection>();
+  conn->server = this;
+  conn->id = next_id_++;
+  conn->self = conn;
+  uv_pipe_init(loop_, &conn->pipe, 0);
+  conn->pipe.data = conn.get();
+  if (uv_pipe_open(&conn->pipe, fd) != 0) {
+    ::close(fd);
+    uv_close(reinterpret_cast<uv_handle_t*>(&conn->pipe),
+             [](uv_handle_t* h) { static_cast<Connection*>(h->data)->self.reset(); });
+    return;
+  }
+  connections_.insert(conn);
+  LOG_DEBUG("module connection %llu handed over", static_cast<unsigned long long>(conn->id));
+  if (!unread.empty()) on_read(conn.get(), unread);
+  start_reading(conn.get());
 }
 
 void ModuleServer::close() {

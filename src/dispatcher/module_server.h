@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_set>
+#include <vector>
 
 #include "common/config.h"
 #include "dispatcher/dispatcher.h"
@@ -34,6 +35,21 @@ class ModuleServer {
   bool listen(const std::string& path, std::string& error);
   // Stops listening, closes every connection and unlinks the socket file.
   void close();
+
+  // Live upgrade (app/upgrade.h), old process: stops accepting and reading
+  // and returns the listener's descriptor and each idle connection's with
+  // the bytes of a request it had started to read. A connection waiting for
+  // an answer or with replies not yet written is closed instead. close()
+  // then leaves the socket file to the new process.
+  struct Handed {
+    int fd = -1;
+    bool listener = false;
+    std::string unread;
+  };
+  std::vector<Handed> hand_over();
+  // New process: serves the listener and connections handed over.
+  bool adopt_listener(const std::string& path, int fd, std::string& error);
+  void adopt_connection(int fd, const std::string& unread);
 
   size_t connection_count() const { return connections_.size(); }
   // How often a connection was paused because its client did not read.

@@ -63,6 +63,9 @@ class RequestFramer {
 
   // Bytes buffered for an incomplete request.
   size_t pending_bytes() const { return buffer_.size(); }
+  // What was read of the request not complete yet: fed to a new framer, it
+  // leaves that framer where this one is (a live upgrade hands it over).
+  std::string unconsumed() const { return current_ + buffer_; }
 
  private:
   size_t max_line_;

@@ -90,6 +90,36 @@ bool MediaPump::park(MediaSocket* s) {
   return idle_.emplace(idle_key(s->local_), s).second;
 }
 
+void MediaPump::close_idle() {
+  for (auto& [key, s] : idle_) {
+    unwatch(s->fd_);
+    ::close(s->fd_);
+    s->fd_ = -1;
+    retire(s);
+  }
+  idle_.clear();
+}
+
+void MediaPump::inherit(const Endpoint& local, int fd) {
+  auto [it, fresh] = inherited_.emplace(idle_key(local), fd);
+  if (!fresh) ::close(fd);  // the same port twice: keep the first
+}
+
+int MediaPump::take_inherited(const Endpoint& local) {
+  auto it = inherited_.find(idle_key(local));
+  if (it == inherited_.end()) return -1;
+  const int fd = it->second;
+  inherited_.erase(it);
+  return fd;
+}
+
+size_t MediaPump::close_inherited() {
+  const size_t n = inherited_.size();
+  for (auto& [key, fd] : inherited_) ::close(fd);
+  inherited_.clear();
+  return n;
+}
+
 MediaSocket* MediaPump::unpark(const Endpoint& local) {
   auto it = idle_.find(idle_key(local));
   if (it == idle_.end()) return nullptr;

@@ -78,6 +78,15 @@ class MediaPump {
   bool park(MediaSocket* s);
   MediaSocket* unpark(const Endpoint& local);
   size_t idle_count() const { return idle_.size(); }
+  // Live upgrade (app/upgrade.h). The old process closes its idle sockets
+  // (close_idle) and hands the others over; the new one is given their
+  // descriptors by local address (inherit), MediaSocket::open() takes one
+  // instead of binding (take_inherited: -1 if none), and the ones no
+  // restored stream took are closed (close_inherited, returns how many).
+  void close_idle();
+  void inherit(const Endpoint& local, int fd);
+  int take_inherited(const Endpoint& local);
+  size_t close_inherited();
 
   // Queues one datagram for sending from `fd` to `to`. The data must stay
   // valid until the queue is flushed, which happens before the pass reads
@@ -115,6 +124,7 @@ class MediaPump {
   bool gso_ = true;  // UDP_SEGMENT sends; off after the kernel refused one
   std::vector<MediaSocket*> graveyard_;
   std::unordered_map<uint64_t, MediaSocket*> idle_;  // by address << 16 | port
+  std::unordered_map<uint64_t, int> inherited_;      // likewise
   size_t idle_capacity_ = 0;
   Outgoing out_[kBatch + 8];  // one batch plus the STUN queue's slots
   unsigned out_count_ = 0;

@@ -22,18 +22,23 @@ MediaSocket* MediaSocket::open(MediaPump* pump, Endpoint local, MediaSocketOwner
     idle->tag_ = tag;
     return idle;
   }
-  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  // A live upgrade hands the previous process's socket over, with what the
+  // kernel has queued on it.
+  int fd = pump->take_inherited(local);
   if (fd < 0) {
-    error = uv_translate_sys_error(errno);
-    return nullptr;
-  }
-  int size = kReceiveBuffer;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-  sockaddr_in sa = local.to_sockaddr();
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0) {
-    error = uv_translate_sys_error(errno);
-    ::close(fd);
-    return nullptr;
+    fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      error = uv_translate_sys_error(errno);
+      return nullptr;
+    }
+    int size = kReceiveBuffer;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    sockaddr_in sa = local.to_sockaddr();
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0) {
+      error = uv_translate_sys_error(errno);
+      ::close(fd);
+      return nullptr;
+    }
   }
   auto* s = new MediaSocket();
   s->pump_ = pump;

@@ -74,6 +74,15 @@ class RelayEngine final : public StateSink {
   // StateSink: the session's record is written again before the loop waits.
   void session_changed(Session* s) override;
 
+  // Live upgrade, old process: stops every timer and the media path (no
+  // socket is read any more), writes the state file, keeps the nftables table
+  // for the successor and returns the media sockets (local address and
+  // descriptor) to hand over. Afterwards close() ends no call and leaves the
+  // state file. New process: `sockets` received are bound to ports the
+  // restore takes (inherit before start_forwarding()).
+  std::vector<std::pair<Endpoint, int>> hand_over();
+  void inherit_sockets(const std::vector<std::pair<Endpoint, int>>& sockets);
+
   // Relay metrics for the Prometheus endpoint (mediaproxy.8, METRICS).
   void write_metrics(metrics::Exposition& out) const;
 
@@ -144,6 +153,7 @@ class RelayEngine final : public StateSink {
   uv_timer_t checkpoint_timer_;
   bool state_handles_ = false;
   bool state_broken_ = false;  // a write failed: compact at the next flush
+  bool handed_over_ = false;   // hand_over() ran: write nothing more
   // Monotonic totals for metrics: sessions by outcome, and the traffic of
   // ended streams ([kernel?][caller->callee?]); live streams are added at
   // scrape time.

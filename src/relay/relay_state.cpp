@@ -163,6 +163,10 @@ void RelayEngine::restore_sessions() {
           for (Side side : {kCaller, kCallee}) st->forget_kernel_claim(sub, side);
   }
   adopted_.clear();
+  if (pump_) {
+    if (size_t unused = pump_->close_inherited())
+      LOG_INFO("upgrade: %zu handed-over socket(s) belonged to no restored stream; closed", unused);
+  }
   if (loaded_)
     LOG_INFO(
         "state file %s: %zu session(s) restored, %zu not; %zu kernel rule(s) kept, %zu deleted",
@@ -283,6 +287,12 @@ void RelayEngine::close_state() {
   uv_close(reinterpret_cast<uv_handle_t*>(&state_prepare_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&checkpoint_timer_), nullptr);
   ctx_.state = nullptr;
+  if (handed_over_) {
+    // The successor owns the file and the counter slots now.
+    journal_.reset();
+    ctx_.counters = nullptr;
+    return;
+  }
   if (sessions_.empty()) {
     // A clean exit: every session ended, nothing to restore.
     journal_->close();
@@ -293,6 +303,35 @@ void RelayEngine::close_state() {
   }
   journal_.reset();
   ctx_.counters = nullptr;  // streams destroyed from here on leave their slots alone
+}
+
+std::vector<std::pair<Endpoint, int>> RelayEngine::hand_over() {
+  std::vector<std::pair<Endpoint, int>> out;
+  uv_timer_stop(&sweep_timer_);
+  uv_timer_stop(&sample_timer_);
+  if (network_poll_active_) uv_poll_stop(&network_poll_);
+  if (state_handles_) {
+    uv_prepare_stop(&state_prepare_);
+    uv_timer_stop(&checkpoint_timer_);
+  }
+  // Counters read from the kernel and the last packets' state go into the
+  // file the successor reads.
+  if (kernel_) {
+    poll_kernel_counters();
+    kernel_->keep_table_on_exit(true);
+  }
+  if (pump_) pump_->close_idle();
+  for (auto& [key, s] : sessions_)
+    for (auto& st : s->streams()) st->hand_over_sockets(out);
+  if (journal_) compact_state();
+  handed_over_ = true;
+  halting_ = true;  // anything still asked of this process is refused
+  return out;
+}
+
+void RelayEngine::inherit_sockets(const std::vector<std::pair<Endpoint, int>>& sockets) {
+  if (!pump_) return;
+  for (const auto& [local, fd] : sockets) pump_->inherit(local, fd);
 }
 
 }  // namespace mp::relay

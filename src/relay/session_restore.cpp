@@ -208,6 +208,16 @@ std::unique_ptr<MediaStream> MediaStream::restore(RelayContext& ctx, const Strea
   return st;
 }
 
+void MediaStream::hand_over_sockets(std::vector<std::pair<Endpoint, int>>& out) {
+  if (!alive_) return;
+  for (auto& sub : legs_)
+    for (Leg& l : sub) {
+      if (!l.socket) continue;
+      ctx_.pump->unwatch(l.socket->fd());
+      out.emplace_back(l.socket->local(), l.socket->fd());
+    }
+}
+
 bool MediaStream::kernel_claim(SubStream k, Side s, Endpoint& from, uint16_t& relay_port) const {
   const Leg& l = legs_[k][s];
   if (!l.kernel_claim || !l.socket) return false;

@@ -14,6 +14,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/address.h"
 #include "protocol/media.h"
@@ -168,6 +170,9 @@ class MediaStream final : public MediaSocketOwner {
   // After a restart, for a restored stream whose slot was not found: a new
   // slot, filled with the counters restored from the journal.
   void attach_counter_slot();
+  // Live upgrade: stops reading this stream's sockets and lists them (local
+  // address, descriptor) for the new process; the stream is not closed.
+  void hand_over_sockets(std::vector<std::pair<Endpoint, int>>& out);
 
   // A reading of the kernel counters of rule `side` of sub-stream `k`.
   void kernel_counters(SubStream k, Side side, uint64_t packets, uint64_t bytes);

@@ -122,6 +122,7 @@ class MediaProxy:
         self.port_range: Tuple[int, int] = (int(lo), int(hi))
         self.relay_ip = RELAY_IP
         self.stderr_path = os.path.join(self.workdir, "stderr.log")
+        self._earlier_stderr: List[str] = []
         self.stdout_path = os.path.join(self.workdir, "stdout.log")
         self.proc: Optional[subprocess.Popen] = None
         self.returncode: Optional[int] = None
@@ -146,6 +147,33 @@ class MediaProxy:
         self.close()
         self._clients = []
         self.start()
+
+    def upgrade(self, timeout: float = STARTUP_TIMEOUT) -> int:
+        """`mediaproxy --upgrade` with the same configuration: the running
+        process hands its sockets and calls over and exits (its exit code is
+        returned); from then on this handle is the new process."""
+        old = self.proc
+        self._err.close()
+        self._out.close()
+        # Its own log file: the old process still writes to the first one.
+        self._earlier_stderr.append(self.stderr_path)
+        self.stderr_path = self.stderr_path.replace(".log", f"-{len(self._earlier_stderr)}.log")
+        self._err = open(self.stderr_path, "wb")
+        self._out = open(self.stdout_path, "ab")
+        before = len(self.stderr_text())
+        self.proc = subprocess.Popen(
+            [str(self.binary), "--foreground", "--upgrade", "--config", self.config_path],
+            stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err)
+        rc = old.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while "started: role" not in self.stderr_text()[before:]:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mediaproxy --upgrade exited with {self.proc.returncode}:"
+                                     f"\n{self.stderr_tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"mediaproxy --upgrade not started:\n{self.stderr_tail()}")
+            time.sleep(0.01)  # polling the log for the start line
+        return rc
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -213,11 +241,15 @@ class MediaProxy:
         return c
 
     def stderr_text(self) -> str:
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        """Everything logged, by this process and any it took over from."""
+        text = ""
+        for path in self._earlier_stderr + [self.stderr_path]:
+            try:
+                with open(path, "rb") as f:
+                    text += f.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                pass
+        return text
 
     def stderr_tail(self, lines: int = 60) -> str:
         return "\n".join(self.stderr_text().splitlines()[-lines:])

@@ -14,6 +14,7 @@ line and the relay starts empty.
 import json
 import os
 import sqlite3
+import time
 
 from mpclient import Dialog, MediaPort, assert_media_flows, parse_ports
 from pgserver import wait_until
@@ -170,3 +171,59 @@ def test_state_file_none_disables_it(mp_factory):
     mp.kill_and_restart()
     assert not os.path.exists(state_path(mp))
     assert "restored" not in mp.stderr_text()
+
+
+def test_upgrade_takes_over_sockets_connections_and_calls(mp_factory):
+    """`mediaproxy --upgrade`: the new process takes the media sockets, the
+    module socket and the module's open connection from the running one. A
+    caller sending a packet every millisecond throughout loses none (what
+    queued on the sockets meanwhile is read by the new process), the proxy's
+    connection stays open and its remove works, and the record counts both
+    processes' packets."""
+    import threading
+    mp = mp_factory(**overrides())
+    calls = setup_calls(mp, 2)
+    for d, caller, callee, p, q in calls:
+        assert_media_flows(caller, q, callee, p, n=N, rtcp=False)
+    d, caller, callee, p, q = calls[0]
+    callee.rtp.drain()
+    stop = threading.Event()
+    sent = []
+
+    def stream():
+        seq = 0
+        while not stop.is_set() and seq < 5000:
+            pkt = caller.next_rtp()
+            caller.rtp.send(pkt, (mp.relay_ip, q))
+            sent.append(pkt)
+            seq += 1
+            time.sleep(0.001)  # one packet per millisecond
+
+    th = threading.Thread(target=stream)
+    th.start()
+    try:
+        time.sleep(0.1)
+        assert mp.upgrade() == 0, "the old process exits cleanly"
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        th.join()
+    got = {data for data, _ in callee.rtp.recv_all(2.0, until=lambda g: len(g) >= len(sent))}
+    assert len(sent) > 200
+    missing = [i for i, pkt in enumerate(sent) if pkt not in got]
+    assert not missing, f"{len(missing)} of {len(sent)} lost, first at {missing[:5]}"
+    log = mp.stderr_text()
+    assert "upgrade: took over 8 media socket(s), the module socket and 1 module connection(s)" \
+        in log, log
+    assert "2 session(s) restored, 0 not" in log
+    # The module's connection from before the upgrade is served by the new process.
+    for d, *_ in calls:
+        assert d.remove() == "removed"
+    wait_until(lambda: len(records(mp)) == 2, 10, "two accounting records")
+    rec = {r["call_id"]: r for r in records(mp)}[calls[0][0].call_id]
+    st = rec["streams"][0]
+    assert st["caller_packets"] == len(calls[0][1].sent), st
+    # New connections and new calls go to the new process.
+    (d2, caller2, callee2, p2, q2), = setup_calls(mp, 1)
+    assert_media_flows(caller2, q2, callee2, p2, n=5, rtcp=False)
+    assert d2.remove() == "removed"

@@ -48,10 +48,10 @@ class Proc:
         self.log_path = self.dir / "log"
         self.start()
 
-    def start(self):
+    def start(self, *extra):
         self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, BIN, "--foreground",
-                                      "--config", str(self.ini)], stdout=self.log,
+                                      *extra, "--config", str(self.ini)], stdout=self.log,
                                      stderr=self.log)
 
     def text(self):
@@ -472,3 +472,45 @@ def media_flows_again(ip, legs, n=20):
     except socket.timeout:
         pass
     return got == n + 1
+
+
+def test_relay_upgrade_keeps_calls_under_its_dispatcher(service):
+    """`mediaproxy --upgrade` of a relay: the new process takes its media
+    sockets, reconnects to the dispatcher, which routes the calls' removes
+    to it; media flows throughout and new calls use it."""
+    ip1 = service.relay_ips["relay1"]
+    calls = [service.call(media_relay=ip1) for _ in range(2)]
+    for cid, ip, _, legs in calls:
+        assert ip == ip1 and media_flows(ip, legs)
+    old = service.relays["relay1"]
+    old_proc = old.proc
+    old.log.close()
+    old.start("--upgrade")
+    assert old_proc.wait(timeout=10) == 0
+    wait_until(lambda: "2 session(s) restored, 0 not" in old.text(), 10, "sessions restored")
+    wait_until(lambda: service.dispatcher.text().count(f"relay {ip1} is ready") >= 2, 10,
+               "the upgraded relay back in service")
+    for cid, ip, _, legs in calls:
+        assert media_flows_again(ip, legs), f"{cid}: no media after the upgrade"
+    for cid, *_ in calls:
+        assert service.client.remove(cid, "A", "B") == "removed"
+    cid, ip, elapsed, legs = service.call(media_relay=ip1)
+    assert ip == ip1 and media_flows(ip, legs)
+
+
+def test_dispatcher_upgrade_keeps_the_proxy_connection(service):
+    """`mediaproxy --upgrade` of a dispatcher: the proxy's open connection and
+    the module socket are handed over, the relays connect to the new process,
+    which re-learns their calls, and the remove goes through the very
+    connection opened before the upgrade."""
+    cid, ip, elapsed, legs = service.call()
+    assert media_flows(ip, legs)
+    disp = service.dispatcher
+    old_proc = disp.proc
+    disp.log.close()
+    disp.start("--upgrade")
+    assert old_proc.wait(timeout=10) == 0
+    wait_until(lambda: "1 module connection(s)" in disp.text(), 10, "the connection taken over")
+    wait_until(lambda: disp.text().count(f"relay {ip} is ready") >= 2, 10, "relay reconnected")
+    assert media_flows(ip, legs), "media flows throughout"
+    assert service.client.remove(cid, "A", "B") == "removed"

@@ -51,7 +51,8 @@ def hosts():
 class Relay:
     """The binary running in the relay namespace."""
 
-    def __init__(self, hosts, tmp, table, forwarding="kernel", wrapper=(), **relay_opts):
+    def __init__(self, hosts, tmp, table, forwarding="kernel", wrapper=(), extra_args=(),
+                 **relay_opts):
         self.hosts, self.table = hosts, table
         self.dir = Path(tmp)
         self.sock = str(self.dir / "run" / "dispatcher.sock")
@@ -64,7 +65,7 @@ class Relay:
                                            "\n".join(f"{k} = {v}" for k, v in opts.items())))
         self.log = open(self.log_path, "w")
         cmd = ["ip", "netns", "exec", hosts.relay, *wrapper, BIN, "--foreground",
-               "--config", str(ini)]
+               *extra_args, "--config", str(ini)]
         self.proc = subprocess.Popen(cmd, stderr=self.log, stdout=self.log)
 
     def wait_ready(self, timeout=10.0):

@@ -124,7 +124,11 @@ def prime(calls, relay):
         c.drain()
 
 
-def test_kill_9_under_load_loses_no_kernel_packet(hosts, tmp_path):
+@pytest.mark.parametrize("how", ["kill", "upgrade"])
+def test_restart_under_load_loses_no_kernel_packet(hosts, tmp_path, how):
+    """how = kill: SIGKILL and a new start. how = upgrade: `mediaproxy
+    --upgrade` takes the sockets over from the running process, so that no
+    stream loses a packet, in the kernel or in userspace."""
     relay = Relay(hosts, tmp_path, "mpr_t1", port_range="40000:41000").wait_ready()
     client = ModuleClient(relay.sock)
     calls = [Call(client, hosts, n, local=n % 2 == 1) for n in range(CALLS)]
@@ -147,10 +151,16 @@ def test_kill_9_under_load_loses_no_kernel_packet(hosts, tmp_path):
     th.start()
     try:
         time.sleep(KILL_AT_S)  # media flowing in both paths
-        relay.stop(signal.SIGKILL)
         down_at = time.monotonic()
-        again = Relay(hosts, tmp_path, "mpr_t1", port_range="40000:41000")
-        again.wait_ready()
+        if how == "kill":
+            relay.stop(signal.SIGKILL)
+            again = Relay(hosts, tmp_path, "mpr_t1", port_range="40000:41000")
+            again.wait_ready()
+        else:
+            again = Relay(hosts, tmp_path, "mpr_t1", port_range="40000:41000",
+                          extra_args=("--upgrade",))
+            assert relay.proc.wait(timeout=10) == 0, relay.text()
+            wait_until(lambda: "started: role" in again.text(), 10, "the new process started")
         downtime = time.monotonic() - down_at
         time.sleep(RUN_S - KILL_AT_S)
     finally:
@@ -168,7 +178,7 @@ def test_kill_9_under_load_loses_no_kernel_packet(hosts, tmp_path):
         per_stream_budget = int(downtime / TICK) + 3
         lost = {c.cid: {w: c.sent[w] - sent_before[c.cid][w] - len(c.got[o] - {0})
                         for w, o in (("caller", "callee"), ("callee", "caller"))} for c in calls}
-        print(f"restart in {downtime * 1000:.0f} ms; lost per stream, kernel: "
+        print(f"{how}: restart in {downtime * 1000:.0f} ms; lost per stream, kernel: "
               f"{max(max(v.values()) for k, v in lost.items() if int(k.split('-')[1]) % 2 == 0)}"
               f", userspace: max "
               f"{max(max(v.values()) for k, v in lost.items() if int(k.split('-')[1]) % 2 == 1)}"
@@ -177,8 +187,8 @@ def test_kill_9_under_load_loses_no_kernel_packet(hosts, tmp_path):
             for who, other in (("caller", "callee"), ("callee", "caller")):
                 sent = c.sent[who] - sent_before[c.cid][who]
                 got = len(c.got[other] - {0})  # without the priming datagram
-                if c.kernel:
-                    assert got == sent, f"{c.cid} {who}: {sent - got} of {sent} lost in the kernel"
+                if c.kernel or how == "upgrade":
+                    assert got == sent, f"{c.cid} {who}: {sent - got} of {sent} lost ({how})"
                 else:
                     assert sent - got <= per_stream_budget, \
                         f"{c.cid} {who} (userspace): {sent - got} of {sent} lost"
