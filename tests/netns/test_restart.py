@@ -45,7 +45,7 @@ pytestmark = [
 ]
 
 LOCAL_CALLEE_IP = "10.200.0.7"  # on the relay host: the kernel cannot forward there
-CALLS = 20                      # half kernel, half userspace
+CALLS = 200                     # half kernel, half userspace
 TICK = 0.020                    # one packet per stream and direction every 20 ms
 RUN_S = 4.0
 KILL_AT_S = 1.5
