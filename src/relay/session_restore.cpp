@@ -33,6 +33,31 @@ Clock clock_of(const RelayContext& ctx) {
   return Clock{ctx.now(), RelayContext::wall_now()};
 }
 
+// What a Leg and a LegState have in common, under the same names, copied
+// either way (times and kernel ids are converted by the callers).
+template <typename To, typename From>
+void copy_leg(To& o, const From& l) {
+  o.learned = l.learned;
+  o.remote = l.remote;
+  o.has_obsolete = l.has_obsolete;
+  o.obsolete = l.obsolete;
+  o.by_fallback = l.by_fallback;
+  o.has_ssrc = l.has_ssrc;
+  o.ssrc = l.ssrc;
+  o.epoch = l.epoch;
+  o.followed_epoch = l.followed_epoch;
+  o.got_media = l.got_media;
+  o.packets = l.packets;
+  o.bytes = l.bytes;
+  o.dropped = l.dropped;
+  o.foreign = l.foreign;
+  o.media_seen = l.media_seen;
+  o.kernel_packets = l.kernel_packets;
+  o.kernel_bytes = l.kernel_bytes;
+  o.kernel_live_packets = l.kernel_live_packets;
+  o.kernel_live_bytes = l.kernel_live_bytes;
+}
+
 }  // namespace
 
 // ---- MediaStream -------------------------------------------------------------
@@ -75,26 +100,8 @@ StreamState MediaStream::capture() const {
     for (Side side : {kCaller, kCallee}) {
       const Leg& l = legs_[k][side];
       LegState& o = s.leg[k][side];
-      o.learned = l.learned;
-      o.remote = l.remote;
-      o.has_obsolete = l.has_obsolete;
-      o.obsolete = l.obsolete;
-      o.by_fallback = l.by_fallback;
-      o.has_ssrc = l.has_ssrc;
-      o.ssrc = l.ssrc;
-      o.epoch = l.epoch;
-      o.followed_epoch = l.followed_epoch;
-      o.got_media = l.got_media;
-      o.packets = l.packets;
-      o.bytes = l.bytes;
-      o.dropped = l.dropped;
-      o.foreign = l.foreign;
-      o.media_seen = l.media_seen;
+      copy_leg(o, l);
       o.in_kernel = l.kernel_id != 0 || l.kernel_claim;
-      o.kernel_packets = l.kernel_packets;
-      o.kernel_bytes = l.kernel_bytes;
-      o.kernel_live_packets = l.kernel_live_packets;
-      o.kernel_live_bytes = l.kernel_live_bytes;
       o.last_seen = c.to_wall(l.last_seen);
     }
   return s;
@@ -136,26 +143,8 @@ std::unique_ptr<MediaStream> MediaStream::restore(RelayContext& ctx, const Strea
     for (Side side : {kCaller, kCallee}) {
       const LegState& l = s.leg[k][side];
       Leg& o = st->legs_[k][side];
-      o.learned = l.learned;
-      o.remote = l.remote;
-      o.has_obsolete = l.has_obsolete;
-      o.obsolete = l.obsolete;
-      o.by_fallback = l.by_fallback;
-      o.has_ssrc = l.has_ssrc;
-      o.ssrc = l.ssrc;
-      o.epoch = l.epoch;
-      o.followed_epoch = l.followed_epoch;
-      o.got_media = l.got_media;
-      o.packets = l.packets;
-      o.bytes = l.bytes;
-      o.dropped = l.dropped;
-      o.foreign = l.foreign;
-      o.media_seen = l.media_seen;
+      copy_leg(o, l);
       o.kernel_claim = l.in_kernel && s.alive;
-      o.kernel_packets = l.kernel_packets;
-      o.kernel_bytes = l.kernel_bytes;
-      o.kernel_live_packets = l.kernel_live_packets;
-      o.kernel_live_bytes = l.kernel_live_bytes;
       o.last_seen = c.to_mono(l.last_seen);
     }
   st->id_ = s.id;
