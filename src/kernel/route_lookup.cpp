@@ -6,6 +6,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,6 +45,7 @@ bool RouteLookup::drain_changes() {
     ssize_t n = ::recv(watch_fd_, buf, sizeof buf, MSG_DONTWAIT);
     if (n > 0) {
       any = true;
+      cache_.clear();
       continue;
     }
     if (n < 0 && errno == ENOBUFS) {  // notifications were lost: assume a change
@@ -87,6 +89,27 @@ const char* route_type_name(unsigned char t) {
 }  // namespace
 
 bool RouteLookup::resolve(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why) {
+  if (watch_fd_ < 0) return ask(src, dst, out, why);
+  // A pending change notification: the cached answers may be stale (the
+  // notification itself is read by drain_changes()).
+  pollfd p{watch_fd_, POLLIN, 0};
+  if (::poll(&p, 1, 0) > 0 || cache_.size() > 65536) cache_.clear();
+  const uint64_t key = (static_cast<uint64_t>(src.be) << 32) | dst.be;
+  if (auto it = cache_.find(key); it != cache_.end()) {
+    out = it->second.hop;
+    why = it->second.why;
+    return it->second.ok;
+  }
+  Answer a;
+  a.ok = ask(src, dst, a.hop, a.why);
+  out = a.hop;
+  why = a.why;
+  const bool ok = a.ok;
+  cache_.emplace(key, std::move(a));
+  return ok;
+}
+
+bool RouteLookup::ask(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why) {
   if (fd_ < 0) {
     why = "no rtnetlink socket";
     return false;

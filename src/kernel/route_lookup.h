@@ -6,12 +6,15 @@
 // needs what routing would have decided: the output interface and the next
 // hop (the gateway, or the destination itself on a directly connected
 // network). RouteLookup asks the kernel (RTM_GETROUTE, like `ip route get`)
-// once per hand-over; nothing is cached, so route changes apply to the next
-// stream handed over. Also lists the interfaces an ingress chain can hook.
+// and caches the answer per (source, destination) for as long as the kernel
+// reports no link, address or route change (watch()); without that
+// subscription nothing is cached. Also lists the interfaces an ingress chain
+// can hook.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/address.h"
@@ -57,9 +60,17 @@ class RouteLookup {
   bool drain_changes();
 
  private:
+  bool ask(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why);
+
   int fd_ = -1;
   int watch_fd_ = -1;
   uint32_t seq_ = 1;
+  struct Answer {
+    bool ok = false;
+    NextHop hop;
+    std::string why;
+  };
+  std::unordered_map<uint64_t, Answer> cache_;  // by source << 32 | destination
 };
 
 }  // namespace mp::kernel

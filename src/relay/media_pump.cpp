@@ -155,6 +155,7 @@ void MediaPump::run_pass() {
   in_pass_ = false;
   for (MediaSocket* s : graveyard_) delete s;
   graveyard_.clear();
+  if (pass_end_) pass_end_(pass_end_arg_);
 }
 
 unsigned MediaPump::read_batch(MediaSocket* s) {

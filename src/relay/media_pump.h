@@ -84,6 +84,12 @@ class MediaPump {
   // instead of binding (take_inherited: -1 if none), and the ones no
   // restored stream took are closed (close_inherited, returns how many).
   void close_idle();
+  // Runs `fn(arg)` when a pass ends (the relay commits the kernel
+  // hand-overs the pass asked for).
+  void set_pass_end(void (*fn)(void*), void* arg) {
+    pass_end_ = fn;
+    pass_end_arg_ = arg;
+  }
   void inherit(const Endpoint& local, int fd);
   int take_inherited(const Endpoint& local);
   size_t close_inherited();
@@ -125,6 +131,8 @@ class MediaPump {
   std::vector<MediaSocket*> graveyard_;
   std::unordered_map<uint64_t, MediaSocket*> idle_;  // by address << 16 | port
   std::unordered_map<uint64_t, int> inherited_;      // likewise
+  void (*pass_end_)(void*) = nullptr;
+  void* pass_end_arg_ = nullptr;
   size_t idle_capacity_ = 0;
   Outgoing out_[kBatch + 8];  // one batch plus the STUN queue's slots
   unsigned out_count_ = 0;

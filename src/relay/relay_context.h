@@ -15,16 +15,13 @@
 #include "relay/latching.h"
 #include "relay/port_pool.h"
 
-namespace mp::kernel {
-class NftForwarder;
-}
-
 namespace mp::relay {
 
 class MediaStream;
 class MediaPump;
 class Session;
 class CounterTable;
+class KernelOffload;
 
 // Told when a session's state changed, so that the state journal writes its
 // record again (relay_engine.cpp). Called on the packet path: must neither
@@ -35,13 +32,6 @@ class StateSink {
 
  protected:
   ~StateSink() = default;
-};
-
-// Which stream leg a kernel rule id belongs to.
-struct KernelRuleRef {
-  MediaStream* stream = nullptr;
-  int sub = 0;   // SubStream
-  int side = 0;  // Side whose packets the rule forwards
 };
 
 struct RelayContext {
@@ -57,11 +47,10 @@ struct RelayContext {
   uint64_t foreign_packets = 0;  // datagrams refused by the latching policy
 
   // In-kernel forwarding (nullptr: userspace only).
-  kernel::NftForwarder* kernel = nullptr;
+  KernelOffload* offload = nullptr;
   int handover_packets = 1;
   double kernel_polled_at = 0;    // monotonic time of the last counter reading
   bool kernel_poll_soon = false;  // a stream wants a reading before the next second
-  std::unordered_map<uint32_t, KernelRuleRef> kernel_rules;
 
   StateSink* state = nullptr;        // nullptr: no state file
   CounterTable* counters = nullptr;  // live counters in a shared mapping, or nullptr

@@ -109,13 +109,14 @@ bool RelayEngine::start_forwarding(std::string& error) {
     return true;
   }
   std::string why;
+  std::unique_ptr<kernel::NftForwarder> forwarder;
   if (kernel::NftForwarder::probe(why)) {
     // With sessions to restore, the previous process's rules are adopted:
     // they forward on while we start.
-    kernel_ = loaded_ ? kernel::NftForwarder::adopt(cfg_.nft_table, ctx_.relay_ip, adopted_, why)
-                      : kernel::NftForwarder::create(cfg_.nft_table, ctx_.relay_ip, why);
+    forwarder = loaded_ ? kernel::NftForwarder::adopt(cfg_.nft_table, ctx_.relay_ip, adopted_, why)
+                        : kernel::NftForwarder::create(cfg_.nft_table, ctx_.relay_ip, why);
   }
-  if (!kernel_) {
+  if (!forwarder) {
     if (cfg_.forwarding == Forwarding::Kernel) {
       error = "forwarding = kernel, but in-kernel forwarding is not available: " + why;
       return false;
@@ -124,8 +125,12 @@ bool RelayEngine::start_forwarding(std::string& error) {
     restore_sessions();
     return true;
   }
-  ctx_.kernel = kernel_.get();
-  if (int fd = kernel_->network_change_fd(); fd >= 0) {
+  offload_ = std::make_unique<KernelOffload>(std::move(forwarder), pool_.capacity() / 2);
+  ctx_.offload = offload_.get();
+  // The hand-overs a media pass asked for go to the kernel when it ends.
+  pump_->set_pass_end([](void* self) { static_cast<KernelOffload*>(self)->commit_pending(); },
+                      offload_.get());
+  if (int fd = offload_->forwarder().network_change_fd(); fd >= 0) {
     // Route and link changes: noted here, followed at most once per counter
     // poll (follow_network() resolves every installed rule's route again).
     uv_poll_init(ctx_.loop, &network_poll_, fd);
@@ -148,17 +153,10 @@ void RelayEngine::on_network_change(uv_poll_t* p, int, int) {
 }
 
 void RelayEngine::poll_kernel_counters() {
-  if (!kernel_ || ctx_.kernel_rules.empty()) return;
+  if (!offload_) return;
   std::string error;
-  bool ok = kernel_->read_counters(
-      [this](uint32_t id, const kernel::Counters& c) {
-        auto it = ctx_.kernel_rules.find(id);
-        if (it == ctx_.kernel_rules.end()) return;
-        it->second.stream->kernel_counters(static_cast<SubStream>(it->second.sub),
-                                           static_cast<Side>(it->second.side), c.packets, c.bytes);
-      },
-      error);
-  if (!ok) LOG_WARN("reading kernel counters failed: %s", error.c_str());
+  if (!offload_->read_counters(error))
+    LOG_WARN("reading kernel counters failed: %s", error.c_str());
 }
 
 void RelayEngine::close() {
@@ -171,8 +169,8 @@ void RelayEngine::close() {
   if (pump_) pump_->close();  // every socket is closed now
   pump_ = nullptr;
   ctx_.pump = nullptr;
-  ctx_.kernel = nullptr;
-  kernel_.reset();  // deletes the nftables table
+  ctx_.offload = nullptr;
+  offload_.reset();  // deletes the nftables table
   uv_timer_stop(&sweep_timer_);
   uv_timer_stop(&sample_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), nullptr);
@@ -381,15 +379,15 @@ void RelayEngine::on_sweep(uv_timer_t* t) {
 //  * a session ends when no stream of its current or previous offer is alive.
 void RelayEngine::sweep() {
   const double now = ctx_.now();
-  if (kernel_ && (now - last_kernel_poll_ >= kKernelPollInterval ||
-                  (ctx_.kernel_poll_soon && now - last_kernel_poll_ >= kKernelFastPollInterval))) {
+  if (offload_ && (now - last_kernel_poll_ >= kKernelPollInterval ||
+                   (ctx_.kernel_poll_soon && now - last_kernel_poll_ >= kKernelFastPollInterval))) {
     last_kernel_poll_ = now;
     ctx_.kernel_poll_soon = false;
     if (network_changed_) {
       network_changed_ = false;
       size_t moved = 0;
       std::string error;
-      if (!kernel_->follow_network(moved, error)) LOG_WARN("%s", error.c_str());
+      if (!offload_->forwarder().follow_network(moved, error)) LOG_WARN("%s", error.c_str());
       if (moved) LOG_INFO("kernel forwarding: %zu rule(s) moved to a changed route", moved);
       uv_poll_start(&network_poll_, UV_READABLE, on_network_change);
     }
@@ -519,6 +517,14 @@ void RelayEngine::write_metrics(metrics::Exposition& out) const {
             static_cast<double>(pool_.capacity() - pool_.free_count()), {{"state", "used"}});
   out.gauge("mediaproxy_relay_halting", "1 while the relay refuses new sessions (SIGHUP).",
             halting_ ? 1 : 0);
+  if (offload_) {
+    out.counter("mediaproxy_relay_kernel_handovers_total",
+                "Sub-streams (RTP or RTCP of one stream) handed to the kernel.",
+                static_cast<double>(offload_->handed_over()));
+    out.counter("mediaproxy_relay_kernel_handover_transactions_total",
+                "Netlink transactions that carried them (one per media pass at most).",
+                static_cast<double>(offload_->batches()));
+  }
 }
 
 size_t RelayEngine::stream_count() const {

@@ -23,6 +23,7 @@
 #include "metrics/exposition.h"
 #include "protocol/relay_link.h"
 #include "relay/counter_table.h"
+#include "relay/kernel_offload.h"
 #include "relay/port_pool.h"
 #include "relay/relay_context.h"
 #include "relay/session.h"
@@ -48,7 +49,7 @@ class RelayEngine final : public StateSink {
   // Call-ids of the sessions restored at start (combined role: the
   // dispatcher side learns them).
   std::vector<std::string> call_ids() const;
-  bool kernel_forwarding() const { return kernel_ != nullptr; }
+  bool kernel_forwarding() const { return offload_ != nullptr; }
   ~RelayEngine();
   RelayEngine(const RelayEngine&) = delete;
   RelayEngine& operator=(const RelayEngine&) = delete;
@@ -82,6 +83,9 @@ class RelayEngine final : public StateSink {
   // restore takes (inherit before start_forwarding()).
   std::vector<std::pair<Endpoint, int>> hand_over();
   void inherit_sockets(const std::vector<std::pair<Endpoint, int>>& sockets);
+
+  // Hand-overs to the kernel committed as one transaction per media pass.
+  uint64_t kernel_batches() const { return offload_ ? offload_->batches() : 0; }
 
   // Relay metrics for the Prometheus endpoint (mediaproxy.8, METRICS).
   void write_metrics(metrics::Exposition& out) const;
@@ -123,9 +127,9 @@ class RelayEngine final : public StateSink {
   static void on_sample(uv_timer_t* t);
 
   RelayConfig cfg_;
-  std::unique_ptr<kernel::NftForwarder> kernel_;
+  std::unique_ptr<KernelOffload> offload_;  // in-kernel forwarding, or nullptr
   double last_kernel_poll_ = 0;
-  uv_poll_t network_poll_;  // route/link change notifications of kernel_
+  uv_poll_t network_poll_;  // route/link change notifications of the forwarder
   bool network_poll_active_ = false;
   bool network_changed_ = false;
   PortPool pool_;

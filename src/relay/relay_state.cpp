@@ -120,7 +120,7 @@ void RelayEngine::restore_sessions() {
       for (auto& st : s->streams()) st->attach_counter_slot();
   }
   size_t adopted = adopted_.size(), claimed = 0;
-  if (kernel_) {
+  if (offload_) {
     // Key of each adopted rule -> the leg that claims it.
     std::map<std::pair<uint64_t, uint16_t>, std::tuple<MediaStream*, SubStream, Side>> claims;
     auto key = [](const Endpoint& from, uint16_t port) {
@@ -138,11 +138,11 @@ void RelayEngine::restore_sessions() {
     for (const kernel::AdoptedRule& r : adopted_) {
       auto it = claims.find(key(r.rule.from, r.rule.relay_in_port));
       if (it == claims.end()) {
-        kernel_->remove(r.id);
+        offload_->forwarder().remove(r.id);
         continue;
       }
       auto [st, sub, side] = it->second;
-      st->adopt_kernel_rule(sub, side, r.id, r.counters.packets, r.counters.bytes);
+      offload_->adopt(r.id, st, sub, side, r.counters.packets, r.counters.bytes);
       claims.erase(it);
       ++claimed;
     }
@@ -153,7 +153,7 @@ void RelayEngine::restore_sessions() {
       st->forget_kernel_claim(sub, side);
     }
     std::string error;
-    if (claimed < adopted && !kernel_->commit(nullptr, error))
+    if (claimed < adopted && !offload_->forwarder().commit(nullptr, error))
       LOG_WARN("state file: deleting %zu kernel rule(s) of ended sessions failed: %s",
                adopted - claimed, error.c_str());
   } else {
@@ -316,9 +316,10 @@ std::vector<std::pair<Endpoint, int>> RelayEngine::hand_over() {
   }
   // Counters read from the kernel and the last packets' state go into the
   // file the successor reads.
-  if (kernel_) {
+  if (offload_) {
+    offload_->commit_pending();
     poll_kernel_counters();
-    kernel_->keep_table_on_exit(true);
+    offload_->forwarder().keep_table_on_exit(true);
   }
   if (pump_) pump_->close_idle();
   for (auto& [key, s] : sessions_)

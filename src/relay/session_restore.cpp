@@ -223,7 +223,6 @@ void MediaStream::adopt_kernel_rule(SubStream k, Side s, uint32_t id, uint64_t p
   // The element counted from its installation, before and during the restart.
   l.kernel_live_packets = std::max(l.kernel_live_packets, packets);
   l.kernel_live_bytes = std::max(l.kernel_live_bytes, bytes);
-  ctx_.kernel_rules[id] = KernelRuleRef{this, k, s};
 }
 
 void MediaStream::forget_kernel_claim(SubStream k, Side s) {

@@ -4,8 +4,8 @@
 #include <cstring>
 
 #include "common/log.h"
-#include "kernel/nft_forwarder.h"
 #include "relay/codec.h"
+#include "relay/kernel_offload.h"
 
 namespace mp::relay {
 
@@ -110,6 +110,7 @@ bool MediaStream::any_media() const {
 }
 
 MediaStream::~MediaStream() {
+  if (ctx_.offload && (offload_queued_[kRtp] || offload_queued_[kRtcp])) ctx_.offload->forget(this);
   release_ports();
 }
 
@@ -241,95 +242,31 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
   }
   deliver(k, other(s), data, len, stun, leg);
   mirror(k, s);
-  if (!stun && ctx_.kernel) maybe_hand_over(k);
+  if (!stun && ctx_.offload) maybe_hand_over(k);
 }
 
-// Both parties of sub-stream k are learned and have sent enough media: from
-// now on the kernel forwards their packets (the very next one already).
+// Both parties of sub-stream k are learned and have sent enough media: the
+// kernel forwards their packets once the current media pass ends (the
+// hand-overs of a pass are committed together, kernel_offload.h).
 void MediaStream::maybe_hand_over(SubStream k) {
-  Leg& a = legs_[k][kCaller];
-  Leg& b = legs_[k][kCallee];
-  if (a.kernel_id || kernel_refused_ || !alive_ || !a.learned || !b.learned || !a.socket ||
-      !b.socket)
-    return;
+  Endpoint to_caller, to_callee;
+  if (ready_for_kernel(k, to_caller, to_callee)) ctx_.offload->want(this, k);
+}
+
+bool MediaStream::ready_for_kernel(SubStream k, Endpoint& to_caller, Endpoint& to_callee) const {
+  const Leg& a = legs_[k][kCaller];
+  const Leg& b = legs_[k][kCallee];
+  if (a.kernel_id || b.kernel_id || kernel_refused_ || !alive_ || !a.learned || !b.learned ||
+      !a.socket || !b.socket)
+    return false;
   const uint64_t need = static_cast<uint64_t>(ctx_.handover_packets);
-  if (a.media_seen < need || b.media_seen < need) return;
-  Endpoint to_a, to_b;
-  if (!destination(k, kCaller, to_a) || !destination(k, kCallee, to_b)) return;
-  kernel::ForwardRule from_caller{a.remote, a.socket->local().port, b.socket->local().port, to_b};
-  kernel::ForwardRule from_callee{b.remote, b.socket->local().port, a.socket->local().port, to_a};
-  std::string error;
-  uint32_t ida = ctx_.kernel->add(from_caller, &error);
-  uint32_t idb = ida ? ctx_.kernel->add(from_callee, &error) : 0;
-  if (!ida || !idb) {
-    // The kernel cannot send to one of the parties (local address, no
-    // route...): nothing was queued but maybe `ida`; userspace goes on.
-    if (ida) ctx_.kernel->remove(ida);
-    std::string ignored;
-    ctx_.kernel->commit(nullptr, ignored);
-    kernel_refused_ = true;
-    state_changed();
-    LOG_INFO("%s %s: stays in userspace: %s", media_type_.c_str(), k == kRtp ? "RTP" : "RTCP",
-             error.c_str());
-    return;
-  }
-  if (!ctx_.kernel->commit(nullptr, error)) {
-    // One rule may be in, or both still queued: take both out again.
-    ctx_.kernel->remove(ida);
-    ctx_.kernel->remove(idb);
-    std::string ignored;
-    ctx_.kernel->commit(nullptr, ignored);
-    kernel_refused_ = true;
-    state_changed();
-    LOG_WARN("%s %s: kernel forwarding refused (%s); this stream stays in userspace",
-             media_type_.c_str(), k == kRtp ? "RTP" : "RTCP", error.c_str());
-    return;
-  }
-  a.kernel_id = ida;
-  b.kernel_id = idb;
-  a.kernel_live_packets = a.kernel_live_bytes = 0;
-  b.kernel_live_packets = b.kernel_live_bytes = 0;
-  ctx_.kernel_rules[ida] = KernelRuleRef{this, k, kCaller};
-  ctx_.kernel_rules[idb] = KernelRuleRef{this, k, kCallee};
-  state_changed();
-  LOG_DEBUG("%s %s: handed to the kernel (%s <-> %s)", media_type_.c_str(),
-            k == kRtp ? "RTP" : "RTCP", format_endpoint(a.remote).c_str(),
-            format_endpoint(b.remote).c_str());
+  if (a.media_seen < need || b.media_seen < need) return false;
+  return destination(k, kCaller, to_caller) && destination(k, kCallee, to_callee);
 }
 
 // Removes the kernel rules of sub-stream k; their final counters are kept.
 void MediaStream::take_back_from_kernel(SubStream k) {
-  if (!ctx_.kernel) return;
-  Leg* legs[2] = {&legs_[k][kCaller], &legs_[k][kCallee]};
-  bool any = false;
-  for (Leg* l : legs) {
-    if (!l->kernel_id) continue;
-    ctx_.kernel->remove(l->kernel_id);
-    any = true;
-  }
-  if (!any) return;
-  std::string error;
-  bool ok = ctx_.kernel->commit(
-      [&](uint32_t id, const kernel::Counters& c) {
-        for (Leg* l : legs) {
-          if (l->kernel_id != id) continue;
-          l->kernel_live_packets = c.packets;
-          l->kernel_live_bytes = c.bytes;
-        }
-      },
-      error);
-  if (!ok)
-    LOG_ERROR("%s %s: removing kernel rules failed: %s", media_type_.c_str(),
-              k == kRtp ? "RTP" : "RTCP", error.c_str());
-  for (Leg* l : legs) {
-    if (!l->kernel_id) continue;
-    ctx_.kernel_rules.erase(l->kernel_id);
-    l->kernel_id = 0;
-    l->kernel_packets += l->kernel_live_packets;
-    l->kernel_bytes += l->kernel_live_bytes;
-    l->kernel_live_packets = l->kernel_live_bytes = 0;
-  }
-  state_changed();
+  if (ctx_.offload) ctx_.offload->take_back(this, k);
 }
 
 void MediaStream::kernel_counters(SubStream k, Side side, uint64_t packets, uint64_t bytes) {

@@ -28,6 +28,7 @@
 namespace mp::relay {
 
 class Session;
+class KernelOffload;
 
 enum Side : int { kCaller = 0, kCallee = 1 };
 enum SubStream : int { kRtp = 0, kRtcp = 1 };
@@ -183,6 +184,11 @@ class MediaStream final : public MediaSocketOwner {
       : ctx_(ctx), media_type_(std::move(media_type)) {}
   void release_ports();
   void maybe_hand_over(SubStream k);
+  // Both parties of sub-stream k latched, enough media seen, nothing in the
+  // kernel yet, not refused before: where each party's packets go.
+  bool ready_for_kernel(SubStream k, Endpoint& to_caller, Endpoint& to_callee) const;
+  friend class KernelOffload;
+  bool offload_queued_[2] = {false, false};
   void take_back_from_kernel(SubStream k);
   void deliver(SubStream k, Side to, const uint8_t* data, size_t len, bool stun, Leg& from_leg);
   // Where packets for party `s` on sub-stream k go: its latched source, or

@@ -360,3 +360,29 @@ def test_auto_without_cap_net_admin_falls_back_to_userspace(hosts, tmp_path):
     assert strict.proc.wait(timeout=10) == 1
     assert "forwarding = kernel" in strict.text()
     strict.stop()
+
+
+def test_hand_overs_of_a_burst_share_transactions(hosts, tmp_path):
+    """Forty calls whose media starts in the same instant: their streams go to
+    the kernel in a few netlink transactions (one per media pass), not forty
+    round trips inside the pass, and every one of them is forwarded."""
+    relay = Relay(hosts, tmp_path, "mpk_t8", port_range="40000:40400").wait_ready()
+    try:
+        calls = [Call(relay, hosts, call_id=f"burst{i}", caller_port=5100 + i,
+                      callee_port=6100 + i).setup() for i in range(40)]
+        for c in calls:
+            c.callee.sendto(c.pkt(), (RELAY_IP, c.p))
+        wait_until(lambda: relay.text().count("latched callee") >= 40, 5, "callees latched")
+        for c in calls:
+            c.caller.sendto(c.pkt(), (RELAY_IP, c.q))
+        wait_until(lambda: len(relay.fwd_elements() or []) == 80, 5, "80 fwd elements")
+        batches = [int(m) for m in re.findall(
+            r"(\d+) sub-stream\(s\) handed over in one transaction", relay.text())]
+        assert sum(batches) == 40, batches
+        assert len(batches) <= 10, f"{len(batches)} transactions for 40 hand-overs: {batches}"
+        for c in calls:
+            c.caller.sendto(c.pkt(), (RELAY_IP, c.q))
+        for c in calls:
+            assert recv_count(c.callee, (RELAY_IP, c.p), 2) == 2
+    finally:
+        assert relay.stop() == 0
