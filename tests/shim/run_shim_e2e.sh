@@ -170,8 +170,13 @@ stop_pid "$MP_PID" TERM 5
 PIDS=()
 log "checks:"
 $PY "$UTIL" check "$TMP" use 1 || RC=1
-grep -q "mediaproxy-shim 1.0.0 loaded" "$TMP/kamailio.log" ||
-    { log "FAIL: the KEMI script did not load the shim"; RC=1; }
+# The version the library reports is the one its header declares.
+HDR=$REPO/plugin-shim/include/mediaproxy-shim.h
+SHIM_VERSION=$(for part in MAJOR MINOR PATCH; do
+    sed -n "s/^#define MPSHIM_VERSION_$part \([0-9]*\).*/\1/p" "$HDR"
+done | paste -sd.)
+grep -q "mediaproxy-shim $SHIM_VERSION loaded" "$TMP/kamailio.log" ||
+    { log "FAIL: the KEMI script did not load the shim $SHIM_VERSION"; RC=1; }
 grep -q "client_nat_test(7) = " "$TMP/kamailio.log" ||
     { log "FAIL: client_nat_test was not called"; RC=1; }
 if grep -E "Traceback|Error:" "$TMP/kamailio.log" | grep -v "^$" >/dev/null; then
