@@ -330,12 +330,10 @@ struct NftForwarder::Impl {
   // 0 or errno; on failure the next commit() or read_counters() starts over.
   int rebuild() {
     table_lost = true;
-    batch.begin(nl.peek_seq());
-    put_ruleset(batch, table, relay_ip, devices);
-    batch.end();
-    nl.done_seq(batch.next_seq());
     BatchError be;
-    if (int err = nl.send_batch(batch, be)) return err;
+    if (int err = nl.transact(
+            batch, [&](Batch& b) { return put_ruleset(b, table, relay_ip, devices); }, be))
+      return err;
     kernel_owner.clear();
     std::vector<Unit> units;
     for (auto& [id, e] : entries) {
@@ -408,25 +406,26 @@ struct NftForwarder::Impl {
 
   // One transaction for units [begin, end). 0 or errno.
   int send_units(const std::vector<Unit>& units, size_t begin, size_t end) {
-    batch.begin(nl.peek_seq());
-    if (!put_units(units, begin, end) || !batch.end()) return EMSGSIZE;
-    nl.done_seq(batch.next_seq());
     BatchError be;
-    return nl.send_batch(batch, be);
+    return nl.transact(
+        batch, [&](Batch&) { return put_units(units, begin, end); }, be);
   }
 
   // Deletes one element of `set` in its own transaction; ENOENT counts as done.
   int delete_one(const char* set, const void* key, uint32_t key_len) {
-    batch.begin(nl.peek_seq());
-    nlmsghdr* nlh = batch.add(NFT_MSG_DELSETELEM, 0);
-    ElementWriter w(nlh, table, set);
-    w.add(key, key_len);
-    w.finish();
-    batch.close(nlh);
-    batch.end();
-    nl.done_seq(batch.next_seq());
     BatchError be;
-    int err = nl.send_batch(batch, be);
+    int err = nl.transact(
+        batch,
+        [&](Batch& b) {
+          nlmsghdr* nlh = b.add(NFT_MSG_DELSETELEM, 0);
+          if (!nlh) return false;
+          ElementWriter w(nlh, table, set);
+          w.add(key, key_len);
+          w.finish();
+          b.close(nlh);
+          return true;
+        },
+        be);
     return err == ENOENT ? 0 : err;
   }
 
@@ -536,20 +535,14 @@ bool NftForwarder::probe(std::string& why) {
   std::vector<uint32_t> hooked;
   if (!routes.open(why) || !hookable_devices(routes, devices, hooked, why)) return false;
   Batch batch;
-  batch.begin(nl.peek_seq());
-  put_ruleset(batch, name, Ipv4{}, devices);
-  batch.end();
-  nl.done_seq(batch.next_seq());
   BatchError be;
-  if (nl.send_batch(batch, be) != 0) {
+  if (nl.transact(
+          batch, [&](Batch& b) { return put_ruleset(b, name, Ipv4{}, devices); }, be) != 0) {
     why = ruleset_error(be, name);
     return false;
   }
-  batch.begin(nl.peek_seq());
-  put_delete_table(batch, name);
-  batch.end();
-  nl.done_seq(batch.next_seq());
-  if (nl.send_batch(batch, be) != 0) {
+  if (nl.transact(
+          batch, [&](Batch& b) { return put_delete_table(b, name); }, be) != 0) {
     why = describe_errno(be.err, "cannot delete the scratch nftables table netdev " + name +
                                      " (delete it by hand: nft delete table netdev " + name + ")");
     return false;
@@ -607,13 +600,10 @@ NftForwarder::Existing NftForwarder::existing_table(Impl& im, Ipv4& owner, std::
 }
 
 bool NftForwarder::install_ruleset(Impl& im, bool stale, std::string& error) {
-  Batch& batch = im.batch;
-  batch.begin(im.nl.peek_seq());
-  put_ruleset(batch, im.table, im.relay_ip, im.devices);
-  batch.end();
-  im.nl.done_seq(batch.next_seq());
   BatchError be;
-  if (im.nl.send_batch(batch, be) != 0) {
+  if (im.nl.transact(
+          im.batch, [&](Batch& b) { return put_ruleset(b, im.table, im.relay_ip, im.devices); },
+          be) != 0) {
     error = ruleset_error(be, im.table);
     return false;
   }
@@ -654,12 +644,9 @@ NftForwarder::~NftForwarder() {
              im.table.c_str(), im.kernel_owner.size());
     return;
   }
-  im.batch.begin(im.nl.peek_seq());
-  put_delete_table(im.batch, im.table);
-  im.batch.end();
-  im.nl.done_seq(im.batch.next_seq());
   BatchError be;
-  int err = im.nl.send_batch(im.batch, be);
+  int err = im.nl.transact(
+      im.batch, [&](Batch& b) { return put_delete_table(b, im.table); }, be);
   if (err == 0)
     LOG_INFO("kernel forwarding: deleted nftables table netdev %s", im.table.c_str());
   else if (err != ENOENT)
@@ -873,12 +860,9 @@ bool NftForwarder::follow_network(size_t& moved, std::string& error) {
     if (!added.empty()) {
       std::vector<std::string> all = im.devices;
       all.insert(all.end(), added.begin(), added.end());
-      im.batch.begin(im.nl.peek_seq());
-      put_ingress_devices(im.batch, im.table, all);
-      im.batch.end();
-      im.nl.done_seq(im.batch.next_seq());
       BatchError be;
-      if (int err = im.nl.send_batch(im.batch, be)) {
+      if (int err = im.nl.transact(
+              im.batch, [&](Batch& b) { return put_ingress_devices(b, im.table, all); }, be)) {
         LOG_WARN("%s", describe_errno(err, "kernel forwarding: cannot hook new interface(s) " +
                                                added.front() +
                                                "...; their streams stay in "
@@ -995,12 +979,9 @@ bool NftForwarder::adopt_elements(Impl& im, std::vector<AdoptedRule>& adopted, s
     adopted.push_back(AdoptedRule{id, e.rule, c});
   }
   // Interfaces that appeared while no process ran get the chain's hook too.
-  im.batch.begin(im.nl.peek_seq());
-  put_ingress_devices(im.batch, im.table, im.devices);
-  im.batch.end();
-  im.nl.done_seq(im.batch.next_seq());
   BatchError be;
-  if (int hook_err = im.nl.send_batch(im.batch, be)) {
+  if (int hook_err = im.nl.transact(
+          im.batch, [&](Batch& b) { return put_ingress_devices(b, im.table, im.devices); }, be)) {
     error = describe_errno(hook_err, "cannot hook its chain on the interfaces");
     return false;
   }

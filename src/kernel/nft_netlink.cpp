@@ -181,6 +181,13 @@ int Netlink::request(const nlmsghdr* req, const std::function<void(const nlmsghd
   }
 }
 
+int Netlink::transact(Batch& batch, const std::function<bool(Batch&)>& fill, BatchError& error) {
+  batch.begin(seq_);
+  if (!fill(batch) || !batch.end()) return EMSGSIZE;
+  seq_ = batch.next_seq();
+  return send_batch(batch, error);
+}
+
 std::string describe_errno(int err, const std::string& what) {
   std::string text = what + ": " + std::strerror(err);
   switch (err) {

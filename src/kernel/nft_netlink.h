@@ -93,6 +93,9 @@ class Netlink {
   // 0 when the transaction was committed; otherwise errno, with details in
   // `error`.
   int send_batch(const Batch& batch, BatchError& error);
+  // One transaction: begins `batch`, lets `fill` append its messages (false:
+  // no room), ends it and sends it. 0, EMSGSIZE, or send_batch()'s errno.
+  int transact(Batch& batch, const std::function<bool(Batch&)>& fill, BatchError& error);
 
   // Sends one request (seq must come from take_seq()) and calls `on_data` for
   // every data message answering it, until the ACK or NLMSG_DONE. 0 or errno;
