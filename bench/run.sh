@@ -68,6 +68,11 @@ if [ -z "$RTPENGINE" ] && [ "${NO_INSTALL:-0}" != 1 ]; then
   RTPENGINE=$(command -v rtpengine || true)
 fi
 
+# ethtool turns off UDP segmentation offload on the benchmark's veths (below).
+if ! command -v ethtool >/dev/null && [ "${NO_INSTALL:-0}" != 1 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ethtool >&2 || true
+fi
+
 WORK=$(mktemp -d /tmp/mpbench.XXXXXX)
 TAG=mpb$$
 NS_SND=$TAG-snd
@@ -113,6 +118,11 @@ ip -n "$NS_RLY" addr add $RELAY_IP/32 dev lo
 ip -n "$NS_RCV" addr add $RCV_IP/24 dev v-rcv
 for l in "$NS_SND v-snd" "$NS_RLY v-s" "$NS_RLY v-r" "$NS_RCV v-rcv"; do
   set -- $l; ip -n "$1" link set "$2" up
+  # No UDP segmentation offload: a relay's GSO send is cut into datagrams in
+  # software on its own CPU, as on a NIC without USO (issue 14), and the
+  # receiver counts datagrams, not super-packets.
+  ip netns exec "$1" ethtool -K "$2" tx-udp-segmentation off 2>/dev/null ||
+    echo "warning: cannot turn off tx-udp-segmentation on $2 (ethtool missing?)" >&2
 done
 ip -n "$NS_SND" route add default via 10.201.1.1
 ip -n "$NS_RCV" route add default via 10.201.2.1
