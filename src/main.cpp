@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "app/config_check.h"
 #include "app/options.h"
 #include "app/server.h"
 #include "app/status_command.h"
@@ -29,6 +30,22 @@ int main(int argc, char** argv) {
     return 0;
   }
   mp::Config cfg;
+  if (cl.check_config) {
+    // The loader stops at the first error; then the checks start-up makes.
+    if (!mp::load_config_file(*cl.check_config, cfg, error)) {
+      std::fprintf(stderr, "mediaproxy: %s\n", error.c_str());
+      return 1;
+    }
+    if (cl.role) cfg.role = *cl.role;
+    for (const std::string& w : cfg.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+    const auto problems = mp::app::config_problems(cfg);
+    for (const std::string& p : problems)
+      std::fprintf(stderr, "mediaproxy: %s: %s\n", cl.check_config->c_str(), p.c_str());
+    if (!problems.empty()) return 1;
+    std::printf("%s: configuration OK (role %s)\n", cl.check_config->c_str(),
+                std::string(mp::role_name(cfg.role)).c_str());
+    return 0;
+  }
   std::string path;
   struct stat st;
   if (cl.config)

@@ -17,6 +17,8 @@ std::string usage_text() {
          "  --runtime-dir DIR    directory for the module socket and pid file (default "
          "/run/mediaproxy)\n"
          "  --foreground         stay in the foreground and log to stderr\n"
+         "  --check-config FILE  validate FILE (same errors as at start, with file:line)\n"
+         "                       and exit: 0 if it can start, 1 if not\n"
          "  --upgrade            take the sockets and calls over from the running process\n"
          "                       (live upgrade, see mediaproxy(8))\n"
          "  --pid-file FILE      write the process id to FILE\n"
@@ -62,6 +64,9 @@ bool parse_command_line(int argc, char** argv, CommandLine& out, std::string& er
     } else if (arg == "--foreground") {
       if (!no_value()) return false;
       out.foreground = true;
+    } else if (arg == "--check-config") {
+      if (!take(v)) return false;
+      out.check_config = v;
     } else if (arg == "--upgrade") {
       if (!no_value()) return false;
       out.upgrade = true;

@@ -23,7 +23,9 @@ struct CommandLine {
   std::optional<std::string> pid_file;
   std::optional<log::Level> log_level;
   bool foreground = false;
-  bool upgrade = false;  // take the sockets and calls over from the running process
+  bool upgrade = false;
+  std::optional<std::string> check_config;  // --check-config FILE: validate and exit  // take the
+                                            // sockets and calls over from the running process
   bool help = false;
   bool version = false;
 };

@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "accounting/accounting.h"
+#include "app/config_check.h"
 #include "app/in_process_link.h"
 #include "app/upgrade.h"
 #include "common/log.h"
@@ -175,9 +176,9 @@ struct Process {
 int run_server(Config cfg, bool foreground, bool upgrade) {
   const bool has_relay = cfg.role != Role::Dispatcher;
   const bool has_dispatcher = cfg.role != Role::Relay;
-  if (cfg.role == Role::Relay && cfg.relay.dispatchers.empty()) {
-    std::fprintf(stderr,
-                 "mediaproxy: role relay needs [Relay] dispatchers (the dispatchers' addresses)\n");
+  if (auto problems = config_problems(cfg); !problems.empty()) {
+    for (const std::string& problem : problems)
+      std::fprintf(stderr, "mediaproxy: %s\n", problem.c_str());
     return 1;
   }
   Process p;
