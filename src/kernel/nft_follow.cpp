@@ -46,6 +46,10 @@ bool NftForwarder::follow_network(size_t& moved, std::string& error) {
     }
   }
 
+  return reroute(im, moved, error);
+}
+
+bool NftForwarder::reroute(Impl& im, size_t& moved, std::string& error) {
   // Rules whose way out changed.
   std::vector<uint32_t> ids;
   std::vector<NextHop> hops;

@@ -131,12 +131,16 @@ class NftForwarder {
 
  private:
   explicit NftForwarder(std::unique_ptr<Impl> impl);
-  // The steps of create() and adopt() (nft_forwarder.cpp, nft_adopt.cpp).
+  // The steps of create() and adopt() (nft_table.cpp, nft_adopt.cpp).
   enum class Existing { None, Ours, Unknown, Foreign, Error };
   static bool open_impl(Impl& im, const std::string& table_name, Ipv4 relay_ip, std::string& error);
   static Existing existing_table(Impl& im, Ipv4& owner, std::string& error);
-  static bool install_ruleset(Impl& im, bool stale, std::string& error);
+  // `replaced`: why a table of that name is replaced ("" if there was none).
+  static bool install_ruleset(Impl& im, const std::string& replaced, std::string& error);
+  static std::string shape_mismatch(Impl& im);
   static bool adopt_elements(Impl& im, std::vector<AdoptedRule>& adopted, std::string& error);
+  // Moves installed rules whose route changed (nft_follow.cpp).
+  static bool reroute(Impl& im, size_t& moved, std::string& error);
   std::unique_ptr<Impl> impl_;
 };
 

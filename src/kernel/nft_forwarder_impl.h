@@ -67,6 +67,10 @@ inline std::string ruleset_error(const BatchError& be, const std::string& table)
   return describe_errno(be.err, what);
 }
 
+// Why a table of our name whose comment names no relay is replaced.
+inline constexpr const char* kNotOursComment =
+    "its comment names no relay address: made by an older version of mediaproxy or by hand";
+
 inline uint64_t key_of(Ipv4 ip, uint16_t sport, uint16_t dport) {
   return (static_cast<uint64_t>(ip.be) << 32) | (static_cast<uint64_t>(sport) << 16) | dport;
 }

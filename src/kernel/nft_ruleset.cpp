@@ -66,6 +66,14 @@ constexpr uint32_t kTypeInetService = 13;
 constexpr uint32_t kTypeIfindex = 20;
 constexpr uint32_t kTypeBits = 6;
 constexpr uint32_t kByteorderInvalid = 0;
+// fwd_map's key and value types as nft declares concatenations.
+constexpr uint32_t kFwdKeyType =
+    (((kTypeIpAddr << kTypeBits) | kTypeInetService) << kTypeBits) | kTypeInetService;
+constexpr uint32_t kFwdValueType =
+    (((((((kTypeIpAddr << kTypeBits) | kTypeIpAddr) << kTypeBits) | kTypeIpAddr) << kTypeBits) |
+      kTypeIpAddr)
+     << kTypeBits) |
+    kTypeIfindex;
 
 constexpr const char* kTableCommentPrefix = "mediaproxy relay ";
 constexpr const char* kTableCommentSuffix = ": in-kernel forwarding of latched media streams";
@@ -283,27 +291,20 @@ void fill_ingress(nftnl_rule* r, Ipv4 relay_ip) {
 
 bool put_ruleset(Batch& batch, const std::string& table, Ipv4 relay_ip,
                  const std::vector<std::string>& devices) {
-  constexpr uint32_t kFwdKeyType =
-      (((kTypeIpAddr << kTypeBits) | kTypeInetService) << kTypeBits) | kTypeInetService;
-  constexpr uint32_t kFwdValueType =
-      (((((((kTypeIpAddr << kTypeBits) | kTypeIpAddr) << kTypeBits) | kTypeIpAddr) << kTypeBits) |
-        kTypeIpAddr)
-       << kTypeBits) |
-      kTypeIfindex;
   return put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE, table) &&
          put_table(batch, NFT_MSG_DELTABLE, 0, table) &&
          put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, table,
                    table_comment(relay_ip)) &&
          put_map(batch, table, kFwdMap, kFwdId, kFwdKeyType, sizeof(FwdKey), kByteorderInvalid,
                  kFwdValueType, sizeof(FwdValue), kByteorderInvalid, true) &&
-         put_chain(batch, table, "ingress", NF_NETDEV_INGRESS, 0, devices) &&
-         put_rule(batch, table, "ingress", kIngressComment,
+         put_chain(batch, table, kIngressChain, NF_NETDEV_INGRESS, 0, devices) &&
+         put_rule(batch, table, kIngressChain, kIngressComment,
                   [&](nftnl_rule* r) { fill_ingress(r, relay_ip); });
 }
 
 bool put_ingress_devices(Batch& batch, const std::string& table,
                          const std::vector<std::string>& devices) {
-  return put_chain(batch, table, "ingress", NF_NETDEV_INGRESS, 0, devices);
+  return put_chain(batch, table, kIngressChain, NF_NETDEV_INGRESS, 0, devices);
 }
 
 bool put_delete_table(Batch& batch, const std::string& table) {
@@ -360,6 +361,127 @@ nlmsghdr* build_dump_elements(char* buf, uint32_t seq, const std::string& table,
   mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, table.c_str());
   mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, set);
   return nlh;
+}
+
+nlmsghdr* build_get_chain(char* buf, uint32_t seq, const std::string& table, const char* chain) {
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, kTableFamily, NLM_F_ACK, seq);
+  mnl_attr_put_strz(nlh, NFTA_CHAIN_TABLE, table.c_str());
+  mnl_attr_put_strz(nlh, NFTA_CHAIN_NAME, chain);
+  return nlh;
+}
+
+nlmsghdr* build_dump_rules(char* buf, uint32_t seq, const std::string& table, const char* chain) {
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, kTableFamily, NLM_F_DUMP, seq);
+  mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
+  mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain);
+  return nlh;
+}
+
+std::string fwd_map_mismatch(const nlmsghdr* nlh) {
+  Set s(nftnl_set_alloc());
+  if (nftnl_set_nlmsg_parse(nlh, s.p) < 0) return "its map fwd_map cannot be parsed";
+  auto u32 = [&](uint16_t attr) {
+    return nftnl_set_is_set(s.p, attr) ? nftnl_set_get_u32(s.p, attr) : 0xffffffffu;
+  };
+  if (u32(NFTNL_SET_FLAGS) != NFT_SET_MAP) return "fwd_map has other flags than a plain map";
+  if (u32(NFTNL_SET_KEY_TYPE) != kFwdKeyType || u32(NFTNL_SET_KEY_LEN) != sizeof(FwdKey))
+    return "fwd_map has another key type";
+  if (u32(NFTNL_SET_DATA_TYPE) != kFwdValueType || u32(NFTNL_SET_DATA_LEN) != sizeof(FwdValue))
+    return "fwd_map has another value type";
+  std::vector<std::string> exprs;
+  nftnl_set_expr_foreach(
+      s.p,
+      [](nftnl_expr* e, void* out) -> int {
+        static_cast<std::vector<std::string>*>(out)->push_back(
+            nftnl_expr_get_str(e, NFTNL_EXPR_NAME));
+        return 0;
+      },
+      &exprs);
+  if (exprs != std::vector<std::string>{"counter"}) return "fwd_map has no element counters";
+  return "";
+}
+
+std::string ingress_chain_mismatch(const nlmsghdr* nlh) {
+  Chain c(nftnl_chain_alloc());
+  if (nftnl_chain_nlmsg_parse(nlh, c.p) < 0) return "its chain ingress cannot be parsed";
+  const char* type = nftnl_chain_get_str(c.p, NFTNL_CHAIN_TYPE);
+  if (!nftnl_chain_is_set(c.p, NFTNL_CHAIN_HOOKNUM) ||
+      nftnl_chain_get_u32(c.p, NFTNL_CHAIN_HOOKNUM) != NF_NETDEV_INGRESS || !type ||
+      std::strcmp(type, "filter") != 0)
+    return "its chain ingress is not a filter chain on the ingress hook";
+  if (nftnl_chain_get_s32(c.p, NFTNL_CHAIN_PRIO) != 0 ||
+      nftnl_chain_get_u32(c.p, NFTNL_CHAIN_POLICY) != NF_ACCEPT)
+    return "its chain ingress has another priority or policy";
+  return "";
+}
+
+namespace {
+
+// The expressions of `r` as libnftnl prints them, one string each.
+std::vector<std::string> expression_texts(nftnl_rule* r) {
+  std::vector<std::string> out;
+  nftnl_expr_foreach(
+      r,
+      [](nftnl_expr* e, void* data) -> int {
+        char text[512];
+        nftnl_expr_snprintf(text, sizeof text, e, NFTNL_OUTPUT_DEFAULT, 0);
+        static_cast<std::vector<std::string>*>(data)->push_back(
+            std::string(nftnl_expr_get_str(e, NFTNL_EXPR_NAME)) + " " + text);
+        return 0;
+      },
+      &out);
+  return out;
+}
+
+// A register number as the kernel reports it back (nft_dump_register()):
+// 32-bit registers that start a 128-bit one are reported as the latter.
+uint32_t as_dumped(uint32_t reg) {
+  const uint32_t internal = reg <= NFT_REG_4 ? reg * 4 : reg - 4;  // in 32-bit words
+  return internal % 4 == 0 ? internal / 4 : internal - 4 + NFT_REG32_00;
+}
+
+// Rewrites the expressions of `r` as the kernel reports them back: register
+// numbers, and lookup flags (always reported, 0 when not inverted).
+void as_dumped(nftnl_rule* r) {
+  nftnl_expr_foreach(
+      r,
+      [](nftnl_expr* e, void*) -> int {
+        static const std::pair<const char*, uint16_t> kRegisters[] = {
+            {"payload", NFTNL_EXPR_PAYLOAD_DREG}, {"payload", NFTNL_EXPR_PAYLOAD_SREG},
+            {"meta", NFTNL_EXPR_META_DREG},       {"cmp", NFTNL_EXPR_CMP_SREG},
+            {"bitwise", NFTNL_EXPR_BITWISE_SREG}, {"bitwise", NFTNL_EXPR_BITWISE_DREG},
+            {"lookup", NFTNL_EXPR_LOOKUP_SREG},   {"lookup", NFTNL_EXPR_LOOKUP_DREG},
+            {"fwd", NFTNL_EXPR_FWD_SREG_DEV},     {"fwd", NFTNL_EXPR_FWD_SREG_ADDR},
+        };
+        const char* name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
+        for (const auto& [expr, attr] : kRegisters)
+          if (std::strcmp(name, expr) == 0 && nftnl_expr_is_set(e, attr))
+            nftnl_expr_set_u32(e, attr, as_dumped(nftnl_expr_get_u32(e, attr)));
+        if (std::strcmp(name, "lookup") == 0 && !nftnl_expr_is_set(e, NFTNL_EXPR_LOOKUP_FLAGS))
+          nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, 0);
+        return 0;
+      },
+      nullptr);
+}
+
+}  // namespace
+
+std::string ingress_rule_mismatch(const nlmsghdr* nlh, Ipv4 relay_ip) {
+  Rule found(nftnl_rule_alloc());
+  if (nftnl_rule_nlmsg_parse(nlh, found.p) < 0) return "its rule cannot be parsed";
+  Rule expected(nftnl_rule_alloc());
+  fill_ingress(expected.p, relay_ip);
+  as_dumped(expected.p);
+  const std::vector<std::string> have = expression_texts(found.p);
+  const std::vector<std::string> want = expression_texts(expected.p);
+  for (size_t i = 0; i < have.size() && i < want.size(); ++i)
+    if (have[i] != want[i])
+      return "expression " + std::to_string(i + 1) + " of its rule is `" + have[i] + "`, not `" +
+             want[i] + "`";
+  if (have.size() != want.size())
+    return "its rule has " + std::to_string(have.size()) + " expressions, not " +
+           std::to_string(want.size());
+  return "";
 }
 
 nlmsghdr* build_element_request(char* buf, uint32_t seq) {

@@ -28,6 +28,9 @@ namespace mp::kernel::detail {
 // statement), and a map of that name cannot be named on the nft command line.
 inline constexpr const char* kFwdMap = "fwd_map";
 
+// The chain that carries the one rule.
+inline constexpr const char* kIngressChain = "ingress";
+
 // Appends the messages that create table `table` (family netdev) with
 // everything in it for `relay_ip`, its chain hooked on `devices`. The table is first added (a no-op
 // if it exists) and deleted, so a table of that name left behind is replaced in the same
@@ -50,6 +53,17 @@ bool parse_table_comment(const nlmsghdr* nlh, std::string& comment);
 nlmsghdr* build_get_table(char* buf, uint32_t seq, const std::string& table);
 // Writes into `buf` (at least 1 KiB) a GETSET request for `set`.
 nlmsghdr* build_get_set(char* buf, uint32_t seq, const std::string& table, const char* set);
+// Writes into `buf` (at least 1 KiB) a GETCHAIN request for `chain`.
+nlmsghdr* build_get_chain(char* buf, uint32_t seq, const std::string& table, const char* chain);
+// Writes into `buf` (at least 1 KiB) a GETRULE dump request for the rules of `chain`.
+nlmsghdr* build_dump_rules(char* buf, uint32_t seq, const std::string& table, const char* chain);
+// The shape check of a table found at start (adopt()): each takes one
+// answer and returns "" if it describes the object put_ruleset() makes (for
+// `relay_ip`), otherwise what differs, in words for a log line. The chain's
+// interfaces are not compared (adopt() hooks the current ones).
+std::string fwd_map_mismatch(const nlmsghdr* nlh);
+std::string ingress_chain_mismatch(const nlmsghdr* nlh);
+std::string ingress_rule_mismatch(const nlmsghdr* nlh, Ipv4 relay_ip);
 // Writes into `buf` (at least 1 KiB) a GETSETELEM dump request for `set`.
 nlmsghdr* build_dump_elements(char* buf, uint32_t seq, const std::string& table, const char* set);
 

@@ -1,7 +1,8 @@
 // The forwarder's table: checking that nf_tables can be used (probe), making
-// it (create), taking over the one a previous process of this relay left
-// (adopt), and telling our tables from another instance's (the comment names
-// the relay address). Part of nft_forwarder.h's implementation.
+// it (create), and telling our tables from another instance's (the comment
+// names the relay address). Taking over the table a previous process of this
+// relay left (adopt) is in nft_adopt.cpp. Part of nft_forwarder.h's
+// implementation.
 #include "kernel/nft_forwarder.h"
 
 #include "kernel/nft_forwarder_impl.h"
@@ -86,7 +87,7 @@ NftForwarder::Existing NftForwarder::existing_table(Impl& im, Ipv4& owner, std::
   return Existing::Foreign;
 }
 
-bool NftForwarder::install_ruleset(Impl& im, bool stale, std::string& error) {
+bool NftForwarder::install_ruleset(Impl& im, const std::string& replaced, std::string& error) {
   BatchError be;
   if (im.nl.transact(
           im.batch, [&](Batch& b) { return put_ruleset(b, im.table, im.relay_ip, im.devices); },
@@ -94,11 +95,9 @@ bool NftForwarder::install_ruleset(Impl& im, bool stale, std::string& error) {
     error = ruleset_error(be, im.table);
     return false;
   }
-  if (stale)
-    LOG_WARN(
-        "kernel forwarding: nftables table netdev %s already existed (left by an instance of this "
-        "relay that did not exit cleanly, or of an older version); deleted and recreated",
-        im.table.c_str());
+  if (!replaced.empty())
+    LOG_WARN("kernel forwarding: nftables table netdev %s already existed (%s); replaced",
+             im.table.c_str(), replaced.c_str());
   std::string names;
   for (const auto& d : im.devices) names += (names.empty() ? "" : ", ") + d;
   LOG_INFO(
@@ -115,96 +114,16 @@ std::unique_ptr<NftForwarder> NftForwarder::create(const std::string& table_name
   Ipv4 owner;
   const Existing found = existing_table(*impl, owner, error);
   if (found == Existing::Foreign || found == Existing::Error) return nullptr;
-  if (!install_ruleset(*impl, found != Existing::None, error)) return nullptr;
+  const char* replaced = found == Existing::None ? ""
+                         : found == Existing::Ours
+                             ? "left by an instance of this relay that did not exit cleanly"
+                             : kNotOursComment;
+  if (!install_ruleset(*impl, replaced, error)) return nullptr;
   return std::unique_ptr<NftForwarder>(new NftForwarder(std::move(impl)));
 }
 
 void NftForwarder::keep_table_on_exit(bool keep) {
   impl_->keep_table = keep;
-}
-
-// ---- adoption after a restart --------------------------------------------
-
-// Registers every element of the table's fwd_map as an installed rule.
-// false (with `error`) if the map cannot be read or holds an element that is
-// not one of ours; the caller then replaces the table.
-bool NftForwarder::adopt_elements(Impl& im, std::vector<AdoptedRule>& adopted, std::string& error) {
-  adopted.clear();
-  std::vector<std::pair<Impl::Entry, Counters>> found;
-  bool malformed = false;
-  nlmsghdr* req = build_dump_elements(im.request_buf.data(), im.nl.take_seq(), im.table, kFwdMap);
-  const int err = im.nl.request(req, [&](const nlmsghdr* nlh) {
-    if (!parse_elements(nlh, [&](const ElementView& v) {
-          Impl::Entry e;
-          Ipv4 saddr, next_hop;
-          uint16_t sport, dport, out_port, to_port;
-          uint32_t ifindex;
-          if (!parse_fwd_key(v.key, v.key_len, e.rule.from.ip, sport, dport) || !v.data ||
-              !v.has_counter ||
-              !parse_fwd_value(v.data, v.data_len, saddr, e.rule.to.ip, out_port, to_port, next_hop,
-                               ifindex) ||
-              saddr != im.relay_ip) {
-            malformed = true;
-            return;
-          }
-          e.rule.from.port = sport;
-          e.rule.relay_in_port = dport;
-          e.rule.relay_out_port = out_port;
-          e.rule.to.port = to_port;
-          e.hop.via = next_hop;
-          e.hop.ifindex = ifindex;
-          e.key = key_of(e.rule.from.ip, sport, dport);
-          e.state = Impl::State::kInstalled;
-          found.emplace_back(e, Counters{v.packets, v.bytes});
-        }))
-      malformed = true;
-  });
-  if (err != 0 || malformed) {
-    error = err ? describe_errno(err, "cannot read its map") : "its map holds foreign elements";
-    return false;
-  }
-  for (auto& [e, c] : found) {
-    const uint32_t id = im.alloc_id();
-    if (id == 0) break;
-    e.last = c;
-    im.kernel_owner[e.key] = id;
-    im.entries.emplace(id, e);
-    adopted.push_back(AdoptedRule{id, e.rule, c});
-  }
-  // Interfaces that appeared while no process ran get the chain's hook too.
-  BatchError be;
-  if (int hook_err = im.nl.transact(
-          im.batch, [&](Batch& b) { return put_ingress_devices(b, im.table, im.devices); }, be)) {
-    error = describe_errno(hook_err, "cannot hook its chain on the interfaces");
-    return false;
-  }
-  return true;
-}
-
-std::unique_ptr<NftForwarder> NftForwarder::adopt(const std::string& table_name, Ipv4 relay_ip,
-                                                  std::vector<AdoptedRule>& adopted,
-                                                  std::string& error) {
-  adopted.clear();
-  auto impl = std::make_unique<Impl>();
-  if (!open_impl(*impl, table_name, relay_ip, error)) return nullptr;
-  Ipv4 owner;
-  const Existing found = existing_table(*impl, owner, error);
-  if (found == Existing::Foreign || found == Existing::Error) return nullptr;
-  if (found == Existing::Ours) {
-    std::string why;
-    if (adopt_elements(*impl, adopted, why)) {
-      LOG_INFO("kernel forwarding: adopted nftables table netdev %s with %zu rule(s)",
-               table_name.c_str(), adopted.size());
-      return std::unique_ptr<NftForwarder>(new NftForwarder(std::move(impl)));
-    }
-    LOG_WARN("kernel forwarding: the nftables table netdev %s left behind cannot be adopted (%s)",
-             table_name.c_str(), why.c_str());
-    adopted.clear();
-    impl->entries.clear();
-    impl->kernel_owner.clear();
-  }
-  if (!install_ruleset(*impl, found != Existing::None, error)) return nullptr;
-  return std::unique_ptr<NftForwarder>(new NftForwarder(std::move(impl)));
 }
 
 }  // namespace mp::kernel
