@@ -16,9 +16,12 @@
 // one rule) has the documented shape, the elements carry the rewrite and the
 // way out of their rule, 10,000 rules install in batches (timed), the table
 // is deleted by the destructor and reclaimed by create(), adopted by adopt()
-// without a packet missed (and never when another relay's), probe() explains a
-// missing CAP_NET_ADMIN, and changes made behind the forwarder's back are
-// healed.
+// while a sender keeps sending one datagram per millisecond (none missed, none
+// to userspace, counters include what was forwarded while no forwarder
+// existed), never touched when another relay's, replaced when not in the
+// expected shape, adopted rules follow route changes (also those made while
+// no forwarder ran), probe() explains a missing CAP_NET_ADMIN, and changes
+// made behind the forwarder's back are healed.
 //
 // Needs root (creates network namespaces); exits 77 (skipped) otherwise. The
 // tests run in a child process; the parent deletes the namespaces however the
@@ -46,6 +49,8 @@
 #include <unistd.h>
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -54,11 +59,13 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/address.h"
 #include "common/log.h"
 #include "kernel/nft_forwarder.h"
+#include "kernel/nft_ruleset.h"
 
 using mp::Endpoint;
 using mp::Ipv4;
@@ -1148,96 +1155,406 @@ TEST_CASE("create() reclaims a table left behind") {
   CHECK_FALSE(table_exists("mpk_reclaim2"));
 }
 
+// Sends a numbered datagram ("seq N") from `from` to `to` every `period`, in
+// its own thread, until finish(); counts what it sent.
+class Pacer {
+ public:
+  Pacer(const Sock& from, Endpoint to, std::chrono::microseconds period)
+      : thread_([this, fd = from.fd, to, period] {
+          const sockaddr_in sa = to.to_sockaddr();
+          auto next = std::chrono::steady_clock::now();
+          while (!stop_) {
+            const std::string d = "seq " + std::to_string(sent_.load());
+            if (sendto(fd, d.data(), d.size(), 0, reinterpret_cast<const sockaddr*>(&sa),
+                       sizeof sa) == static_cast<ssize_t>(d.size())) {
+              bytes_ += d.size() + 28;  // IPv4 + UDP headers
+              ++sent_;
+            } else {
+              ++errors_;
+            }
+            next += period;
+            std::this_thread::sleep_until(next);
+          }
+        }) {}
+  ~Pacer() { finish(); }
+  Pacer(const Pacer&) = delete;
+  Pacer& operator=(const Pacer&) = delete;
+
+  uint32_t sent() const { return sent_; }
+  uint64_t bytes() const { return bytes_; }
+  uint32_t errors() const { return errors_; }
+  void finish() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<uint32_t> sent_{0};
+  std::atomic<uint64_t> bytes_{0};
+  std::atomic<uint32_t> errors_{0};
+  std::thread thread_;
+};
+
+void sleep_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
+
+bool same_rule(const ForwardRule& a, const ForwardRule& b) {
+  return a.from == b.from && a.relay_in_port == b.relay_in_port &&
+         a.relay_out_port == b.relay_out_port && a.to == b.to;
+}
+
+std::unique_ptr<NftForwarder> adopt(const std::string& table, std::vector<AdoptedRule>& adopted,
+                                    std::string& error, Ipv4 relay_ip = kRelayIp) {
+  InNs in(g_topo.rly_fd);
+  return NftForwarder::adopt(table, relay_ip, adopted, error);
+}
+
+TEST_CASE("fwd_map values and table comments decode back") {
+  using namespace mp::kernel::detail;
+  const Ipv4 hop = *mp::parse_ipv4("10.200.2.9");
+  const FwdValue v = make_fwd_value(kRelayIp, kCalleeIp, 40002, 5000, hop, 0x01020304);
+  Ipv4 saddr, daddr, via;
+  uint16_t sport = 0, dport = 0;
+  uint32_t ifindex = 0;
+  REQUIRE(parse_fwd_value(v.bytes, sizeof v.bytes, saddr, daddr, sport, dport, via, ifindex));
+  CHECK(saddr == kRelayIp);
+  CHECK(daddr == kCalleeIp);
+  CHECK(sport == 40002);
+  CHECK(dport == 5000);
+  CHECK(via == hop);
+  CHECK(ifindex == 0x01020304u);
+  CHECK_FALSE(
+      parse_fwd_value(v.bytes, sizeof v.bytes - 1, saddr, daddr, sport, dport, via, ifindex));
+  const FwdKey k = make_fwd_key(kCallerIp, 4000, 40000);
+  REQUIRE(parse_fwd_key(k.bytes, sizeof k.bytes, saddr, sport, dport));
+  CHECK((saddr == kCallerIp && sport == 4000 && dport == 40000));
+
+  CHECK(table_comment(kRelayIp) ==
+        "mediaproxy relay 10.200.0.1: in-kernel forwarding of latched media streams");
+  CHECK(table_owner(table_comment(kRelayIp)) == kRelayIp);
+  // The fixed comment of older versions names no relay; nor do others.
+  CHECK_FALSE(table_owner("mediaproxy: in-kernel forwarding of latched media streams"));
+  CHECK_FALSE(table_owner("mediaproxy relay 10.200.0.300: in-kernel forwarding"));
+  CHECK_FALSE(table_owner("mediaproxy relay 10.200.0.1"));
+  CHECK_FALSE(table_owner(""));
+}
+
 TEST_CASE("adopt() takes over a previous process's table without missing a packet") {
+  // A sender keeps sending one datagram per millisecond through the rule
+  // while the forwarder that installed it goes away leaving its table, no
+  // forwarder exists for 100 ms, and a new one adopts the table.
   Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 40200);
+  Sock relay_b = udp(g_topo.rly_fd, kRelayIp, 40202);
   Sock caller = udp(g_topo.snd_fd, kCallerIp, 4200);
   Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5200);
   const ForwardRule a2b = rule({kCallerIp, 4200}, 40200, 40202, {kCalleeIp, 5200});
   const ForwardRule b2a = rule({kCalleeIp, 5200}, 40202, 40200, {kCallerIp, 4200});
+  // Room for every datagram of the run (about 300), read only at the end.
+  const int rcvbuf = 4 << 20;
+  REQUIRE(setsockopt(callee.fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) == 0);
+  const long overflows = snmp(g_topo.rcv_fd, "Udp", "RcvbufErrors");
   std::string error;
-  {
-    auto old = make("mpk_adopt");
-    old->add(a2b);
-    old->add(b2a);
-    REQUIRE(old->commit(nullptr, error));
-    send_burst(caller, {kRelayIp, 40200}, 20, "before");
-    old->keep_table_on_exit(true);
-  }  // the old process is gone; its table forwards on
-  send_burst(caller, {kRelayIp, 40200}, 30, "between");
+  auto old = make("mpk_adopt");
+  old->add(a2b);
+  old->add(b2a);
+  REQUIRE(old->commit(nullptr, error));
+
+  Pacer pacer(caller, {kRelayIp, 40200}, std::chrono::microseconds(1000));
+  sleep_ms(100);
+  old->keep_table_on_exit(true);
+  old.reset();  // the old process is gone; its table forwards on
+  const uint32_t sent_at_exit = pacer.sent();
+  sleep_ms(100);
   std::vector<AdoptedRule> adopted;
-  std::unique_ptr<NftForwarder> fwd;
-  {
-    InNs in(g_topo.rly_fd);
-    fwd = NftForwarder::adopt("mpk_adopt", kRelayIp, adopted, error);
-  }
+  const uint32_t sent_before_adopt = pacer.sent();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto fwd = adopt("mpk_adopt", adopted, error);
+  const double adopt_ms = ms_since(t0);
+  const uint32_t sent_after_adopt = pacer.sent();
   INFO(error);
   REQUIRE(fwd);
-  send_burst(caller, {kRelayIp, 40200}, 10, "after");
-  CHECK(drain(callee).size() == 60);  // every packet, before, between and after
-  CHECK(drain(relay_a, 60).empty());  // none fell through to userspace
+  sleep_ms(100);
+  pacer.finish();
+  const uint32_t sent = pacer.sent();
+  CHECK(pacer.errors() == 0);
+
+  // Every datagram reached the callee exactly once, rewritten; none fell
+  // through to the userspace socket.
+  std::vector<Datagram> got = drain(callee);
+  std::vector<int> seen(sent, 0);
+  size_t wrong = 0;
+  for (const Datagram& d : got) {
+    const unsigned long n = std::stoul(d.data.substr(4));
+    if (n < sent && d.from == Endpoint{kRelayIp, 40202})
+      ++seen[n];
+    else
+      ++wrong;
+  }
+  const size_t missed = static_cast<size_t>(std::count(seen.begin(), seen.end(), 0));
+  const size_t to_userspace = drain(relay_a, 50).size();
+  std::printf(
+      "[kernel] adoption under load: sent %u (%u before the old forwarder went, %u with no "
+      "forwarder, %u during and after adopt()), received %zu, missed %zu, to userspace %zu; "
+      "adopt() %.1f ms\n",
+      sent, sent_at_exit, sent_before_adopt - sent_at_exit, sent - sent_before_adopt, got.size(),
+      missed, to_userspace, adopt_ms);
+  CHECK(sent >= 200);
+  CHECK(snmp(g_topo.rcv_fd, "Udp", "RcvbufErrors") == overflows);
+  CHECK(missed == 0);
+  CHECK(wrong == 0);
+  CHECK(got.size() == sent);
+  CHECK(to_userspace == 0);
+
+  // The rules come back as installed, with fresh ids and the counters of
+  // their elements, which went on counting while no forwarder existed.
   REQUIRE(adopted.size() == 2);
   CHECK(fwd->installed() == 2);
-  const AdoptedRule& r = adopted[0].rule.from.port == 4200 ? adopted[0] : adopted[1];
-  CHECK(r.rule.relay_in_port == 40200);
-  CHECK(r.rule.relay_out_port == 40202);
-  CHECK(r.rule.to == (Endpoint{kCalleeIp, 5200}));
-  CHECK(r.counters.packets == 50);  // counted while no forwarder existed too
-  std::map<uint32_t, Counters> read;
-  REQUIRE(fwd->read_counters([&](uint32_t id, const Counters& c) { read[id] = c; }, error));
-  CHECK(read[r.id].packets == 60);
+  const bool first_is_a2b = adopted[0].rule.from == a2b.from;
+  const AdoptedRule& ra = adopted[first_is_a2b ? 0 : 1];
+  const AdoptedRule& rb = adopted[first_is_a2b ? 1 : 0];
+  CHECK(same_rule(ra.rule, a2b));
+  CHECK(same_rule(rb.rule, b2a));
+  CHECK(ra.id != 0);
+  CHECK(rb.id != 0);
+  CHECK(ra.id != rb.id);
+  CHECK(ra.counters.packets > sent_at_exit);
+  CHECK(ra.counters.packets <= sent_after_adopt);
+  CHECK(rb.counters.packets == 0);
+  // read_counters() counts on from there: everything sent.
+  auto cnt = counters(*fwd);
+  CHECK(cnt[ra.id].packets == sent);
+  CHECK(cnt[ra.id].bytes == pacer.bytes());
+
+  // The adopted reverse rule forwards too.
+  send_burst(callee, {kRelayIp, 40202}, 5, "back");
+  auto back = drain(caller);
+  CHECK(back.size() == 5);
+  for (const auto& d : back) CHECK(d.from == Endpoint{kRelayIp, 40200});
+  CHECK(drain(relay_b, 50).empty());
+
+  // remove() of an adopted id reports its final counters and deletes its element.
   Finals finals;
-  fwd->remove(r.id);
+  fwd->remove(ra.id);
   REQUIRE(fwd->commit(finals.sink(), error));
-  CHECK(finals.by_id[r.id].packets == 60);
+  CHECK(finals.calls == 1);
+  CHECK(finals.by_id[ra.id].packets == sent);
+  CHECK(finals.by_id[ra.id].bytes == pacer.bytes());
   CHECK(nft_fwd_elements("mpk_adopt").size() == 1);
-  fwd.reset();
+  CHECK(counters(*fwd)[rb.id].packets == 5);
+  // New rules get ids that do not collide with adopted ones.
+  const uint32_t id = fwd->add(rule({kCallerIp, 4201}, 40200, 40202, {kCalleeIp, 5200}));
+  CHECK(id != 0);
+  CHECK(id != rb.id);
+  fwd.reset();  // keep_table_on_exit() is per forwarder: this one deletes its table
   CHECK_FALSE(table_exists("mpk_adopt"));
-  // No table at all: adopt() is create().
-  {
-    InNs in(g_topo.rly_fd);
-    fwd = NftForwarder::adopt("mpk_adopt", kRelayIp, adopted, error);
-  }
+}
+
+TEST_CASE("adopt() with no table left behind is create()") {
+  std::vector<AdoptedRule> adopted{AdoptedRule{}};
+  std::string error;
+  REQUIRE_FALSE(table_exists("mpk_adopt_new"));
+  auto fwd = adopt("mpk_adopt_new", adopted, error);
+  INFO(error);
   REQUIRE(fwd);
   CHECK(adopted.empty());
-  CHECK(table_exists("mpk_adopt"));
+  CHECK(fwd->installed() == 0);
+  // The same table as create() makes.
+  auto made = make("mpk_adopt_cmp");
+  std::string listing = nft("list table netdev mpk_adopt_new");
+  std::string reference = nft("list table netdev mpk_adopt_cmp");
+  reference.replace(reference.find("mpk_adopt_cmp"), 13, "mpk_adopt_new");
+  CHECK(listing == reference);
+  made.reset();
+  // And it forwards.
+  Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 40210);
+  Sock caller = udp(g_topo.snd_fd, kCallerIp, 4210);
+  Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5210);
+  REQUIRE(fwd->add(rule({kCallerIp, 4210}, 40210, 40212, {kCalleeIp, 5210})) != 0);
+  REQUIRE(fwd->commit(nullptr, error));
+  send_burst(caller, {kRelayIp, 40210}, 5, "new");
+  CHECK(drain(callee).size() == 5);
+  CHECK(drain(relay_a, 50).empty());
+  fwd.reset();
+  CHECK_FALSE(table_exists("mpk_adopt_new"));
 }
 
 TEST_CASE("another relay's table is neither replaced nor adopted") {
-  const Ipv4 other = *mp::parse_ipv4("10.200.0.9");
+  // The table of the relay at 10.200.0.1 (kRelayIp), left running by it.
+  Sock caller = udp(g_topo.snd_fd, kCallerIp, 4300);
+  Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5300);
+  const ForwardRule theirs_rule = rule({kCallerIp, 4300}, 40300, 40302, {kCalleeIp, 5300});
   std::string error;
   {
     auto theirs = make("mpk_theirs");
-    theirs->add(rule({kCallerIp, 4300}, 40300, 40302, {kCalleeIp, 5300}));
+    theirs->add(theirs_rule);
     REQUIRE(theirs->commit(nullptr, error));
-    (void)theirs.release();  // left running, as by another instance
+    theirs->keep_table_on_exit(true);
   }
+  const std::string before = nft("list table netdev mpk_theirs");
+  // A second instance, relay address 10.200.0.9, configured with the same nft_table.
+  const Ipv4 other = *mp::parse_ipv4("10.200.0.9");
   std::vector<AdoptedRule> adopted;
   {
     InNs in(g_topo.rly_fd);
     CHECK_FALSE(NftForwarder::create("mpk_theirs", other, error));
-    CHECK(error.find("belongs to the relay at 10.200.0.1") != std::string::npos);
-    error.clear();
-    CHECK_FALSE(NftForwarder::adopt("mpk_theirs", other, adopted, error));
-    CHECK(error.find("set a different nft_table") != std::string::npos);
   }
+  INFO(error);
+  CHECK(error.find("belongs to the relay at 10.200.0.1") != std::string::npos);
+  CHECK(error.find("set a different nft_table for the relay at 10.200.0.9") != std::string::npos);
+  error.clear();
+  CHECK_FALSE(adopt("mpk_theirs", adopted, error, other));
+  CHECK(error.find("belongs to the relay at 10.200.0.1") != std::string::npos);
+  CHECK(error.find("set a different nft_table") != std::string::npos);
+  CHECK(adopted.empty());
+  // Untouched: the same table, its element still forwarding.
+  CHECK(nft("list table netdev mpk_theirs") == before);
   CHECK(nft_fwd_elements("mpk_theirs").size() == 1);
-  nft("delete table netdev mpk_theirs");
+  send_burst(caller, {kRelayIp, 40300}, 3, "theirs");
+  CHECK(drain(callee).size() == 3);
+  // Its owner can still adopt it.
+  auto fwd = adopt("mpk_theirs", adopted, error);
+  REQUIRE(fwd);
+  REQUIRE(adopted.size() == 1);
+  CHECK(same_rule(adopted[0].rule, theirs_rule));
+  CHECK(adopted[0].counters.packets == 3);
 }
 
-TEST_CASE("adopt() replaces a table it does not recognise") {
-  int st = 0;
-  nft("add table netdev mpk_odd", &st);
-  REQUIRE(st == 0);
+TEST_CASE("adopt() replaces a table that is not ours in the expected shape") {
   std::vector<AdoptedRule> adopted;
   std::string error;
-  std::unique_ptr<NftForwarder> fwd;
+  Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 40400);
+  Sock caller = udp(g_topo.snd_fd, kCallerIp, 4400);
+  Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5400);
+  const std::string ours =
+      "comment \"mediaproxy relay 10.200.0.1: in-kernel forwarding of latched "
+      "media streams\"";
+  // Replaced tables: the table is ours in the shape create() makes and
+  // forwards as it should; nothing of what was there is adopted.
+  auto check_replaced = [&](const std::string& table) {
+    INFO(table);
+    auto fwd = adopt(table, adopted, error);
+    INFO(error);
+    REQUIRE(fwd);
+    CHECK(adopted.empty());
+    CHECK(fwd->installed() == 0);
+    CHECK(nft_fwd_elements(table).empty());
+    std::string text = nft("list table netdev " + table);
+    CHECK(text.find(ours) != std::string::npos);
+    CHECK(text.find("type ipv4_addr . inet_service . inet_service : ipv4_addr . ipv4_addr . "
+                    "ipv4_addr . ipv4_addr . iface_index\n\t\tcounter\n") != std::string::npos);
+    CHECK(text.find("junk") == std::string::npos);
+    REQUIRE(fwd->add(rule({kCallerIp, 4400}, 40400, 40402, {kCalleeIp, 5400})) != 0);
+    REQUIRE(fwd->commit(nullptr, error));
+    send_burst(caller, {kRelayIp, 40400}, 3, table);
+    CHECK(drain(callee).size() == 3);
+    CHECK(drain(relay_a, 50).empty());
+  };
+  int st = 0;
+  // 1. No comment at all (made by hand).
+  nft("add table netdev mpk_odd", &st);
+  REQUIRE(st == 0);
+  check_replaced("mpk_odd");
+  // 2. The fixed comment of older versions, which names no relay.
+  nft("add table netdev mpk_old '{ comment \"mediaproxy: in-kernel forwarding of latched media "
+      "streams\"; }'",
+      &st);
+  REQUIRE(st == 0);
+  check_replaced("mpk_old");
+  // 3. Our comment, but a fwd_map of another type, with an element, made with nft.
+  nft("add table netdev mpk_shape2 '{ " + ours + "; }'", &st);
+  REQUIRE(st == 0);
+  nft("add map netdev mpk_shape2 fwd_map '{ type ipv4_addr : ipv4_addr; counter; }'", &st);
+  REQUIRE(st == 0);
+  nft("add element netdev mpk_shape2 fwd_map '{ 10.200.1.2 : 10.200.2.2 }'", &st);
+  REQUIRE(st == 0);
+  nft("add chain netdev mpk_shape2 junk '{ type filter hook ingress device \"vs\" priority 0; "
+      "policy drop; }'",
+      &st);
+  REQUIRE(st == 0);
+  check_replaced("mpk_shape2");
+  // 4. A table of ours whose rule was flushed by hand, elements still in it.
   {
-    InNs in(g_topo.rly_fd);
-    fwd = NftForwarder::adopt("mpk_odd", kRelayIp, adopted, error);
+    auto f = make("mpk_norule");
+    REQUIRE(f->add(rule({kCallerIp, 4401}, 40400, 40402, {kCalleeIp, 5400})) != 0);
+    REQUIRE(f->commit(nullptr, error));
+    f->keep_table_on_exit(true);
   }
+  nft("flush chain netdev mpk_norule ingress", &st);
+  REQUIRE(st == 0);
+  REQUIRE(nft_fwd_elements("mpk_norule").size() == 1);
+  check_replaced("mpk_norule");
+  // 5. A table of ours whose map holds an element another relay address wrote.
+  {
+    auto f = make("mpk_alien");
+    f->keep_table_on_exit(true);
+  }
+  nft("add element netdev mpk_alien fwd_map '{ 10.200.1.2 . 4402 . 40400 : 10.200.0.9 . "
+      "10.200.2.2 . 0.0.0.0 . 10.200.2.2 . \"vc\" }'",
+      &st);
+  REQUIRE(st == 0);
+  check_replaced("mpk_alien");
+}
+
+TEST_CASE("adopted rules follow route changes, also those made while no forwarder ran") {
+  // 10.200.3.5 first behind a gateway that does not exist (10.200.2.9).
+  const Ipv4 far_ip = *mp::parse_ipv4("10.200.3.5");
+  FarNetwork far_net("10.200.2.9");
+  Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 47100);
+  Sock caller = udp(g_topo.snd_fd, kCallerIp, 4710);
+  Sock far = udp(g_topo.rcv_fd, far_ip, 5710);
+  const ForwardRule to_far = rule({kCallerIp, 4710}, 47100, 47102, {far_ip, 5710});
+  const std::string key = "10.200.1.2 . 4710 . 47100";
+  std::string error, out;
+  {
+    auto old = make("mpk_readopt");
+    REQUIRE(old->add(to_far) != 0);
+    REQUIRE(old->commit(nullptr, error));
+    old->keep_table_on_exit(true);
+  }
+  // While no forwarder runs: the route changes and an interface appears.
+  REQUIRE(run("ip -n " + g_topo.rly + " route replace 10.200.3.0/24 via 10.200.2.3", &out) == 0);
+  REQUIRE(run("ip -n " + g_topo.rly + " link add vx type veth peer name vy", &out) == 0);
+  Undo undo{[] { run("ip -n " + g_topo.rly + " link del vx"); }};
+  CHECK(nft_fwd_elements("mpk_readopt")[key].value ==
+        fwd_value(47102, {far_ip, 5710}, *mp::parse_ipv4("10.200.2.9"), "vc"));
+
+  std::vector<AdoptedRule> adopted;
+  auto fwd = adopt("mpk_readopt", adopted, error);
+  INFO(error);
   REQUIRE(fwd);
-  CHECK(adopted.empty());
-  CHECK(nft("list table netdev mpk_odd").find("fwd_map") != std::string::npos);
+  REQUIRE(adopted.size() == 1);
+  CHECK(same_rule(adopted[0].rule, to_far));
+  const uint32_t id = adopted[0].id;
+  // Moved to the route of now by adopt() itself; the new interfaces are hooked.
+  CHECK(nft_fwd_elements("mpk_readopt")[key].value ==
+        fwd_value(47102, {far_ip, 5710}, kCallee2Ip, "vc"));
+  const std::string chain = nft("list chain netdev mpk_readopt ingress");
+  INFO(chain);
+  const size_t devices = chain.find("devices = {");
+  REQUIRE(devices != std::string::npos);
+  const std::string hooked = chain.substr(devices, chain.find('}', devices) - devices);
+  CHECK(hooked.find(" vx") != std::string::npos);
+  CHECK(hooked.find(" vy") != std::string::npos);
+  send_burst(caller, {kRelayIp, 47100}, 10, "after adopt");
+  CHECK(drain(far).size() == 10);
+
+  // follow_network() moves the adopted rule like any other.
+  size_t moved = 99;
+  REQUIRE(fwd->follow_network(moved, error));  // nothing changed since adopt()
+  CHECK(moved == 0);
+  REQUIRE(run("ip -n " + g_topo.rly + " route replace 10.200.3.0/24 via 10.200.2.2", &out) == 0);
+  REQUIRE(fwd->follow_network(moved, error));
+  CHECK(moved == 1);
+  CHECK(nft_fwd_elements("mpk_readopt")[key].value ==
+        fwd_value(47102, {far_ip, 5710}, kCalleeIp, "vc"));
+  send_burst(caller, {kRelayIp, 47100}, 10, "after the move");
+  auto got = drain(far);
+  CHECK(got.size() == 10);
+  for (const auto& d : got) CHECK(d.from == Endpoint{kRelayIp, 47102});
+  CHECK(drain(relay_a, 50).empty());
+  CHECK(counters(*fwd)[id].packets == 20);  // same id, counters continue
 }
 
 TEST_CASE("queued changes: replace and remove before commit") {
