@@ -7,10 +7,12 @@
 #include <string>
 
 #include "app/config_check.h"
+#include "app/daemon.h"
 #include "app/options.h"
 #include "app/server.h"
 #include "app/status_command.h"
 #include "common/config.h"
+#include "common/log.h"
 
 int main(int argc, char** argv) {
   if (argc >= 2 && (std::string(argv[1]) == "sessions" || std::string(argv[1]) == "summary"))
@@ -29,6 +31,8 @@ int main(int argc, char** argv) {
     std::printf("mediaproxy %s\n", MEDIAPROXY_VERSION);
     return 0;
   }
+  // Under systemd, standard error is the journal: lines get priorities.
+  mp::log::use_journal_if_connected();
   mp::Config cfg;
   if (cl.check_config) {
     // The loader stops at the first error; then the checks start-up makes.
@@ -64,5 +68,7 @@ int main(int argc, char** argv) {
     cfg.dispatcher.log_level.reset();
     cfg.relay.log_level.reset();
   }
-  return mp::app::run_server(std::move(cfg), cl.foreground, cl.upgrade);
+  // A service manager supervises the process itself: never fork away from it.
+  const bool foreground = cl.foreground || mp::app::started_by_service_manager();
+  return mp::app::run_server(std::move(cfg), foreground, cl.upgrade);
 }

@@ -1,7 +1,6 @@
 // Process start-up, role wiring, signals and shutdown (server.h).
 #include "app/server.h"
 
-#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -19,7 +18,9 @@
 
 #include "accounting/accounting.h"
 #include "app/config_check.h"
+#include "app/daemon.h"
 #include "app/in_process_link.h"
+#include "app/service_notify.h"
 #include "app/upgrade.h"
 #include "common/log.h"
 #include "common/net_detect.h"
@@ -77,47 +78,6 @@ rlim_t raise_file_limit() {
   return rl.rlim_cur;
 }
 
-// Classic double fork. The original process waits until the daemon reports
-// that start-up succeeded (byte 0) or failed (byte 1) and exits accordingly,
-// so init scripts see start-up errors.
-int daemonize(int& ready_fd) {
-  int fds[2];
-  if (pipe(fds) != 0) return -1;
-  pid_t pid = fork();
-  if (pid < 0) return -1;
-  if (pid > 0) {
-    close(fds[1]);
-    char status = 1;
-    ssize_t n = read(fds[0], &status, 1);
-    _exit(n == 1 && status == 0 ? 0 : 1);
-  }
-  close(fds[0]);
-  setsid();
-  pid = fork();
-  if (pid < 0) _exit(1);
-  if (pid > 0) _exit(0);
-  if (chdir("/") != 0) { /* stay where we are */
-  }
-  int devnull = open("/dev/null", O_RDWR);
-  if (devnull >= 0) {
-    dup2(devnull, 0);
-    dup2(devnull, 1);
-    dup2(devnull, 2);
-    if (devnull > 2) close(devnull);
-  }
-  ready_fd = fds[1];
-  return 0;
-}
-
-void report_ready(int& fd, bool ok) {
-  if (fd < 0) return;
-  char status = ok ? 0 : 1;
-  ssize_t n = write(fd, &status, 1);
-  (void)n;
-  close(fd);
-  fd = -1;
-}
-
 struct Process {
   uv_loop_t* loop = nullptr;
   Config cfg;
@@ -135,6 +95,7 @@ struct Process {
   std::unique_ptr<dispatcher::RelayListener> relay_listener;
   std::unique_ptr<relay::DispatcherClient> dispatcher_client;
   std::unique_ptr<app::UpgradeListener> upgrade;
+  std::unique_ptr<app::ServiceNotifier> notifier;
   bool handed_over = false;  // a new process took the sockets and calls over
   uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
   uv_timer_t halt_timer;
@@ -144,6 +105,7 @@ struct Process {
     if (stopping) return;
     stopping = true;
     LOG_INFO("shutting down (%s)", why);
+    if (notifier) notifier->stopping();
     if (module_server) module_server->close();
     if (rtpproxy_server) rtpproxy_server->close();
     if (management) management->close();
@@ -168,6 +130,26 @@ struct Process {
       uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
     for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) signal(sig, SIG_IGN);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+
+  // The STATUS= line systemctl status shows (ServiceNotifier).
+  std::string status_text() const {
+    auto n = [](size_t count, const char* what) {
+      return std::to_string(count) + " " + what + (count == 1 ? "" : "s");
+    };
+    if (engine && engine->halting())
+      return "halting (SIGHUP): " + n(engine->session_count(), "session") +
+             " left, exits when the last ends";
+    if (cfg.role == Role::Combined)
+      return n(engine->session_count(), "session") + ", " +
+             (engine->kernel_forwarding() ? "kernel" : "userspace") + " forwarding";
+    if (cfg.role == Role::Dispatcher)
+      return n(dispatcher->live_session_count(), "session") + ", " +
+             n(dispatcher->usable_relay_count(), "relay") + " taking calls of " +
+             std::to_string(dispatcher->relay_count()) + " connected";
+    return n(engine->session_count(), "session") + ", " +
+           std::to_string(dispatcher_client ? dispatcher_client->connected_count() : 0) + " of " +
+           n(cfg.relay.dispatchers.size(), "dispatcher") + " connected";
   }
 };
 
@@ -253,6 +235,7 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
 
   p.cfg = cfg;
   p.loop = uv_default_loop();
+  p.notifier = std::make_unique<app::ServiceNotifier>(p.loop, [&p] { return p.status_text(); });
   // Live upgrade: the running process hands its sockets over, writes its
   // state file and exits; the calls are restored from that file on them.
   const std::string upgrade_path = cfg.runtime_dir + "/upgrade.sock";
@@ -402,6 +385,7 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
                     },
                     0, 0);
               });
+              proc->notifier->status_changed();
               break;
           }
         },
@@ -578,6 +562,8 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
   else
     LOG_INFO("mediaproxy %s started: role dispatcher", MEDIAPROXY_VERSION);
   report_ready(ready_fd, true);
+  // Every listener accepts by now (the module socket came last).
+  p.notifier->ready();
 
   uv_run(p.loop, UV_RUN_DEFAULT);
   // Every session's final record has been submitted by now: the workers

@@ -3,6 +3,8 @@
 // allowed time per source, a count of the lines held back).
 #include "common/log.h"
 
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 
@@ -15,7 +17,9 @@ namespace mp::log {
 namespace {
 std::atomic<int> g_level{static_cast<int>(Level::Info)};
 std::atomic<bool> g_syslog{false};
+std::atomic<bool> g_journal{false};
 constexpr std::string_view kNames[] = {"critical", "error", "warning", "info", "debug"};
+constexpr int kPrio[] = {LOG_CRIT, LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
 }  // namespace
 
 bool parse_level(std::string_view text, Level& out) {
@@ -42,6 +46,17 @@ void use_syslog(bool enable) {
   g_syslog = enable;
 }
 
+bool use_journal_if_connected() {
+  const char* stream = getenv("JOURNAL_STREAM");
+  unsigned long long dev = 0, ino = 0;
+  struct stat st;
+  const bool is = stream && std::sscanf(stream, "%llu:%llu", &dev, &ino) == 2 &&
+                  fstat(2, &st) == 0 && static_cast<unsigned long long>(st.st_dev) == dev &&
+                  static_cast<unsigned long long>(st.st_ino) == ino;
+  g_journal = is;
+  return is;
+}
+
 void set_level(Level l) {
   g_level = static_cast<int>(l);
 }
@@ -66,8 +81,11 @@ void write(Level l, const char* fmt, ...) {
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
   if (g_syslog) {
-    static const int kPrio[] = {LOG_CRIT, LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
     syslog(kPrio[static_cast<int>(l)], "%s", msg);
+    return;
+  }
+  if (g_journal) {
+    std::fprintf(stderr, "<%d>%s\n", kPrio[static_cast<int>(l)], msg);
     return;
   }
   timespec ts;

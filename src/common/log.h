@@ -1,7 +1,8 @@
 // Process-wide logging.
 //
 // Owns the log level, the sink (stderr in the foreground, syslog when
-// daemonised) and the printf-style entry points used everywhere. The level can
+// daemonised, stderr with sd-daemon priority prefixes when stderr is the
+// systemd journal) and the printf-style entry points used everywhere. The level can
 // be flipped to debug at run time (SIGUSR1). Logging is for operators: every
 // message says what happened and, where it helps, what to do about it.
 // Messages about bad input from peers go through LOG_LIMITED: a client that
@@ -20,6 +21,11 @@ bool parse_level(std::string_view text, Level& out);
 std::string_view level_name(Level l);
 
 void use_syslog(bool enable);
+// When standard error is the journal's stream (systemd sets JOURNAL_STREAM to
+// its device:inode), lines are written "<N>message": N is the syslog priority
+// the journal files them under, and the journal adds the time itself.
+// Returns whether it is.
+bool use_journal_if_connected();
 void set_level(Level l);
 Level level();
 // Switches between debug and `configured`; returns the new level.

@@ -435,19 +435,28 @@ void Dispatcher::sessions(Done done) {
       std::move(done));
 }
 
-void Dispatcher::write_metrics(metrics::Exposition& out) const {
+size_t Dispatcher::live_session_count() const {
+  size_t live = 0;
+  for (const auto& [id, rec] : sessions_)
+    if (!rec.expired_at) ++live;
+  return live;
+}
+
+size_t Dispatcher::usable_relay_count() const {
   size_t usable = 0;
   for (const RelayLink* r : relays_)
     if (r->usable()) ++usable;
+  return usable;
+}
+
+void Dispatcher::write_metrics(metrics::Exposition& out) const {
+  const size_t usable = usable_relay_count();
   out.gauge("mediaproxy_dispatcher_relays", "Relays known to the dispatcher, by state.",
             static_cast<double>(usable), {{"state", "active"}});
   out.gauge("mediaproxy_dispatcher_relays", "", static_cast<double>(relays_.size() - usable),
             {{"state", "halting"}});
-  size_t live = 0;
-  for (const auto& [id, rec] : sessions_)
-    if (!rec.expired_at) ++live;
   out.gauge("mediaproxy_dispatcher_sessions", "Calls the dispatcher routes to a relay.",
-            static_cast<double>(live));
+            static_cast<double>(live_session_count()));
   for (const auto& [key, n] : requests_)
     out.counter("mediaproxy_dispatcher_requests_total",
                 "Proxy-module requests answered, by command and result.", static_cast<double>(n),

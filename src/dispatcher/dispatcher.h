@@ -80,6 +80,9 @@ class Dispatcher {
   size_t session_count() const { return sessions_.size(); }
   bool has_session(const std::string& call_id) const { return sessions_.count(call_id) != 0; }
   size_t relay_count() const { return relays_.size(); }
+  // What the metrics report: calls not yet expired, relays taking new calls.
+  size_t live_session_count() const;
+  size_t usable_relay_count() const;
   // Releases the timer; run the loop afterwards.
   void close();
 
