@@ -223,7 +223,7 @@ TEST_CASE("datagrams of mixed lengths forwarded in one batch arrive whole and in
   s->close();
 }
 
-TEST_CASE("a closed socket stays bound as its port's idle socket and is taken back clean") {
+TEST_CASE("a closed socket stays bound as its port's idle socket and is taken back") {
   Loop l;
   l.pump->set_idle_capacity(1);
   Recorder first(1), second(1);
@@ -237,16 +237,19 @@ TEST_CASE("a closed socket stays bound as its port's idle socket and is taken ba
   blast({47900}, 3);
   uv_run(&l.loop, UV_RUN_NOWAIT);
   CHECK(total(first) == 0);
-  blast({47900}, 2);  // still queued when the port is taken again: discarded
+  // Queued since the last pass when the port is taken again: no syscall is
+  // spent draining it, so the new owner reads them, exactly as it would read
+  // datagrams sent a moment later.
+  blast({47900}, 2);
   MediaSocket* b = MediaSocket::open(l.pump, local(47900), &second, 0, err);
   REQUIRE(b != nullptr);
   CHECK(b->fd() == fd);
   CHECK(l.pump->idle_count() == 0);
   uv_run(&l.loop, UV_RUN_NOWAIT);
-  CHECK(total(second) == 0);
+  CHECK(total(second) == 2);
   blast({47900}, 4);
   uv_run(&l.loop, UV_RUN_NOWAIT);
-  CHECK(total(second) == 4);
+  CHECK(total(second) == 6);
   // Over capacity, a closed socket really closes.
   MediaSocket* c = MediaSocket::open(l.pump, local(47902), &second, 0, err);
   REQUIRE(c != nullptr);
