@@ -63,6 +63,7 @@
 #include "common/log.h"
 #include "dispatcher/dispatcher.h"
 #include "dispatcher/relay_link.h"
+#include "dispatcher/sessions_dump.h"
 #include "metrics/exposition.h"
 #include "protocol/request.h"
 
@@ -448,12 +449,30 @@ class World {
     check_table();
   }
 
+  // The management `sessions` answer, streamed by a SessionsDump; the fake
+  // relays predate `sessions_from`, so each is asked `sessions` once and the
+  // scripted payloads are joined. The loop runs until the answer is complete.
   void sessions() {
     ++outstanding_;
-    dispatcher_.sessions([this](std::string joined) {
+    std::string joined;
+    bool finished = false;
+    mp::dispatcher::SessionsDump::Output out;
+    out.write = [&joined](std::string_view text) {
+      joined += text;
+      return true;
+    };
+    out.has_room = [] { return true; };
+    out.finished = [&finished] { finished = true; };
+    auto dump = mp::dispatcher::SessionsDump::start(loop(), dispatcher_, std::move(out));
+    for (int turns = 0; !finished && turns < 64; ++turns) uv_run(loop(), UV_RUN_NOWAIT);
+    check(finished, "a sessions answer completes once its relays have answered");
+    dump.reset();
+    {
       --outstanding_;
-      check(joined.size() >= 2 && joined.front() == '[' && joined.back() == ']',
-            "sessions answer is bracketed");
+      check(joined.size() >= 4 && joined.substr(joined.size() - 2) == "\r\n",
+            "sessions answer is one CRLF-terminated line");
+      joined.resize(joined.size() - 2);
+      check(joined.front() == '[' && joined.back() == ']', "sessions answer is bracketed");
       bool all_arrays = true;
       size_t total = 0;
       for (size_t i = 0; i < gathered_.size(); ++i) {
@@ -470,7 +489,7 @@ class World {
       check(json_type(joined, &n) == rapidjson::kArrayType,
             "relays' JSON arrays join into one JSON array");
       check(n == total, "the joined array holds every relay's elements");
-    });
+    }
   }
 
   void summary() {
@@ -519,6 +538,10 @@ void FakeLink::send(const std::string& command, const std::vector<protocol::Head
     return;
   }
   std::optional<std::string> reply;
+  if (command == "sessions_from") {  // answered at once, without taking a scripted answer
+    deliver(default_answer(command, headers), on_reply);
+    return;
+  }
   if (!script.empty()) {
     reply = std::move(script.front());
     script.pop_front();
@@ -550,6 +573,7 @@ std::string FakeLink::default_answer(const std::string& command,
                                      const std::vector<protocol::Header>& headers) const {
   if (command == "update") return ip_ + " 40000";
   if (command == "sessions") return "[]";
+  if (command == "sessions_from") return "error";  // a relay older than the command
   if (command == "summary") return "{\"ip\": " + json_quote(ip_) + ", \"status\": \"active\"}";
   // remove and query: the session's statistics record.
   JsonWriter w;

@@ -414,27 +414,6 @@ void Dispatcher::summary(Done done) {
       std::move(done));
 }
 
-void Dispatcher::sessions(Done done) {
-  ask_all_relays(
-      "sessions",
-      [](const std::vector<std::optional<std::string>>& replies) {
-        // Each relay's array without its brackets; failed relays and empty
-        // arrays contribute nothing.
-        std::string out = "[";
-        bool first = true;
-        for (const auto& r : replies) {
-          if (!r || r->size() < 2 || r->front() != '[' || r->back() != ']') continue;
-          std::string_view inner(r->data() + 1, r->size() - 2);
-          if (inner.find_first_not_of(" \t\r\n") == std::string_view::npos) continue;
-          if (!first) out += ", ";
-          out += inner;
-          first = false;
-        }
-        return out + "]";
-      },
-      std::move(done));
-}
-
 size_t Dispatcher::live_session_count() const {
   size_t live = 0;
   for (const auto& [id, rec] : sessions_)

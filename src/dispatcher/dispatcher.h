@@ -67,10 +67,12 @@ class Dispatcher {
   using Hangup = std::function<void(const std::string& dialog_id, const std::string& call_id)>;
   void set_hangup(Hangup hangup) { hangup_ = std::move(hangup); }
 
-  // Management queries (spec C.2): every relay's summary object, or all
-  // their sessions, joined into one JSON array exactly as the original does.
+  // Management query (spec C.2): every relay's summary object, joined into
+  // one JSON array exactly as the original does. The `sessions` answer is
+  // streamed by SessionsDump (sessions_dump.h).
   void summary(Done done);
-  void sessions(Done done);
+  // The relays, in the order they joined.
+  const std::vector<RelayLink*>& relays() const { return relays_; }
 
   // Dispatcher metrics for the Prometheus endpoint (mediaproxy.8, METRICS).
   void write_metrics(metrics::Exposition& out) const;

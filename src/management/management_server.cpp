@@ -28,6 +28,10 @@ bool ManagementServer::listen(Endpoint where, std::string& error) {
                   it->second.conn->protocol_description().c_str());
     };
     cb.on_data = [self, id](std::string_view data) { self->on_data(id, data); };
+    cb.on_drain = [self, id] {
+      auto it = self->clients_.find(id);
+      if (it != self->clients_.end() && it->second.dump) it->second.dump->drained();
+    };
     cb.on_closed = [self, id](const std::string& reason) {
       LOG_DEBUG("management client closed: %s", log_safe(reason).c_str());
       self->clients_.erase(id);
@@ -37,7 +41,7 @@ bool ManagementServer::listen(Endpoint where, std::string& error) {
     opts.max_queued_bytes = kMaxPendingOutput;
     opts.passport = self->passport_;
     auto conn = tls::Connection::create(self->loop_, self->tls_, std::move(cb), std::move(opts));
-    self->clients_[id] = Client{conn, {}};
+    self->clients_[id].conn = conn;
     conn->accept(l);  // on failure on_closed follows and removes the client
   });
   if (r != 0) {
@@ -62,57 +66,140 @@ void ManagementServer::close() {
   // Closing reports on_closed later from the loop; detach first so nothing
   // calls back into a server that is going away.
   for (auto& [id, client] : clients_) {
+    if (client.dump) client.dump->cancel();
     client.conn->detach();
     client.conn->abort("shutting down");
   }
   clients_.clear();
+  if (stall_timer_init_) {
+    uv_timer_stop(&stall_timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&stall_timer_), nullptr);
+    stall_timer_init_ = stall_timer_running_ = false;
+  }
 }
 
 void ManagementServer::on_data(uint64_t id, std::string_view data) {
   auto it = clients_.find(id);
   if (it == clients_.end()) return;
   it->second.buffer.append(data);
+  process(id);
+}
+
+void ManagementServer::process(uint64_t id) {
+  auto it = clients_.find(id);
+  if (it == clients_.end() || it->second.processing) return;  // the outer call goes on
+  it->second.processing = true;
   for (;;) {
-    it = clients_.find(id);  // a command may have closed the client
-    if (it == clients_.end() || !it->second.conn->is_open()) return;
+    it = clients_.find(id);
+    if (it == clients_.end()) return;
+    Client& c = it->second;
+    if (!c.conn->is_open() || c.busy) break;
     std::string line;
-    switch (take_management_line(it->second.buffer, line)) {
-      case LineStatus::NeedMore:
-        return;
-      case LineStatus::TooLong:
-        it->second.conn->abort("command line longer than 16384 bytes");
-        return;
-      case LineStatus::Line:
-        handle_line(id, line);
-        break;
+    const LineStatus status = take_management_line(c.buffer, line);
+    if (status == LineStatus::NeedMore) break;
+    if (status == LineStatus::TooLong) {
+      c.conn->abort("command line longer than 16384 bytes");
+      break;
     }
+    handle_line(id, line);
   }
+  it = clients_.find(id);
+  if (it == clients_.end()) return;
+  it->second.processing = false;
+  if (!it->second.conn->is_open()) return;
+  if (it->second.busy)
+    it->second.conn->pause_reading();
+  else
+    it->second.conn->resume_reading();
+}
+
+void ManagementServer::command_done(uint64_t id) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return;
+  it->second.busy = false;
+  it->second.dump.reset();
+  process(id);  // a no-op while process() is on the stack: it continues itself
 }
 
 void ManagementServer::handle_line(uint64_t id, std::string_view line) {
   const ManagementCommand command = parse_management_command(line);
   if (command == ManagementCommand::Empty) return;
-  std::weak_ptr<tls::Connection> weak = clients_.at(id).conn;
-  auto reply = [weak](std::string text) {
-    if (auto conn = weak.lock(); conn && conn->is_open()) conn->write(text + "\r\n");
+  Client& client = clients_.at(id);
+  std::weak_ptr<tls::Connection> weak = client.conn;
+  auto reply = [weak](std::string_view text) {
+    if (auto conn = weak.lock(); conn && conn->is_open()) conn->write(std::string(text) + "\r\n");
   };
   switch (command) {
     case ManagementCommand::Summary:
-      dispatcher_.summary(reply);
+      client.busy = true;
+      dispatcher_.summary([this, id, weak, reply](std::string text) {
+        if (auto conn = weak.lock(); !conn || !conn->is_open()) return;  // client (or server) gone
+        reply(text);
+        command_done(id);
+      });
       break;
     case ManagementCommand::Sessions:
-      dispatcher_.sessions(reply);
+      start_dump(id);
       break;
     case ManagementCommand::Version:
       reply(MEDIAPROXY_VERSION);
       break;
     case ManagementCommand::Quit:
-      clients_.at(id).conn->close("quit");
+      client.conn->close("quit");
       break;
     case ManagementCommand::Empty:
     case ManagementCommand::Unknown:
       reply("error");
       break;
+  }
+}
+
+void ManagementServer::start_dump(uint64_t id) {
+  Client& client = clients_.at(id);
+  std::weak_ptr<tls::Connection> weak = client.conn;
+  dispatcher::SessionsDump::Output out;
+  out.write = [weak](std::string_view text) {
+    auto conn = weak.lock();
+    return conn && conn->is_open() && conn->write(text);
+  };
+  out.has_room = [weak] {
+    auto conn = weak.lock();
+    return conn && conn->queued_bytes() < kHighWater;
+  };
+  out.finished = [this, id] { command_done(id); };
+  client.busy = true;
+  client.dump = dispatcher::SessionsDump::start(loop_, dispatcher_, std::move(out));
+  if (!stall_timer_init_) {
+    uv_timer_init(loop_, &stall_timer_);
+    stall_timer_.data = this;
+    stall_timer_init_ = true;
+  }
+  if (!stall_timer_running_) {
+    uv_timer_start(&stall_timer_, on_stall_check, 1000, 1000);
+    stall_timer_running_ = true;
+  }
+}
+
+void ManagementServer::on_stall_check(uv_timer_t* t) {
+  auto* self = static_cast<ManagementServer*>(t->data);
+  const uint64_t now = uv_now(self->loop_);
+  bool dumping = false;
+  for (auto& [id, c] : self->clients_) {
+    if (!c.dump || c.dump->done()) continue;
+    const uint64_t since = c.dump->waiting_since();
+    if (since && now - since >= kStallTimeoutMs) {
+      LOG_WARN("management client %s read nothing of its sessions answer for %llu s: closing it",
+               c.conn->peer_address().c_str(),
+               static_cast<unsigned long long>(kStallTimeoutMs / 1000));
+      c.dump->cancel();
+      c.conn->abort("did not read its sessions answer");
+      continue;
+    }
+    dumping = true;
+  }
+  if (!dumping) {
+    uv_timer_stop(&self->stall_timer_);
+    self->stall_timer_running_ = false;
   }
 }
 

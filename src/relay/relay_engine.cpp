@@ -16,6 +16,7 @@
 #include "common/json_writer.h"
 #include "common/log.h"
 #include "kernel/nft_forwarder.h"
+#include "protocol/session_batch.h"
 
 namespace mp::relay {
 
@@ -161,6 +162,7 @@ void RelayEngine::poll_kernel_counters() {
 
 void RelayEngine::close() {
   close_state();
+  listing_.clear();
   sessions_.clear();
   if (network_poll_active_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&network_poll_), nullptr);
@@ -183,6 +185,7 @@ std::string RelayEngine::handle(const protocol::RelayCommand& cmd, uint64_t owne
   if (cmd.name == "query") return handle_query(cmd);
   if (cmd.name == "summary") return summary_json();
   if (cmd.name == "sessions") return sessions_json();
+  if (cmd.name == protocol::kSessionsFromCommand) return sessions_batch(cmd);
   LOG_LIMITED(Warning, nullptr, "relay: unknown command '%s' answered with error",
               log_safe(cmd.name).c_str());
   return "error";
@@ -264,6 +267,7 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
     ++sessions_created_;
     session = fresh.get();
     sessions_.emplace(key_of(req.call_id, req.from_tag), std::move(fresh));
+    list(session);
     track(session);
     LOG_DEBUG("relay: new session %s (from tag %s)", log_safe(req.call_id).c_str(),
               log_safe(req.from_tag).c_str());
@@ -344,6 +348,7 @@ std::string RelayEngine::handle_query(const protocol::RelayCommand& cmd) {
 
 void RelayEngine::erase(Session* s) {
   forget(s);
+  unlist(s);
   sessions_.erase(key_of(s->call_id(), s->from_tag()));
   check_drained();
 }
@@ -558,18 +563,6 @@ std::string RelayEngine::summary_json() const {
     w.value(static_cast<int64_t>(0));
   w.end_object();
   return w.take();
-}
-
-std::string RelayEngine::sessions_json() const {
-  std::string out = "[";
-  bool first = true;
-  for (const auto& [key, s] : sessions_) {
-    if (!first) out += ", ";
-    first = false;
-    out += s->stats_json();
-  }
-  out += "]";
-  return out;
 }
 
 }  // namespace mp::relay

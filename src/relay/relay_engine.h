@@ -99,7 +99,11 @@ class RelayEngine final : public StateSink {
   std::string handle_remove(const protocol::RelayCommand& cmd);
   std::string handle_query(const protocol::RelayCommand& cmd);
   std::string summary_json() const;
+  // The `sessions` list, whole or in batches (session_listing.cpp).
   std::string sessions_json() const;
+  std::string sessions_batch(const protocol::RelayCommand& cmd) const;
+  void list(Session* s);    // a new session joins the listing order
+  void unlist(Session* s);  // before it is erased
 
   Session* find(const std::string& call_id, const std::string& from_tag, const std::string& to_tag);
   void erase(Session* s);
@@ -145,6 +149,10 @@ class RelayEngine final : public StateSink {
 
   // Keyed by call_id + '\n' + creator's from_tag.
   std::unordered_map<std::string, std::unique_ptr<Session>> sessions_;
+  // The same sessions in the order they were created (listing_id), the
+  // order of `sessions` and the cursor of `sessions_from`.
+  std::map<uint64_t, Session*> listing_;
+  uint64_t next_listing_id_ = 1;
   ExpiredSink expired_sink_;
 
   std::unique_ptr<StateJournal> journal_;   // nullptr: no state file

@@ -109,7 +109,7 @@ void RelayEngine::restore_sessions() {
       }
       s->state_id = id;
       s->state_traffic = s->traffic_total();
-      sessions_.emplace(key, std::move(s));
+      list(sessions_.emplace(key, std::move(s)).first->second.get());
       ++restored;
     }
     next_state_id_ = loaded_->last_id + 1;

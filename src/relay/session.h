@@ -86,6 +86,9 @@ class Session {
   bool state_dirty = false;
   uint64_t state_traffic = 0;
   uint64_t traffic_total() const;
+  // Its place in the relay's listing order (session_listing.cpp): the
+  // cursor of the `sessions_from` command.
+  uint64_t listing_id = 0;
 
  private:
   using CSeqPair = std::pair<int64_t, int64_t>;
