@@ -73,18 +73,18 @@ class Proc:
         return self.proc.returncode
 
 
-def dispatcher_ini():
+def dispatcher_ini(management="none"):
     return ("[General]\nrole = dispatcher\nruntime_dir = @RUN@\nlog_level = debug\n"
             f"[Dispatcher]\nlisten = {DISPATCHER_IP}\nrelay_timeout = 0.2\nrelay_dead_after = 3\n"
-            "listen_management = none\n"
+            f"listen_management = {management}\nmanagement_use_tls = no\n"
             f"[Rtpproxy]\nlisten = udp:{DISPATCHER_IP}:22222\n"
             "[OpenSIPS]\nsocket_path = none\n[Kamailio]\nsocket_path = @PROXY_RPC@\n"
             "[TLS]\ncerts_path = @CERTS@\n")
 
 
-def relay_ini(ip):
+def relay_ini(ip, port_range="40000:40200"):
     return ("[General]\nrole = relay\nruntime_dir = @RUN@\nlog_level = debug\n"
-            f"[Relay]\nrelay_ip = {ip}\ndispatchers = {DISPATCHER_IP}\nport_range = 40000:40200\n"
+            f"[Relay]\nrelay_ip = {ip}\ndispatchers = {DISPATCHER_IP}\nport_range = {port_range}\n"
             "keepalive_interval = 1\nreconnect_delay = 1\nforwarding = userspace\n"
             "[TLS]\ncerts_path = @CERTS@\n")
 
@@ -99,7 +99,7 @@ def wait_until(cond, timeout, what):
 
 
 class Service:
-    def __init__(self, lan, tmp, relays=3):
+    def __init__(self, lan, tmp, relays=3, management="none", port_range="40000:40200"):
         self.lan, self.tmp = lan, tmp
         lan.add("disp", 10)
         self.relay_ips = {}
@@ -109,10 +109,10 @@ class Service:
             self.relay_ips[name] = ip
         lan.add("caller", 50)
         lan.add("callee", 51)
-        self.dispatcher = Proc(lan, "disp", tmp, "disp", dispatcher_ini())
+        self.dispatcher = Proc(lan, "disp", tmp, "disp", dispatcher_ini(management))
         self.sock = str(Path(tmp) / "disp" / "run" / "dispatcher.sock")
         wait_until(lambda: os.path.exists(self.sock), 10, "dispatcher socket")
-        self.relays = {name: Proc(lan, name, tmp, name, relay_ini(ip))
+        self.relays = {name: Proc(lan, name, tmp, name, relay_ini(ip, port_range))
                        for name, ip in self.relay_ips.items()}
         self.wait_relays(len(self.relays))
         self.client = ModuleClient(self.sock)
@@ -181,6 +181,37 @@ def service(tmp_path):
     try:
         svc = Service(lan, tmp_path)
         yield svc
+    finally:
+        if svc:
+            svc.close()
+        lan.close()
+
+
+def test_sessions_dump_pages_through_every_relay_over_tls(tmp_path):
+    """`mediaproxy sessions` on the dispatcher lists every call of every relay,
+    each relay paged over its TLS link in batches (sessions_from, 100 per
+    batch): 330 calls, about 110 per relay."""
+    lan = Lan(f"mpm{os.getpid() % 100000}")
+    svc = None
+    try:
+        svc = Service(lan, tmp_path, management="127.0.0.1:25061", port_range="40000:40600")
+        calls = {}
+        for _ in range(330):
+            cid, ip, elapsed, legs = svc.call()
+            assert ip is not None, f"call {cid} got no relay"
+            calls[cid] = ip
+            for sock in legs[:2]:
+                sock.close()
+        per_relay = {ip: sum(1 for v in calls.values() if v == ip) for ip in set(calls.values())}
+        assert len(per_relay) == 3 and min(per_relay.values()) > 100, per_relay
+        out = subprocess.run(["ip", "netns", "exec", lan.hosts["disp"][0], BIN, "sessions",
+                              "--management", "127.0.0.1:25061", "--plain", "--json"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        listed = json.loads(out.stdout)
+        ids = [s["call_id"] for s in listed]
+        assert len(ids) == len(set(ids)) == 330, f"{len(ids)} listed, {len(set(ids))} distinct"
+        assert set(ids) == set(calls)
     finally:
         if svc:
             svc.close()
