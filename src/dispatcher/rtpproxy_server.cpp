@@ -35,12 +35,6 @@ std::string address_of(const sockaddr* sa) {
   return text;
 }
 
-uint16_t port_of(const sockaddr* sa) {
-  if (sa->sa_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
-  if (sa->sa_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port);
-  return 0;
-}
-
 bool make_sockaddr(const RtpproxyListen& l, sockaddr_storage& sa) {
   if (l.address.find(':') != std::string::npos)
     return uv_ip6_addr(l.address.c_str(), l.port, reinterpret_cast<sockaddr_in6*>(&sa)) == 0;
@@ -60,12 +54,49 @@ struct RtpproxyServer::Udp {
   uv_udp_t handle;
   std::string name;
   bool open = false;
+  // The retransmission cache is keyed by a digest of (sender address and
+  // port, cookie); each entry keeps the sender and the cookie themselves, so
+  // a digest collision is recognised (that request then goes uncached).
+  // Neither a lookup nor an insertion formats or allocates a key.
+  struct Sender {
+    uint8_t bytes[18];  // IPv4 or IPv6 address, then the port
+    uint8_t len = 0;
+    bool operator==(const Sender& o) const {
+      return len == o.len && std::memcmp(bytes, o.bytes, len) == 0;
+    }
+  };
   struct Entry {
+    Sender sender;
+    std::string cookie;
     std::string reply;  // with cookie and newline; empty while pending
     double at = 0;
   };
-  std::unordered_map<std::string, Entry> cache;  // sender + ' ' + cookie
-  std::deque<std::string> order;                 // cache keys, oldest first
+  std::unordered_map<uint64_t, Entry> cache;
+  std::deque<uint64_t> order;  // cache digests, oldest first
+
+  static Sender sender_of(const sockaddr* sa) {
+    Sender k;
+    if (sa->sa_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+      std::memcpy(k.bytes, &in->sin_addr, 4);
+      std::memcpy(k.bytes + 4, &in->sin_port, 2);
+      k.len = 6;
+    } else if (sa->sa_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+      std::memcpy(k.bytes, &in6->sin6_addr, 16);
+      std::memcpy(k.bytes + 16, &in6->sin6_port, 2);
+      k.len = 18;
+    }
+    return k;
+  }
+
+  static uint64_t digest_of(const Sender& sender, std::string_view cookie) {
+    char buf[sizeof sender.bytes + kMaxRtpproxyCookie];
+    const size_t n = std::min(cookie.size(), kMaxRtpproxyCookie);
+    std::memcpy(buf, sender.bytes, sender.len);
+    std::memcpy(buf + sender.len, cookie.data(), n);
+    return std::hash<std::string_view>{}(std::string_view(buf, sender.len + n));
+  }
 
   double now() const { return static_cast<double>(uv_now(server->loop())) / 1000.0; }
 
@@ -115,24 +146,35 @@ struct RtpproxyServer::Udp {
       return;
     }
     const std::string client = address_of(from);
-    std::string key = client + ':' + std::to_string(port_of(from)) + ' ';
-    key.append(cookie);
+    const Sender sender = sender_of(from);
+    const uint64_t digest = digest_of(sender, cookie);
     expire();
-    if (auto it = cache.find(key); it != cache.end()) {
-      if (!it->second.reply.empty()) send_to(to, it->second.reply);  // else: still pending
-      return;
+    bool cached = true;
+    if (auto it = cache.find(digest); it != cache.end()) {
+      if (it->second.sender == sender && it->second.cookie == cookie) {
+        if (!it->second.reply.empty()) send_to(to, it->second.reply);  // else: still pending
+        return;
+      }
+      cached = false;  // another request with the same digest: answer, do not cache
+    } else {
+      Entry& e = cache[digest];
+      e.sender = sender;
+      e.cookie.assign(cookie);
+      e.at = now();
+      order.push_back(digest);
     }
-    cache[key].at = now();
-    order.push_back(key);
     std::string prefix(cookie);
     prefix += ' ';
     std::weak_ptr<Udp> weak = self;
-    server->dispatch(command, client, [weak, key, to, prefix](std::string reply) {
+    server->dispatch(command, client, [weak, digest, cached, to, prefix](std::string reply) {
       auto live = weak.lock();
       if (!live || !live->open) return;
       std::string out = prefix + reply + "\n";
       live->send_to(to, out);
-      if (auto it = live->cache.find(key); it != live->cache.end())
+      if (!cached) return;
+      auto it = live->cache.find(digest);
+      if (it != live->cache.end() &&
+          it->second.cookie == std::string_view(prefix).substr(0, prefix.size() - 1))
         it->second.reply = std::move(out);
     });
   }

@@ -151,7 +151,10 @@ def test_retransmissions_allocate_nothing(rtpp):
     assert "sessions created: 1" in rtpp.cmd("I")
     # A new address for stream 1 before any answer: a new offer, new port.
     assert port_of(rtpp.cmd("U c3@x 127.0.0.2 4010 f;1")) != port_of(first)
-    assert rtpp.cmd("D c3@x f") == "0"
+    assert rtpp.cmd("D c3@x f", cookie="77_2") == "0"
+    # A retransmitted delete gets the cached answer, not "no such session".
+    assert rtpp.cmd("D c3@x f", cookie="77_2") == "0"
+    assert rtpp.cmd("D c3@x f", cookie="77_3") != "0"
 
 
 def test_reinvite_from_the_callee_keeps_the_call(rtpp):
