@@ -23,7 +23,7 @@ extern "C" {
 
 /* Version of the library this header belongs to (see mpshim_version()). */
 #define MPSHIM_VERSION_MAJOR 1
-#define MPSHIM_VERSION_MINOR 1
+#define MPSHIM_VERSION_MINOR 2
 #define MPSHIM_VERSION_PATCH 0
 
 /*
@@ -38,6 +38,11 @@ extern "C" {
 #define MPSHIM_OK 1
 #define MPSHIM_ERROR (-1)
 #define MPSHIM_NO_SDP (-2)
+/* Dialog functions only (since 1.2): nothing was sent because the event needs
+ * no request: an unknown or already ended dialog, a reply the module's
+ * dialog callbacks ignore (100, a failure to an in-dialog request), the
+ * reply skipped after an a=remote-candidates request. */
+#define MPSHIM_NOTHING 0
 
 /* ICE relay candidate insertion (Kamailio parameter `ice_candidate`). */
 #define MPSHIM_ICE_DEFAULT 0 /* message: use the client's setting */
@@ -144,6 +149,14 @@ typedef struct mpshim_nat_info {
 
 typedef struct mpshim_client mpshim_client;
 
+/* Engage mode (since 1.2): a table of dialogs shared by all threads. */
+typedef struct mpshim_dialogs mpshim_dialogs;
+
+/* States of a dialog in the table (mpshim_dialog_state()). */
+#define MPSHIM_DIALOG_UNKNOWN 0   /* not in the table (never seen, or ended) */
+#define MPSHIM_DIALOG_EARLY 1     /* initial INVITE seen, no 2xx yet */
+#define MPSHIM_DIALOG_CONFIRMED 2 /* a 2xx to the initial INVITE was seen */
+
 /*
  * Threading: a client handle is used by one thread at a time (it holds one
  * connection and one reply buffer, with no locking); different handles are
@@ -153,7 +166,7 @@ typedef struct mpshim_client mpshim_client;
  * opened lazily on first use, with close-on-exec, and SIGPIPE is never raised.
  */
 
-/* Library version string, "1.0.0". */
+/* Library version string, e.g. "1.2.0". */
 MPSHIM_API const char* mpshim_version(void);
 
 MPSHIM_API void mpshim_config_init(mpshim_config* cfg);
@@ -214,6 +227,67 @@ MPSHIM_API int mpshim_client_nat_test(const mpshim_nat_info* info, int tests);
  * "*", another URI scheme, bad source address) with *out_value = NULL.
  */
 MPSHIM_API int mpshim_fix_contact(const mpshim_nat_info* info, char** out_value, size_t* out_len);
+
+/*
+ * Engage mode (since 1.2), what Kamailio's engage_media_proxy() does with
+ * the dialog module: the application reports every event of a dialog,
+ * naming the dialog with msg->dialog_id (an id the caller owns, e.g.
+ * "h_entry:h_id"; it is the table key and is sent as the dialog_id header,
+ * converted for the OpenSIPS dialect), and the library sends `update` and
+ * `remove` itself. out_body/out_len as for mpshim_use_media_proxy(); NULL
+ * means: forward the body unchanged.
+ *
+ * Threading: a table is thread-safe. Any thread may report any event with
+ * its own client handle (the handle rule above still holds); events of one
+ * dialog are processed one at a time in the order they take its lock, events
+ * of different dialogs concurrently. mpshim_dialogs_free() only once no
+ * thread uses the table.
+ */
+
+/* New table holding at most max_dialogs dialogs (1..1000000), or NULL
+ * (errno EINVAL, ENOMEM). */
+MPSHIM_API mpshim_dialogs* mpshim_dialogs_new(unsigned max_dialogs);
+/* Free the table and every dialog in it, sending nothing. NULL is ignored. */
+MPSHIM_API void mpshim_dialogs_free(mpshim_dialogs* dialogs);
+/* Number of dialogs in the table. */
+MPSHIM_API unsigned mpshim_dialogs_count(mpshim_dialogs* dialogs);
+/* MPSHIM_DIALOG_EARLY, _CONFIRMED or _UNKNOWN. */
+MPSHIM_API int mpshim_dialog_state(mpshim_dialogs* dialogs, const char* dialog_id);
+
+/*
+ * A request of the dialog msg->dialog_id as the proxy forwards it. An
+ * INVITE without To tag for an unknown dialog creates the dialog (the ICE
+ * setting is fixed then for the dialog's life; MPSHIM_ERROR with "dialog
+ * table full" when max_dialogs are held) and sends its `update` when it has
+ * SDP (a late offer returns MPSHIM_NO_SDP, the dialog is kept). In the
+ * dialog: a BYE ends it (one `remove`, as mpshim_dialog_end()); any other
+ * request (ACK with the answer, re-INVITE, UPDATE, PRACK) is sent like
+ * mpshim_use_media_proxy() when it has SDP. Another request of an unknown
+ * dialog returns MPSHIM_NOTHING.
+ */
+MPSHIM_API int mpshim_dialog_request(mpshim_dialogs* dialogs, mpshim_client* client,
+                                     const mpshim_message* msg, char** out_body, size_t* out_len);
+
+/*
+ * A reply of the dialog as the proxy forwards it (never a locally generated
+ * one). 101..299 are sent like mpshim_use_media_proxy() (each fork's 183,
+ * the 2xx); a 2xx to an INVITE while early confirms the dialog with its To
+ * tag; a final failure (300..699) to an INVITE while early ends the dialog
+ * (one `remove`; MPSHIM_OK when answered). Anything else: MPSHIM_NOTHING.
+ */
+MPSHIM_API int mpshim_dialog_reply(mpshim_dialogs* dialogs, mpshim_client* client,
+                                   const mpshim_message* msg, char** out_body, size_t* out_len);
+
+/*
+ * The dialog ended another way (expired, destroyed, terminated, failed):
+ * send one `remove` with the dialog's Call-ID, the caller's From tag and the
+ * To tag of the confirming 2xx (empty if none), and forget the dialog.
+ * MPSHIM_OK when the dispatcher answered, MPSHIM_ERROR when it did not (the
+ * dialog is forgotten anyway), MPSHIM_NOTHING for an unknown dialog (e.g.
+ * already ended by its BYE: a remove is never sent twice).
+ */
+MPSHIM_API int mpshim_dialog_end(mpshim_dialogs* dialogs, mpshim_client* client,
+                                 const char* dialog_id);
 
 /* Free memory returned by this library. NULL is ignored. */
 MPSHIM_API void mpshim_free(void* ptr);

@@ -110,19 +110,6 @@ static int copy_out(const char* s, size_t len, char** out, size_t* out_len, char
   return 1;
 }
 
-static int method_is_invite(const char* m) {
-  mps_str t = mps_trim(m);
-  mps_str tok;
-  /* "INVITE", or a whole CSeq value "1 INVITE" */
-  int n = t.s ? mps_tokens(t.s, t.len, &tok, 1) : 0;
-  if (n == 1 && mps_str_eq(tok, "INVITE")) return 1;
-  if (n == 1 && t.len > tok.len) {
-    mps_str rest = mps_trim(tok.s + tok.len);
-    return mps_str_eq(rest, "INVITE");
-  }
-  return 0;
-}
-
 int mpshim_use_media_proxy(mpshim_client* c, const mpshim_message* m, char** out_body,
                            size_t* out_len) {
   if (out_body) *out_body = NULL;
@@ -143,7 +130,7 @@ int mpshim_use_media_proxy(mpshim_client* c, const mpshim_message* m, char** out
   if (!have_body) {
     /* requests without a body never reach the dispatcher; replies only when
      * they are a 200 to an INVITE (which may carry the SDP in the ACK) */
-    if (is_request || !(m->status == 200 && method_is_invite(m->method))) {
+    if (is_request || !(m->status == 200 && mps_method_is(m->method, "INVITE"))) {
       mps_seterr(c->err, "the message has no body");
       return MPSHIM_NO_SDP;
     }

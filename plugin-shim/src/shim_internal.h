@@ -50,6 +50,8 @@ int mps_str_eq(mps_str a, const char* lit);
 int mps_str_ieq(mps_str a, const char* lit);
 /* strtol() of a token as the module's strtoint(): (int)strtol(s, 10). */
 int mps_strtoint(mps_str t);
+/* 1 if a method, or a whole CSeq value "1 INVITE", is `name`. */
+int mps_method_is(const char* method, const char* name);
 
 /* ---- SDP analysis and rewriting (sdp.c) -------------------------------- */
 

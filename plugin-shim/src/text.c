@@ -152,3 +152,16 @@ int mps_strtoint(mps_str t) {
   long v = neg ? (acc == (unsigned long)LONG_MAX + 1UL ? LONG_MIN : -(long)acc) : (long)acc;
   return (int)(unsigned)(unsigned long)v;
 }
+
+int mps_method_is(const char* method, const char* name) {
+  mps_str t = mps_trim(method);
+  mps_str tok;
+  /* "INVITE", or a whole CSeq value "1 INVITE" */
+  int n = t.s ? mps_tokens(t.s, t.len, &tok, 1) : 0;
+  if (n == 1 && mps_str_eq(tok, name)) return 1;
+  if (n == 1 && t.len > tok.len) {
+    mps_str rest = mps_trim(tok.s + tok.len);
+    return mps_str_eq(rest, name);
+  }
+  return 0;
+}

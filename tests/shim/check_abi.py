@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """check_abi.py - checks the ABI of the built libmediaproxy-shim.so: it
 exports exactly the functions the public header declares (nm -D
---defined-only), all under the MEDIAPROXY_SHIM_1.0 version node, has the
+--defined-only), each under the version node the version script
+(mediaproxy-shim.map, next to include/) gives it (MEDIAPROXY_SHIM_1.0 for
+the 1.0 functions, which must never move), has the
 SONAME libmediaproxy-shim.so.1 with the usual symlink, needs only libc (plus
 the sanitizer runtimes in a sanitizer build), and references no C++ runtime.
 
@@ -15,6 +17,26 @@ import sys
 
 def run(*cmd):
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+# The ABI of 1.0: these symbols keep the version node MEDIAPROXY_SHIM_1.0.
+ABI_1_0 = ["mpshim_version", "mpshim_config_init", "mpshim_message_init",
+           "mpshim_nat_info_init", "mpshim_client_new", "mpshim_client_free",
+           "mpshim_client_last_error", "mpshim_client_connected",
+           "mpshim_use_media_proxy", "mpshim_end_media_session",
+           "mpshim_client_nat_test", "mpshim_fix_contact", "mpshim_free"]
+
+
+def version_nodes(path):
+    """{symbol: node} from the version script's global: lists."""
+    with open(path, encoding="utf-8") as f:
+        text = re.sub(r"/\*.*?\*/", "", f.read(), flags=re.S)
+    nodes = {}
+    for node, body in re.findall(r"(MEDIAPROXY_SHIM_[\d.]+)\s*\{(.*?)\}", text, re.S):
+        glob = body.split("local:")[0].replace("global:", "")
+        for name in re.findall(r"(mpshim_\w+)\s*;", glob):
+            nodes[name] = node
+    return nodes
 
 
 def main(lib, header):
@@ -33,10 +55,16 @@ def main(lib, header):
         failures.append(f"exported {sorted(functions ^ declared)} differ from the header")
     if other:
         failures.append(f"unexpected exported objects: {sorted(other)}")
-    unversioned = [n for n, t in defined.items()
-                   if t in "TtWi" and not n.endswith("@@MEDIAPROXY_SHIM_1.0")]
-    if unversioned:
-        failures.append(f"symbols without the MEDIAPROXY_SHIM_1.0 version: {unversioned}")
+    nodes = version_nodes(os.path.join(os.path.dirname(header), "..", "mediaproxy-shim.map"))
+    if set(nodes) != declared:
+        failures.append(f"version script lists {sorted(set(nodes) ^ declared)} unlike the header")
+    missing_1_0 = [n for n in ABI_1_0 if nodes.get(n) != "MEDIAPROXY_SHIM_1.0"]
+    if missing_1_0:
+        failures.append(f"1.0 functions not in MEDIAPROXY_SHIM_1.0: {missing_1_0}")
+    misversioned = [n for n, t in defined.items() if t in "TtWi"
+                    and n != f"{n.split('@')[0]}@@{nodes.get(n.split('@')[0])}"]
+    if misversioned:
+        failures.append(f"symbols not under their version node: {misversioned}")
     dyn = run("readelf", "-d", lib)
     soname = re.findall(r"\(SONAME\).*\[(.*)\]", dyn)
     needed = re.findall(r"\(NEEDED\).*\[(.*)\]", dyn)
