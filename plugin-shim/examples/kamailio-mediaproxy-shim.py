@@ -3,7 +3,12 @@ relays media through mediaproxy by calling libmediaproxy-shim with ctypes, in
 place of the stock `mediaproxy` module: use_media_proxy() on INVITE/UPDATE
 with SDP and on 18x/2xx replies with SDP, end_media_session() on BYE, CANCEL
 and failed INVITEs, and the old module's NAT helpers client_nat_test() and
-fix_contact() on initial requests. Load it from kamailio.cfg (see
+fix_contact() on initial requests. With MPSHIM_MODE=engage it does what
+engage_media_proxy() does with the dialog module instead: every request and
+reply of the call is reported to the library's dialog table
+(mpshim_dialog_request/_reply; the INVITE creates the dialog, a BYE or a
+failure to the INVITE ends it, the failure route reports the end too) and
+the library sends every update/remove itself. Load it from kamailio.cfg (see
 kamailio.cfg beside this file) with
 
     loadmodule "app_python3.so"
@@ -17,6 +22,13 @@ Settings come from the environment of the Kamailio process:
   MPSHIM_ICE         none | low-priority | high-priority (default none)
   MPSHIM_FORWARD_TO  destination URI for initial INVITEs ($du); default: the
                      Request-URI
+  MPSHIM_MODE        use (default: use_media_proxy/end_media_session) or engage
+  MPSHIM_MAX_DIALOGS engage: dialogs one process holds (default 10000)
+Engage mode keeps each dialog in the memory of the Kamailio process that saw
+its INVITE, so every message of the call must reach that process: run it with
+one SIP worker (children=1, kamailio.cfg's CHILDREN define) or UDP only and
+one worker per call. The dialog_id sent is made from the Call-ID
+(crc32, as "<high 12 bits>:<low 20 bits>").
 The module's AVPs keep their meaning: $avp(s:signaling_ip),
 $avp(s:media_relay) and $avp(s:ice_candidate) are read when set.
 Each call is logged as "E2E <function>(<what>) rc=<code>".
@@ -24,10 +36,12 @@ Each call is logged as "E2E <function>(<what>) rc=<code>".
 
 import ctypes
 import os
+import zlib
 
 import KSR  # provided by app_python3
 
 MPSHIM_OK = 1
+MPSHIM_NOTHING = 0
 MPSHIM_REQUEST = 0
 MPSHIM_REPLY = 1
 ICE_MODES = {"": 0, "default": 0, "none": 1, "low-priority": 2, "high-priority": 3}
@@ -39,7 +53,8 @@ class Config(ctypes.Structure):
                 ("socket_path", ctypes.c_char_p),
                 ("timeout_ms", ctypes.c_int),
                 ("retry_interval_ms", ctypes.c_int),
-                ("ice_candidate", ctypes.c_int)]
+                ("ice_candidate", ctypes.c_int),
+                ("dialect", ctypes.c_int)]
 
 
 class Message(ctypes.Structure):
@@ -90,6 +105,16 @@ def load_library(path):
     lib.mpshim_fix_contact.argtypes = [ctypes.POINTER(NatInfo), ctypes.POINTER(ctypes.c_void_p),
                                        ctypes.POINTER(ctypes.c_size_t)]
     lib.mpshim_free.argtypes = [ctypes.c_void_p]
+    # engage mode (1.2)
+    lib.mpshim_dialogs_new.argtypes = [ctypes.c_uint]
+    lib.mpshim_dialogs_new.restype = ctypes.c_void_p
+    lib.mpshim_dialogs_count.argtypes = [ctypes.c_void_p]
+    lib.mpshim_dialogs_count.restype = ctypes.c_uint
+    for name in ("mpshim_dialog_request", "mpshim_dialog_reply"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(Message),
+                                       ctypes.POINTER(ctypes.c_void_p),
+                                       ctypes.POINTER(ctypes.c_size_t)]
+    lib.mpshim_dialog_end.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p]
     return lib
 
 
@@ -111,7 +136,9 @@ class MediaproxyShim:
         self.socket = os.environ.get("MPSHIM_SOCKET", "/run/mediaproxy/dispatcher.sock").encode()
         self.timeout = int(os.environ.get("MPSHIM_TIMEOUT_MS", "500"))
         self.ice = ICE_MODES.get(os.environ.get("MPSHIM_ICE", "none").lower(), 1) or 1
+        self.max_dialogs = int(os.environ.get("MPSHIM_MAX_DIALOGS", "10000"))
         self.client = None
+        self.table = None
         self.pid = None
 
     def handle(self):
@@ -122,8 +149,16 @@ class MediaproxyShim:
             cfg.timeout_ms = self.timeout
             cfg.ice_candidate = self.ice
             self.client = self.lib.mpshim_client_new(ctypes.byref(cfg))
+            self.table = None
             self.pid = os.getpid()
         return self.client
+
+    def dialogs(self):
+        """This process's dialog table (engage mode), created on first use."""
+        self.handle()
+        if self.table is None:
+            self.table = self.lib.mpshim_dialogs_new(self.max_dialogs)
+        return self.table
 
     def error(self):
         return self.lib.mpshim_client_last_error(self.handle()).decode(errors="replace")
@@ -160,12 +195,8 @@ class MediaproxyShim:
         m.body_len = len(body)
         return m, keep, body
 
-    def use_media_proxy(self):
-        m, keep, body_in = self.message()
-        out = ctypes.c_void_p()
-        out_len = ctypes.c_size_t()
-        rc = self.lib.mpshim_use_media_proxy(self.handle(), ctypes.byref(m), ctypes.byref(out),
-                                             ctypes.byref(out_len))
+    def set_body(self, rc, out, out_len, m, body_in, function):
+        """Put a body the library returned into the message."""
         if rc == MPSHIM_OK and out.value:
             body = ctypes.string_at(out.value, out_len.value)
             self.lib.mpshim_free(out)
@@ -173,7 +204,39 @@ class MediaproxyShim:
                 ctype = (m.content_type or b"application/sdp").decode()
                 KSR.textops.set_body(body.decode("utf-8", "surrogateescape"), ctype)
         elif rc != MPSHIM_OK:
-            KSR.info("mediaproxy-shim: use_media_proxy: %d (%s)\n" % (rc, self.error()))
+            KSR.info("mediaproxy-shim: %s: %d (%s)\n" % (function, rc, self.error()))
+        return rc
+
+    def use_media_proxy(self):
+        m, keep, body_in = self.message()
+        out = ctypes.c_void_p()
+        out_len = ctypes.c_size_t()
+        rc = self.lib.mpshim_use_media_proxy(self.handle(), ctypes.byref(m), ctypes.byref(out),
+                                             ctypes.byref(out_len))
+        return self.set_body(rc, out, out_len, m, body_in, "use_media_proxy")
+
+    @staticmethod
+    def dialog_id():
+        """The dialog_id of the current message's call, from its Call-ID."""
+        crc = zlib.crc32(pv("$ci") or b"")
+        return b"%d:%d" % (crc >> 20, crc & 0xFFFFF)
+
+    def dialog_event(self):
+        """Report the current request or reply to the dialog table."""
+        m, keep, body_in = self.message()
+        did = self.dialog_id()
+        m.dialog_id = did
+        out = ctypes.c_void_p()
+        out_len = ctypes.c_size_t()
+        function = "mpshim_dialog_reply" if m.type == MPSHIM_REPLY else "mpshim_dialog_request"
+        rc = getattr(self.lib, function)(self.dialogs(), self.handle(), ctypes.byref(m),
+                                         ctypes.byref(out), ctypes.byref(out_len))
+        return self.set_body(rc, out, out_len, m, body_in, function)
+
+    def dialog_end(self):
+        rc = self.lib.mpshim_dialog_end(self.dialogs(), self.handle(), self.dialog_id())
+        if rc != MPSHIM_OK:
+            KSR.info("mediaproxy-shim: dialog_end: %d (%s)\n" % (rc, self.error()))
         return rc
 
     def end_media_session(self):
@@ -223,6 +286,7 @@ class kamailio:  # noqa: N801 - the name app_python3's examples use
     def __init__(self):
         self.mp = MediaproxyShim()
         self.forward_to = os.environ.get("MPSHIM_FORWARD_TO", "")
+        self.engage = os.environ.get("MPSHIM_MODE", "use").lower() == "engage"
         KSR.info("mediaproxy-shim %s loaded\n" % self.mp.lib.mpshim_version().decode())
 
     def child_init(self, rank):
@@ -233,6 +297,11 @@ class kamailio:  # noqa: N801 - the name app_python3's examples use
 
     def end(self, what):
         log_rc("end_media_session", what, self.mp.end_media_session())
+
+    def dialog(self, what):
+        """Engage mode: report the message; log like the other calls."""
+        rc = self.mp.dialog_event()
+        log_rc("dialog_reply" if KSR.pv.get("$mt") == 2 else "dialog_request", what, rc)
 
     def relay(self):
         if KSR.tm.t_relay() < 0:
@@ -246,7 +315,12 @@ class kamailio:  # noqa: N801 - the name app_python3's examples use
         method = KSR.pv.get("$rm")
         if KSR.siputils.has_totag() > 0:
             if KSR.rr.loose_route() > 0:
-                if method == "BYE":
+                if self.engage:
+                    # ACK with a late answer, re-INVITE, UPDATE, BYE (ends it)
+                    self.dialog(method)
+                    if method != "ACK":
+                        KSR.tm.t_on_reply("ksr_onreply_mediaproxy")
+                elif method == "BYE":
                     self.end("BYE")
                 elif method in ("INVITE", "UPDATE") and KSR.textops.has_body() > 0:
                     self.use(method)
@@ -259,7 +333,8 @@ class kamailio:  # noqa: N801 - the name app_python3's examples use
             return 1
         if method == "CANCEL":
             if KSR.tm.t_check_trans() > 0:
-                self.end("CANCEL")
+                if not self.engage:  # engage: the 487 to the INVITE ends it
+                    self.end("CANCEL")
                 self.relay()
             return 1
         KSR.tm.t_check_trans()
@@ -274,7 +349,9 @@ class kamailio:  # noqa: N801 - the name app_python3's examples use
         KSR.rr.record_route()
         if self.forward_to:
             KSR.pv.sets("$du", self.forward_to)
-        if KSR.textops.has_body() > 0:
+        if self.engage:
+            self.dialog(method)  # creates the dialog, with or without SDP
+        elif KSR.textops.has_body() > 0:
             self.use(method)
         KSR.tm.t_on_reply("ksr_onreply_mediaproxy")
         KSR.tm.t_on_failure("ksr_failure_mediaproxy")
@@ -282,12 +359,20 @@ class kamailio:  # noqa: N801 - the name app_python3's examples use
 
     def ksr_onreply_mediaproxy(self, msg):
         status = int(KSR.pv.get("$rs") or 0)
-        if (180 <= status <= 189 or 200 <= status <= 299) and KSR.textops.has_body() > 0:
+        if self.engage:
+            if status > 100:  # the library picks what the module relays
+                self.dialog("reply %d" % status)
+        elif (180 <= status <= 189 or 200 <= status <= 299) and KSR.textops.has_body() > 0:
             self.use("reply %d" % status)
         return 1
 
     def ksr_failure_mediaproxy(self, msg):
-        self.end("failure")
+        if self.engage:
+            # normally already ended by the failure reply (rc 0); a local
+            # timeout (408) ends it here
+            log_rc("dialog_end", "failure", self.mp.dialog_end())
+        else:
+            self.end("failure")
         return 1
 
     def ksr_reply_route(self, msg):

@@ -4,7 +4,10 @@
 stub `KSR` module standing in for app_python3, against the fake dispatcher:
 an INVITE with SDP, its 200 OK and the BYE must produce the `update`/`remove`
 requests and the body replacements the script promises, with the real
-libmediaproxy-shim.so loaded through ctypes. No root needed.
+libmediaproxy-shim.so loaded through ctypes; then the same script in engage
+mode (MPSHIM_MODE=engage): INVITE, 183, 200, ACK, re-INVITE and its 200, BYE,
+and a second call failing with 486, each reported to the dialog table with
+the return code the library gives and no dialog left. No root needed.
 
     test_kemi_script.py LIBRARY FAKE_DISPATCHER
 """
@@ -81,6 +84,70 @@ class Stub:
         return ksr
 
 
+def load_script(stub):
+    sys.modules["KSR"] = stub.module()
+    spec = importlib.util.spec_from_file_location("kemi_example", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.mod_init()
+
+
+def engage(fake, check):
+    """The script in engage mode against a fake answering by default."""
+    with tempfile.TemporaryDirectory(prefix="mpshim-kemi-engage-") as tmp:
+        sock = os.path.join(tmp, "d.sock")
+        disp = subprocess.Popen([fake, sock], stdout=subprocess.PIPE, text=True)
+        try:
+            assert disp.stdout.readline().strip() == "ready"
+            os.environ.update(MPSHIM_SOCKET=sock, MPSHIM_MODE="engage", MPSHIM_ICE="none")
+            stub = Stub()
+            k = load_script(stub)
+            common = {"$ci": "engage@test", "$fu": "sip:alice@example.com",
+                      "$tu": "sip:bob@example.net", "$ft": "ft1", "$si": "203.0.113.7",
+                      "$sp": 5062, "$hdr(Content-Type)": "application/sdp", "$ua": "phone/1",
+                      "$hdr(Contact)": "<sip:alice@203.0.113.7:5062>",
+                      "$hdr(Via)": "SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK1"}
+
+            def request(method, cseq, to_tag, body, ci=None):
+                stub.pvs = dict(common, **{"$mt": 1, "$rm": method, "$cs": cseq, "$tt": to_tag,
+                                           "$rb": body}, **({"$ci": ci} if ci else {}))
+                k.ksr_request_route(None)
+
+            def reply(status, cseq, to_tag, body, ci=None):
+                stub.pvs = dict(common, **{"$mt": 2, "$rs": status, "$rm": "INVITE", "$cs": cseq,
+                                           "$tt": to_tag, "$rb": body, "$si": "10.9.0.1"},
+                                **({"$ci": ci} if ci else {}))
+                k.ksr_onreply_mediaproxy(None)
+
+            request("INVITE", 1, None, INVITE_SDP)
+            reply(183, 1, "tt1", ANSWER_SDP)
+            reply(200, 1, "tt1", ANSWER_SDP)
+            request("ACK", 1, "tt1", None)
+            request("INVITE", 2, "tt1", INVITE_SDP)
+            reply(200, 2, "tt1", ANSWER_SDP)
+            bodies = [c for c in stub.calls if c[0] == "set_body"]
+            check(len(bodies) == 5 and all("c=IN IP4 192.0.2.5\r\n" in b[1] for b in bodies),
+                  "engage: INVITE, 183, 200, re-INVITE, 200 bodies name the relay")
+            table = k.mp.table
+            check(k.mp.lib.mpshim_dialogs_count(table) == 1, "engage: one dialog during the call")
+            request("BYE", 3, "tt1", None)
+            check(k.mp.lib.mpshim_dialogs_count(table) == 0, "engage: no dialog after the BYE")
+            request("INVITE", 1, None, INVITE_SDP, ci="engage2@test")
+            reply(486, 1, "tt2", None, ci="engage2@test")
+            k.ksr_failure_mediaproxy(None)
+            check(k.mp.lib.mpshim_dialogs_count(table) == 0, "engage: no dialog after the 486")
+            logged = [t for lvl, t in stub.logs if lvl == "notice"]
+            want = ["E2E dialog_request(INVITE) rc=1\n", "E2E dialog_reply(reply 183) rc=1\n",
+                    "E2E dialog_reply(reply 200) rc=1\n", "E2E dialog_request(ACK) rc=-2\n",
+                    "E2E dialog_request(INVITE) rc=1\n", "E2E dialog_reply(reply 200) rc=1\n",
+                    "E2E dialog_request(BYE) rc=1\n", "E2E dialog_request(INVITE) rc=1\n",
+                    "E2E dialog_reply(reply 486) rc=1\n", "E2E dialog_end(failure) rc=0\n"]
+            check(logged == want, "engage: return codes %r" % logged)
+        finally:
+            disp.kill()
+            disp.wait()
+
+
 def main(lib, fake):
     sanitizer_preload(lib)
     failures = []
@@ -99,11 +166,7 @@ def main(lib, fake):
             os.environ.update(MPSHIM_LIB=lib, MPSHIM_SOCKET=sock, MPSHIM_ICE="low-priority",
                               MPSHIM_FORWARD_TO="sip:10.9.0.1:5060")
             stub = Stub()
-            sys.modules["KSR"] = stub.module()
-            spec = importlib.util.spec_from_file_location("kemi_example", SCRIPT)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            k = mod.mod_init()
+            k = load_script(stub)
             check(k.child_init(1) == 0, "mod_init() and child_init()")
 
             common = {"$ci": "kemi@test", "$cs": 1, "$fu": "sip:alice@example.com",
@@ -141,7 +204,8 @@ def main(lib, fake):
         finally:
             disp.kill()
             disp.wait()
-    print(f"{8 - len(failures)} passed, {len(failures)} failed")
+    engage(fake, check)
+    print(f"{13 - len(failures)} passed, {len(failures)} failed")
     return 1 if failures else 0
 
 
