@@ -15,6 +15,13 @@
 # statistics (packet counters) match tcpdump, and a `remove` sent after the
 # BYE is answered `error` (the session is gone).
 #
+# MPSHIM_E2E_MODE=engage runs the script in engage mode (MPSHIM_MODE=engage,
+# one SIP worker) with the re-INVITE scenarios uac-reinvite.xml and
+# uas-reinvite.xml and also checks: the initial INVITE, the re-INVITE, both
+# 200s and the BYE were reported to the dialog table with rc 1; the
+# dispatcher's management interface (`sessions`, plain TCP) lists the call
+# after the re-INVITE and no session after the BYE.
+#
 # Environment: MP_BIN (default <repo>/build/mediaproxy), MPSHIM_LIB (default
 # <repo>/build/plugin-shim/libmediaproxy-shim.so.1), MPE2E_KEEP=1 (keep the
 # artefacts; always kept on failure), MPE2E_FORWARDING (the relay's forwarding
@@ -31,6 +38,11 @@ MPSHIM_LIB=${MPSHIM_LIB:-$REPO/build/plugin-shim/libmediaproxy-shim.so.1}
 SCRIPT="$REPO/plugin-shim/examples/kamailio-mediaproxy-shim.py"
 CFG="$REPO/plugin-shim/examples/kamailio.cfg"
 KEEP=${MPE2E_KEEP:-0}
+MODE=${MPSHIM_E2E_MODE:-use}
+UAC_SF="$E2E/uac.xml" UAS_SF="$E2E/uas.xml" KMODE=use
+if [[ $MODE == engage ]]; then
+    UAC_SF="$HERE/uac-reinvite.xml" UAS_SF="$HERE/uas-reinvite.xml" KMODE=engage
+fi
 PY=/usr/bin/python3
 PCAP=/usr/share/sip-tester/g711a.pcap
 APP_PYTHON3=/usr/lib/x86_64-linux-gnu/kamailio/modules/app_python3.so
@@ -102,6 +114,10 @@ log_level = debug
 relay_ip = 10.200.0.1
 port_range = 40000:41000
 forwarding = ${MPE2E_FORWARDING:-userspace}
+
+[Dispatcher]
+listen_management = 127.0.0.1:25061
+management_use_tls = no
 EOF
 ip netns exec "$NS_R" "$MP_BIN" --foreground --config "$TMP/mp.ini" >"$TMP/mediaproxy.log" 2>&1 &
 MP_PID=$!
@@ -121,10 +137,12 @@ wait_until 10 "tcpdump (callee side)" grep -q "listening on" "$TMP/tcpdump-calle
 
 # ---- kamailio + app_python3 + the example script + the shim ----
 KDEFS=(-A "SHIM_SCRIPT=\"$SCRIPT\"")
+# engage mode: a call's dialog lives in one process, so one SIP worker
+[[ $MODE == engage ]] && KDEFS+=(-A "CHILDREN=1")
 kamailio -c -f "$CFG" "${KDEFS[@]}" >"$TMP/kamailio-check.log" 2>&1 ||
     { log "kamailio config check failed:"; tail -n 30 "$TMP/kamailio-check.log"; exit 1; }
 ip netns exec "$NS_R" env MPSHIM_LIB="$MPSHIM_LIB" MPSHIM_SOCKET="$SOCK" \
-    MPSHIM_FORWARD_TO="sip:10.200.2.2:5060" MPSHIM_TIMEOUT_MS=500 \
+    MPSHIM_FORWARD_TO="sip:10.200.2.2:5060" MPSHIM_TIMEOUT_MS=500 MPSHIM_MODE="$KMODE" \
     kamailio -DD -E -f "$CFG" "${KDEFS[@]}" -l udp:10.200.0.1:5060 \
     -P "$TMP/kamailio.pid" -Y "$TMP/kam-run" -w "$TMP" >"$TMP/kamailio.log" 2>&1 &
 PIDS+=($!)
@@ -132,7 +150,7 @@ wait_until 10 "kamailio on 10.200.0.1:5060" udp_listening "$NS_R" 10.200.0.1:506
 log "kamailio up"
 
 # ---- callee and caller (the tests/e2e scenarios) ----
-(cd "$TMP" && exec timeout -k 2 40 ip netns exec "$NS_E" sipp -sf "$E2E/uas.xml" \
+(cd "$TMP" && exec timeout -k 2 40 ip netns exec "$NS_E" sipp -sf "$UAS_SF" \
     -i 10.200.2.2 -p 5060 -mi 10.200.2.2 -mp 6000 -m 1 -nostdin \
     -trace_msg -message_file "$TMP/uas_messages.log" \
     -trace_err -error_file "$TMP/uas_errors.log" -timeout 35s -timeout_error) >"$TMP/uas.out" 2>&1 &
@@ -141,12 +159,36 @@ PIDS+=("$UAS_PID")
 wait_until 10 "sipp uas" udp_listening "$NS_E" 10.200.2.2:5060
 T1=$(date +%s.%N)
 UAC_RC=0 UAS_RC=0
-(cd "$TMP" && exec timeout -k 2 40 ip netns exec "$NS_C" sipp -sf "$E2E/uac.xml" \
+(cd "$TMP" && exec timeout -k 2 40 ip netns exec "$NS_C" sipp -sf "$UAC_SF" \
     10.200.0.1:5060 -s service -i 10.200.1.2 -p 5060 -mi 10.200.1.2 -mp 6000 -m 1 -nostdin \
     -trace_msg -message_file "$TMP/uac_messages.log" \
     -trace_err -error_file "$TMP/uac_errors.log" -timeout 35s -timeout_error) >"$TMP/uac.out" 2>&1 &
 UAC_PID=$!
 PIDS+=("$UAC_PID")
+# management `sessions` (one JSON line) into a file
+sessions() {
+    ip netns exec "$NS_R" $PY - "$1" <<'PYEOF'
+import socket, sys
+with socket.create_connection(("127.0.0.1", 25061), timeout=5) as s:
+    s.sendall(b"sessions\r\n")
+    data = b""
+    while not data.endswith(b"\r\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+open(sys.argv[1], "wb").write(data)
+PYEOF
+}
+reinvite_answered() {
+    [[ $(grep -c "E2E dialog_reply(reply 200) rc=1" "$TMP/kamailio.log") -ge 2 ]]
+}
+if [[ $MODE == engage ]]; then
+    # during the call, after the re-INVITE's 200 went through the shim
+    if wait_until 15 "the re-INVITE's 200 in kamailio.log" reinvite_answered; then
+        sessions "$TMP/sessions_during.json" || log "FAIL: management sessions during the call"
+    fi
+fi
 wait "$UAC_PID" || UAC_RC=$?
 log "uac finished rc=$UAC_RC after $(since "$T1")s"
 for ((i = 0; i < 100; i++)); do kill -0 "$UAS_PID" 2>/dev/null || break; sleep 0.1; done
@@ -161,6 +203,9 @@ mapfile -t IDS < <($PY "$UTIL" dialog "$TMP" || true)
 $PY "$UTIL" request "$SOCK" 2 remove "call_id=${IDS[0]-}" "from_tag=${IDS[1]-}" \
     "to_tag=${IDS[2]-}" >"$TMP/remove_after_bye.txt" 2>&1 || true
 
+[[ $MODE == engage ]] && { sessions "$TMP/sessions_after.json" ||
+    log "FAIL: management sessions after the BYE"; }
+
 # ---- stop (mediaproxy last, so that it logs the statistics) and check ----
 for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     [[ ${PIDS[i]} == "$MP_PID" ]] && continue
@@ -169,7 +214,35 @@ done
 stop_pid "$MP_PID" TERM 5
 PIDS=()
 log "checks:"
-$PY "$UTIL" check "$TMP" use 1 || RC=1
+if [[ $MODE == engage ]]; then
+    $PY "$UTIL" check "$TMP" shim-engage 1 || RC=1
+    $PY - "$TMP" <<'PYEOF' || RC=1
+import json, os, re, sys
+d = sys.argv[1]
+call_id = open(os.path.join(d, "dialog.txt")).read().split("\n")[0]
+klog = open(os.path.join(d, "kamailio.log"), errors="replace").read()
+rcs = re.findall(r"E2E (\S+\(.*?\)) rc=(-?\d+)", klog)
+bad = 0
+def ok(cond, what):
+    global bad
+    print(("  ok    " if cond else "  FAIL  ") + what)
+    bad += not cond
+ok(rcs.count(("dialog_request(INVITE)", "1")) == 2, "INVITE and re-INVITE relayed (rc 1)")
+ok(rcs.count(("dialog_reply(reply 200)", "1")) == 2, "both 200s relayed (rc 1)")
+ok(("dialog_request(BYE)", "1") in rcs, "BYE ended the dialog with an answered remove (rc 1)")
+def ids(name):
+    try:
+        return [s.get("call_id") for s in json.loads(open(os.path.join(d, name)).read())]
+    except (OSError, ValueError) as e:
+        return ["unreadable: %s" % e]
+during, after = ids("sessions_during.json"), ids("sessions_after.json")
+ok(call_id in during, "dispatcher lists the call after the re-INVITE (%s)" % during)
+ok(call_id not in after and not after, "no session after the BYE (%s)" % after)
+sys.exit(1 if bad else 0)
+PYEOF
+else
+    $PY "$UTIL" check "$TMP" use 1 || RC=1
+fi
 # The version the library reports is the one its header declares.
 HDR=$REPO/plugin-shim/include/mediaproxy-shim.h
 SHIM_VERSION=$(for part in MAJOR MINOR PATCH; do

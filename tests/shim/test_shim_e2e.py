@@ -1,7 +1,10 @@
 """test_shim_e2e.py - pytest wrapper of run_shim_e2e.sh: Kamailio 5.6 with
 app_python3 running plugin-shim/examples/kamailio-mediaproxy-shim.py, which
 uses libmediaproxy-shim (ctypes) for a sipp call through our dispatcher and
-relay in network namespaces; RTP counted at the relay, session removed on BYE.
+relay in network namespaces; RTP counted at the relay, session removed on BYE;
+and the same script in engage mode with a re-INVITE (MPSHIM_E2E_MODE=engage):
+every message reported to the shim's dialog table, the dispatcher's
+`sessions` listing the call after the re-INVITE and nothing after the BYE.
 
     /usr/bin/python3 -m pytest -p no:cacheprovider -v tests/shim/test_shim_e2e.py
 
@@ -19,11 +22,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "run_shim_e2e.sh")
 
 
-def test_kamailio_app_python3_with_shim():
+def run(mode):
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces")
+    env = dict(os.environ, MPSHIM_E2E_MODE=mode)
     try:
-        proc = subprocess.run(["/bin/bash", SCRIPT], stdout=subprocess.PIPE,
+        proc = subprocess.run(["/bin/bash", SCRIPT], stdout=subprocess.PIPE, env=env,
                               stderr=subprocess.STDOUT, text=True, timeout=150)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -31,3 +35,11 @@ def test_kamailio_app_python3_with_shim():
         pytest.fail("run_shim_e2e.sh did not finish within 150 s")
     sys.stdout.write(proc.stdout)
     assert proc.returncode == 0, f"run_shim_e2e.sh failed (rc={proc.returncode}):\n{proc.stdout}"
+
+
+def test_kamailio_app_python3_with_shim():
+    run("use")
+
+
+def test_kamailio_app_python3_with_shim_engage_reinvite():
+    run("engage")
