@@ -327,7 +327,7 @@ int mpshim_dialog_reply(mpshim_dialogs* t, mpshim_client* c, const mpshim_messag
         rc = MPSHIM_ERROR;
         goto out;
       }
-      memcpy(d->callee_tag, to_tag.s, to_tag.len);
+      if (to_tag.len > 0) memcpy(d->callee_tag, to_tag.s, to_tag.len); /* NULL: no tag */
       d->callee_tag[to_tag.len] = '\0';
       d->state = MPSHIM_DIALOG_CONFIRMED;
     }
