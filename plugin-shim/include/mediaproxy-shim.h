@@ -241,13 +241,23 @@ MPSHIM_API int mpshim_fix_contact(const mpshim_nat_info* info, char** out_value,
  * its own client handle (the handle rule above still holds); events of one
  * dialog are processed one at a time in the order they take its lock, events
  * of different dialogs concurrently. mpshim_dialogs_free() only once no
- * thread uses the table.
+ * thread (of this process) uses the table. A table from
+ * mpshim_dialogs_new_shared() is shared the same way by the processes
+ * forked after its creation.
  */
 
 /* New table holding at most max_dialogs dialogs (1..1000000), or NULL
  * (errno EINVAL, ENOMEM). */
 MPSHIM_API mpshim_dialogs* mpshim_dialogs_new(unsigned max_dialogs);
-/* Free the table and every dialog in it, sending nothing. NULL is ignored. */
+/* New table in shared memory for proxies whose workers are processes
+ * (Kamailio, OpenSIPS): create it before they are forked (e.g. in
+ * mod_init); every child inherits it and may report events of any dialog,
+ * each process with its own client handle. Its locks are process-shared
+ * and robust (a process killed inside an event does not block the others).
+ * max_dialogs 1..100000; NULL with errno EINVAL or ENOMEM. */
+MPSHIM_API mpshim_dialogs* mpshim_dialogs_new_shared(unsigned max_dialogs);
+/* Free the table and every dialog in it, sending nothing (a shared table:
+ * unmap it from this process only). NULL is ignored. */
 MPSHIM_API void mpshim_dialogs_free(mpshim_dialogs* dialogs);
 /* Number of dialogs in the table. */
 MPSHIM_API unsigned mpshim_dialogs_count(mpshim_dialogs* dialogs);

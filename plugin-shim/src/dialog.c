@@ -8,132 +8,18 @@
  * first of BYE, a failure to the initial INVITE, or an explicit end sends
  * one `remove` with the caller's From tag and the confirming 2xx's To tag.
  *
- * Locking: the table mutex guards the hash chains, the count and every
- * dialog's reference count; a dialog's own mutex guards its state and is
- * held while its requests are exchanged, so events of one dialog are
- * serialised and events of different dialogs run concurrently. The table
- * mutex is never taken while waiting for a dialog mutex, only inside one.
- * An ended dialog leaves the table at once and is freed by its last user.
+ * Locking: the table mutex (dialog_store.c) guards the hash chains, the
+ * count and every dialog's reference count; a dialog's own mutex guards its
+ * state and is held while its requests are exchanged, so events of one
+ * dialog are serialised and events of different dialogs run concurrently.
+ * The table mutex is never taken while waiting for a dialog mutex, only
+ * inside one. An ended dialog leaves the table at once and is released by
+ * its last user.
  */
-#include <errno.h>
 #include <pthread.h>
-#include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "shim_internal.h"
-
-#define MPS_DIALOG_ID_MAX 255 /* bytes of a dialog_id */
-#define MPS_CALL_ID_MAX 1024  /* bytes of a stored Call-ID */
-#define MPS_TAG_MAX 255       /* bytes of a stored tag */
-#define MPS_DIALOGS_MAX 1000000u
-
-typedef struct mps_dialog {
-  struct mps_dialog* next; /* hash chain (table lock) */
-  unsigned refs;           /* users holding a pointer (table lock) */
-  int linked;              /* in the table (table lock) */
-  pthread_mutex_t lock;
-  int state; /* MPSHIM_DIALOG_*, UNKNOWN once ended (dialog lock) */
-  int ice;   /* MPSHIM_ICE_NONE/LOW/HIGH or DEFAULT, fixed at creation */
-  int skip_next_reply;
-  char callee_tag[MPS_TAG_MAX + 1];
-  char* id; /* these three point into the same allocation */
-  char* call_id;
-  char* caller_tag;
-} mps_dialog;
-
-struct mpshim_dialogs {
-  pthread_mutex_t lock;
-  unsigned max, count, nbuckets;
-  mps_dialog** buckets;
-};
-
-static uint32_t hash(mps_str s) {
-  uint32_t h = 2166136261u; /* FNV-1a */
-  for (size_t i = 0; i < s.len; i++) h = (h ^ (unsigned char)s.s[i]) * 16777619u;
-  return h;
-}
-
-static int key_eq(const mps_dialog* d, mps_str id) {
-  return strlen(d->id) == id.len && memcmp(d->id, id.s, id.len) == 0;
-}
-
-mpshim_dialogs* mpshim_dialogs_new(unsigned max_dialogs) {
-  if (max_dialogs < 1 || max_dialogs > MPS_DIALOGS_MAX) {
-    errno = EINVAL;
-    return NULL;
-  }
-  mpshim_dialogs* t = calloc(1, sizeof *t);
-  unsigned n = 16;
-  while (n < max_dialogs && n < 65536) n *= 2;
-  if (t) t->buckets = calloc(n, sizeof *t->buckets);
-  if (!t || !t->buckets || pthread_mutex_init(&t->lock, NULL) != 0) {
-    if (t) free(t->buckets);
-    free(t);
-    errno = ENOMEM;
-    return NULL;
-  }
-  t->max = max_dialogs;
-  t->nbuckets = n;
-  return t;
-}
-
-static void free_dialog(mps_dialog* d) {
-  pthread_mutex_destroy(&d->lock);
-  free(d);
-}
-
-void mpshim_dialogs_free(mpshim_dialogs* t) {
-  if (!t) return;
-  for (unsigned i = 0; i < t->nbuckets; i++) {
-    mps_dialog* d = t->buckets[i];
-    while (d) {
-      mps_dialog* next = d->next;
-      free_dialog(d);
-      d = next;
-    }
-  }
-  pthread_mutex_destroy(&t->lock);
-  free(t->buckets);
-  free(t);
-}
-
-unsigned mpshim_dialogs_count(mpshim_dialogs* t) {
-  if (!t) return 0;
-  pthread_mutex_lock(&t->lock);
-  unsigned n = t->count;
-  pthread_mutex_unlock(&t->lock);
-  return n;
-}
-
-/* The dialog with this id, with a reference taken, or NULL. */
-static mps_dialog* find_ref(mpshim_dialogs* t, mps_str id) {
-  pthread_mutex_lock(&t->lock);
-  mps_dialog* d = t->buckets[hash(id) & (t->nbuckets - 1)];
-  while (d && !key_eq(d, id)) d = d->next;
-  if (d) d->refs++;
-  pthread_mutex_unlock(&t->lock);
-  return d;
-}
-
-static void unref(mpshim_dialogs* t, mps_dialog* d) {
-  pthread_mutex_lock(&t->lock);
-  const int last = --d->refs == 0 && !d->linked;
-  pthread_mutex_unlock(&t->lock);
-  if (last) free_dialog(d);
-}
-
-static void unlink_dialog(mpshim_dialogs* t, mps_dialog* d) {
-  pthread_mutex_lock(&t->lock);
-  if (d->linked) {
-    mps_dialog** p = &t->buckets[hash((mps_str){d->id, strlen(d->id)}) & (t->nbuckets - 1)];
-    while (*p != d) p = &(*p)->next;
-    *p = d->next;
-    d->linked = 0;
-    t->count--;
-  }
-  pthread_mutex_unlock(&t->lock);
-}
 
 /* Create the dialog of an initial INVITE (or find the one another thread
  * just created), with a reference taken; NULL with err when the table is
@@ -151,42 +37,8 @@ static mps_dialog* create_ref(mpshim_dialogs* t, mps_str id, const mpshim_messag
     mps_seterr(err, "From tag longer than %d bytes", MPS_TAG_MAX);
     return NULL;
   }
-  mps_dialog* d = calloc(1, sizeof *d + id.len + call_id.len + tag.len + 3);
-  if (!d || pthread_mutex_init(&d->lock, NULL) != 0) {
-    free(d);
-    mps_seterr(err, "out of memory");
-    return NULL;
-  }
-  d->id = (char*)(d + 1);
-  memcpy(d->id, id.s, id.len);
-  d->call_id = d->id + id.len + 1;
-  memcpy(d->call_id, call_id.s, call_id.len);
-  d->caller_tag = d->call_id + call_id.len + 1;
-  memcpy(d->caller_tag, tag.s, tag.len);
-  d->state = MPSHIM_DIALOG_EARLY;
-  d->ice = m->ice_candidate != MPSHIM_ICE_DEFAULT ? m->ice_candidate : client_ice;
-  d->refs = 1;
-  d->linked = 1;
-
-  pthread_mutex_lock(&t->lock);
-  mps_dialog** head = &t->buckets[hash(id) & (t->nbuckets - 1)];
-  mps_dialog* other = *head;
-  while (other && !key_eq(other, id)) other = other->next;
-  const int full = !other && t->count >= t->max;
-  if (other) {
-    other->refs++;
-  } else if (!full) {
-    d->next = *head;
-    *head = d;
-    t->count++;
-  }
-  pthread_mutex_unlock(&t->lock);
-  if (other || full) {
-    if (full) mps_seterr(err, "dialog table full: %u dialogs (max_dialogs)", t->max);
-    free_dialog(d);
-    return other;
-  }
-  return d;
+  const int ice = m->ice_candidate != MPSHIM_ICE_DEFAULT ? m->ice_candidate : client_ice;
+  return mps_dialog_create_ref(t, id, call_id, tag, ice, err);
 }
 
 /* Validate the table, client, message and its dialog_id; 1 or -1. */
@@ -219,7 +71,7 @@ static int same_call(const mps_dialog* d, const mpshim_message* m, char* err) {
 /* End the dialog (dialog lock held): leave the table and send `remove`. */
 static int end_locked(mpshim_dialogs* t, mpshim_client* c, mps_dialog* d) {
   d->state = MPSHIM_DIALOG_UNKNOWN;
-  unlink_dialog(t, d);
+  mps_dialog_unlink(t, d);
   mpshim_message rm;
   mpshim_message_init(&rm);
   rm.type = MPSHIM_REQUEST;
@@ -262,7 +114,7 @@ int mpshim_dialog_request(mpshim_dialogs* t, mpshim_client* c, const mpshim_mess
     mps_seterr(c->err, "mpshim_dialog_request() needs a request");
     return MPSHIM_ERROR;
   }
-  mps_dialog* d = find_ref(t, id);
+  mps_dialog* d = mps_dialog_find_ref(t, id);
   if (!d) {
     mps_str to_tag = mps_trim(m->to_tag);
     if (!mps_method_is(m->method, "INVITE") || to_tag.len > 0) {
@@ -273,7 +125,7 @@ int mpshim_dialog_request(mpshim_dialogs* t, mpshim_client* c, const mpshim_mess
     if (!d) return MPSHIM_ERROR;
   }
   int rc;
-  pthread_mutex_lock(&d->lock);
+  mps_lock(&d->lock);
   if (d->state == MPSHIM_DIALOG_UNKNOWN) {
     mps_seterr(c->err, "the dialog has ended");
     rc = MPSHIM_NOTHING;
@@ -286,7 +138,7 @@ int mpshim_dialog_request(mpshim_dialogs* t, mpshim_client* c, const mpshim_mess
     rc = update_locked(c, d, m, out_body, out_len);
   }
   pthread_mutex_unlock(&d->lock);
-  unref(t, d);
+  mps_dialog_unref(t, d);
   return rc;
 }
 
@@ -299,14 +151,14 @@ int mpshim_dialog_reply(mpshim_dialogs* t, mpshim_client* c, const mpshim_messag
     mps_seterr(c->err, "mpshim_dialog_reply() needs a reply");
     return MPSHIM_ERROR;
   }
-  mps_dialog* d = find_ref(t, id);
+  mps_dialog* d = mps_dialog_find_ref(t, id);
   if (!d) {
     mps_seterr(c->err, "no such dialog");
     return MPSHIM_NOTHING;
   }
   const int invite = mps_method_is(m->method, "INVITE");
   int rc = MPSHIM_NOTHING;
-  pthread_mutex_lock(&d->lock);
+  mps_lock(&d->lock);
   if (d->state == MPSHIM_DIALOG_UNKNOWN) {
     mps_seterr(c->err, "the dialog has ended");
   } else if (!same_call(d, m, c->err)) {
@@ -340,7 +192,7 @@ int mpshim_dialog_reply(mpshim_dialogs* t, mpshim_client* c, const mpshim_messag
   }
 out:
   pthread_mutex_unlock(&d->lock);
-  unref(t, d);
+  mps_dialog_unref(t, d);
   return rc;
 }
 
@@ -353,31 +205,31 @@ int mpshim_dialog_end(mpshim_dialogs* t, mpshim_client* c, const char* dialog_id
                MPS_DIALOG_ID_MAX);
     return MPSHIM_ERROR;
   }
-  mps_dialog* d = find_ref(t, id);
+  mps_dialog* d = mps_dialog_find_ref(t, id);
   if (!d) {
     mps_seterr(c->err, "no such dialog");
     return MPSHIM_NOTHING;
   }
   int rc = MPSHIM_NOTHING;
-  pthread_mutex_lock(&d->lock);
+  mps_lock(&d->lock);
   if (d->state == MPSHIM_DIALOG_UNKNOWN) {
     mps_seterr(c->err, "the dialog has ended");
   } else {
     rc = end_locked(t, c, d);
   }
   pthread_mutex_unlock(&d->lock);
-  unref(t, d);
+  mps_dialog_unref(t, d);
   return rc;
 }
 
 int mpshim_dialog_state(mpshim_dialogs* t, const char* dialog_id) {
   mps_str id = mps_trim(dialog_id);
   if (!t || id.len == 0 || id.len > MPS_DIALOG_ID_MAX) return MPSHIM_DIALOG_UNKNOWN;
-  mps_dialog* d = find_ref(t, id);
+  mps_dialog* d = mps_dialog_find_ref(t, id);
   if (!d) return MPSHIM_DIALOG_UNKNOWN;
-  pthread_mutex_lock(&d->lock);
+  mps_lock(&d->lock);
   int state = d->state;
   pthread_mutex_unlock(&d->lock);
-  unref(t, d);
+  mps_dialog_unref(t, d);
   return state;
 }

@@ -8,6 +8,7 @@
 #ifndef MPSHIM_INTERNAL_H
 #define MPSHIM_INTERNAL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -158,6 +159,52 @@ int64_t mps_now_ms(void);
  * retry interval started when the failure was a connection failure). */
 int mps_send_command(mpshim_client* c, const char* req, size_t len);
 void mps_disconnect(mpshim_client* c);
+
+/* ---- engage mode: dialog table (dialog_store.c), events (dialog.c) ----- */
+
+#define MPS_DIALOG_ID_MAX 255 /* bytes of a dialog_id */
+#define MPS_CALL_ID_MAX 1024  /* bytes of a stored Call-ID */
+#define MPS_TAG_MAX 255       /* bytes of a stored tag */
+
+/* One dialog; fixed size so that shared tables can pool them. */
+typedef struct mps_dialog {
+  struct mps_dialog* next; /* hash chain or free list (table lock) */
+  unsigned refs;           /* events holding a pointer (table lock) */
+  int linked;              /* in the table (table lock) */
+  pthread_mutex_t lock;
+  int state; /* MPSHIM_DIALOG_*, UNKNOWN once ended (dialog lock) */
+  int ice;   /* MPSHIM_ICE_NONE/LOW/HIGH or DEFAULT, fixed at creation */
+  int skip_next_reply;
+  char id[MPS_DIALOG_ID_MAX + 1];
+  char call_id[MPS_CALL_ID_MAX + 1];
+  char caller_tag[MPS_TAG_MAX + 1];
+  char callee_tag[MPS_TAG_MAX + 1];
+} mps_dialog;
+
+struct mpshim_dialogs {
+  pthread_mutex_t lock; /* chains, count, refs, pool */
+  unsigned max, count, nbuckets;
+  mps_dialog** buckets;
+  int shared;        /* in a shared mapping (mpshim_dialogs_new_shared) */
+  size_t map_len;    /* shared: the mapping's length */
+  mps_dialog* slots; /* shared: the record pool */
+  unsigned nslots, slots_used;
+  mps_dialog* free_slots;
+};
+
+/* Lock a mutex, taking over one whose owner process died. */
+void mps_lock(pthread_mutex_t* m);
+/* The dialog with this id with a reference taken, or NULL. */
+mps_dialog* mps_dialog_find_ref(mpshim_dialogs* t, mps_str id);
+/* The new dialog (state EARLY), or the one another thread or process just
+ * created, with a reference taken; NULL with err when the table is full.
+ * The values' lengths are checked by the caller. */
+mps_dialog* mps_dialog_create_ref(mpshim_dialogs* t, mps_str id, mps_str call_id,
+                                  mps_str caller_tag, int ice, char* err);
+/* Take the dialog out of the table (it stays valid while referenced). */
+void mps_dialog_unlink(mpshim_dialogs* t, mps_dialog* d);
+/* Drop a reference; the last one of an unlinked dialog releases it. */
+void mps_dialog_unref(mpshim_dialogs* t, mps_dialog* d);
 
 /* ---- NAT helpers (nat.c) ------------------------------------------------ */
 
