@@ -23,12 +23,18 @@ Settings come from the environment of the Kamailio process:
   MPSHIM_FORWARD_TO  destination URI for initial INVITEs ($du); default: the
                      Request-URI
   MPSHIM_MODE        use (default: use_media_proxy/end_media_session) or engage
-  MPSHIM_MAX_DIALOGS engage: dialogs one process holds (default 10000)
-Engage mode keeps each dialog in the memory of the Kamailio process that saw
-its INVITE, so every message of the call must reach that process: run it with
-one SIP worker (children=1, kamailio.cfg's CHILDREN define) or UDP only and
-one worker per call. The dialog_id sent is made from the Call-ID
-(crc32, as "<high 12 bits>:<low 20 bits>").
+  MPSHIM_MAX_DIALOGS engage: dialogs held at a time (default 10000)
+Engage mode keeps the dialogs in a table shared by all Kamailio processes
+(mpshim_dialogs_new_shared(), made in mod_init before the workers are
+forked), so a call's messages may reach any SIP worker, and its end may come
+from another process (a timer, or the RPC process when the dispatcher hangs
+the call up with dlg.end_dlg). With Kamailio's dialog module loaded
+(kamailio.cfg: -A WITH_DIALOG) the script calls dlg_manage() on the INVITE,
+sends the dialog's "h_entry:h_id" as dialog_id (what the dispatcher's
+hang-up needs) and reports the dialog module's dialog:end and dialog:failed
+events (modparam("dialog", "event_callback", "ksr_dialog_event")) as the
+dialog's end; without it the dialog_id is made from the Call-ID (crc32, as
+"<high 12 bits>:<low 20 bits>").
 The module's AVPs keep their meaning: $avp(s:signaling_ip),
 $avp(s:media_relay) and $avp(s:ice_candidate) are read when set.
 Each call is logged as "E2E <function>(<what>) rc=<code>".
@@ -108,6 +114,8 @@ def load_library(path):
     # engage mode (1.2)
     lib.mpshim_dialogs_new.argtypes = [ctypes.c_uint]
     lib.mpshim_dialogs_new.restype = ctypes.c_void_p
+    lib.mpshim_dialogs_new_shared.argtypes = [ctypes.c_uint]
+    lib.mpshim_dialogs_new_shared.restype = ctypes.c_void_p
     lib.mpshim_dialogs_count.argtypes = [ctypes.c_void_p]
     lib.mpshim_dialogs_count.restype = ctypes.c_uint
     for name in ("mpshim_dialog_request", "mpshim_dialog_reply"):
@@ -129,16 +137,18 @@ def pv(name):
 
 
 class MediaproxyShim:
-    """One client handle per Kamailio process, created on first use."""
+    """One client handle per Kamailio process, created on first use; in
+    engage mode one dialog table for all processes, created here (mod_init,
+    before the fork)."""
 
-    def __init__(self):
+    def __init__(self, engage=False):
         self.lib = load_library(os.environ.get("MPSHIM_LIB", "libmediaproxy-shim.so.1"))
         self.socket = os.environ.get("MPSHIM_SOCKET", "/run/mediaproxy/dispatcher.sock").encode()
         self.timeout = int(os.environ.get("MPSHIM_TIMEOUT_MS", "500"))
         self.ice = ICE_MODES.get(os.environ.get("MPSHIM_ICE", "none").lower(), 1) or 1
         self.max_dialogs = int(os.environ.get("MPSHIM_MAX_DIALOGS", "10000"))
         self.client = None
-        self.table = None
+        self.table = self.lib.mpshim_dialogs_new_shared(self.max_dialogs) if engage else None
         self.pid = None
 
     def handle(self):
@@ -149,15 +159,11 @@ class MediaproxyShim:
             cfg.timeout_ms = self.timeout
             cfg.ice_candidate = self.ice
             self.client = self.lib.mpshim_client_new(ctypes.byref(cfg))
-            self.table = None
             self.pid = os.getpid()
         return self.client
 
     def dialogs(self):
-        """This process's dialog table (engage mode), created on first use."""
-        self.handle()
-        if self.table is None:
-            self.table = self.lib.mpshim_dialogs_new(self.max_dialogs)
+        """The dialog table of all processes (engage mode)."""
         return self.table
 
     def error(self):
@@ -217,7 +223,12 @@ class MediaproxyShim:
 
     @staticmethod
     def dialog_id():
-        """The dialog_id of the current message's call, from its Call-ID."""
+        """The dialog module's h_entry:h_id of the current message's dialog,
+        else an id made from the Call-ID."""
+        if hasattr(KSR, "dialog"):
+            entry, hid = pv("$dlg(h_entry)"), pv("$dlg(h_id)")
+            if entry and hid:
+                return entry + b":" + hid
         crc = zlib.crc32(pv("$ci") or b"")
         return b"%d:%d" % (crc >> 20, crc & 0xFFFFF)
 
@@ -284,9 +295,9 @@ def log_rc(function, what, rc):
 
 class kamailio:  # noqa: N801 - the name app_python3's examples use
     def __init__(self):
-        self.mp = MediaproxyShim()
-        self.forward_to = os.environ.get("MPSHIM_FORWARD_TO", "")
         self.engage = os.environ.get("MPSHIM_MODE", "use").lower() == "engage"
+        self.mp = MediaproxyShim(self.engage)
+        self.forward_to = os.environ.get("MPSHIM_FORWARD_TO", "")
         KSR.info("mediaproxy-shim %s loaded\n" % self.mp.lib.mpshim_version().decode())
 
     def child_init(self, rank):
@@ -350,6 +361,8 @@ class kamailio:  # noqa: N801 - the name app_python3's examples use
         if self.forward_to:
             KSR.pv.sets("$du", self.forward_to)
         if self.engage:
+            if hasattr(KSR, "dialog"):
+                KSR.dialog.dlg_manage()  # its h_entry:h_id is the dialog_id
             self.dialog(method)  # creates the dialog, with or without SDP
         elif KSR.textops.has_body() > 0:
             self.use(method)
@@ -373,6 +386,14 @@ class kamailio:  # noqa: N801 - the name app_python3's examples use
             log_rc("dialog_end", "failure", self.mp.dialog_end())
         else:
             self.end("failure")
+        return 1
+
+    def ksr_dialog_event(self, msg, evname):
+        """The dialog module's events (engage mode with the dialog module):
+        the end of a dialog however it came (BYE, failure, timeout, the
+        dispatcher's hang-up through dlg.end_dlg), in whatever process."""
+        if self.engage and evname in ("dialog:end", "dialog:failed"):
+            log_rc("dialog_end", evname, self.mp.dialog_end())
         return 1
 
     def ksr_reply_route(self, msg):

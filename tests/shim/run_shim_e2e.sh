@@ -16,11 +16,19 @@
 # BYE is answered `error` (the session is gone).
 #
 # MPSHIM_E2E_MODE=engage runs the script in engage mode (MPSHIM_MODE=engage,
-# one SIP worker) with the re-INVITE scenarios uac-reinvite.xml and
-# uas-reinvite.xml and also checks: the initial INVITE, the re-INVITE, both
-# 200s and the BYE were reported to the dialog table with rc 1; the
-# dispatcher's management interface (`sessions`, plain TCP) lists the call
-# after the re-INVITE and no session after the BYE.
+# the dialog module, two SIP workers sharing the shim's dialog table) with
+# the re-INVITE scenarios uac-reinvite.xml and uas-reinvite.xml and also
+# checks: the initial INVITE, the re-INVITE, both 200s and the BYE were
+# reported to the dialog table with rc 1; the dispatcher's management
+# interface (`sessions`, plain TCP) lists the call after the re-INVITE and no
+# session after the BYE.
+# MPSHIM_E2E_MODE=hangup: engage mode as above (one SIP worker) with
+# tests/e2e's hang-up scenarios: the phones fall silent and never hang up, the relay expires the
+# stream (stream_timeout 3), the dispatcher ends the dialog over Kamailio's
+# jsonrpcs socket (dlg.end_dlg h_entry h_id, the ids the shim sent), Kamailio
+# BYEs both phones, and the dialog module's dialog:end event, run in the RPC
+# process, makes the shim send the `remove`; evaluated by tests/e2e's
+# hangup_check.py.
 #
 # Environment: MP_BIN (default <repo>/build/mediaproxy), MPSHIM_LIB (default
 # <repo>/build/plugin-shim/libmediaproxy-shim.so.1), MPE2E_KEEP=1 (keep the
@@ -42,6 +50,8 @@ MODE=${MPSHIM_E2E_MODE:-use}
 UAC_SF="$E2E/uac.xml" UAS_SF="$E2E/uas.xml" KMODE=use
 if [[ $MODE == engage ]]; then
     UAC_SF="$HERE/uac-reinvite.xml" UAS_SF="$HERE/uas-reinvite.xml" KMODE=engage
+elif [[ $MODE == hangup ]]; then
+    UAC_SF="$E2E/uac-hangup.xml" UAS_SF="$E2E/uas-hangup.xml" KMODE=engage
 fi
 PY=/usr/bin/python3
 PCAP=/usr/share/sip-tester/g711a.pcap
@@ -114,6 +124,7 @@ log_level = debug
 relay_ip = 10.200.0.1
 port_range = 40000:41000
 forwarding = ${MPE2E_FORWARDING:-userspace}
+$([[ $MODE == hangup ]] && printf 'stream_timeout = 3\n\n[Kamailio]\nsocket_path = %s\n\n[OpenSIPS]\nsocket_path = none\n\n[Metrics]\nlisten = 127.0.0.1:9465\n' "$TMP/kam-run/kamailio_rpc.sock")
 
 [Dispatcher]
 listen_management = 127.0.0.1:25061
@@ -137,8 +148,15 @@ wait_until 10 "tcpdump (callee side)" grep -q "listening on" "$TMP/tcpdump-calle
 
 # ---- kamailio + app_python3 + the example script + the shim ----
 KDEFS=(-A "SHIM_SCRIPT=\"$SCRIPT\"")
-# engage mode: a call's dialog lives in one process, so one SIP worker
-[[ $MODE == engage ]] && KDEFS+=(-A "CHILDREN=1")
+# use mode: tests/e2e's phones send a 180, which a second SIP worker could
+# forward after the 200 (sipp fails on that): one worker
+[[ $MODE == use ]] && KDEFS+=(-A "CHILDREN=1")
+# engage mode: the dialog module (its ids, its end events); hang-up: its RPC
+[[ $KMODE == engage ]] && KDEFS+=(-A WITH_DIALOG)
+# hang-up: tests/e2e's phones send a 180, which a second SIP worker could
+# forward after the 200 (sipp fails on that); the end still comes from
+# another process (the RPC process's dialog:end)
+[[ $MODE == hangup ]] && KDEFS+=(-A "RPC_SOCKET=\"$TMP/kam-run/kamailio_rpc.sock\"" -A "CHILDREN=1")
 kamailio -c -f "$CFG" "${KDEFS[@]}" >"$TMP/kamailio-check.log" 2>&1 ||
     { log "kamailio config check failed:"; tail -n 30 "$TMP/kamailio-check.log"; exit 1; }
 ip netns exec "$NS_R" env MPSHIM_LIB="$MPSHIM_LIB" MPSHIM_SOCKET="$SOCK" \
@@ -205,6 +223,11 @@ $PY "$UTIL" request "$SOCK" 2 remove "call_id=${IDS[0]-}" "from_tag=${IDS[1]-}" 
 
 [[ $MODE == engage ]] && { sessions "$TMP/sessions_after.json" ||
     log "FAIL: management sessions after the BYE"; }
+if [[ $MODE == hangup ]]; then   # the hang-up counters, before mediaproxy stops
+    ip netns exec "$NS_R" $PY -c 'import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:9465/metrics", timeout=5).read().decode())' \
+        >"$TMP/metrics.txt" 2>&1 || log "metrics fetch failed: $(tail -n 1 "$TMP/metrics.txt")"
+fi
 
 # ---- stop (mediaproxy last, so that it logs the statistics) and check ----
 for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
@@ -214,7 +237,11 @@ done
 stop_pid "$MP_PID" TERM 5
 PIDS=()
 log "checks:"
-if [[ $MODE == engage ]]; then
+if [[ $MODE == hangup ]]; then
+    $PY "$E2E/hangup_check.py" "$TMP" 1 || RC=1
+    grep -q "E2E dialog_end(dialog:end) rc=1" "$TMP/kamailio.log" ||
+        { log "FAIL: the dialog:end event did not send an answered remove"; RC=1; }
+elif [[ $MODE == engage ]]; then
     $PY "$UTIL" check "$TMP" shim-engage 1 || RC=1
     $PY - "$TMP" <<'PYEOF' || RC=1
 import json, os, re, sys
@@ -229,7 +256,9 @@ def ok(cond, what):
     bad += not cond
 ok(rcs.count(("dialog_request(INVITE)", "1")) == 2, "INVITE and re-INVITE relayed (rc 1)")
 ok(rcs.count(("dialog_reply(reply 200)", "1")) == 2, "both 200s relayed (rc 1)")
-ok(("dialog_request(BYE)", "1") in rcs, "BYE ended the dialog with an answered remove (rc 1)")
+ends = [rc for f, rc in rcs if f in ("dialog_request(BYE)", "dialog_end(dialog:end)")]
+ok(ends.count("1") == 1, "one answered remove at the end: the dialog module's dialog:end "
+   "event or the BYE, whichever came first, the other rc 0 (%s)" % ends)
 def ids(name):
     try:
         return [s.get("call_id") for s in json.loads(open(os.path.join(d, name)).read())]

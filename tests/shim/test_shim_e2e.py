@@ -3,8 +3,12 @@ app_python3 running plugin-shim/examples/kamailio-mediaproxy-shim.py, which
 uses libmediaproxy-shim (ctypes) for a sipp call through our dispatcher and
 relay in network namespaces; RTP counted at the relay, session removed on BYE;
 and the same script in engage mode with a re-INVITE (MPSHIM_E2E_MODE=engage):
-every message reported to the shim's dialog table, the dispatcher's
-`sessions` listing the call after the re-INVITE and nothing after the BYE.
+every message reported to the shim's dialog table (shared by two SIP
+workers), the dispatcher's `sessions` listing the call after the re-INVITE
+and nothing after the BYE; and in engage mode with phones that fall silent
+(MPSHIM_E2E_MODE=hangup): the dispatcher hangs the call up through Kamailio's
+dlg.end_dlg with the dialog ids the shim sent, and the dialog:end event makes
+the shim send the answered `remove`.
 
     /usr/bin/python3 -m pytest -p no:cacheprovider -v tests/shim/test_shim_e2e.py
 
@@ -43,3 +47,7 @@ def test_kamailio_app_python3_with_shim():
 
 def test_kamailio_app_python3_with_shim_engage_reinvite():
     run("engage")
+
+
+def test_kamailio_app_python3_with_shim_engage_hangup():
+    run("hangup")
