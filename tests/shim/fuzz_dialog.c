@@ -8,7 +8,8 @@
  * never exceed max_dialogs; every body returned must be valid SDP; the table
  * is freed after each input (leaks show under ASan).
  *
- * Input layout: byte 0 = max_dialogs - 1 (mod 4), then 3 bytes per event
+ * Input layout: byte 0 = max_dialogs - 1 (mod 4) and, bit 7, a table in
+ * shared memory (mpshim_dialogs_new_shared) instead of the heap; then 3 bytes per event
  * (at most 24): operation, dialog index (mod 6), variant (bits 0-1 body:
  * none, offer, a=remote-candidates, the input's tail; bits 2-3 To tag: none,
  * "a", "b", 300 bytes; bits 4-6 == 7: another Call-ID).
@@ -84,7 +85,8 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   setup();
   const unsigned max = (unsigned)(data[0] % 4) + 1;
-  mpshim_dialogs* t = mpshim_dialogs_new(max);
+  /* bit 7: the shared-memory table (its record pool and free list) */
+  mpshim_dialogs* t = data[0] & 0x80 ? mpshim_dialogs_new_shared(max) : mpshim_dialogs_new(max);
   REQUIRE(t != NULL);
   int state[DIALOGS] = {0}; /* the model: MPSHIM_DIALOG_* */
   char ids[DIALOGS][16], call_ids[DIALOGS][32];
