@@ -1,5 +1,5 @@
 /*
- * dialog.c - engage mode: the table of dialogs and the state machine that
+ * dialog.c - engage mode's state machine (its table is dialog_store.c): it
  * turns the dialog events an application reports into the `update` and
  * `remove` requests the Kamailio/OpenSIPS module sends from its dialog
  * callbacks (spec A.9): in-dialog requests and forwarded replies 101..299
