@@ -261,7 +261,8 @@ MPSHIM_API mpshim_dialogs* mpshim_dialogs_new_shared(unsigned max_dialogs);
 MPSHIM_API void mpshim_dialogs_free(mpshim_dialogs* dialogs);
 /* Number of dialogs in the table. */
 MPSHIM_API unsigned mpshim_dialogs_count(mpshim_dialogs* dialogs);
-/* MPSHIM_DIALOG_EARLY, _CONFIRMED or _UNKNOWN. */
+/* MPSHIM_DIALOG_EARLY, _CONFIRMED or _UNKNOWN (waits while an event of
+ * that dialog is being exchanged with the dispatcher). */
 MPSHIM_API int mpshim_dialog_state(mpshim_dialogs* dialogs, const char* dialog_id);
 
 /*
