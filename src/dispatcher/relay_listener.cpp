@@ -32,6 +32,7 @@
 #include "common/log.h"
 #include "common/tcp_listener.h"
 #include "protocol/relay_link.h"
+#include "protocol/session_batch.h"
 
 namespace mp::dispatcher {
 
@@ -141,13 +142,60 @@ class TlsRelayLink final : public RelayLink {
     halting_ = true;
   }
 
-  // Sends `sessions` (sequence 0 on a new connection) and adopts its answer.
+  // Learns the calls the relay holds (on a new connection, and after a
+  // timed-out relay pings again), then marks it ready. It pages through them
+  // with `sessions_from` (protocol/session_batch.h), so a relay with more
+  // calls than fit in one 4 MiB line can join; a relay that does not know the
+  // command answers `error` and is asked `sessions` in one line, as before.
+  // Small enough that a page of sessions with many streams stays far below
+  // the 4 MiB line limit.
+  static constexpr size_t kAdoptPageSessions = 200;
+
   void query_sessions() {
     sessions_query_pending_ = true;
-    send("sessions", {}, [this](std::optional<std::string> payload) {
-      if (!payload) return;  // timed out (handled as a late reply) or link gone
-      on_sessions_reply(*payload);
-    });
+    adopted_ids_.clear();
+    query_sessions_after(0);
+  }
+
+  void query_sessions_after(uint64_t cursor) {
+    send(std::string(protocol::kSessionsFromCommand),
+         protocol::sessions_from_headers({cursor, kAdoptPageSessions}),
+         [this](std::optional<std::string> payload) {
+           if (!payload) return;  // timed out (asked again once it pings) or link gone
+           on_sessions_page(*payload);
+         });
+  }
+
+  void on_sessions_page(const std::string& payload) {
+    if (payload == "error") {
+      LOG_INFO("relay %s does not page its sessions (sessions_from); asking for all at once",
+               ip_.c_str());
+      send("sessions", {}, [this](std::optional<std::string> whole) {
+        if (!whole) return;
+        on_sessions_reply(*whole);
+      });
+      return;
+    }
+    std::string why;
+    const auto batch = protocol::parse_sessions_batch(payload, &why);
+    rapidjson::Document d;
+    if (batch) {
+      const std::string array = "[" + std::string(batch->objects) + "]";
+      d.Parse(array.c_str(), array.size());
+    }
+    if (!batch || d.HasParseError() || !d.IsArray()) {
+      LOG_ERROR("relay %s answered sessions_from with something else than a batch of sessions%s%s",
+                ip_.c_str(), why.empty() ? "" : ": ", why.c_str());
+      fail_link("bad sessions_from answer");
+      return;
+    }
+    collect_call_ids(d, adopted_ids_);
+    if (batch->more) {
+      query_sessions_after(batch->cursor);
+      return;
+    }
+    become_ready(std::move(adopted_ids_));
+    adopted_ids_.clear();
   }
 
   void on_data(std::string_view data) {
@@ -308,19 +356,28 @@ class TlsRelayLink final : public RelayLink {
   }
 
   void on_sessions_reply(const std::string& payload) {
-    sessions_query_pending_ = false;
     rapidjson::Document d;
     d.Parse(payload.c_str(), payload.size());
     if (d.HasParseError() || !d.IsArray()) {
+      sessions_query_pending_ = false;
       LOG_ERROR("relay %s answered sessions with something that is not a JSON array", ip_.c_str());
       fail_link("bad sessions answer");
       return;
     }
     std::vector<std::string> ids;
-    for (const auto& s : d.GetArray())
+    collect_call_ids(d, ids);
+    become_ready(std::move(ids));
+  }
+
+  static void collect_call_ids(const rapidjson::Document& sessions, std::vector<std::string>& ids) {
+    for (const auto& s : sessions.GetArray())
       if (s.IsObject() && s.HasMember("call_id") && s["call_id"].IsString())
         ids.push_back(
             json_string_bytes({s["call_id"].GetString(), s["call_id"].GetStringLength()}));
+  }
+
+  void become_ready(std::vector<std::string> ids) {
+    sessions_query_pending_ = false;
     ready_ = true;
     LOG_INFO("relay %s is ready with %zu session(s)", ip_.c_str(), ids.size());
     owner_.dispatcher_.adopt_sessions(this, ids);
@@ -334,7 +391,8 @@ class TlsRelayLink final : public RelayLink {
     Timer::dispose(p.timer);
     timed_out_cmds_.push_back({seq, p.command, std::move(p.remove_headers)});
     if (timed_out_cmds_.size() > kMaxTimedOutRecords) timed_out_cmds_.pop_front();
-    if (p.command == "sessions") sessions_query_pending_ = false;
+    if (p.command == "sessions" || p.command == protocol::kSessionsFromCommand)
+      sessions_query_pending_ = false;
     LOG_WARN("relay %s did not answer %s %llu in time", ip_.c_str(), p.command.c_str(),
              static_cast<unsigned long long>(seq));
     if (!timed_out_) {
@@ -354,6 +412,7 @@ class TlsRelayLink final : public RelayLink {
   bool connected_ = true;
   bool ready_ = false;  // `sessions` answered
   bool sessions_query_pending_ = false;
+  std::vector<std::string> adopted_ids_;  // call ids of the pages read so far
   bool halting_ = false;
   bool timed_out_ = false;
   uint64_t next_seq_ = 0;

@@ -82,10 +82,10 @@ def dispatcher_ini(management="none"):
             "[TLS]\ncerts_path = @CERTS@\n")
 
 
-def relay_ini(ip, port_range="40000:40200"):
+def relay_ini(ip, port_range="40000:40200", extra=""):
     return ("[General]\nrole = relay\nruntime_dir = @RUN@\nlog_level = debug\n"
             f"[Relay]\nrelay_ip = {ip}\ndispatchers = {DISPATCHER_IP}\nport_range = {port_range}\n"
-            "keepalive_interval = 1\nreconnect_delay = 1\nforwarding = userspace\n"
+            "keepalive_interval = 1\nreconnect_delay = 1\nforwarding = userspace\n" + extra +
             "[TLS]\ncerts_path = @CERTS@\n")
 
 
@@ -99,7 +99,8 @@ def wait_until(cond, timeout, what):
 
 
 class Service:
-    def __init__(self, lan, tmp, relays=3, management="none", port_range="40000:40200"):
+    def __init__(self, lan, tmp, relays=3, management="none", port_range="40000:40200",
+                 relay_extra=""):
         self.lan, self.tmp = lan, tmp
         lan.add("disp", 10)
         self.relay_ips = {}
@@ -112,7 +113,7 @@ class Service:
         self.dispatcher = Proc(lan, "disp", tmp, "disp", dispatcher_ini(management))
         self.sock = str(Path(tmp) / "disp" / "run" / "dispatcher.sock")
         wait_until(lambda: os.path.exists(self.sock), 10, "dispatcher socket")
-        self.relays = {name: Proc(lan, name, tmp, name, relay_ini(ip, port_range))
+        self.relays = {name: Proc(lan, name, tmp, name, relay_ini(ip, port_range, relay_extra))
                        for name, ip in self.relay_ips.items()}
         self.wait_relays(len(self.relays))
         self.client = ModuleClient(self.sock)
@@ -128,13 +129,13 @@ class Service:
             return sum(f"relay {ip} is ready" in text for ip in self.relay_ips.values()) >= n
         wait_until(joined, timeout, f"{n} relay(s) connected")
 
-    def call(self, media_relay="", dialog_id=None):
+    def call(self, media_relay="", dialog_id=None, from_uri="a@x"):
         self.calls += 1
         cid = f"call-{self.calls}@test"
         caller = self.lan.udp("caller")
         callee = self.lan.udp("callee")
         t0 = time.monotonic()
-        r1 = self.client.update(type="request", call_id=cid, cseq=1, from_uri="a@x",
+        r1 = self.client.update(type="request", call_id=cid, cseq=1, from_uri=from_uri,
                                 to_uri="b@y", from_tag="A", user_agent="t",
                                 signaling_ip="10.201.0.50", media_relay=media_relay,
                                 media=f"audio:10.201.0.50:{caller.getsockname()[1]}:sendrecv:ice=no",
@@ -143,7 +144,7 @@ class Service:
         if r1 == "error":
             return cid, None, elapsed, None
         ip, p = r1.split()
-        r2 = self.client.update(type="reply", call_id=cid, cseq=1, from_uri="a@x", to_uri="b@y",
+        r2 = self.client.update(type="reply", call_id=cid, cseq=1, from_uri=from_uri, to_uri="b@y",
                                 from_tag="A", to_tag="B", user_agent="t",
                                 signaling_ip="10.201.0.51",
                                 media=f"audio:10.201.0.51:{callee.getsockname()[1]}:sendrecv:ice=no")
@@ -283,6 +284,43 @@ def test_dispatcher_restart_keeps_media_and_remove_works(service):
     wait_until(lambda: service.dispatcher.text().count(f"relay {ip} is ready") >= 2, 10,
                "relay reconnected")
     assert service.client.remove(cid, "A", "B") == "removed"
+
+
+def test_restarted_dispatcher_learns_every_call_of_a_relay_past_one_line(tmp_path):
+    """A relay whose sessions no longer fit in one 4 MiB line (900 calls with
+    5 KB From URIs: ~5 MB of session JSON) still joins a restarted
+    dispatcher: the dispatcher pages through its calls (sessions_from) and
+    knows every one of them afterwards."""
+    lan = Lan(f"mpa{os.getpid() % 100000}")
+    svc = None
+    try:
+        # No state file: compacting ~5 MB of it stalls a debug build's loop
+        # past the 0.2 s relay_timeout, which is not what this test is about.
+        svc = Service(lan, tmp_path, relays=1, port_range="40000:44000",
+                      relay_extra="state_file = none\n")
+        ip = svc.relay_ips["relay1"]
+        long_uri = "sip:" + "a" * 5000 + "@example.com"
+        calls = []
+        for _ in range(900):
+            cid, got_ip, elapsed, legs = svc.call(from_uri=long_uri)
+            assert got_ip == ip, f"call {cid} got no relay"
+            calls.append(cid)
+            for sock in legs[:2]:
+                sock.close()
+        svc.dispatcher.stop()
+        svc.dispatcher.start()
+        wait_until(lambda: os.path.exists(svc.sock), 10, "dispatcher socket after restart")
+        svc.client = ModuleClient(svc.sock)
+        wait_until(lambda: svc.dispatcher.text().count(f"relay {ip} is ready") >= 2, 20,
+                   "relay ready again")
+        assert f"relay {ip} is ready with 900 session(s)" in svc.dispatcher.text()
+        assert "line longer than the limit" not in svc.dispatcher.text()
+        for cid in (calls[0], calls[450], calls[-1]):
+            assert svc.client.remove(cid, "A", "B") == "removed", cid
+    finally:
+        if svc:
+            svc.close()
+        lan.close()
 
 
 def cert_set(tmp_path, cert):
