@@ -1,8 +1,9 @@
 // Unit tests of the dispatcher's relay listener and TLS relay link
 // (src/dispatcher/relay_listener.cpp): a scripted fake relay, a real TLS
 // client connection on 127.0.0.1 with the sample certificates, talks to a
-// RelayListener in front of a real Dispatcher. Covers the `sessions 0` query
-// at connect, the byte-exact command format, replies matched by sequence
+// RelayListener in front of a real Dispatcher. Covers the query of the
+// relay's calls at connect (sessions_from pages, `sessions` for a relay
+// without them), the byte-exact command format, replies matched by sequence
 // number, ping/pong, command timeouts and the timed-out state, the `remove`
 // of a session created by a late `update` reply, expiry reports, refused
 // certificates, bad lines and replacement of a relay's connection, and
@@ -22,6 +23,10 @@
 #include "protocol/request.h"
 
 namespace {
+
+// What the dispatcher asks a relay that has just connected: its calls, 200 at
+// a time (sessions_from, sequence 0).
+const std::string kAskSessions = "sessions_from 0\r\nafter: 0\r\nlimit: 200\r\n\r\n";
 
 using mp::tls::Role;
 using mp::tls::test::load_ok;
@@ -126,7 +131,7 @@ TEST_CASE("relay link: sessions, update, ping, timeout and orphan cleanup",
           "[dispatcher][relay_listener]") {
   Fixture f;
   FakeRelay& relay = f.connect();
-  REQUIRE(f.expect(relay, "sessions 0\r\n\r\n"));
+  REQUIRE(f.expect(relay, kAskSessions));
   CHECK(f.listener->relay_count() == 1);
 
   // Not usable before `sessions` is answered: the module gets an error and
@@ -134,7 +139,7 @@ TEST_CASE("relay link: sessions, update, ping, timeout and orphan cleanup",
   CHECK(f.handle(module_update("early@x", "request")) == "error");
   CHECK(relay.data.empty());
 
-  relay.conn->write("0 [{\"call_id\": \"old@x\", \"from_tag\": \"a\"}]\r\n");
+  relay.conn->write("0 end {\"call_id\": \"old@x\", \"from_tag\": \"a\"}\r\n");
   REQUIRE(f.loop.run_until([&] { return f.dispatcher->session_count() == 1; }));
 
   // An update reaches the relay byte for byte and its reply comes back.
@@ -202,17 +207,54 @@ TEST_CASE("relay link: sessions, update, ping, timeout and orphan cleanup",
   CHECK(f.listener->relay_count() == 1);
 }
 
+TEST_CASE("relay link: a relay's calls are learnt page by page, or at once from an old relay",
+          "[dispatcher][relay_listener]") {
+  Fixture f;
+  FakeRelay& relay = f.connect();
+  REQUIRE(f.expect(relay, kAskSessions));
+  relay.conn->write("0 more 7 {\"call_id\": \"p1@x\"}, {\"call_id\": \"p2@x\"}\r\n");
+  REQUIRE(f.expect(relay, "sessions_from 1\r\nafter: 7\r\nlimit: 200\r\n\r\n"));
+  // Not ready until the last page: the module still gets an error.
+  CHECK(f.dispatcher->session_count() == 0);
+  relay.conn->write("1 end {\"call_id\": \"p3@x\"}\r\n");
+  REQUIRE(f.loop.run_until([&] { return f.dispatcher->session_count() == 3; }));
+  CHECK(f.dispatcher->has_session("p1@x"));
+  CHECK(f.dispatcher->has_session("p3@x"));
+}
+
+TEST_CASE("relay link: a relay without sessions_from is asked sessions at once",
+          "[dispatcher][relay_listener]") {
+  Fixture f;
+  FakeRelay& old = f.connect();
+  REQUIRE(f.expect(old, kAskSessions));
+  old.conn->write("0 error\r\n");
+  REQUIRE(f.expect(old, "sessions 1\r\n\r\n"));
+  old.conn->write("1 [{\"call_id\": \"o1@x\"}, {\"call_id\": \"o2@x\"}]\r\n");
+  REQUIRE(f.loop.run_until([&] { return f.dispatcher->session_count() == 2; }));
+  CHECK(f.dispatcher->has_session("o1@x"));
+}
+
+TEST_CASE("relay link: a page that is not a batch of sessions closes the link",
+          "[dispatcher][relay_listener]") {
+  Fixture f;
+  FakeRelay& relay = f.connect();
+  REQUIRE(f.expect(relay, kAskSessions));
+  relay.conn->write("0 more 3 {\"call_id\": \r\n");  // cut JSON
+  REQUIRE(f.loop.run_until([&] { return relay.is_closed(); }));
+  CHECK(f.dispatcher->session_count() == 0);
+}
+
 TEST_CASE("relay link: call-ids with any bytes are adopted and expired byte-exact",
           "[dispatcher][relay_listener]") {
   Fixture f;
   FakeRelay& relay = f.connect();
-  REQUIRE(f.expect(relay, "sessions 0\r\n\r\n"));
+  REQUIRE(f.expect(relay, kAskSessions));
   const std::string nul("held\0nul@x", 10);
   const std::string high = "held\xff\xfe\x80@x";
   const std::string mixed = "\xc3\xa9\xc3\x28\xed\xb3\xbf\x1b\n@x";
   // The relay writes its records with JsonWriter (json_quote).
-  relay.conn->write("0 [{\"call_id\": " + mp::json_quote(nul) + "}, {\"call_id\": " +
-                    mp::json_quote(high) + "}, {\"call_id\": " + mp::json_quote(mixed) + "}]\r\n");
+  relay.conn->write("0 end {\"call_id\": " + mp::json_quote(nul) + "}, {\"call_id\": " +
+                    mp::json_quote(high) + "}, {\"call_id\": " + mp::json_quote(mixed) + "}\r\n");
   REQUIRE(f.loop.run_until([&] { return f.dispatcher->session_count() == 3; }));
   CHECK(f.dispatcher->has_session(nul));
   CHECK(f.dispatcher->has_session(high));
@@ -245,8 +287,8 @@ TEST_CASE("relay link: a late error for a timed-out update sends no remove",
           "[dispatcher][relay_listener]") {
   Fixture f;
   FakeRelay& relay = f.connect();
-  REQUIRE(f.expect(relay, "sessions 0\r\n\r\n"));
-  relay.conn->write("0 []\r\n");
+  REQUIRE(f.expect(relay, kAskSessions));
+  relay.conn->write("0 end\r\n");
   std::optional<std::string> reply;
   f.loop.run_until([] { return false; }, 50);  // let the answer arrive
   f.dispatcher->handle(module_update("x@x", "request"),
@@ -264,14 +306,14 @@ TEST_CASE("relay link: garbage from the relay closes only that link",
           "[dispatcher][relay_listener]") {
   Fixture f;
   FakeRelay& relay = f.connect();
-  REQUIRE(f.expect(relay, "sessions 0\r\n\r\n"));
-  relay.conn->write("0 []\r\n");
+  REQUIRE(f.expect(relay, kAskSessions));
+  relay.conn->write("0 end\r\n");
   relay.conn->write("this is not a reply\r\n");  // "this" is not a sequence number
   REQUIRE(f.loop.run_until([&] { return relay.is_closed(); }));
   REQUIRE(f.loop.run_until([&] { return f.listener->relay_count() == 0; }));
 
   FakeRelay& again = f.connect();
-  REQUIRE(f.expect(again, "sessions 0\r\n\r\n"));
+  REQUIRE(f.expect(again, kAskSessions));
 }
 
 TEST_CASE("relay listener: a certificate from another CA is refused",
@@ -283,7 +325,7 @@ TEST_CASE("relay listener: a certificate from another CA is refused",
   CHECK(f.listener->relay_count() == 0);
 
   FakeRelay& relay = f.connect();
-  REQUIRE(f.expect(relay, "sessions 0\r\n\r\n"));
+  REQUIRE(f.expect(relay, kAskSessions));
   CHECK(f.listener->relay_count() == 1);
 }
 
@@ -291,8 +333,8 @@ TEST_CASE("relay listener: a new connection from the same IP replaces the old on
           "[dispatcher][relay_listener]") {
   Fixture f(2.0);  // long timeout: the pending update must fail by replacement
   FakeRelay& first = f.connect();
-  REQUIRE(f.expect(first, "sessions 0\r\n\r\n"));
-  first.conn->write("0 []\r\n");
+  REQUIRE(f.expect(first, kAskSessions));
+  first.conn->write("0 end\r\n");
   f.loop.run_until([] { return false; }, 50);
 
   std::optional<std::string> reply;
@@ -303,13 +345,13 @@ TEST_CASE("relay listener: a new connection from the same IP replaces the old on
 
   const uint64_t started = uv_now(f.loop.get());
   FakeRelay& second = f.connect();
-  REQUIRE(f.expect(second, "sessions 0\r\n\r\n"));
+  REQUIRE(f.expect(second, kAskSessions));
   REQUIRE(f.loop.run_until([&] { return first.is_closed() && reply.has_value(); }));
   CHECK(*reply == "error");
   CHECK(uv_now(f.loop.get()) - started < 1500);
   CHECK(f.listener->relay_count() == 1);
 
-  second.conn->write("0 []\r\n");
+  second.conn->write("0 end\r\n");
   f.loop.run_until([] { return false; }, 50);
   reply.reset();
   f.dispatcher->handle(module_update("b@x", "request"),
@@ -325,7 +367,7 @@ TEST_CASE("relay link: a timed-out relay that does not ping is dropped",
           "[dispatcher][relay_listener]") {
   Fixture f(0.1, 1);
   FakeRelay& relay = f.connect();
-  REQUIRE(f.expect(relay, "sessions 0\r\n\r\n"));
+  REQUIRE(f.expect(relay, kAskSessions));
   const uint64_t started = uv_now(f.loop.get());
   // `sessions` is never answered: timed out, then closed after 1 s.
   REQUIRE(f.loop.run_until([&] { return relay.is_closed(); }, 3000));
