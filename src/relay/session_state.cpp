@@ -19,7 +19,11 @@ namespace {
 
 constexpr size_t kMaxStreams = 64;  // more than any SDP the module sends
 constexpr size_t kMaxOffers = 2;    // current and previous
-constexpr size_t kMaxStringBytes = 4096;
+// Longer than any value a session can be given: a module request line is at
+// most 16384 bytes, an rtpproxy command less. (It was 4096, below what the
+// module socket accepts: one call with a 5 KB From URI made the whole file be
+// refused at restart.)
+constexpr size_t kMaxStringBytes = 65536;
 constexpr double kMaxMillis = 9007199254740992.0;  // 2^53: exact in a double
 
 void put_endpoint(JsonWriter& w, std::string_view key, const Endpoint& e) {
@@ -132,8 +136,10 @@ struct Reader {
   bool str(const Value& o, const char* key, std::string& out, bool required = true) {
     const Value* v = member(o, key);
     if (!v) return !required || fail(std::string("missing '") + key + "'");
-    if (!v->IsString() || v->GetStringLength() > kMaxStringBytes)
-      return fail(std::string("'") + key + "' is not a string");
+    if (!v->IsString()) return fail(std::string("'") + key + "' is not a string");
+    if (v->GetStringLength() > kMaxStringBytes)
+      return fail(std::string("'") + key + "' is longer than " + std::to_string(kMaxStringBytes) +
+                  " bytes");
     out = json_string_bytes(std::string_view(v->GetString(), v->GetStringLength()));
     return true;
   }

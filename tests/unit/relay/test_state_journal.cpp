@@ -109,6 +109,23 @@ TEST_CASE("a session's state survives its JSON byte for byte", "[relay][state]")
   CHECK(session_state_to_json(back) == json);  // the whole record round-trips
 }
 
+TEST_CASE("a session with values as long as the module socket allows round-trips",
+          "[relay][state]") {
+  // A module request line may be 16384 bytes: a From URI of 16000.
+  SessionState s = sample_session();
+  s.from_uri = "sip:" + std::string(16000, 'u') + "@example.com";
+  s.caller_ua = std::string(8000, 'a');
+  SessionState back;
+  std::string error;
+  REQUIRE(session_state_from_json(session_state_to_json(s), back, error));
+  CHECK(back.from_uri == s.from_uri);
+  CHECK(back.caller_ua == s.caller_ua);
+  // Beyond any value a session can hold: refused, and the message says why.
+  s.from_uri = std::string(70000, 'u');
+  CHECK_FALSE(session_state_from_json(session_state_to_json(s), back, error));
+  CHECK(error.find("'from_uri' is longer than") != std::string::npos);
+}
+
 TEST_CASE("a session record that does not check out is refused", "[relay][state]") {
   const std::string good = session_state_to_json(sample_session());
   SessionState out;
@@ -293,7 +310,7 @@ TEST_CASE("the counter table keeps slots across a reopen, for its own relay only
     t.at(index)->last_activity = 5.5;
     for (int i = 0; i < 7; ++i) CHECK(t.acquire(100 + i) != CounterTable::kNone);
     CHECK(t.acquire(200) == CounterTable::kNone);  // full
-  }  // as after kill -9: nothing released
+  }                                                // as after kill -9: nothing released
   {
     CounterTable t;
     REQUIRE(t.open(path, "relay A", 8, 200.0, error));
