@@ -27,6 +27,7 @@
 #include "relay/port_pool.h"
 #include "relay/relay_context.h"
 #include "relay/session.h"
+#include "relay/state_compaction.h"
 #include "relay/state_journal.h"
 
 namespace mp::kernel {
@@ -121,7 +122,8 @@ class RelayEngine final : public StateSink {
   void forget(Session* s);  // an ended session's record is deleted
   void flush_state();
   void checkpoint_counters();
-  void compact_state();
+  void compact_state();  // now, on the loop (start, hand-over, after a failed write)
+  void compact_state_in_background();
   void close_state();
   static void on_state_prepare(uv_prepare_t* h);
   static void on_checkpoint(uv_timer_t* t);
@@ -157,7 +159,9 @@ class RelayEngine final : public StateSink {
 
   std::unique_ptr<StateJournal> journal_;   // nullptr: no state file
   std::unique_ptr<CounterTable> counters_;  // its live counters
-  std::optional<LoadedState> loaded_;       // read at start, consumed by restore_sessions()
+  // Compaction off the loop; after journal_, so that it goes first.
+  std::unique_ptr<BackgroundCompaction> compaction_;
+  std::optional<LoadedState> loaded_;  // read at start, consumed by restore_sessions()
   std::vector<kernel::AdoptedRule> adopted_;
   std::vector<Session*> dirty_;
   uint64_t next_state_id_ = 1;

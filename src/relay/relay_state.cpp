@@ -14,7 +14,8 @@
 //    handle): one write(2) per loop iteration however many changed;
 //  * every second, sessions whose traffic moved get a short counter line;
 //  * an ended session gets a delete line;
-//  * the file is compacted when it has grown past twice its live content.
+//  * the file is compacted when it has grown past twice its live content,
+//    off the loop (state_compaction.h).
 // A clean exit ends every session (SIGTERM) and removes the file; a crash or
 // `kill -9` leaves it for the next start.
 #include <unistd.h>
@@ -178,6 +179,7 @@ void RelayEngine::restore_sessions() {
 void RelayEngine::start_journal() {
   dirty_.reserve(pool_.capacity() + 64);
   ctx_.state = this;
+  compaction_ = std::make_unique<BackgroundCompaction>(ctx_.loop);
   compact_state();
   uv_prepare_init(ctx_.loop, &state_prepare_);
   state_prepare_.data = this;
@@ -229,16 +231,30 @@ void RelayEngine::flush_state() {
     s->state_traffic = s->traffic_total();
   }
   dirty_.clear();
-  if (journal_->appended() > std::max<uint64_t>(kMinCompactBytes, 2 * journal_->base_size())) {
-    compact_state();
-    return;
-  }
   std::string error;
   if (!journal_->flush(error)) {
     LOG_LIMITED(Error, nullptr, "state file %s: %s; rewriting it", cfg_.state_file.c_str(),
                 error.c_str());
     state_broken_ = true;
+    return;
   }
+  if (journal_->appended() > std::max<uint64_t>(kMinCompactBytes, 2 * journal_->base_size()) &&
+      compaction_->can_start())
+    compact_state_in_background();
+}
+
+void RelayEngine::compact_state_in_background() {
+  // Only the snapshot is taken here; JSON and write happen off the loop.
+  BackgroundCompaction::Snapshot snapshot;
+  snapshot.reserve(sessions_.size());
+  for (auto& [key, s] : sessions_) {
+    if (!s->state_id) s->state_id = next_state_id_++;
+    snapshot.emplace_back(s->state_id, s->capture());
+    s->state_traffic = s->traffic_total();
+  }
+  std::string error;
+  if (!compaction_->start(*journal_, state_identity().header(), std::move(snapshot), error))
+    LOG_LIMITED(Error, nullptr, "state file %s: %s", cfg_.state_file.c_str(), error.c_str());
 }
 
 void RelayEngine::on_checkpoint(uv_timer_t* t) {
@@ -262,6 +278,7 @@ void RelayEngine::checkpoint_counters() {
 
 void RelayEngine::compact_state() {
   if (!journal_) return;
+  if (compaction_) compaction_->abandon();  // what it would write is older than this
   for (Session* s : dirty_) s->state_dirty = false;
   dirty_.clear();
   std::string content = state_identity().header() + '\n';
@@ -289,6 +306,7 @@ void RelayEngine::close_state() {
   ctx_.state = nullptr;
   if (handed_over_) {
     // The successor owns the file and the counter slots now.
+    compaction_.reset();
     journal_.reset();
     ctx_.counters = nullptr;
     return;
@@ -301,6 +319,7 @@ void RelayEngine::close_state() {
   } else {
     flush_state();
   }
+  compaction_.reset();
   journal_.reset();
   ctx_.counters = nullptr;  // streams destroyed from here on leave their slots alone
 }

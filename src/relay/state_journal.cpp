@@ -237,6 +237,7 @@ bool StateJournal::rewrite(const std::string& path, const std::string& content,
   appended_ = 0;
   base_size_ = content.size();
   pending_.clear();
+  drop_aside();
   return true;
 }
 
@@ -249,8 +250,37 @@ bool StateJournal::flush(std::string& error) {
   }
   const bool ok = write_all(fd_, pending_.data(), pending_.size(), error);
   if (ok) appended_ += pending_.size();
+  if (keeping_aside_) aside_ += pending_;
   pending_.clear();
   return ok;
+}
+
+bool StateJournal::adopt_compacted(int fd, const std::string& tmp_path, uint64_t size,
+                                   std::string& error) {
+  bool ok = write_all(fd, aside_.data(), aside_.size(), error);
+  if (ok && ::rename(tmp_path.c_str(), path_.c_str()) != 0) {
+    error = std::string("cannot rename it: ") + std::strerror(errno);
+    ok = false;
+  }
+  const uint64_t aside = aside_.size();
+  drop_aside();
+  if (!ok) {
+    error = "cannot write " + tmp_path + ": " + error;
+    ::close(fd);
+    ::unlink(tmp_path.c_str());
+    return false;
+  }
+  // The descriptor stays valid across the rename: keep appending to it.
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+  ::lseek(fd_, 0, SEEK_END);
+  appended_ = 0;
+  base_size_ = size + aside;
+  return true;
+}
+
+bool StateJournal::write_fully(int fd, std::string_view data, std::string& error) {
+  return write_all(fd, data.data(), data.size(), error);
 }
 
 }  // namespace mp::relay

@@ -75,6 +75,25 @@ class StateJournal {
   // (the records are dropped: the next compaction writes everything again).
   bool flush(std::string& error);
 
+  // Compaction off the loop (state_compaction.h): while keeping aside, what
+  // flush() writes is also kept in memory; adopt_compacted() appends it to
+  // the compacted file (`fd`, open on `tmp_path`, `size` bytes written),
+  // renames that into place and appends to it from then on. false with
+  // `error` if that fails: `fd` is closed, `tmp_path` removed, and the
+  // current file, which received every record, stays. drop_aside() stops
+  // keeping aside without adopting anything.
+  void keep_aside() {
+    aside_.clear();
+    keeping_aside_ = true;
+  }
+  void drop_aside() {
+    aside_.clear();
+    keeping_aside_ = false;
+  }
+  bool adopt_compacted(int fd, const std::string& tmp_path, uint64_t size, std::string& error);
+  // write(2) until all of `data` is written; false with `error` otherwise.
+  static bool write_fully(int fd, std::string_view data, std::string& error);
+
   // Bytes written since the last rewrite, and the size of that rewrite.
   uint64_t appended() const { return appended_; }
   uint64_t base_size() const { return base_size_; }
@@ -90,6 +109,8 @@ class StateJournal {
   std::string pending_;
   uint64_t appended_ = 0;
   uint64_t base_size_ = 0;
+  std::string aside_;
+  bool keeping_aside_ = false;
 };
 
 }  // namespace mp::relay

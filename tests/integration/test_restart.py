@@ -227,3 +227,42 @@ def test_upgrade_takes_over_sockets_connections_and_calls(mp_factory):
     (d2, caller2, callee2, p2, q2), = setup_calls(mp, 1)
     assert_media_flows(caller2, q2, callee2, p2, n=5, rtcp=False)
     assert d2.remove() == "removed"
+
+
+def test_state_file_compacted_off_the_loop_restores_every_call(mp_factory):
+    """The state file is compacted while calls keep changing (the compacted
+    file is written on a worker thread, the records of the meantime appended
+    to it): a kill -9 after that restores exactly the live calls."""
+    mp = mp_factory(**overrides())
+    c = mp.client()
+    uri = "sip:" + "u" * 8000 + "@example.com"  # ~16 KB records: 1 MiB in ~60
+    calls = []
+    for i in range(40):
+        d = Dialog(c)
+        for type_, tag, to_tag, ip, port in (("request", d.from_tag, "", "127.0.0.2", 4000 + 2 * i),
+                                             ("reply", d.from_tag, d.to_tag, "127.0.0.3",
+                                              6000 + 2 * i)):
+            reply = c.update(type=type_, call_id=d.call_id, cseq=1, from_uri=uri, to_uri="b@y",
+                             from_tag=tag, to_tag=to_tag, user_agent="ua", signaling_ip=ip,
+                             media=f"audio:{ip}:{port}:sendrecv:ice=no")
+            parse_ports(reply, 1, port_range=mp.port_range)
+        calls.append(d)
+
+    def compacted():
+        lines = state_lines(mp)
+        sessions = sum(1 for line in lines if b" S " in line[:40])
+        return 0 < sessions < 2 * len(calls)  # each call wrote two records
+
+    wait_until(compacted, 10, "the state file compacted")
+    for d in calls[:10]:
+        assert d.remove() == "removed"
+    mp.kill_and_restart()
+    log = mp.stderr_text()
+    assert "30 session(s) restored, 0 not" in log, log
+    c = mp.client()
+    for d in calls[10:]:
+        d.client = c
+        assert d.remove() == "removed"
+    for d in calls[:10]:
+        d.client = c
+        assert d.remove() != "removed"
