@@ -10,6 +10,7 @@ Teardown sends SIGTERM to every instance still running and requires exit
 code 0 within 10 s.
 """
 
+import os
 import shutil
 import signal
 import sys
@@ -82,3 +83,11 @@ def mp(mp_factory, request) -> MediaProxy:
     return mp_factory(**overrides)
 
 
+# The ASan build keeps freed memory in a quarantine (256 MB by default), so
+# its RSS would grow with the amount allocated, not with what is live. A small
+# quarantine makes RSS follow the live memory, as in a release build. Tests
+# that bound the server's RSS take this fixture before the server's.
+@pytest.fixture
+def small_asan_quarantine(monkeypatch):
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    monkeypatch.setenv("ASAN_OPTIONS", (opts + ":" if opts else "") + "quarantine_size_mb=4")

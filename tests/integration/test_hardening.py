@@ -88,15 +88,6 @@ class Sender(threading.Thread):
             self.error = e
 
 
-# The ASan build keeps freed memory in a quarantine (256 MB by default), so
-# its RSS would grow with the amount allocated, not with what is live. A small
-# quarantine makes RSS follow the live memory, as in a release build.
-@pytest.fixture
-def small_asan_quarantine(monkeypatch):
-    opts = os.environ.get("ASAN_OPTIONS", "")
-    monkeypatch.setenv("ASAN_OPTIONS", (opts + ":" if opts else "") + "quarantine_size_mb=4")
-
-
 @pytest.mark.mediaproxy_config(**METRICS)
 def test_pipelining_client_that_never_reads(small_asan_quarantine, mp):
     pid = mp.proc.pid

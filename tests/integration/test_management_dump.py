@@ -127,13 +127,18 @@ def test_update_during_a_slow_dump_is_answered_at_once(mp):
         received += slow.recv(4096)
         time.sleep(0.005)
     assert not received.endswith(b"\r\n"), "the dump must still be in progress"
-    assert max(latencies) < 0.05, latencies
+    # Between two batches of the dump, not after the whole table: the median
+    # is a plain update's time; the slowest waits for one batch (bounded
+    # loosely: the CI runs this against the ASan build, several times slower).
+    assert sorted(latencies)[len(latencies) // 2] < 0.02, latencies
+    assert max(latencies) < 0.2, latencies
     rest = read_answer(slow)
     assert json.loads(received + rest) == [expected_record(i) for i in range(CALLS)]
 
 
 @pytest.mark.mediaproxy_config(**MGMT)
-def test_client_that_stops_reading_keeps_memory_flat_and_gets_everything(mp):
+def test_client_that_stops_reading_keeps_memory_flat_and_gets_everything(
+        small_asan_quarantine, mp):
     fill(mp, range(CALLS))
     warm = connect()
     warm.sendall(b"sessions\r\n")
