@@ -100,6 +100,19 @@ void MediaPump::close_idle() {
   idle_.clear();
 }
 
+size_t MediaPump::evict_idle(size_t n) {
+  size_t closed = 0;
+  for (auto it = idle_.begin(); it != idle_.end() && closed < n; ++closed) {
+    MediaSocket* s = it->second;
+    it = idle_.erase(it);
+    unwatch(s->fd_);
+    ::close(s->fd_);
+    s->fd_ = -1;
+    retire(s);
+  }
+  return closed;
+}
+
 void MediaPump::inherit(const Endpoint& local, int fd) {
   auto [it, fresh] = inherited_.emplace(idle_key(local), fd);
   if (!fresh) ::close(fd);  // the same port twice: keep the first

@@ -78,6 +78,10 @@ class MediaPump {
   bool park(MediaSocket* s);
   MediaSocket* unpark(const Endpoint& local);
   size_t idle_count() const { return idle_.size(); }
+  // Closes up to `n` idle sockets (any ports): a new port's socket() failed
+  // for want of descriptors, which parked sockets must never cause. Returns
+  // how many it closed.
+  size_t evict_idle(size_t n);
   // Live upgrade (app/upgrade.h). The old process closes its idle sockets
   // (close_idle) and hands the others over; the new one is given their
   // descriptors by local address (inherit), MediaSocket::open() takes one

@@ -13,6 +13,9 @@ namespace {
 // Room for a burst while the loop is busy elsewhere (the kernel caps it at
 // net.core.rmem_max); the default drops packets of one hot stream.
 constexpr int kReceiveBuffer = 256 * 1024;
+// Idle sockets closed at once when descriptors run out: room for a burst of
+// new streams before the next eviction.
+constexpr size_t kEvictOnExhaustion = 256;
 }  // namespace
 
 MediaSocket* MediaSocket::open(MediaPump* pump, Endpoint local, MediaSocketOwner* owner, int tag,
@@ -27,6 +30,11 @@ MediaSocket* MediaSocket::open(MediaPump* pump, Endpoint local, MediaSocketOwner
   int fd = pump->take_inherited(local);
   if (fd < 0) {
     fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    // Out of descriptors while other ports' sockets are parked: those give
+    // way (the port pool hands out the longest-free port, so parked sockets
+    // of ports not due for reuse pile up to idle_capacity).
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && pump->evict_idle(kEvictOnExhaustion) > 0)
+      fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       error = uv_translate_sys_error(errno);
       return nullptr;

@@ -2,6 +2,7 @@
 // 127.0.0.1: bounded passes, nothing lost between passes, sockets closed in
 // the middle of a pass, and refused sends reported to their owner.
 #include <arpa/inet.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -256,4 +257,38 @@ TEST_CASE("a closed socket stays bound as its port's idle socket and is taken ba
   b->close();
   c->close();
   CHECK(l.pump->idle_count() == 1);
+}
+
+TEST_CASE("parked sockets give way when descriptors run out") {
+  Loop l;
+  l.pump->set_idle_capacity(1000);
+  Recorder owner(1);
+  int err = 0;
+  // 40 ports used once and parked.
+  for (uint16_t i = 0; i < 40; ++i) {
+    MediaSocket* s = MediaSocket::open(l.pump, local(48000 + 2 * i), &owner, 0, err);
+    REQUIRE(s != nullptr);
+    s->close();
+  }
+  REQUIRE(l.pump->idle_count() == 40);
+  // Only 10 more descriptors may be opened from here.
+  rlimit saved{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  int probe = ::dup(0);
+  REQUIRE(probe >= 0);
+  ::close(probe);
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(probe) + 10;
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  // 30 streams on ports never used: the parked sockets make room.
+  std::vector<MediaSocket*> live;
+  for (uint16_t i = 0; i < 30; ++i) {
+    MediaSocket* s = MediaSocket::open(l.pump, local(49000 + 2 * i), &owner, 0, err);
+    CHECK(s != nullptr);
+    if (s) live.push_back(s);
+  }
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &saved) == 0);
+  CHECK(live.size() == 30);
+  CHECK(l.pump->idle_count() < 40);
+  for (MediaSocket* s : live) s->close();
 }
