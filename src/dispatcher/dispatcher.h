@@ -116,7 +116,6 @@ class Dispatcher {
   void ask_all_relays(
       const std::string& command,
       std::function<std::string(const std::vector<std::optional<std::string>>&)> join, Done done);
-  size_t sessions_on(const RelayLink* relay) const;
   double now() const;
   static void on_cleanup(uv_timer_t* t);
 
