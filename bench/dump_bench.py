@@ -37,6 +37,7 @@ import argparse
 import json
 import multiprocessing as mpr
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -46,6 +47,7 @@ import tempfile
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_NICE = 0  # --server-nice
 PAGE = os.sysconf("SC_PAGE_SIZE")
 procs = []
 
@@ -96,6 +98,9 @@ class Module:
         return line.decode()
 
 
+UA = "Bench/1.0"  # --ua-pad lengthens it (it is in every session record twice)
+
+
 def update(call, typ, to_tag="", cseq=1):
     port = 2 * (call % 30000) + 2000
     media = f"audio:127.1.0.2:{port}:sendrecv:ice=no" if typ == "request" else \
@@ -103,7 +108,7 @@ def update(call, typ, to_tag="", cseq=1):
     return [("type", typ), ("dialog_id", f"{call}:1"), ("call_id", f"bench-{call}"),
             ("cseq", str(cseq)), ("from_uri", f"sip:alice{call}@example.com"),
             ("to_uri", f"sip:bob{call}@example.net"), ("from_tag", f"ft{call}"),
-            ("to_tag", to_tag), ("user_agent", "Bench/1.0"), ("signaling_ip", "127.1.0.2"),
+            ("to_tag", to_tag), ("user_agent", UA), ("signaling_ip", "127.1.0.2"),
             ("media_relay", ""), ("media", media)]
 
 
@@ -174,13 +179,14 @@ def dumper(port, seconds, max_dumps, queue):
 
 def probe(path, pid, seconds, rate, first_call):
     """Offers at `rate`/s for `seconds` (each call removed afterwards): latencies in seconds,
-    the highest RSS sampled (every 5 ms, between probes)."""
+    the highest RSS sampled (every 5 ms, between probes), and every reply that was not an
+    offer's media ("127....") or a remove's "removed"."""
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
     except (PermissionError, AttributeError, OSError):
         pass
     m = Module(path)
-    lat, peak = [], proc_rss(pid)
+    lat, peak, errors = [], proc_rss(pid), []
     interval = 1.0 / rate
     start = time.monotonic()
     deadline = start + seconds
@@ -196,19 +202,23 @@ def probe(path, pid, seconds, rate, first_call):
         r = m.reply()
         lat.append(time.perf_counter() - t0)
         if not r.startswith("127."):
-            raise RuntimeError(f"probe offer {call} answered {r[:60]!r}")
-        m.send("remove", [("call_id", f"bench-{call}"), ("from_tag", f"ft{call}"),
-                          ("to_tag", "")])
-        r = m.reply()
-        if r != "removed":
-            raise RuntimeError(f"probe remove {call} answered {r[:60]!r}")
+            errors.append(f"offer {call}: {r[:60]!r}")
+        else:
+            m.send("remove", [("call_id", f"bench-{call}"), ("from_tag", f"ft{call}"),
+                              ("to_tag", "")])
+            r = m.reply()
+            if r != "removed":  # the call stays: the table grows (checked after the phase)
+                errors.append(f"remove {call}: {r[:60]!r}")
         call += 1
     m.sock.close()
-    return lat, max(peak, proc_rss(pid))
+    return lat, max(peak, proc_rss(pid)), errors
 
 
 def _probe_child(queue, *a):
-    queue.put(probe(*a))
+    try:
+        queue.put(probe(*a))
+    except Exception as e:  # e.g. the module socket timed out: reported by the parent
+        queue.put(e)
 
 
 def probe_in_process(*a):
@@ -218,6 +228,8 @@ def probe_in_process(*a):
     pr.start()
     res = q.get(timeout=a[2] + 60)
     pr.join(timeout=10)
+    if isinstance(res, Exception):
+        raise RuntimeError(f"probe: {res!r}")
     return res
 
 
@@ -268,16 +280,16 @@ def wait_file(path, procs_, what, seconds=10):
         time.sleep(0.05)  # polling interval
 
 
-def ports_for(calls):
-    """A port_range for `calls` calls: four ports each and 2,000 spare for the probe. The
+def ports_for(calls, spare=2000):
+    """A port_range for `calls` calls: four ports each and `spare` for the probe. The
     width bounds the relay's descriptors (live and parked sockets alike are bound to a port
     of the range), which must stay under the open-file limit: a relay keeps the sockets of
     ended calls for reuse (up to half that limit, whatever the live calls hold), so a range
     much wider than the table lets the probe's calls pile up parked sockets until EMFILE."""
-    width = 4 * calls + 2000
-    if width > 18800:
-        raise SystemExit(f"{calls} calls need more than 18,800 ports (4 per call, 2,000 spare), "
-                         "more descriptors than one relay has: use --mode distributed")
+    width = 4 * calls + spare
+    if width > 19000:
+        raise SystemExit(f"{calls} calls need {width} ports (4 per call, {spare} spare), more "
+                         "than the 19,000 descriptors a relay may use here: more relays")
     return f"10000:{10000 + width}"
 
 
@@ -286,20 +298,25 @@ def start(binary, ini_text, work, name):
     with open(ini, "w") as f:
         f.write(ini_text)
     err = open(os.path.join(work, f"{name}.log"), "w")
+    def prepare():
+        raise_fd_limit()
+        if SERVER_NICE:
+            os.setpriority(os.PRIO_PROCESS, 0, SERVER_NICE)
+
     p = subprocess.Popen([binary, "--foreground", "--config", ini], stdout=err, stderr=err,
-                         preexec_fn=raise_fd_limit)
+                         preexec_fn=prepare)
     procs.append(p)
     return p
 
 
 def start_combined(binary, n, args, work, port):
-    ports = args.ports or ports_for(n)
-    p = start(binary, f"[General]\nrole = combined\nruntime_dir = {work}\nlog_level = warning\n\n"
+    ports = args.ports or ports_for(n, args.spare_ports)
+    p = start(binary, f"[General]\nrole = combined\nruntime_dir = {work}/run\nlog_level = warning\n\n"
               f"[Dispatcher]\nsocket_path = dispatcher.sock\n"
               f"listen_management = 127.0.0.1:{port}\nmanagement_use_tls = no\n\n"
               f"[Relay]\nrelay_ip = {args.relay_ip}\nport_range = {ports}\n"
               "forwarding = userspace\nstream_timeout = 3600\n", work, "combined")
-    path = os.path.join(work, "dispatcher.sock")
+    path = os.path.join(work, "run", "dispatcher.sock")
     wait_file(path, [p], f"combined server (see {work})")
     return p, [], path
 
@@ -311,12 +328,13 @@ def start_distributed(binary, n, args, work, port):
     listens on any; the address, added to lo, is then also the connection's source)."""
     k = args.relays or -(-n // args.per_relay)
     per = -(-n // k)
-    ports = args.ports or ports_for(per)
+    ports = args.ports or ports_for(per, args.spare_ports)
     certs = os.path.abspath(args.certs)
     rpc = os.path.join(work, "proxy-rpc.sock")  # nobody listens: hang-up notices go nowhere
     disp = start(binary, f"[General]\nrole = dispatcher\nruntime_dir = {work}/disp\n"
                  "log_level = warning\n\n"
                  f"[Dispatcher]\nsocket_path = dispatcher.sock\nlisten = any:{args.relay_port}\n"
+                 + (f"relay_timeout = {args.relay_timeout}\n" if args.relay_timeout else "") +
                  f"listen_management = 127.0.0.1:{port}\nmanagement_use_tls = no\n\n"
                  f"[OpenSIPS]\nsocket_path = none\n[Kamailio]\nsocket_path = {rpc}\n\n"
                  f"[TLS]\ncerts_path = {certs}\n", work, "dispatcher")
@@ -357,14 +375,17 @@ def cpu_of(ps):
 
 
 def run_one(name, binary, n, args):
-    work = tempfile.mkdtemp(prefix="mp-dump-", dir="/tmp")
+    # Runtime directories on tmpfs, like /run in a deployment: the relays' state journals on
+    # a busy disk stall their loops past the dispatcher's relay_timeout.
+    work = tempfile.mkdtemp(prefix="mp-dump-", dir="/dev/shm" if os.path.isdir("/dev/shm")
+                            else "/tmp")
     port = free_tcp_port()
     starter = start_distributed if args.mode == "distributed" else start_combined
     disp, relays, path = starter(binary, n, args, work, port)
     p = disp
     try:
         t0 = time.monotonic()
-        fill(path, n, args.fill_conns)
+        fill(path, n, args.fill_conns, args.fill_batch)
         fill_s = time.monotonic() - t0
         size, nrelays = table_size(port)
         log(f"  {name} n={n}: table of {size} filled in {fill_s:.1f} s on {nrelays} relay(s)")
@@ -374,18 +395,18 @@ def run_one(name, binary, n, args):
                "fill_s": fill_s}
         rss0 = proc_rss(p.pid)
         cpu0, rcpu0 = proc_cpu(p.pid), cpu_of(relays)
-        lat, peak = probe_in_process(path, p.pid, args.seconds, args.rate, 10_000_000)
+        lat, peak, errs = probe_in_process(path, p.pid, args.seconds, args.rate, 10_000_000)
         cpu_quiet, rcpu_quiet = proc_cpu(p.pid) - cpu0, cpu_of(relays) - rcpu0
         res["quiet"] = {"p50_ms": pct(lat, .5) * 1e3, "p99_ms": pct(lat, .99) * 1e3,
                         "max_ms": max(lat) * 1e3, "offers": len(lat),
-                        "rss_growth_mb": (peak - rss0) / 2**20,
+                        "rss_growth_mb": (peak - rss0) / 2**20, "errors": errs,
                         "table_after": table_size(port)[0]}
         q = mpr.Queue()
         d = mpr.Process(target=dumper, args=(port, args.seconds, args.max_dumps, q))
         rss0 = proc_rss(p.pid)
         cpu0, rcpu0 = proc_cpu(p.pid), cpu_of(relays)
         d.start()
-        lat, peak = probe_in_process(path, p.pid, args.seconds, args.rate, 20_000_000)
+        lat, peak, errs = probe_in_process(path, p.pid, args.seconds, args.rate, 20_000_000)
         dumps = q.get(timeout=600)
         d.join(timeout=10)
         cpu_dumps, rcpu_dumps = proc_cpu(p.pid) - cpu0, cpu_of(relays) - rcpu0
@@ -398,7 +419,7 @@ def run_one(name, binary, n, args):
                         "cpu_ms_per_dump": (cpu_dumps - cpu_quiet) * 1e3 / len(dumps)
                         if dumps else None,
                         "relays_cpu_ms_per_dump": (rcpu_dumps - rcpu_quiet) * 1e3 / len(dumps)
-                        if dumps and relays else None,
+                        if dumps and relays else None, "errors": errs,
                         "table_after": table_size(port)[0]}
         # One more dump, parsed: does it list the whole table?
         try:
@@ -409,6 +430,9 @@ def run_one(name, binary, n, args):
                                    for line in open(os.path.join(work, f), errors="replace")
                                    if " error " in line or "too many" in line.lower())
         for phase in ("quiet", "dumps"):
+            if res[phase]["errors"]:
+                log(f"  {name} n={n}: {len(res[phase]['errors'])} probe errors in the {phase} "
+                    f"phase, first: {res[phase]['errors'][0]}")
             if res[phase]["table_after"] != n:
                 log(f"  {name} n={n}: {res[phase]['table_after']} sessions after the {phase} "
                     f"phase, not {n}")
@@ -417,6 +441,9 @@ def run_one(name, binary, n, args):
         return res
     finally:
         stop([disp] + relays)
+        for d in os.listdir(work):  # the state files go; the logs stay
+            if os.path.isdir(os.path.join(work, d)):
+                shutil.rmtree(os.path.join(work, d), ignore_errors=True)
         log(f"  {name} n={n}: logs in {work}")
 
 
@@ -431,15 +458,27 @@ def main():
     ap.add_argument("--max-dumps", type=int, default=1000)
     ap.add_argument("--relay-ip", default="127.0.0.1", help="the combined relay's address")
     ap.add_argument("--ports", help="every relay's port_range (default: 4 ports per call of "
-                    "that relay + 2,000)")
+                    "that relay + --spare-ports)")
+    ap.add_argument("--spare-ports", type=int, default=2000,
+                    help="ports of each relay's range beyond 4 per call (the probe's calls)")
     ap.add_argument("--relays", type=int, default=0,
                     help="distributed: number of relays (default: sessions / --per-relay)")
     ap.add_argument("--per-relay", type=int, default=4200,
                     help="distributed: most calls per relay when --relays is not given")
+    ap.add_argument("--relay-timeout", type=float, default=0,
+                    help="distributed: the dispatcher's relay_timeout (default: its own, 0.2 s)")
     ap.add_argument("--relay-port", type=int, default=25060, help="the dispatcher's relay port")
     ap.add_argument("--certs", default=os.path.join(os.path.dirname(__file__), "..", "certs"))
-    ap.add_argument("--fill-conns", type=int, default=4,
+    ap.add_argument("--fill-conns", type=int, default=2,
                     help="module connections (processes) filling the table")
+    ap.add_argument("--fill-batch", type=int, default=25,
+                    help="calls in flight per filling connection (more, and relays of a busy "
+                    "machine miss the dispatcher's relay_timeout of 0.2 s)")
+    ap.add_argument("--ua-pad", type=int, default=0,
+                    help="bytes added to the calls' user agent (larger session records)")
+    ap.add_argument("--server-nice", type=int, default=0,
+                    help="nice value of the mediaproxy processes (negative: root; so that other "
+                    "users' builds on a shared machine do not starve them)")
     ap.add_argument("--no-netns", action="store_true", help="run in the current namespace")
     ap.add_argument("--out", help="write the results as JSON here too")
     args = ap.parse_args()
@@ -451,6 +490,9 @@ def main():
         cmd = "ip link set lo up && exec \"$@\""
         os.execvpe("unshare", ["unshare", "--net", "sh", "-c", cmd, "sh", sys.executable,
                                os.path.abspath(__file__)] + sys.argv[1:], env)
+    global UA, SERVER_NICE
+    SERVER_NICE = args.server_nice
+    UA = "Bench/1.0" + (f" ({'x' * args.ua_pad})" if args.ua_pad > 0 else "")
     bins = [(n, os.path.abspath(b)) for n, b in (x.split("=", 1) for x in args.binary)]
     results = []
     try:
@@ -472,7 +514,7 @@ def main():
                 p.kill()
     hdr = (f"{'binary':8} {'sessions':>8} {'relays':>6} | {'quiet p50/p99/max ms':>22} | "
            f"{'during dumps p50/p99/max ms':>28} | {'dumps':>5} {'ms/dump':>8} {'MB/dump':>8} "
-           f"{'CPU ms/dump':>11} {'RSS +MB':>8} {'listed':>7}")
+           f"{'CPU ms/dump':>11} {'RSS +MB':>8} {'listed':>7} {'errors':>6}")
     print(hdr)
     print("-" * len(hdr))
     for r in results:
@@ -484,7 +526,8 @@ def main():
               f"{q['p99_ms']:6.2f} {q['max_ms']:7.2f} | {d['p50_ms']:7.2f} {d['p99_ms']:8.2f} "
               f"{d['max_ms']:9.2f} | {d['dumps']:>5} {d['dump_ms'] or 0:8.1f} "
               f"{d['dump_mb'] or 0:8.2f} {d['cpu_ms_per_dump'] or 0:11.1f} "
-              f"{d['rss_growth_mb']:8.1f} {str(r['listed']):>7}")
+              f"{d['rss_growth_mb']:8.1f} {str(r['listed'])[:7]:>7} "
+              f"{len(q['errors']) + len(d['errors']):>6}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
