@@ -5,8 +5,13 @@
 See bench/README.md, section "Management dumps". Everything runs on loopback; no root needed.
 
     bench/dump_bench.py --binary old=/work/main/build-bench/mediaproxy \\
-                        --binary new=build-rel/mediaproxy [--sessions 1000,10000,50000]
-                        [--seconds 6] [--rate 200] [--out FILE.json]
+                        --binary new=build-rel/mediaproxy [--sessions 1000,2000,4000]
+                        [--mode combined|distributed] [--seconds 6] [--rate 200] [--out FILE.json]
+
+--mode distributed: one `--role dispatcher` process and K `--role relay` processes (K =
+sessions / --per-relay), relay k on 127.0.0.(k+2) over TLS with certs/ (see
+start_distributed); every probe and fill reply is checked, and the table's size after each
+phase. The rest of this text describes the combined mode; both measure the same way.
 
 Per binary and table size, one fresh server in the combined role (plain-TCP management on
 127.0.0.1, log level warning, userspace forwarding, the default state file, stream_timeout one
