@@ -242,7 +242,7 @@ class TlsRelayLink final : public RelayLink {
   void handle_line(const std::string& line) {
     if (line.empty()) return;  // tolerated: stray blank line
     std::string why;
-    auto msg = protocol::parse_relay_message(line, &why);
+    auto msg = protocol::parse_relay_message(line, why);
     if (!msg) {
       fail_link("unparseable line from relay (" + why + ")");
       return;

@@ -217,13 +217,13 @@ void DispatcherClient::Peer::on_request(protocol::ParseResult&& parsed) {
     // Answer "<seq> error" if at least the command line makes sense.
     protocol::Request head;
     head.command = command_line;
-    auto cmd = protocol::to_relay_command(std::move(head), &why);
+    auto cmd = protocol::to_relay_command(std::move(head), why);
     LOG_WARN("dispatcher link: malformed command from %s: %s", name.c_str(), parsed.error.c_str());
     if (cmd) conn->write(protocol::serialize_reply(cmd->seq, "error"));
     return;
   }
   const std::string line = parsed.request->command;
-  auto cmd = protocol::to_relay_command(std::move(*parsed.request), &why);
+  auto cmd = protocol::to_relay_command(std::move(*parsed.request), why);
   if (!cmd) {
     LOG_WARN("dispatcher link: ignoring command line '%s' from %s: %s", log_safe(line).c_str(),
              name.c_str(), why.c_str());
