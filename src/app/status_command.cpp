@@ -277,7 +277,7 @@ int run_status_command(int argc, char** argv) {
       return 1;
     }
     std::string why;
-    auto passport = tls::Passport::parse(cfg.dispatcher.management_passport, &why);
+    auto passport = tls::Passport::parse(cfg.dispatcher.management_passport, why);
     const std::string subject = tls::format_subject(ctx->own_subject());
     if (!have_management) {
       hint = "there is no management.crt in " + dir + ", so dispatcher.crt ('" + subject +
@@ -287,7 +287,7 @@ int run_status_command(int argc, char** argv) {
              " as management.crt and management.key (certs/make-certs.sh makes one with a new "
              "set, CN 'mediaproxy management'; certs/README shows how to issue one with an "
              "existing CA), or use --certs DIR for a directory that has them";
-    } else if (passport && !passport->accepts(ctx->own_subject(), &why)) {
+    } else if (passport && !passport->accepts(ctx->own_subject(), why)) {
       hint = "the certificate " + dir + "/management.crt ('" + subject +
              "') does not match management_passport '" + passport->to_string() + "'" +
              (config_path.empty() ? std::string() : " of " + config_path) + ": " + why;

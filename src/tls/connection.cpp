@@ -424,7 +424,7 @@ struct Connection::Impl {
     const mbedtls_x509_crt* peer = mbedtls_ssl_get_peer_cert(&ssl);
     peer_subject = peer ? subject_of(&peer->subject) : Subject{};
     std::string why;
-    if (!opt.passport.disabled() && !opt.passport.accepts(peer_subject, &why)) {
+    if (!opt.passport.disabled() && !opt.passport.accepts(peer_subject, why)) {
       linger("peer certificate '" + format_subject(peer_subject) +
                  "' does not match the passport '" + opt.passport.to_string() + "': " + why,
              true, true);
@@ -697,7 +697,7 @@ bool Connection::reverify(const TlsContext& ctx) {
   if (!peer) return true;
   std::string why;
   const char* name = !m.server && !m.opt.server_name.empty() ? m.opt.server_name.c_str() : nullptr;
-  if (context_impl(ctx).verify(peer, name, &why)) return true;
+  if (context_impl(ctx).verify(peer, name, why)) return true;
   m.linger("peer certificate no longer accepted: " + why, true, true);
   return false;
 }

@@ -27,7 +27,7 @@ std::string pattern(size_t n, unsigned seed) {
 
 Passport passport(std::string_view text) {
   std::string error;
-  auto p = Passport::parse(text, &error);
+  auto p = Passport::parse(text, error);
   INFO(error);
   REQUIRE(p);
   return *p;
