@@ -88,8 +88,8 @@ std::string ask(const Endpoint& where, const std::string& command,
       },
       kTimeoutMs, 0);
   sockaddr_in sa = where.to_sockaddr();
-  int r = conn->connect(reinterpret_cast<const sockaddr*>(&sa));
-  if (r != 0) error = "cannot connect to " + format_endpoint(where) + ": " + uv_strerror(r);
+  if (std::string why; !conn->connect(reinterpret_cast<const sockaddr*>(&sa), why))
+    error = "cannot connect to " + format_endpoint(where) + ": " + why;
   // Runs until the connection has closed; then only the timer is left.
   while (conn->state() != tls::Connection::State::Closed && uv_run(&loop, UV_RUN_ONCE)) {
   }

@@ -106,8 +106,8 @@ void DispatcherClient::Peer::connect() {
   conn = tls::Connection::create(c.loop_, c.tls_, std::move(cb), std::move(opt));
   LOG_DEBUG("dispatcher link: connecting to %s", name.c_str());
   const sockaddr_in sa = endpoint.to_sockaddr();
-  const int r = conn->connect(reinterpret_cast<const sockaddr*>(&sa));
-  if (r != 0) LOG_WARN("dispatcher link: cannot connect to %s: %s", name.c_str(), uv_strerror(r));
+  if (std::string why; !conn->connect(reinterpret_cast<const sockaddr*>(&sa), why))
+    LOG_WARN("dispatcher link: cannot connect to %s: %s", name.c_str(), why.c_str());
   // Either way on_closed follows on failure, and schedules the retry.
 }
 
