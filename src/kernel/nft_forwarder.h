@@ -138,7 +138,7 @@ class NftForwarder {
   static Existing existing_table(Impl& im, Ipv4& owner, std::string& error);
   // `replaced`: why a table of that name is replaced ("" if there was none).
   static bool install_ruleset(Impl& im, const std::string& replaced, std::string& error);
-  static std::string shape_mismatch(Impl& im);
+  static bool shape_matches(Impl& im, std::string& error);
   static bool adopt_elements(Impl& im, std::vector<AdoptedRule>& adopted, std::string& error);
   // Moves installed rules whose route changed (nft_follow.cpp).
   static bool reroute(Impl& im, size_t& moved, std::string& error);
