@@ -56,7 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view input(reinterpret_cast<const char*>(data), size);
 
   std::string error;
-  const auto items = parse_media(input, &error);
+  const auto items = parse_media(input, error);
   check(items.has_value() == error.empty(), "exactly one of items / error");
   if (items) {
     check(items->size() <= kMaxMediaItems, "item limit");
@@ -66,7 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     const std::string text = format_media(*items);
     std::string error2;
-    const auto again = parse_media(text, &error2);
+    const auto again = parse_media(text, error2);
     check(again.has_value(), "formatted media parses");
     check(*again == *items, "parse -> format -> parse round-trip");
     check(format_media(*again) == text, "format is a fixed point");

@@ -47,7 +47,7 @@ std::string strip_crlf(std::string line) {
 
 void check_relay_message(std::string_view input) {
   std::string error;
-  const auto msg = parse_relay_message(input, &error);
+  const auto msg = parse_relay_message(input, error);
   check(msg.has_value() == error.empty(), "exactly one of message / error");
   if (!msg) return;
   std::string line;
@@ -68,7 +68,7 @@ void check_relay_message(std::string_view input) {
       line = strip_crlf(serialize_reply(msg->seq, msg->payload));
       break;
   }
-  const auto again = parse_relay_message(line, nullptr);
+  const auto again = parse_relay_message(line, error);
   check(again.has_value(), "re-serialised message parses");
   check(again->kind == msg->kind && again->seq == msg->seq && again->payload == msg->payload,
         "relay message round-trip");

@@ -59,7 +59,7 @@ void check_request(const ParseResult& r) {
 void check_relay_command(const Request& request) {
   Request copy = request;
   std::string error;
-  auto cmd = to_relay_command(std::move(copy), &error);
+  auto cmd = to_relay_command(std::move(copy), error);
   check(cmd.has_value() == error.empty(), "to_relay_command: exactly one of command / error");
   if (!cmd) return;
   const std::string wire = serialize_command(*cmd);
@@ -67,7 +67,7 @@ void check_relay_command(const Request& request) {
   std::vector<RelayCommand> decoded;
   const auto status = framer.feed(wire, [&](ParseResult&& r) {
     check(r.request.has_value(), "serialised command parses");
-    auto again = to_relay_command(std::move(*r.request), nullptr);
+    auto again = to_relay_command(std::move(*r.request), error);
     check(again.has_value(), "serialised command converts");
     decoded.push_back(std::move(*again));
   });

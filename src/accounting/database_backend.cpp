@@ -12,6 +12,7 @@
 #include "accounting/database_backend.h"
 
 #include "accounting/sql_engine.h"
+#include "common/error.h"
 #include "common/log.h"
 
 namespace mp::accounting {
@@ -197,14 +198,15 @@ RowParams apply_text_rule(const RowParams& row, TextRule rule) {
           apply_text_rule(row.to_tag, rule), apply_text_rule(row.info, rule)};
 }
 
-std::string check_table_names(const TableNames& names) {
+bool check_table_names(const TableNames& names, std::string& error) {
   const std::pair<const char*, const std::string*> all[] = {{"sessions_table", &names.table},
                                                             {"callid_column", &names.call_id},
                                                             {"fromtag_column", &names.from_tag},
                                                             {"totag_column", &names.to_tag},
                                                             {"info_column", &names.info}};
   for (const auto& [option, value] : all)
-    if (std::string why = check_sql_identifier(*value); !why.empty()) return option + (": " + why);
+    if (std::string why; !check_sql_identifier(*value, why))
+      return fail(error, option + (": " + why));
   // Column names compare without case: SQLite folds them, and PostgreSQL
   // would take "Info" and "info" as two columns only because we quote.
   auto lower = [](std::string s) {
@@ -214,13 +216,13 @@ std::string check_table_names(const TableNames& names) {
   };
   for (size_t i = 1; i < std::size(all); ++i) {
     if (lower(*all[i].second) == "id")
-      return std::string(all[i].first) + ": 'id' is the table's own key column";
+      return fail(error, std::string(all[i].first) + ": 'id' is the table's own key column");
     for (size_t j = 1; j < i; ++j)
       if (lower(*all[i].second) == lower(*all[j].second))
-        return std::string(all[i].first) + " and " + all[j].first + " name the same column '" +
-               *all[i].second + "'";
+        return fail(error, std::string(all[i].first) + " and " + all[j].first +
+                               " name the same column '" + *all[i].second + "'");
   }
-  return {};
+  return true;
 }
 
 std::string quote_identifier(std::string_view name) {
@@ -237,10 +239,7 @@ std::unique_ptr<Backend> make_database_backend(const DatabaseConfig& cfg, std::s
   if (!uri) return nullptr;
   TableNames names{cfg.sessions_table, cfg.callid_column, cfg.fromtag_column, cfg.totag_column,
                    cfg.info_column};
-  if (std::string why = check_table_names(names); !why.empty()) {
-    error = why;
-    return nullptr;
-  }
+  if (!check_table_names(names, error)) return nullptr;
   std::unique_ptr<SqlEngine> engine;
   if (uri->engine == DatabaseUri::Engine::Sqlite) {
     std::string path = uri->path;

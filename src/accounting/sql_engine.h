@@ -61,9 +61,9 @@ struct TableNames {
   std::string to_tag = "to_tag";
   std::string info = "info";
 };
-// Why `names` cannot be used (not identifiers, two columns with the same
-// name, or a column named like the `id` key), or "".
-std::string check_table_names(const TableNames& names);
+// False with `error` if `names` cannot be used (not identifiers, two columns
+// with the same name, or a column named like the `id` key).
+bool check_table_names(const TableNames& names, std::string& error);
 // `name` as a quoted SQL identifier ("name"; names are checked identifiers,
 // so there is no quote inside to double, but it is doubled all the same).
 std::string quote_identifier(std::string_view name);

@@ -13,7 +13,7 @@ std::vector<std::string> config_problems(const Config& cfg) {
     out.push_back("role dispatcher needs [Dispatcher] listen for its relays");
   auto passport = [&out](const std::string& text, const char* option) {
     std::string why;
-    if (!tls::Passport::parse(text, &why)) out.push_back(std::string(option) + ": " + why);
+    if (!tls::Passport::parse(text, why)) out.push_back(std::string(option) + ": " + why);
   };
   if (cfg.role == Role::Dispatcher) passport(cfg.dispatcher.passport, "[Dispatcher] passport");
   if (cfg.role == Role::Relay) passport(cfg.relay.passport, "[Relay] passport");

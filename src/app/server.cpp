@@ -395,7 +395,7 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
   bool ok = true;
   if (ok && cfg.role == Role::Dispatcher) {
     std::string why;
-    auto passport = tls::Passport::parse(cfg.dispatcher.passport, &why);
+    auto passport = tls::Passport::parse(cfg.dispatcher.passport, why);
     auto ctx = passport
                    ? tls::TlsContext::load(tls::TlsSettings::from_certs_path(
                                                cfg.certs_dir(), "dispatcher", tls::Role::Server),
@@ -417,7 +417,7 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
   }
   if (ok && cfg.role == Role::Relay) {
     std::string why;
-    auto passport = tls::Passport::parse(cfg.relay.passport, &why);
+    auto passport = tls::Passport::parse(cfg.relay.passport, why);
     auto ctx = passport ? tls::TlsContext::load(tls::TlsSettings::from_certs_path(
                                                     cfg.certs_dir(), "relay", tls::Role::Client),
                                                 why)
@@ -440,7 +440,7 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
     const Endpoint where = *cfg.dispatcher.listen_management;
     const bool loopback = (where.ip.host_order() >> 24) == 127;
     std::string why;
-    auto passport = tls::Passport::parse(cfg.dispatcher.management_passport, &why);
+    auto passport = tls::Passport::parse(cfg.dispatcher.management_passport, why);
     std::shared_ptr<const tls::TlsContext> ctx;
     bool serve = true;
     if (!passport) {

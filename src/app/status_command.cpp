@@ -88,8 +88,8 @@ std::string ask(const Endpoint& where, const std::string& command,
       },
       kTimeoutMs, 0);
   sockaddr_in sa = where.to_sockaddr();
-  int r = conn->connect(reinterpret_cast<const sockaddr*>(&sa));
-  if (r != 0) error = "cannot connect to " + format_endpoint(where) + ": " + uv_strerror(r);
+  if (std::string why; !conn->connect(reinterpret_cast<const sockaddr*>(&sa), why))
+    error = "cannot connect to " + format_endpoint(where) + ": " + why;
   // Runs until the connection has closed; then only the timer is left.
   while (conn->state() != tls::Connection::State::Closed && uv_run(&loop, UV_RUN_ONCE)) {
   }
@@ -277,7 +277,7 @@ int run_status_command(int argc, char** argv) {
       return 1;
     }
     std::string why;
-    auto passport = tls::Passport::parse(cfg.dispatcher.management_passport, &why);
+    auto passport = tls::Passport::parse(cfg.dispatcher.management_passport, why);
     const std::string subject = tls::format_subject(ctx->own_subject());
     if (!have_management) {
       hint = "there is no management.crt in " + dir + ", so dispatcher.crt ('" + subject +
@@ -287,7 +287,7 @@ int run_status_command(int argc, char** argv) {
              " as management.crt and management.key (certs/make-certs.sh makes one with a new "
              "set, CN 'mediaproxy management'; certs/README shows how to issue one with an "
              "existing CA), or use --certs DIR for a directory that has them";
-    } else if (passport && !passport->accepts(ctx->own_subject(), &why)) {
+    } else if (passport && !passport->accepts(ctx->own_subject(), why)) {
       hint = "the certificate " + dir + "/management.crt ('" + subject +
              "') does not match management_passport '" + passport->to_string() + "'" +
              (config_path.empty() ? std::string() : " of " + config_path) + ": " + why;

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "common/config.h"
+#include "common/error.h"
 
 namespace mp {
 
@@ -49,7 +50,7 @@ std::optional<DatabaseUri> parse_database_uri(std::string_view uri, std::string&
   return std::nullopt;
 }
 
-std::string parse_accounting_list(std::string_view value, AccountingConfig& out) {
+bool parse_accounting_list(std::string_view value, AccountingConfig& out, std::string& error) {
   out.database = out.radius = false;
   std::string text(value);
   for (char& ch : text)
@@ -64,32 +65,33 @@ std::string parse_accounting_list(std::string_view value, AccountingConfig& out)
     else if (tok == "none")
       continue;
     else
-      return "unknown accounting backend '" + tok + "' (known: database, radius, none)";
+      return fail(error,
+                  "unknown accounting backend '" + tok + "' (known: database, radius, none)");
   }
-  return {};
+  return true;
 }
 
-std::string check_sql_identifier(std::string_view name) {
+bool check_sql_identifier(std::string_view name, std::string& error) {
   auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; };
   bool ok = !name.empty() && name.size() <= 63 && alpha(name.front());
   for (char c : name) ok = ok && (alpha(c) || (c >= '0' && c <= '9'));
-  if (ok) return {};
-  return "'" + std::string(name) +
-         "' is not a table or column name (letters, digits and '_', not starting with a digit, "
-         "at most 63)";
+  if (ok) return true;
+  return fail(error, "'" + std::string(name) +
+                         "' is not a table or column name (letters, digits and '_', not starting "
+                         "with a digit, at most 63)");
 }
 
-std::string set_hangup_socket(std::string_view value, std::string& out) {
+bool set_hangup_socket(std::string_view value, std::string& out, std::string& error) {
   if (value.empty() || value == "none") {
     out.clear();
-    return {};
+    return true;
   }
-  if (value.front() != '/') return "expected an absolute socket path or none";
+  if (value.front() != '/') return fail(error, "expected an absolute socket path or none");
   if (value.size() >= sizeof(sockaddr_un::sun_path))
-    return "socket path longer than " + std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
-           " bytes";
+    return fail(error, "socket path longer than " +
+                           std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes");
   out = std::string(value);
-  return {};
+  return true;
 }
 
 }  // namespace mp

@@ -1,6 +1,8 @@
 // INI loader and option table for config.h.
 #include "common/config.h"
 
+#include "common/error.h"
+
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -46,15 +48,16 @@ std::string_view forwarding_name(Forwarding f) {
   return "?";
 }
 
-std::string check_nft_table_name(std::string_view name) {
+bool check_nft_table_name(std::string_view name, std::string& error) {
   auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
   bool ok = !name.empty() && name.size() <= 64 && (letter(name[0]) || name[0] == '_');
   for (char c : name)
     ok = ok && (letter(c) || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.');
-  if (ok) return {};
-  return "expected a table name of 1 to 64 letters, digits, '_', '-' and '.', starting with a "
-         "letter or '_', got '" +
-         std::string(name) + "'";
+  if (ok) return true;
+  return fail(error,
+              "expected a table name of 1 to 64 letters, digits, '_', '-' and '.', starting with a "
+              "letter or '_', got '" +
+                  std::string(name) + "'");
 }
 
 std::string Config::certs_dir() const {
@@ -84,92 +87,96 @@ std::string lower(std::string_view s) {
   return r;
 }
 
-// Each setter returns an empty string on success or the reason the value is bad.
-using Setter = std::function<std::string(std::string_view value, Config&)>;
+// Each setter stores the value, or returns false with the reason it is bad.
+using Setter = std::function<bool(std::string_view value, Config&, std::string& error)>;
 
-std::string set_int(std::string_view v, int& out, int min, int max, const char* what) {
+bool set_int(std::string_view v, int& out, int min, int max, const char* what, std::string& error) {
   int x = 0;
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
   if (v.empty() || ec != std::errc() || p != v.data() + v.size() || x < min || x > max)
-    return "expected " + std::string(what) + " between " + std::to_string(min) + " and " +
-           std::to_string(max) + ", got '" + std::string(v) + "'";
+    return fail(error, "expected " + std::string(what) + " between " + std::to_string(min) +
+                           " and " + std::to_string(max) + ", got '" + std::string(v) + "'");
   out = x;
-  return {};
+  return true;
 }
 
 // Seconds as a decimal number in [min, max].
-std::string set_seconds(std::string_view v, double& out, double min, double max) {
+bool set_seconds(std::string_view v, double& out, double min, double max, std::string& error) {
   double d = 0;
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
   if (v.empty() || ec != std::errc() || p != v.data() + v.size() || !(d >= min) || d > max)
-    return "expected seconds between " + std::to_string(min).substr(0, 4) + " and " +
-           std::to_string(static_cast<int>(max)) + ", got '" + std::string(v) + "'";
+    return fail(error, "expected seconds between " + std::to_string(min).substr(0, 4) + " and " +
+                           std::to_string(static_cast<int>(max)) + ", got '" + std::string(v) +
+                           "'");
   out = d;
-  return {};
+  return true;
 }
 
-std::string set_level(std::string_view v, std::optional<log::Level>& out) {
+bool set_level(std::string_view v, std::optional<log::Level>& out, std::string& error) {
   if (v.empty()) {
     out.reset();
-    return {};
+    return true;
   }
   log::Level l;
   if (!log::parse_level(v, l))
-    return "unknown log level '" + std::string(v) + "' (use critical, error, warning, info, debug)";
+    return fail(error, "unknown log level '" + std::string(v) +
+                           "' (use critical, error, warning, info, debug)");
   out = l;
-  return {};
+  return true;
 }
 
-std::string set_ip(std::string_view v, std::optional<Ipv4>& out) {
+bool set_ip(std::string_view v, std::optional<Ipv4>& out, std::string& error) {
   if (v.empty()) {
     out.reset();
-    return {};
+    return true;
   }
   auto ip = parse_ipv4(v);
-  if (!ip) return "expected an IPv4 address, got '" + std::string(v) + "'";
-  if (ip->is_any()) return "0.0.0.0 is not a usable address here; give the host's address";
+  if (!ip) return fail(error, "expected an IPv4 address, got '" + std::string(v) + "'");
+  if (ip->is_any())
+    return fail(error, "0.0.0.0 is not a usable address here; give the host's address");
   out = ip;
-  return {};
+  return true;
 }
 
-std::string check_bool(std::string_view v) {
+bool check_bool(std::string_view v, std::string& error) {
   static const std::set<std::string> kOk = {"yes", "no", "true", "false", "on", "off", "1", "0"};
-  return kOk.count(lower(v))
-             ? ""
-             : "expected yes/no/true/false/on/off/1/0, got '" + std::string(v) + "'";
+  if (kOk.count(lower(v))) return true;
+  return fail(error, "expected yes/no/true/false/on/off/1/0, got '" + std::string(v) + "'");
 }
 
-std::string set_bool(std::string_view v, bool& out) {
-  std::string e = check_bool(v);
-  if (!e.empty()) return e;
+bool set_bool(std::string_view v, bool& out, std::string& error) {
+  if (!check_bool(v, error)) return false;
   std::string l = lower(v);
   out = l == "yes" || l == "true" || l == "on" || l == "1";
-  return {};
+  return true;
 }
 
 // AG address syntax: "any" (0.0.0.0), "ip" or "ip:port"; `port` is the
 // default port. Empty or "none" switches the listener off.
-std::string set_listen(std::string_view v, std::optional<Endpoint>& out, uint16_t port) {
+bool set_listen(std::string_view v, std::optional<Endpoint>& out, uint16_t port,
+                std::string& error) {
   if (v.empty() || v == "none") {
     out.reset();
-    return {};
+    return true;
   }
   std::string_view host = v;
   uint16_t p = port;
   if (size_t colon = v.rfind(':'); colon != std::string_view::npos) {
     auto parsed = parse_port(v.substr(colon + 1));
-    if (!parsed || *parsed == 0) return "bad port in '" + std::string(v) + "'";
+    if (!parsed || *parsed == 0) return fail(error, "bad port in '" + std::string(v) + "'");
     p = *parsed;
     host = v.substr(0, colon);
   }
   Ipv4 ip;
   if (host != "any" && !host.empty()) {
     auto a = parse_ipv4(host);
-    if (!a) return "expected any, an IPv4 address or address:port, got '" + std::string(v) + "'";
+    if (!a)
+      return fail(error,
+                  "expected any, an IPv4 address or address:port, got '" + std::string(v) + "'");
     ip = *a;
   }
   out = Endpoint{ip, p};
-  return {};
+  return true;
 }
 
 struct Option {
@@ -180,143 +187,154 @@ struct Option {
 using Section = std::vector<std::pair<std::string, Option>>;
 
 Option unused_option() {
-  return Option{[](std::string_view, Config&) { return std::string(); }, true};
+  return Option{[](std::string_view, Config&, std::string&) { return true; }, true};
 }
 
 std::vector<std::pair<std::string, Section>> option_table() {
   std::vector<std::pair<std::string, Section>> t;
   t.push_back({"General",
                {
-                   {"role", {[](std::string_view v, Config& c) -> std::string {
+                   {"role", {[](std::string_view v, Config& c, std::string& error) {
                       auto r = parse_role(v);
                       if (!r)
-                        return "unknown role '" + std::string(v) +
-                               "' (use combined, dispatcher, relay)";
+                        return fail(error, "unknown role '" + std::string(v) +
+                                               "' (use combined, dispatcher, relay)");
                       c.role = *r;
-                      return {};
+                      return true;
                     }}},
-                   {"runtime_dir", {[](std::string_view v, Config& c) -> std::string {
-                      if (v.empty()) return "runtime_dir must not be empty";
+                   {"runtime_dir", {[](std::string_view v, Config& c, std::string& error) {
+                      if (v.empty()) return fail(error, "runtime_dir must not be empty");
                       c.runtime_dir = std::string(v);
-                      return {};
+                      return true;
                     }}},
-                   {"pid_file", {[](std::string_view v, Config& c) -> std::string {
+                   {"pid_file", {[](std::string_view v, Config& c, std::string&) {
                       c.pid_file = std::string(v);
-                      return {};
+                      return true;
                     }}},
-                   {"log_level", {[](std::string_view v, Config& c) -> std::string {
+                   {"log_level", {[](std::string_view v, Config& c, std::string& error) {
                       std::optional<log::Level> l;
-                      auto e = set_level(v, l);
-                      if (e.empty() && l) c.log_level = *l;
-                      return e;
+                      if (!set_level(v, l, error)) return false;
+                      if (l) c.log_level = *l;
+                      return true;
                     }}},
                }});
   t.push_back(
       {"Dispatcher",
        {
-           {"socket_path", {[](std::string_view v, Config& c) -> std::string {
-              if (v.empty()) return "socket_path must not be empty";
+           {"socket_path", {[](std::string_view v, Config& c, std::string& error) {
+              if (v.empty()) return fail(error, "socket_path must not be empty");
               if (v.size() > 100)
-                return "socket_path is longer than a UNIX socket path may be (100)";
+                return fail(error, "socket_path is longer than a UNIX socket path may be (100)");
               c.dispatcher.socket_path = std::string(v);
-              return {};
+              return true;
             }}},
-           {"socket_mode", {[](std::string_view v, Config& c) -> std::string {
+           {"socket_mode", {[](std::string_view v, Config& c, std::string& error) {
               unsigned m = 0;
               auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), m, 8);
               if (v.empty() || ec != std::errc() || p != v.data() + v.size() || m > 0777)
-                return "expected an octal file mode such as 0660, got '" + std::string(v) + "'";
+                return fail(error, "expected an octal file mode such as 0660, got '" +
+                                       std::string(v) + "'");
               c.dispatcher.socket_mode = static_cast<mode_t>(m);
-              return {};
+              return true;
             }}},
-           {"socket_group", {[](std::string_view v, Config& c) -> std::string {
+           {"socket_group", {[](std::string_view v, Config& c, std::string&) {
               c.dispatcher.socket_group = std::string(v);
-              return {};
+              return true;
             }}},
-           {"relay_timeout", {[](std::string_view v, Config& c) -> std::string {
+           {"relay_timeout", {[](std::string_view v, Config& c, std::string& error) {
               double d = 0;
               auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
               if (v.empty() || ec != std::errc() || p != v.data() + v.size() || !(d > 0) || d > 60)
-                return "expected seconds between 0 and 60 (e.g. 0.2), got '" + std::string(v) + "'";
+                return fail(error, "expected seconds between 0 and 60 (e.g. 0.2), got '" +
+                                       std::string(v) + "'");
               c.dispatcher.relay_timeout = d;
-              return {};
+              return true;
             }}},
-           {"max_connections", {[](std::string_view v, Config& c) {
-              return set_int(v, c.dispatcher.max_connections, 1, 100000, "a connection count");
+           {"max_connections", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.dispatcher.max_connections, 1, 100000, "a connection count",
+                             error);
             }}},
-           {"cleanup_expired_sessions_after", {[](std::string_view v, Config& c) {
-              return set_int(v, c.dispatcher.cleanup_expired_sessions_after, 1, 10000000,
-                             "seconds");
+           {"cleanup_expired_sessions_after",
+            {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.dispatcher.cleanup_expired_sessions_after, 1, 10000000, "seconds",
+                             error);
             }}},
-           {"log_level",
-            {[](std::string_view v, Config& c) { return set_level(v, c.dispatcher.log_level); }}},
-           {"listen", {[](std::string_view v, Config& c) {
-              return set_listen(v, c.dispatcher.listen, 25060);
+           {"log_level", {[](std::string_view v, Config& c, std::string& error) {
+              return set_level(v, c.dispatcher.log_level, error);
             }}},
-           {"listen_management", {[](std::string_view v, Config& c) {
-              return set_listen(v, c.dispatcher.listen_management, 25061);
+           {"listen", {[](std::string_view v, Config& c, std::string& error) {
+              return set_listen(v, c.dispatcher.listen, 25060, error);
             }}},
-           {"management_use_tls", {[](std::string_view v, Config& c) {
-              return set_bool(v, c.dispatcher.management_use_tls);
+           {"listen_management", {[](std::string_view v, Config& c, std::string& error) {
+              return set_listen(v, c.dispatcher.listen_management, 25061, error);
             }}},
-           {"management_allow_remote_plain", {[](std::string_view v, Config& c) {
-              return set_bool(v, c.dispatcher.management_allow_remote_plain);
+           {"management_use_tls", {[](std::string_view v, Config& c, std::string& error) {
+              return set_bool(v, c.dispatcher.management_use_tls, error);
             }}},
-           {"passport", {[](std::string_view v, Config& c) -> std::string {
+           {"management_allow_remote_plain",
+            {[](std::string_view v, Config& c, std::string& error) {
+              return set_bool(v, c.dispatcher.management_allow_remote_plain, error);
+            }}},
+           {"passport", {[](std::string_view v, Config& c, std::string&) {
               c.dispatcher.passport = std::string(v);
-              return {};
+              return true;
             }}},
-           {"management_passport", {[](std::string_view v, Config& c) -> std::string {
+           {"management_passport", {[](std::string_view v, Config& c, std::string&) {
               // Empty keeps the default: admitting every certificate of the
               // CA (relays included) takes an explicit "None".
               c.dispatcher.management_passport =
                   v.empty() ? std::string(kDefaultManagementPassport) : std::string(v);
-              return {};
+              return true;
             }}},
-           {"accounting",
-            {[](std::string_view v, Config& c) { return parse_accounting_list(v, c.accounting); }}},
-           {"relay_recover_interval", {[](std::string_view v, Config& c) {
-              return set_int(v, c.dispatcher.relay_recover_interval, 1, 86400, "seconds");
+           {"accounting", {[](std::string_view v, Config& c, std::string& error) {
+              return parse_accounting_list(v, c.accounting, error);
             }}},
-           {"relay_dead_after", {[](std::string_view v, Config& c) {
-              return set_int(v, c.dispatcher.relay_dead_after, 2, 86400, "seconds");
+           {"relay_recover_interval", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.dispatcher.relay_recover_interval, 1, 86400, "seconds", error);
             }}},
-           {"cleanup_dead_relays_after", {[](std::string_view v, Config& c) {
-              return set_int(v, c.dispatcher.cleanup_dead_relays_after, 1, 10000000, "seconds");
+           {"relay_dead_after", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.dispatcher.relay_dead_after, 2, 86400, "seconds", error);
+            }}},
+           {"cleanup_dead_relays_after", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.dispatcher.cleanup_dead_relays_after, 1, 10000000, "seconds",
+                             error);
             }}},
        }});
   t.push_back(
       {"Relay",
        {
-           {"relay_ip",
-            {[](std::string_view v, Config& c) { return set_ip(v, c.relay.relay_ip); }}},
-           {"advertised_ip",
-            {[](std::string_view v, Config& c) { return set_ip(v, c.relay.advertised_ip); }}},
-           {"port_range", {[](std::string_view v, Config& c) -> std::string {
+           {"relay_ip", {[](std::string_view v, Config& c, std::string& error) {
+              return set_ip(v, c.relay.relay_ip, error);
+            }}},
+           {"advertised_ip", {[](std::string_view v, Config& c, std::string& error) {
+              return set_ip(v, c.relay.advertised_ip, error);
+            }}},
+           {"port_range", {[](std::string_view v, Config& c, std::string& error) {
               size_t colon = v.find(':');
               int a = 0, b = 0;
               std::string bad =
                   "expected START:END with even numbers, 1024 <= START < END <= 65536, got '" +
                   std::string(v) + "'";
-              if (colon == std::string_view::npos) return bad;
-              if (!set_int(v.substr(0, colon), a, 1024, 65536, "").empty() ||
-                  !set_int(v.substr(colon + 1), b, 1024, 65536, "").empty() || a >= b || a % 2 ||
+              if (colon == std::string_view::npos) return fail(error, bad);
+              std::string ignored;
+              if (!set_int(v.substr(0, colon), a, 1024, 65536, "", ignored) ||
+                  !set_int(v.substr(colon + 1), b, 1024, 65536, "", ignored) || a >= b || a % 2 ||
                   b % 2)
-                return bad;
+                return fail(error, bad);
               c.relay.port_start = a;
               c.relay.port_end = b;
-              return {};
+              return true;
             }}},
-           {"stream_timeout", {[](std::string_view v, Config& c) {
-              return set_int(v, c.relay.stream_timeout, 1, 86400, "seconds");
+           {"stream_timeout", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.relay.stream_timeout, 1, 86400, "seconds", error);
             }}},
-           {"on_hold_timeout", {[](std::string_view v, Config& c) {
-              return set_int(v, c.relay.on_hold_timeout, 1, 86400 * 7, "seconds");
+           {"on_hold_timeout", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.relay.on_hold_timeout, 1, 86400 * 7, "seconds", error);
             }}},
-           {"answer_timeout", {[](std::string_view v, Config& c) {
-              return set_int(v, c.relay.answer_timeout, 1, 86400, "seconds");
+           {"answer_timeout", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.relay.answer_timeout, 1, 86400, "seconds", error);
             }}},
-           {"routable_private_ranges", {[](std::string_view v, Config& c) -> std::string {
+           {"routable_private_ranges", {[](std::string_view v, Config& c, std::string& error) {
               std::vector<Cidr> out;
               std::string s(v);
               for (char& ch : s)
@@ -325,21 +343,24 @@ std::vector<std::pair<std::string, Section>> option_table() {
               std::string tok;
               while (in >> tok) {
                 auto cidr = parse_cidr(tok);
-                if (!cidr) return "expected CIDR ranges such as 10.0.0.0/8, got '" + tok + "'";
+                if (!cidr)
+                  return fail(error, "expected CIDR ranges such as 10.0.0.0/8, got '" + tok + "'");
                 out.push_back(*cidr);
               }
               c.relay.routable_private_ranges = std::move(out);
-              return {};
+              return true;
             }}},
-           {"userspace_transmit_every", {[](std::string_view v, Config& c) {
-              return set_int(v, c.relay.userspace_transmit_every, 1, 1000000, "a packet count");
+           {"userspace_transmit_every", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.relay.userspace_transmit_every, 1, 1000000, "a packet count",
+                             error);
             }}},
-           {"traffic_sampling_period", {[](std::string_view v, Config& c) {
-              return set_int(v, c.relay.traffic_sampling_period, 0, 86400, "seconds");
+           {"traffic_sampling_period", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.relay.traffic_sampling_period, 0, 86400, "seconds", error);
             }}},
-           {"log_level",
-            {[](std::string_view v, Config& c) { return set_level(v, c.relay.log_level); }}},
-           {"forwarding", {[](std::string_view v, Config& c) -> std::string {
+           {"log_level", {[](std::string_view v, Config& c, std::string& error) {
+              return set_level(v, c.relay.log_level, error);
+            }}},
+           {"forwarding", {[](std::string_view v, Config& c, std::string& error) {
               if (v == "auto")
                 c.relay.forwarding = Forwarding::Auto;
               else if (v == "kernel")
@@ -347,37 +368,38 @@ std::vector<std::pair<std::string, Section>> option_table() {
               else if (v == "userspace")
                 c.relay.forwarding = Forwarding::Userspace;
               else
-                return "expected auto, kernel or userspace, got '" + std::string(v) + "'";
-              return {};
+                return fail(error,
+                            "expected auto, kernel or userspace, got '" + std::string(v) + "'");
+              return true;
             }}},
-           {"nft_table", {[](std::string_view v, Config& c) -> std::string {
-              std::string e = check_nft_table_name(v);
-              if (e.empty()) c.relay.nft_table = std::string(v);
-              return e;
+           {"nft_table", {[](std::string_view v, Config& c, std::string& error) {
+              if (!check_nft_table_name(v, error)) return false;
+              c.relay.nft_table = std::string(v);
+              return true;
             }}},
-           {"state_file", {[](std::string_view v, Config& c) -> std::string {
+           {"state_file", {[](std::string_view v, Config& c, std::string& error) {
               // "" or "none": off; relative: to runtime_dir (resolved at start)
               if (v.find('\0') != std::string_view::npos || v.size() > 1024)
-                return "expected a file path (or none)";
+                return fail(error, "expected a file path (or none)");
               c.relay.state_file = v == "none" ? std::string() : std::string(v);
-              return {};
+              return true;
             }}},
-           {"latching", {[](std::string_view v, Config& c) -> std::string {
+           {"latching", {[](std::string_view v, Config& c, std::string& error) {
               if (v != "normal" && v != "strict")
-                return "expected normal or strict, got '" + std::string(v) + "'";
+                return fail(error, "expected normal or strict, got '" + std::string(v) + "'");
               c.relay.strict_latching = v == "strict";
-              return {};
+              return true;
             }}},
-           {"latch_window", {[](std::string_view v, Config& c) {
-              return set_seconds(v, c.relay.latch_window, 0, 60);
+           {"latch_window", {[](std::string_view v, Config& c, std::string& error) {
+              return set_seconds(v, c.relay.latch_window, 0, 60, error);
             }}},
-           {"rebind_silence", {[](std::string_view v, Config& c) {
-              return set_seconds(v, c.relay.rebind_silence, 0.05, 60);
+           {"rebind_silence", {[](std::string_view v, Config& c, std::string& error) {
+              return set_seconds(v, c.relay.rebind_silence, 0.05, 60, error);
             }}},
-           {"kernel_handover_packets", {[](std::string_view v, Config& c) {
-              return set_int(v, c.relay.kernel_handover_packets, 1, 1000, "a packet count");
+           {"kernel_handover_packets", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.relay.kernel_handover_packets, 1, 1000, "a packet count", error);
             }}},
-           {"dispatchers", {[](std::string_view v, Config& c) -> std::string {
+           {"dispatchers", {[](std::string_view v, Config& c, std::string& error) {
               std::vector<Endpoint> out;
               std::string text(v);
               for (char& ch : text)
@@ -386,137 +408,139 @@ std::vector<std::pair<std::string, Section>> option_table() {
               std::string tok;
               while (in >> tok) {
                 std::optional<Endpoint> ep;
-                std::string e = set_listen(tok, ep, 25060);
-                if (!e.empty() || !ep || ep->ip.is_any())
-                  return "expected IPv4 address[:port] entries (host names are not resolved in "
-                         "this version), got '" +
-                         tok + "'";
+                std::string ignored;
+                if (!set_listen(tok, ep, 25060, ignored) || !ep || ep->ip.is_any())
+                  return fail(
+                      error,
+                      "expected IPv4 address[:port] entries (host names are not resolved in "
+                      "this version), got '" +
+                          tok + "'");
                 out.push_back(*ep);
               }
               c.relay.dispatchers = std::move(out);
-              return {};
+              return true;
             }}},
-           {"passport", {[](std::string_view v, Config& c) -> std::string {
+           {"passport", {[](std::string_view v, Config& c, std::string&) {
               c.relay.passport = std::string(v);
-              return {};
+              return true;
             }}},
            {"auto_detect_interfaces",
-            {[](std::string_view v, Config&) { return check_bool(v); }, true}},
+            {[](std::string_view v, Config&, std::string& error) { return check_bool(v, error); },
+             true}},
            {"dns_check_interval", unused_option()},
-           {"reconnect_delay", {[](std::string_view v, Config& c) {
-              return set_int(v, c.relay.reconnect_delay, 1, 3600, "seconds");
+           {"reconnect_delay", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.relay.reconnect_delay, 1, 3600, "seconds", error);
             }}},
-           {"keepalive_interval", {[](std::string_view v, Config& c) {
-              return set_int(v, c.relay.keepalive_interval, 1, 3600, "seconds");
+           {"keepalive_interval", {[](std::string_view v, Config& c, std::string& error) {
+              return set_int(v, c.relay.keepalive_interval, 1, 3600, "seconds", error);
             }}},
        }});
   t.push_back({"Rtpproxy",
                {
-                   {"listen", {[](std::string_view v, Config& c) -> std::string {
+                   {"listen", {[](std::string_view v, Config& c, std::string& error) {
                       std::vector<RtpproxyListen> out;
                       std::string text(v);
                       for (char& ch : text)
                         if (ch == ',') ch = ' ';
                       std::istringstream in(text);
-                      std::string tok, error;
+                      std::string tok;
                       while (in >> tok) {
                         auto l = parse_rtpproxy_listen(tok, error);
-                        if (!l) return error;
+                        if (!l) return false;
                         out.push_back(std::move(*l));
                       }
                       c.rtpproxy.listen = std::move(out);
-                      return {};
+                      return true;
                     }}},
-                   {"notify_targets", {[](std::string_view v, Config& c) -> std::string {
+                   {"notify_targets", {[](std::string_view v, Config& c, std::string& error) {
                       using P = RtpproxyConfig::NotifyPolicy;
                       c.rtpproxy.notify_targets.clear();
                       if (v == "local") {
                         c.rtpproxy.notify_policy = P::Local;
-                        return {};
+                        return true;
                       }
                       if (v == "none" || v.empty()) {
                         c.rtpproxy.notify_policy = P::None;
-                        return {};
+                        return true;
                       }
                       std::string text(v);
                       for (char& ch : text)
                         if (ch == ',') ch = ' ';
                       std::istringstream in(text);
-                      std::string tok, error;
+                      std::string tok;
                       while (in >> tok) {
                         if (!parse_rtpproxy_notify_target(tok, error))
-                          return error + " (or use local or none)";
+                          return fail(error, error + " (or use local or none)");
                         c.rtpproxy.notify_targets.push_back(tok);
                       }
                       c.rtpproxy.notify_policy = P::List;
-                      return {};
+                      return true;
                     }}},
-                   {"retransmit_cache", {[](std::string_view v, Config& c) {
-                      return set_int(v, c.rtpproxy.retransmit_cache, 1, 600, "seconds");
+                   {"retransmit_cache", {[](std::string_view v, Config& c, std::string& error) {
+                      return set_int(v, c.rtpproxy.retransmit_cache, 1, 600, "seconds", error);
                     }}},
                }});
   t.push_back({"Metrics",
                {
-                   {"listen", {[](std::string_view v, Config& c) {
-                      return set_listen(v, c.metrics.listen, 9465);
+                   {"listen", {[](std::string_view v, Config& c, std::string& error) {
+                      return set_listen(v, c.metrics.listen, 9465, error);
                     }}},
                }});
   t.push_back({"TLS",
-               {{"certs_path", {[](std::string_view v, Config& c) -> std::string {
-                   if (v.empty()) return "certs_path must not be empty";
+               {{"certs_path", {[](std::string_view v, Config& c, std::string& error) {
+                   if (v.empty()) return fail(error, "certs_path must not be empty");
                    c.tls.certs_path = std::string(v);
-                   return {};
+                   return true;
                  }}},
                 {"verify_interval", unused_option()}}});
   t.push_back({"Database",
-               {{"dburi", {[](std::string_view v, Config& c) {
-                   std::string e;
-                   if (!parse_database_uri(v, e)) return e;
+               {{"dburi", {[](std::string_view v, Config& c, std::string& error) {
+                   if (!parse_database_uri(v, error)) return false;
                    c.accounting.db.dburi = std::string(v);
-                   return std::string();
+                   return true;
                  }}},
-                {"sessions_table", {[](std::string_view v, Config& c) {
-                   std::string e = check_sql_identifier(v);
-                   if (e.empty()) c.accounting.db.sessions_table = std::string(v);
-                   return e;
+                {"sessions_table", {[](std::string_view v, Config& c, std::string& error) {
+                   if (!check_sql_identifier(v, error)) return false;
+                   c.accounting.db.sessions_table = std::string(v);
+                   return true;
                  }}},
-                {"callid_column", {[](std::string_view v, Config& c) {
-                   std::string e = check_sql_identifier(v);
-                   if (e.empty()) c.accounting.db.callid_column = std::string(v);
-                   return e;
+                {"callid_column", {[](std::string_view v, Config& c, std::string& error) {
+                   if (!check_sql_identifier(v, error)) return false;
+                   c.accounting.db.callid_column = std::string(v);
+                   return true;
                  }}},
-                {"fromtag_column", {[](std::string_view v, Config& c) {
-                   std::string e = check_sql_identifier(v);
-                   if (e.empty()) c.accounting.db.fromtag_column = std::string(v);
-                   return e;
+                {"fromtag_column", {[](std::string_view v, Config& c, std::string& error) {
+                   if (!check_sql_identifier(v, error)) return false;
+                   c.accounting.db.fromtag_column = std::string(v);
+                   return true;
                  }}},
-                {"totag_column", {[](std::string_view v, Config& c) {
-                   std::string e = check_sql_identifier(v);
-                   if (e.empty()) c.accounting.db.totag_column = std::string(v);
-                   return e;
+                {"totag_column", {[](std::string_view v, Config& c, std::string& error) {
+                   if (!check_sql_identifier(v, error)) return false;
+                   c.accounting.db.totag_column = std::string(v);
+                   return true;
                  }}},
-                {"info_column", {[](std::string_view v, Config& c) {
-                   std::string e = check_sql_identifier(v);
-                   if (e.empty()) c.accounting.db.info_column = std::string(v);
-                   return e;
+                {"info_column", {[](std::string_view v, Config& c, std::string& error) {
+                   if (!check_sql_identifier(v, error)) return false;
+                   c.accounting.db.info_column = std::string(v);
+                   return true;
                  }}}}});
   t.push_back({"Radius",
-               {{"config_file", {[](std::string_view v, Config& c) -> std::string {
-                   if (v.empty()) return "config_file must not be empty";
+               {{"config_file", {[](std::string_view v, Config& c, std::string& error) {
+                   if (v.empty()) return fail(error, "config_file must not be empty");
                    c.accounting.radius_cfg.config_file = std::string(v);
-                   return {};
+                   return true;
                  }}},
-                {"additional_dictionary", {[](std::string_view v, Config& c) -> std::string {
+                {"additional_dictionary", {[](std::string_view v, Config& c, std::string&) {
                    c.accounting.radius_cfg.additional_dictionary = std::string(v);
-                   return {};
+                   return true;
                  }}}}});
   t.push_back({"OpenSIPS",
-               {{"socket_path", {[](std::string_view v, Config& c) {
-                   return set_hangup_socket(v, c.hangup.opensips_socket);
+               {{"socket_path", {[](std::string_view v, Config& c, std::string& error) {
+                   return set_hangup_socket(v, c.hangup.opensips_socket, error);
                  }}},
                 {"location_table", unused_option()}}});
-  t.push_back({"Kamailio", {{"socket_path", {[](std::string_view v, Config& c) {
-                               return set_hangup_socket(v, c.hangup.kamailio_socket);
+  t.push_back({"Kamailio", {{"socket_path", {[](std::string_view v, Config& c, std::string& error) {
+                               return set_hangup_socket(v, c.hangup.kamailio_socket, error);
                              }}}}});
   t.push_back({"ThorNetwork", {{"domain", unused_option()}, {"node_ip", unused_option()}}});
   return t;
@@ -569,8 +593,8 @@ bool load_config_text(std::string_view text, const std::string& name, Config& cf
     if (!opt) return fail("unknown option '" + key + "' in section [" + section_name + "]");
     if (!seen.insert(section_name + "." + key).second)
       return fail("option '" + key + "' given twice in section [" + section_name + "]");
-    std::string e = opt->set(value, cfg);
-    if (!e.empty()) return fail(key + ": " + e);
+    std::string why;
+    if (!opt->set(value, cfg, why)) return fail(key + ": " + why);
     if (opt->unused)
       cfg.warnings.push_back(
           name + ":" + std::to_string(lineno) + ": option '" + key + "' in [" + section_name +

@@ -157,18 +157,18 @@ struct DatabaseUri {
 };
 std::optional<DatabaseUri> parse_database_uri(std::string_view uri, std::string& error);
 // [Dispatcher] accounting: "database", "radius", both (comma-separated) or
-// "none"/empty. Returns the reason the value is bad, or "".
-std::string parse_accounting_list(std::string_view value, AccountingConfig& out);
-// A table or column name: [A-Za-z_][A-Za-z0-9_]{0,62}. Returns why not, or "".
-std::string check_sql_identifier(std::string_view name);
+// "none"/empty. False with `error` if the value is bad.
+bool parse_accounting_list(std::string_view value, AccountingConfig& out, std::string& error);
+// A table or column name: [A-Za-z_][A-Za-z0-9_]{0,62}. False with `error` if not.
+bool check_sql_identifier(std::string_view name, std::string& error);
 // [Relay] nft_table: a name nft accepts unquoted and that a shell needs no
 // quotes for: 1 to 64 letters, digits, '_', '-' and '.', starting with a
-// letter or '_'. Returns why not, or "". The config loader and the kernel
+// letter or '_'. False with `error` if not. The config loader and the kernel
 // forwarder both use this one rule.
-std::string check_nft_table_name(std::string_view name);
+bool check_nft_table_name(std::string_view name, std::string& error);
 // [OpenSIPS]/[Kamailio] socket_path: an absolute path of at most 107 bytes,
-// or "none"/empty (off). Returns why not, or "".
-std::string set_hangup_socket(std::string_view value, std::string& out);
+// or "none"/empty (off). False with `error` if not.
+bool set_hangup_socket(std::string_view value, std::string& out, std::string& error);
 
 struct MetricsConfig {
   std::optional<Endpoint> listen;  // nullopt: no Prometheus endpoint

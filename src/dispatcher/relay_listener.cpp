@@ -177,7 +177,7 @@ class TlsRelayLink final : public RelayLink {
       return;
     }
     std::string why;
-    const auto batch = protocol::parse_sessions_batch(payload, &why);
+    const auto batch = protocol::parse_sessions_batch(payload, why);
     rapidjson::Document d;
     if (batch) {
       const std::string array = "[" + std::string(batch->objects) + "]";
@@ -290,7 +290,7 @@ class TlsRelayLink final : public RelayLink {
   void handle_line(const std::string& line) {
     if (line.empty()) return;  // tolerated: stray blank line
     std::string why;
-    auto msg = protocol::parse_relay_message(line, &why);
+    auto msg = protocol::parse_relay_message(line, why);
     if (!msg) {
       fail_link("unparseable line from relay (" + why + ")");
       return;
@@ -491,8 +491,8 @@ void TlsRelayLink::accept_from(RelayListener* self, uv_stream_t* server) {
                                [](const std::weak_ptr<tls::Connection>& w) { return w.expired(); }),
                 pending.end());
   pending.push_back(conn);
-  if (int r = conn->accept(server); r != 0)
-    LOG_WARN("relay listener: cannot accept a connection: %s", uv_strerror(r));
+  if (std::string why; !conn->accept(server, why))
+    LOG_WARN("relay listener: cannot accept a connection: %s", why.c_str());
 }
 
 RelayListener::RelayListener(uv_loop_t* loop, Dispatcher& dispatcher,
@@ -515,17 +515,21 @@ bool RelayListener::listen(Endpoint where, std::string& error) {
     return false;
   }
   listening_ = true;
-  int r = start_tcp_listener(loop_, &listener_, this, where, 128, [](uv_stream_t* s, int status) {
-    auto* self = static_cast<RelayListener*>(s->data);
-    if (!self) return;
-    if (status != 0) {
-      LOG_WARN("relay listener: accept failed: %s", uv_strerror(status));
-      return;
-    }
-    TlsRelayLink::accept_from(self, s);
-  });
-  if (r != 0) {
-    error = "cannot listen for relays on " + format_endpoint(where) + ": " + uv_strerror(r);
+  std::string why;
+  const bool ok = start_tcp_listener(
+      loop_, &listener_, this, where, 128,
+      [](uv_stream_t* s, int status) {
+        auto* self = static_cast<RelayListener*>(s->data);
+        if (!self) return;
+        if (status != 0) {
+          LOG_WARN("relay listener: accept failed: %s", uv_strerror(status));
+          return;
+        }
+        TlsRelayLink::accept_from(self, s);
+      },
+      why);
+  if (!ok) {
+    error = "cannot listen for relays on " + format_endpoint(where) + ": " + why;
     listener_.data = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
     listening_ = false;

@@ -118,7 +118,7 @@ void SessionsDump::on_batch(std::optional<std::string> payload) {
     return;
   }
   std::string why;
-  const auto batch = protocol::parse_sessions_batch(*payload, &why);
+  const auto batch = protocol::parse_sessions_batch(*payload, why);
   if (!batch || (batch->more && batch->cursor <= cursor_)) {
     LOG_LIMITED(Warning, nullptr, "relay %s answered sessions_from with '%.40s' (%s); skipped",
                 relays_[index_]->relay_ip().c_str(), log_safe(*payload).c_str(),

@@ -18,30 +18,32 @@
 // are handed over again.
 #include "kernel/nft_forwarder.h"
 
+#include "common/error.h"
 #include "kernel/nft_forwarder_impl.h"
 
 namespace mp::kernel {
 
-std::string NftForwarder::shape_mismatch(Impl& im) {
-  std::string why;
+bool NftForwarder::shape_matches(Impl& im, std::string& error) {
+  bool same = true;
   int err = im.nl.request(build_get_set(im.request_buf.data(), im.nl.take_seq(), im.table, kFwdMap),
-                          [&](const nlmsghdr* nlh) { why = fwd_map_mismatch(nlh); });
-  if (err) return describe_errno(err, "cannot read its map fwd_map");
-  if (!why.empty()) return why;
+                          [&](const nlmsghdr* nlh) { same = fwd_map_matches(nlh, error); });
+  if (err) return fail(error, describe_errno(err, "cannot read its map fwd_map"));
+  if (!same) return false;
   err = im.nl.request(
       build_get_chain(im.request_buf.data(), im.nl.take_seq(), im.table, kIngressChain),
-      [&](const nlmsghdr* nlh) { why = ingress_chain_mismatch(nlh); });
-  if (err) return describe_errno(err, "cannot read its chain ingress");
-  if (!why.empty()) return why;
+      [&](const nlmsghdr* nlh) { same = ingress_chain_matches(nlh, error); });
+  if (err) return fail(error, describe_errno(err, "cannot read its chain ingress"));
+  if (!same) return false;
   size_t rules = 0;
   err = im.nl.request(
       build_dump_rules(im.request_buf.data(), im.nl.take_seq(), im.table, kIngressChain),
       [&](const nlmsghdr* nlh) {
-        if (rules++ == 0) why = ingress_rule_mismatch(nlh, im.relay_ip);
+        if (rules++ == 0) same = ingress_rule_matches(nlh, im.relay_ip, error);
       });
-  if (err) return describe_errno(err, "cannot read the rules of its chain ingress");
-  if (rules != 1) return "its chain ingress has " + std::to_string(rules) + " rules, not 1";
-  return why;
+  if (err) return fail(error, describe_errno(err, "cannot read the rules of its chain ingress"));
+  if (rules != 1)
+    return fail(error, "its chain ingress has " + std::to_string(rules) + " rules, not 1");
+  return same;
 }
 
 // Registers every element of the table's fwd_map as an installed rule.
@@ -112,8 +114,8 @@ std::unique_ptr<NftForwarder> NftForwarder::adopt(const std::string& table_name,
   if (found == Existing::Foreign || found == Existing::Error) return nullptr;
   std::string replaced = found == Existing::Unknown ? kNotOursComment : "";
   if (found == Existing::Ours) {
-    std::string why = shape_mismatch(*impl);
-    if (why.empty() && adopt_elements(*impl, adopted, why)) {
+    std::string why;
+    if (shape_matches(*impl, why) && adopt_elements(*impl, adopted, why)) {
       size_t moved = 0;
       std::string route_error;
       if (!reroute(*impl, moved, route_error)) LOG_WARN("%s", route_error.c_str());

@@ -66,25 +66,25 @@ NftForwarder::~NftForwarder() {
                         .c_str());
 }
 
-uint32_t NftForwarder::add(const ForwardRule& rule, std::string* why) {
+std::optional<uint32_t> NftForwarder::add(const ForwardRule& rule, std::string& error) {
   Impl& im = *impl_;
   NextHop hop;
   std::string reason;
   if (!im.routes.resolve(im.relay_ip, rule.to.ip, hop, reason)) {
-    if (why) *why = "cannot send to " + format_ipv4(rule.to.ip) + " from the kernel: " + reason;
-    return 0;
+    error = "cannot send to " + format_ipv4(rule.to.ip) + " from the kernel: " + reason;
+    return std::nullopt;
   }
   if (std::find(im.hooked.begin(), im.hooked.end(), hop.ifindex) == im.hooked.end()) {
-    if (why)
-      *why = "the route to " + format_ipv4(rule.to.ip) + " leaves through interface " +
-             interface_name(im.routes, hop.ifindex) +
-             ", which did not exist when forwarding started and is not hooked (yet)";
-    return 0;
+    error = "the route to " + format_ipv4(rule.to.ip) + " leaves through interface " +
+            interface_name(im.routes, hop.ifindex) +
+            ", which did not exist when forwarding started and is not hooked (yet)";
+    return std::nullopt;
   }
   uint32_t id = im.alloc_id();
   if (id == 0) {
     LOG_ERROR("kernel forwarding: no free rule id (%u rules live)", kMaxId);
-    return 0;
+    error = "no free rule id";
+    return std::nullopt;
   }
   Impl::Entry e;
   e.rule = rule;

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -81,16 +82,16 @@ class NftForwarder {
   NftForwarder(const NftForwarder&) = delete;
   NftForwarder& operator=(const NftForwarder&) = delete;
 
-  // Queues the installation of a rule; returns its id (never 0, unless
-  // 16,777,215 rules are live). Takes effect at commit(). Installing a rule
-  // whose (from, relay_in_port) key is already installed replaces it: the old
-  // element is deleted and the new one added in the same transaction, and the
-  // old id is reported through commit()'s `final_counters`.
+  // Queues the installation of a rule; returns its id (never 0). Takes effect
+  // at commit(). Installing a rule whose (from, relay_in_port) key is already
+  // installed replaces it: the old element is deleted and the new one added in
+  // the same transaction, and the old id is reported through commit()'s
+  // `final_counters`.
   //
-  // Returns 0 with `why` if the kernel cannot send to rule.to: no unicast
-  // route, a local address, or an interface the chain does not hook. Such a
-  // stream stays in userspace.
-  uint32_t add(const ForwardRule& rule, std::string* why = nullptr);
+  // Returns nullopt with `error` if the kernel cannot send to rule.to: no
+  // unicast route, a local address, or an interface the chain does not hook
+  // (such a stream stays in userspace); or if 16,777,215 rules are live.
+  std::optional<uint32_t> add(const ForwardRule& rule, std::string& error);
   // Queues the removal of rule `id` (unknown ids are ignored). Its final
   // counters are read during commit() just before the transaction that
   // deletes the element (one request per kMaxBatchElements removed keys, or
@@ -137,7 +138,7 @@ class NftForwarder {
   static Existing existing_table(Impl& im, Ipv4& owner, std::string& error);
   // `replaced`: why a table of that name is replaced ("" if there was none).
   static bool install_ruleset(Impl& im, const std::string& replaced, std::string& error);
-  static std::string shape_mismatch(Impl& im);
+  static bool shape_matches(Impl& im, std::string& error);
   static bool adopt_elements(Impl& im, std::vector<AdoptedRule>& adopted, std::string& error);
   // Moves installed rules whose route changed (nft_follow.cpp).
   static bool reroute(Impl& im, size_t& moved, std::string& error);

@@ -55,6 +55,8 @@
 
 #include <cstring>
 
+#include "common/error.h"
+
 namespace mp::kernel::detail {
 
 namespace {
@@ -377,17 +379,18 @@ nlmsghdr* build_dump_rules(char* buf, uint32_t seq, const std::string& table, co
   return nlh;
 }
 
-std::string fwd_map_mismatch(const nlmsghdr* nlh) {
+bool fwd_map_matches(const nlmsghdr* nlh, std::string& error) {
   Set s(nftnl_set_alloc());
-  if (nftnl_set_nlmsg_parse(nlh, s.p) < 0) return "its map fwd_map cannot be parsed";
+  if (nftnl_set_nlmsg_parse(nlh, s.p) < 0) return fail(error, "its map fwd_map cannot be parsed");
   auto u32 = [&](uint16_t attr) {
     return nftnl_set_is_set(s.p, attr) ? nftnl_set_get_u32(s.p, attr) : 0xffffffffu;
   };
-  if (u32(NFTNL_SET_FLAGS) != NFT_SET_MAP) return "fwd_map has other flags than a plain map";
+  if (u32(NFTNL_SET_FLAGS) != NFT_SET_MAP)
+    return fail(error, "fwd_map has other flags than a plain map");
   if (u32(NFTNL_SET_KEY_TYPE) != kFwdKeyType || u32(NFTNL_SET_KEY_LEN) != sizeof(FwdKey))
-    return "fwd_map has another key type";
+    return fail(error, "fwd_map has another key type");
   if (u32(NFTNL_SET_DATA_TYPE) != kFwdValueType || u32(NFTNL_SET_DATA_LEN) != sizeof(FwdValue))
-    return "fwd_map has another value type";
+    return fail(error, "fwd_map has another value type");
   std::vector<std::string> exprs;
   nftnl_set_expr_foreach(
       s.p,
@@ -397,22 +400,24 @@ std::string fwd_map_mismatch(const nlmsghdr* nlh) {
         return 0;
       },
       &exprs);
-  if (exprs != std::vector<std::string>{"counter"}) return "fwd_map has no element counters";
-  return "";
+  if (exprs != std::vector<std::string>{"counter"})
+    return fail(error, "fwd_map has no element counters");
+  return true;
 }
 
-std::string ingress_chain_mismatch(const nlmsghdr* nlh) {
+bool ingress_chain_matches(const nlmsghdr* nlh, std::string& error) {
   Chain c(nftnl_chain_alloc());
-  if (nftnl_chain_nlmsg_parse(nlh, c.p) < 0) return "its chain ingress cannot be parsed";
+  if (nftnl_chain_nlmsg_parse(nlh, c.p) < 0)
+    return fail(error, "its chain ingress cannot be parsed");
   const char* type = nftnl_chain_get_str(c.p, NFTNL_CHAIN_TYPE);
   if (!nftnl_chain_is_set(c.p, NFTNL_CHAIN_HOOKNUM) ||
       nftnl_chain_get_u32(c.p, NFTNL_CHAIN_HOOKNUM) != NF_NETDEV_INGRESS || !type ||
       std::strcmp(type, "filter") != 0)
-    return "its chain ingress is not a filter chain on the ingress hook";
+    return fail(error, "its chain ingress is not a filter chain on the ingress hook");
   if (nftnl_chain_get_s32(c.p, NFTNL_CHAIN_PRIO) != 0 ||
       nftnl_chain_get_u32(c.p, NFTNL_CHAIN_POLICY) != NF_ACCEPT)
-    return "its chain ingress has another priority or policy";
-  return "";
+    return fail(error, "its chain ingress has another priority or policy");
+  return true;
 }
 
 namespace {
@@ -466,9 +471,9 @@ void as_dumped(nftnl_rule* r) {
 
 }  // namespace
 
-std::string ingress_rule_mismatch(const nlmsghdr* nlh, Ipv4 relay_ip) {
+bool ingress_rule_matches(const nlmsghdr* nlh, Ipv4 relay_ip, std::string& error) {
   Rule found(nftnl_rule_alloc());
-  if (nftnl_rule_nlmsg_parse(nlh, found.p) < 0) return "its rule cannot be parsed";
+  if (nftnl_rule_nlmsg_parse(nlh, found.p) < 0) return fail(error, "its rule cannot be parsed");
   Rule expected(nftnl_rule_alloc());
   fill_ingress(expected.p, relay_ip);
   as_dumped(expected.p);
@@ -476,12 +481,12 @@ std::string ingress_rule_mismatch(const nlmsghdr* nlh, Ipv4 relay_ip) {
   const std::vector<std::string> want = expression_texts(expected.p);
   for (size_t i = 0; i < have.size() && i < want.size(); ++i)
     if (have[i] != want[i])
-      return "expression " + std::to_string(i + 1) + " of its rule is `" + have[i] + "`, not `" +
-             want[i] + "`";
+      return fail(error, "expression " + std::to_string(i + 1) + " of its rule is `" + have[i] +
+                             "`, not `" + want[i] + "`");
   if (have.size() != want.size())
-    return "its rule has " + std::to_string(have.size()) + " expressions, not " +
-           std::to_string(want.size());
-  return "";
+    return fail(error, "its rule has " + std::to_string(have.size()) + " expressions, not " +
+                           std::to_string(want.size()));
+  return true;
 }
 
 nlmsghdr* build_element_request(char* buf, uint32_t seq) {

@@ -58,12 +58,13 @@ nlmsghdr* build_get_chain(char* buf, uint32_t seq, const std::string& table, con
 // Writes into `buf` (at least 1 KiB) a GETRULE dump request for the rules of `chain`.
 nlmsghdr* build_dump_rules(char* buf, uint32_t seq, const std::string& table, const char* chain);
 // The shape check of a table found at start (adopt()): each takes one
-// answer and returns "" if it describes the object put_ruleset() makes (for
-// `relay_ip`), otherwise what differs, in words for a log line. The chain's
-// interfaces are not compared (adopt() hooks the current ones).
-std::string fwd_map_mismatch(const nlmsghdr* nlh);
-std::string ingress_chain_mismatch(const nlmsghdr* nlh);
-std::string ingress_rule_mismatch(const nlmsghdr* nlh, Ipv4 relay_ip);
+// answer and returns true if it describes the object put_ruleset() makes
+// (for `relay_ip`), otherwise false with what differs in `error`, in words
+// for a log line. The chain's interfaces are not compared (adopt() hooks the
+// current ones).
+bool fwd_map_matches(const nlmsghdr* nlh, std::string& error);
+bool ingress_chain_matches(const nlmsghdr* nlh, std::string& error);
+bool ingress_rule_matches(const nlmsghdr* nlh, Ipv4 relay_ip, std::string& error);
 // Writes into `buf` (at least 1 KiB) a GETSETELEM dump request for `set`.
 nlmsghdr* build_dump_elements(char* buf, uint32_t seq, const std::string& table, const char* set);
 

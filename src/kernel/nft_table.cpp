@@ -40,7 +40,7 @@ bool NftForwarder::probe(std::string& why) {
 
 bool NftForwarder::open_impl(Impl& im, const std::string& table_name, Ipv4 relay_ip,
                              std::string& error) {
-  if (std::string why = check_nft_table_name(table_name); !why.empty()) {
+  if (std::string why; !check_nft_table_name(table_name, why)) {
     error = "invalid nftables table name: " + why;
     return false;
   }

@@ -16,37 +16,43 @@ ManagementServer::~ManagementServer() = default;
 
 bool ManagementServer::listen(Endpoint where, std::string& error) {
   listening_ = true;
-  int r = start_tcp_listener(loop_, &listener_, this, where, 128, [](uv_stream_t* l, int status) {
-    auto* self = static_cast<ManagementServer*>(l->data);
-    if (status < 0) return;
-    const uint64_t id = self->next_id_++;
-    tls::ConnectionCallbacks cb;
-    cb.on_connected = [self, id](const tls::Subject&) {
-      auto it = self->clients_.find(id);
-      if (it != self->clients_.end())
-        LOG_DEBUG("management client %s connected (%s)", it->second.conn->peer_address().c_str(),
-                  it->second.conn->protocol_description().c_str());
-    };
-    cb.on_data = [self, id](std::string_view data) { self->on_data(id, data); };
-    cb.on_drain = [self, id] {
-      auto it = self->clients_.find(id);
-      if (it != self->clients_.end() && it->second.dump) it->second.dump->drained();
-    };
-    cb.on_closed = [self, id](const std::string& reason) {
-      LOG_DEBUG("management client closed: %s", log_safe(reason).c_str());
-      self->clients_.erase(id);
-    };
-    tls::ConnectionOptions opts;
-    opts.label = "management";
-    opts.max_queued_bytes = kMaxPendingOutput;
-    opts.passport = self->passport_;
-    auto conn = tls::Connection::create(self->loop_, self->tls_, std::move(cb), std::move(opts));
-    self->clients_[id].conn = conn;
-    conn->accept(l);  // on failure on_closed follows and removes the client
-  });
-  if (r != 0) {
-    error =
-        "cannot listen for management clients on " + format_endpoint(where) + ": " + uv_strerror(r);
+  std::string why;
+  const bool ok = start_tcp_listener(
+      loop_, &listener_, this, where, 128,
+      [](uv_stream_t* l, int status) {
+        auto* self = static_cast<ManagementServer*>(l->data);
+        if (status < 0) return;
+        const uint64_t id = self->next_id_++;
+        tls::ConnectionCallbacks cb;
+        cb.on_connected = [self, id](const tls::Subject&) {
+          auto it = self->clients_.find(id);
+          if (it != self->clients_.end())
+            LOG_DEBUG("management client %s connected (%s)",
+                      it->second.conn->peer_address().c_str(),
+                      it->second.conn->protocol_description().c_str());
+        };
+        cb.on_data = [self, id](std::string_view data) { self->on_data(id, data); };
+        cb.on_drain = [self, id] {
+          auto it = self->clients_.find(id);
+          if (it != self->clients_.end() && it->second.dump) it->second.dump->drained();
+        };
+        cb.on_closed = [self, id](const std::string& reason) {
+          LOG_DEBUG("management client closed: %s", log_safe(reason).c_str());
+          self->clients_.erase(id);
+        };
+        tls::ConnectionOptions opts;
+        opts.label = "management";
+        opts.max_queued_bytes = kMaxPendingOutput;
+        opts.passport = self->passport_;
+        auto conn =
+            tls::Connection::create(self->loop_, self->tls_, std::move(cb), std::move(opts));
+        self->clients_[id].conn = conn;
+        std::string ignored;
+        conn->accept(l, ignored);  // on failure on_closed follows and removes the client
+      },
+      why);
+  if (!ok) {
+    error = "cannot listen for management clients on " + format_endpoint(where) + ": " + why;
     return false;
   }
   const std::string how = !tls_ ? std::string("plain TCP")

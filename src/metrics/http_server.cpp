@@ -38,68 +38,72 @@ HttpServer::~HttpServer() = default;
 
 bool HttpServer::listen(Endpoint where, std::string& error) {
   listening_ = true;
-  int r = start_tcp_listener(loop_, &listener_, this, where, 64, [](uv_stream_t* l, int status) {
-    auto* self = static_cast<HttpServer*>(l->data);
-    if (status < 0) return;
-    auto c = std::make_shared<Conn>();
-    c->server = self;
-    c->self = c;
-    uv_tcp_init(self->loop_, &c->tcp);
-    uv_timer_init(self->loop_, &c->timer);
-    c->tcp.data = c.get();
-    c->timer.data = c.get();
-    c->handles_open = 2;
-    self->conns_.insert(c);
-    if (uv_accept(l, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
-      self->finish(c.get());
-      return;
-    }
-    uv_timer_start(
-        &c->timer,
-        [](uv_timer_t* t) {
-          auto* conn = static_cast<Conn*>(t->data);
-          conn->server->finish(conn);
-        },
-        kHeadTimeoutMs, 0);
-    uv_read_start(
-        reinterpret_cast<uv_stream_t*>(&c->tcp),
-        [](uv_handle_t*, size_t, uv_buf_t* buf) {
-          buf->base = g_buffer;
-          buf->len = sizeof g_buffer;
-        },
-        [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-          auto* conn = static_cast<Conn*>(s->data);
-          HttpServer* server = conn->server;
-          if (conn->done) return;
-          if (n < 0) {
-            server->finish(conn);
-            return;
-          }
-          conn->head.append(buf->base, static_cast<size_t>(n));
-          size_t end = conn->head.find("\r\n\r\n");
-          if (end == std::string::npos) end = conn->head.find("\n\n");
-          if (end == std::string::npos) {
-            if (conn->head.size() > kMaxHead)
-              server->respond(conn, 431, "Request Header Fields Too Large",
-                              "request head too large\n");
-            return;
-          }
-          std::string line = conn->head.substr(0, conn->head.find_first_of("\r\n"));
-          size_t sp1 = line.find(' ');
-          size_t sp2 = line.find(' ', sp1 == std::string::npos ? sp1 : sp1 + 1);
-          std::string method = line.substr(0, sp1);
-          std::string path = sp1 == std::string::npos ? "" : line.substr(sp1 + 1, sp2 - sp1 - 1);
-          if (method != "GET" && method != "HEAD")
-            server->respond(conn, 405, "Method Not Allowed", "only GET /metrics\n");
-          else if (path != "/metrics" && path.rfind("/metrics?", 0) != 0)
-            server->respond(conn, 404, "Not Found", "try /metrics\n");
-          else
-            server->respond(conn, 200, "OK", server->render_(), method == "HEAD");
-        });
-  });
-  if (r != 0) {
-    error =
-        "cannot listen for metrics scrapes on " + format_endpoint(where) + ": " + uv_strerror(r);
+  std::string why;
+  const bool ok = start_tcp_listener(
+      loop_, &listener_, this, where, 64,
+      [](uv_stream_t* l, int status) {
+        auto* self = static_cast<HttpServer*>(l->data);
+        if (status < 0) return;
+        auto c = std::make_shared<Conn>();
+        c->server = self;
+        c->self = c;
+        uv_tcp_init(self->loop_, &c->tcp);
+        uv_timer_init(self->loop_, &c->timer);
+        c->tcp.data = c.get();
+        c->timer.data = c.get();
+        c->handles_open = 2;
+        self->conns_.insert(c);
+        if (uv_accept(l, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0) {
+          self->finish(c.get());
+          return;
+        }
+        uv_timer_start(
+            &c->timer,
+            [](uv_timer_t* t) {
+              auto* conn = static_cast<Conn*>(t->data);
+              conn->server->finish(conn);
+            },
+            kHeadTimeoutMs, 0);
+        uv_read_start(
+            reinterpret_cast<uv_stream_t*>(&c->tcp),
+            [](uv_handle_t*, size_t, uv_buf_t* buf) {
+              buf->base = g_buffer;
+              buf->len = sizeof g_buffer;
+            },
+            [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+              auto* conn = static_cast<Conn*>(s->data);
+              HttpServer* server = conn->server;
+              if (conn->done) return;
+              if (n < 0) {
+                server->finish(conn);
+                return;
+              }
+              conn->head.append(buf->base, static_cast<size_t>(n));
+              size_t end = conn->head.find("\r\n\r\n");
+              if (end == std::string::npos) end = conn->head.find("\n\n");
+              if (end == std::string::npos) {
+                if (conn->head.size() > kMaxHead)
+                  server->respond(conn, 431, "Request Header Fields Too Large",
+                                  "request head too large\n");
+                return;
+              }
+              std::string line = conn->head.substr(0, conn->head.find_first_of("\r\n"));
+              size_t sp1 = line.find(' ');
+              size_t sp2 = line.find(' ', sp1 == std::string::npos ? sp1 : sp1 + 1);
+              std::string method = line.substr(0, sp1);
+              std::string path =
+                  sp1 == std::string::npos ? "" : line.substr(sp1 + 1, sp2 - sp1 - 1);
+              if (method != "GET" && method != "HEAD")
+                server->respond(conn, 405, "Method Not Allowed", "only GET /metrics\n");
+              else if (path != "/metrics" && path.rfind("/metrics?", 0) != 0)
+                server->respond(conn, 404, "Not Found", "try /metrics\n");
+              else
+                server->respond(conn, 200, "OK", server->render_(), method == "HEAD");
+            });
+      },
+      why);
+  if (!ok) {
+    error = "cannot listen for metrics scrapes on " + format_endpoint(where) + ": " + why;
     return false;
   }
   LOG_INFO("metrics: Prometheus endpoint http://%s/metrics", format_endpoint(where).c_str());

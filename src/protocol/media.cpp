@@ -9,6 +9,8 @@
 // rejects the whole header, which the relay then treats as "no media".
 #include "protocol/media.h"
 
+#include "common/error.h"
+
 #include <array>
 
 namespace mp::protocol {
@@ -32,10 +34,6 @@ bool iequals_lower(std::string_view text, std::string_view lower) {
   return true;
 }
 
-void set_error(std::string* error, std::string text) {
-  if (error) *error = std::move(text);
-}
-
 // Splits off the text before the next `sep` (or all of it) from `rest`.
 std::string_view next_field(std::string_view& rest, char sep, bool& found) {
   const size_t pos = rest.find(sep);
@@ -45,51 +43,43 @@ std::string_view next_field(std::string_view& rest, char sep, bool& found) {
   return field;
 }
 
-bool parse_item(std::string_view text, size_t index, MediaItem& item, std::string* error) {
+bool parse_item(std::string_view text, size_t index, MediaItem& item, std::string& error) {
   const std::string where = "media item " + std::to_string(index) + ": ";
   std::string_view rest = text;
   bool more = false;
   const std::string_view type = next_field(rest, ':', more);
   if (type.empty()) {
-    set_error(error, where + "empty media type");
-    return false;
+    return fail(error, where + "empty media type");
   }
   for (char c : type) {
     if (c <= ' ' || c > '~') {  // an SDP token: visible ASCII only
-      set_error(error, where + "invalid character in media type");
-      return false;
+      return fail(error, where + "invalid character in media type");
     }
   }
   if (!more) {
-    set_error(error, where + "missing ip, port and direction");
-    return false;
+    return fail(error, where + "missing ip, port and direction");
   }
   const std::string_view ip_text = next_field(rest, ':', more);
   if (!more) {
-    set_error(error, where + "missing port and direction");
-    return false;
+    return fail(error, where + "missing port and direction");
   }
   const std::string_view port_text = next_field(rest, ':', more);
   if (!more) {
-    set_error(error, where + "missing direction");
-    return false;
+    return fail(error, where + "missing direction");
   }
   const std::string_view direction_text = next_field(rest, ':', more);
 
   const auto ip = parse_ipv4(ip_text);
   if (!ip) {
-    set_error(error, where + "invalid IPv4 address");
-    return false;
+    return fail(error, where + "invalid IPv4 address");
   }
   const auto port = parse_port(port_text);
   if (!port) {
-    set_error(error, where + "invalid port");
-    return false;
+    return fail(error, where + "invalid port");
   }
   const auto direction = parse_direction(direction_text);
   if (!direction) {
-    set_error(error, where + "unknown direction");
-    return false;
+    return fail(error, where + "unknown direction");
   }
   item.type.assign(type);
   item.ip = *ip;
@@ -104,8 +94,7 @@ bool parse_item(std::string_view text, size_t index, MediaItem& item, std::strin
     if (param.empty()) continue;
     const size_t eq = param.find('=');
     if (eq == std::string_view::npos) {
-      set_error(error, where + "parameter without '='");
-      return false;
+      return fail(error, where + "parameter without '='");
     }
     if (param.substr(0, eq) == "ice") item.ice = param.substr(eq + 1) == "yes";
     if (param.substr(0, eq) == "asymmetric") item.asymmetric = param.substr(eq + 1) == "yes";
@@ -127,7 +116,7 @@ std::optional<Direction> parse_direction(std::string_view text) {
   return std::nullopt;
 }
 
-std::optional<std::vector<MediaItem>> parse_media(std::string_view value, std::string* error) {
+std::optional<std::vector<MediaItem>> parse_media(std::string_view value, std::string& error) {
   std::vector<MediaItem> items;
   std::string_view rest = value;
   bool more = true;
@@ -137,7 +126,7 @@ std::optional<std::vector<MediaItem>> parse_media(std::string_view value, std::s
     if (text.empty()) continue;  // empty items between commas are ignored
     ++index;
     if (items.size() >= kMaxMediaItems) {
-      set_error(error, "more than " + std::to_string(kMaxMediaItems) + " media items");
+      error = "more than " + std::to_string(kMaxMediaItems) + " media items";
       return std::nullopt;
     }
     MediaItem item;

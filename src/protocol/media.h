@@ -40,7 +40,7 @@ struct MediaItem {
 inline constexpr size_t kMaxMediaItems = 32;  // the modules never send more
 
 // Returns the streams in order, or nullopt with `error` set to the reason.
-std::optional<std::vector<MediaItem>> parse_media(std::string_view value, std::string* error);
+std::optional<std::vector<MediaItem>> parse_media(std::string_view value, std::string& error);
 
 // Inverse of parse_media (always emits the ice parameter, as the modules do).
 std::string format_media(const std::vector<MediaItem>& items);

@@ -19,10 +19,6 @@ namespace {
 constexpr std::string_view kCrlf = "\r\n";
 constexpr std::string_view kExpiredPrefix = "expired ";
 
-void set_error(std::string* error, std::string text) {
-  if (error) *error = std::move(text);
-}
-
 bool is_blank(char c) {
   return c == ' ' || c == '\t';
 }
@@ -55,7 +51,7 @@ std::string serialize_command(const RelayCommand& cmd) {
   return out;
 }
 
-std::optional<RelayCommand> to_relay_command(Request&& request, std::string* error) {
+std::optional<RelayCommand> to_relay_command(Request&& request, std::string& error) {
   // Like Python's str.split(): blanks separate tokens, runs of them count once.
   std::string_view tokens[2];
   size_t count = 0;
@@ -67,18 +63,18 @@ std::optional<RelayCommand> to_relay_command(Request&& request, std::string* err
     while (i < line.size() && !is_blank(line[i])) ++i;
     if (i == begin) break;
     if (count == 2) {
-      set_error(error, "command line has more than two tokens");
+      error = "command line has more than two tokens";
       return std::nullopt;
     }
     tokens[count++] = line.substr(begin, i - begin);
   }
   if (count != 2) {
-    set_error(error, "command line must be \"<command> <seq>\"");
+    error = "command line must be \"<command> <seq>\"";
     return std::nullopt;
   }
   const auto seq = parse_seq(tokens[1]);
   if (!seq) {
-    set_error(error, "invalid sequence number");
+    error = "invalid sequence number";
     return std::nullopt;
   }
   RelayCommand cmd;
@@ -103,7 +99,7 @@ std::string serialize_expired(std::string_view json) {
   return out;
 }
 
-std::optional<RelayMessage> parse_relay_message(std::string_view line, std::string* error) {
+std::optional<RelayMessage> parse_relay_message(std::string_view line, std::string& error) {
   RelayMessage msg;
   if (line == "ping") {
     msg.kind = RelayMessage::Kind::Ping;
@@ -115,7 +111,7 @@ std::optional<RelayMessage> parse_relay_message(std::string_view line, std::stri
   }
   if (line.substr(0, kExpiredPrefix.size()) == kExpiredPrefix) {
     if (line.size() == kExpiredPrefix.size()) {
-      set_error(error, "expiry report without JSON");
+      error = "expiry report without JSON";
       return std::nullopt;
     }
     msg.kind = RelayMessage::Kind::Expired;
@@ -124,16 +120,16 @@ std::optional<RelayMessage> parse_relay_message(std::string_view line, std::stri
   }
   const size_t space = line.find(' ');
   if (space == std::string_view::npos) {
-    set_error(error, "reply without payload");
+    error = "reply without payload";
     return std::nullopt;
   }
   const auto seq = parse_seq(line.substr(0, space));
   if (!seq) {
-    set_error(error, "invalid sequence number in reply");
+    error = "invalid sequence number in reply";
     return std::nullopt;
   }
   if (space + 1 == line.size()) {
-    set_error(error, "reply with empty payload");
+    error = "reply with empty payload";
     return std::nullopt;
   }
   msg.kind = RelayMessage::Kind::Reply;

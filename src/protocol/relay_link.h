@@ -18,7 +18,7 @@
 
 namespace mp::protocol {
 
-inline constexpr size_t kMaxRelayLineAtRelay = 16384;              // spec B.2
+inline constexpr size_t kMaxRelayLineAtRelay = 16384;                 // spec B.2
 inline constexpr size_t kMaxRelayLineAtDispatcher = 4 * 1024 * 1024;  // spec B.2
 
 struct RelayCommand {
@@ -33,7 +33,7 @@ std::string serialize_command(const RelayCommand& cmd);
 
 // Splits the command line of a framed request into name and sequence number:
 // exactly two space-separated tokens, the second a decimal uint64.
-std::optional<RelayCommand> to_relay_command(Request&& request, std::string* error);
+std::optional<RelayCommand> to_relay_command(Request&& request, std::string& error);
 
 // "<seq> <payload>\r\n"
 std::string serialize_reply(uint64_t seq, std::string_view payload);
@@ -47,6 +47,6 @@ struct RelayMessage {
 };
 
 // One line received by the dispatcher (or "pong" by the relay), without CRLF.
-std::optional<RelayMessage> parse_relay_message(std::string_view line, std::string* error);
+std::optional<RelayMessage> parse_relay_message(std::string_view line, std::string& error);
 
 }  // namespace mp::protocol

@@ -30,10 +30,6 @@ const std::string* header(const std::vector<Header>& headers, std::string_view n
   return found;
 }
 
-void set_error(std::string* error, const char* text) {
-  if (error) *error = text;
-}
-
 }  // namespace
 
 std::vector<Header> sessions_from_headers(const SessionsFrom& q) {
@@ -41,17 +37,17 @@ std::vector<Header> sessions_from_headers(const SessionsFrom& q) {
 }
 
 std::optional<SessionsFrom> parse_sessions_from(const std::vector<Header>& headers,
-                                                std::string* error) {
+                                                std::string& error) {
   const std::string* after = header(headers, "after");
   const std::string* limit = header(headers, "limit");
   if (!after || !limit) {
-    set_error(error, "sessions_from needs 'after' and 'limit' headers");
+    error = "sessions_from needs 'after' and 'limit' headers";
     return std::nullopt;
   }
   const auto a = parse_number(*after);
   const auto n = parse_number(*limit);
   if (!a || !n) {
-    set_error(error, "sessions_from with a non-numeric 'after' or 'limit'");
+    error = "sessions_from with a non-numeric 'after' or 'limit'";
     return std::nullopt;
   }
   SessionsFrom q;
@@ -76,7 +72,7 @@ std::string format_sessions_batch(const SessionsBatch& batch) {
   return out;
 }
 
-std::optional<SessionsBatch> parse_sessions_batch(std::string_view payload, std::string* error) {
+std::optional<SessionsBatch> parse_sessions_batch(std::string_view payload, std::string& error) {
   SessionsBatch b;
   if (payload == "end") return b;
   if (payload.substr(0, 4) == "end ") {
@@ -84,14 +80,14 @@ std::optional<SessionsBatch> parse_sessions_batch(std::string_view payload, std:
     return b;
   }
   if (payload.substr(0, 5) != "more ") {
-    set_error(error, "batch reply neither 'more' nor 'end'");
+    error = "batch reply neither 'more' nor 'end'";
     return std::nullopt;
   }
   payload.remove_prefix(5);
   const size_t space = payload.find(' ');
   const auto cursor = parse_number(payload.substr(0, space));
   if (!cursor || space == std::string_view::npos || space + 1 == payload.size()) {
-    set_error(error, "'more' batch without a cursor and objects");
+    error = "'more' batch without a cursor and objects";
     return std::nullopt;
   }
   b.more = true;

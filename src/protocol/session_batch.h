@@ -50,7 +50,7 @@ std::vector<Header> sessions_from_headers(const SessionsFrom& q);
 // clamped to 1..kMaxBatchSessions. nullopt (with `error`) if either is
 // missing or not a number.
 std::optional<SessionsFrom> parse_sessions_from(const std::vector<Header>& headers,
-                                                std::string* error);
+                                                std::string& error);
 
 struct SessionsBatch {
   bool more = false;         // another batch follows, after `cursor`
@@ -62,6 +62,6 @@ struct SessionsBatch {
 // "end[ <objects>]".
 std::string format_sessions_batch(const SessionsBatch& batch);
 // Parses a reply payload; nullopt (with `error`) if it is neither form.
-std::optional<SessionsBatch> parse_sessions_batch(std::string_view payload, std::string* error);
+std::optional<SessionsBatch> parse_sessions_batch(std::string_view payload, std::string& error);
 
 }  // namespace mp::protocol

@@ -106,8 +106,8 @@ void DispatcherClient::Peer::connect() {
   conn = tls::Connection::create(c.loop_, c.tls_, std::move(cb), std::move(opt));
   LOG_DEBUG("dispatcher link: connecting to %s", name.c_str());
   const sockaddr_in sa = endpoint.to_sockaddr();
-  const int r = conn->connect(reinterpret_cast<const sockaddr*>(&sa));
-  if (r != 0) LOG_WARN("dispatcher link: cannot connect to %s: %s", name.c_str(), uv_strerror(r));
+  if (std::string why; !conn->connect(reinterpret_cast<const sockaddr*>(&sa), why))
+    LOG_WARN("dispatcher link: cannot connect to %s: %s", name.c_str(), why.c_str());
   // Either way on_closed follows on failure, and schedules the retry.
 }
 
@@ -217,13 +217,13 @@ void DispatcherClient::Peer::on_request(protocol::ParseResult&& parsed) {
     // Answer "<seq> error" if at least the command line makes sense.
     protocol::Request head;
     head.command = command_line;
-    auto cmd = protocol::to_relay_command(std::move(head), &why);
+    auto cmd = protocol::to_relay_command(std::move(head), why);
     LOG_WARN("dispatcher link: malformed command from %s: %s", name.c_str(), parsed.error.c_str());
     if (cmd) conn->write(protocol::serialize_reply(cmd->seq, "error"));
     return;
   }
   const std::string line = parsed.request->command;
-  auto cmd = protocol::to_relay_command(std::move(*parsed.request), &why);
+  auto cmd = protocol::to_relay_command(std::move(*parsed.request), why);
   if (!cmd) {
     LOG_WARN("dispatcher link: ignoring command line '%s' from %s: %s", log_safe(line).c_str(),
              name.c_str(), why.c_str());

@@ -46,19 +46,19 @@ void KernelOffload::commit_pending() {
     kernel::ForwardRule from_callee{b.remote, b.socket->local().port, a.socket->local().port,
                                     to_caller};
     std::string why;
-    const uint32_t ida = forwarder_->add(from_caller, &why);
-    const uint32_t idb = ida ? forwarder_->add(from_callee, &why) : 0;
+    const std::optional<uint32_t> ida = forwarder_->add(from_caller, why);
+    const std::optional<uint32_t> idb = ida ? forwarder_->add(from_callee, why) : std::nullopt;
     if (!ida || !idb) {
       // The kernel cannot send to one of the parties (a local address, no
       // route...): that stream stays in userspace.
-      if (ida) forwarder_->remove(ida);
+      if (ida) forwarder_->remove(*ida);
       st->kernel_refused_ = true;
       st->state_changed();
       LOG_INFO("%s %s: stays in userspace: %s", st->media_type().c_str(),
                k == kRtp ? "RTP" : "RTCP", why.c_str());
       continue;
     }
-    batch_.push_back(Handover{st, sub, {ida, idb}});
+    batch_.push_back(Handover{st, sub, {*ida, *idb}});
   }
   pending_.clear();
   if (batch_.empty()) {

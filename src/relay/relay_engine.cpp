@@ -250,7 +250,7 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
   if (const std::string* sig = view.find("signaling_ip")) parse_signaling_ip(*sig, req);
   if (const std::string* m = view.find("media")) {
     std::string why;
-    req.media = protocol::parse_media(*m, &why);
+    req.media = protocol::parse_media(*m, why);
     if (!req.media) {
       LOG_LIMITED(Warning, nullptr,
                   "relay: update %s has an undecodable media header (%s): answered with error",

@@ -45,7 +45,7 @@ std::string RelayEngine::sessions_json() const {
 
 std::string RelayEngine::sessions_batch(const protocol::RelayCommand& cmd) const {
   std::string why;
-  const auto q = protocol::parse_sessions_from(cmd.headers, &why);
+  const auto q = protocol::parse_sessions_from(cmd.headers, why);
   if (!q) {
     LOG_LIMITED(Warning, nullptr, "relay: %s answered with error", why.c_str());
     return "error";

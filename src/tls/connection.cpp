@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/error.h"
 #include "common/log.h"
 #include "tls/mbedtls_glue.h"
 
@@ -424,7 +425,7 @@ struct Connection::Impl {
     const mbedtls_x509_crt* peer = mbedtls_ssl_get_peer_cert(&ssl);
     peer_subject = peer ? subject_of(&peer->subject) : Subject{};
     std::string why;
-    if (!opt.passport.disabled() && !opt.passport.accepts(peer_subject, &why)) {
+    if (!opt.passport.disabled() && !opt.passport.accepts(peer_subject, why)) {
       linger("peer certificate '" + format_subject(peer_subject) +
                  "' does not match the passport '" + opt.passport.to_string() + "': " + why,
              true, true);
@@ -575,9 +576,9 @@ std::shared_ptr<Connection> Connection::create(uv_loop_t* loop,
   return c;
 }
 
-int Connection::accept(uv_stream_t* listener) {
+bool Connection::accept(uv_stream_t* listener, std::string& error) {
   Impl& m = *impl_;
-  if (m.state != State::Idle) return UV_EALREADY;
+  if (m.state != State::Idle) return fail(error, uv_strerror(UV_EALREADY));
   m.server = true;
   m.self = shared_from_this();
   m.init_handles();
@@ -585,23 +586,23 @@ int Connection::accept(uv_stream_t* listener) {
   int r = uv_accept(listener, m.stream());
   if (r != 0) {
     m.finish(std::string("accept failed: ") + uv_strerror(r), true);
-    return r;
+    return fail(error, uv_strerror(r));
   }
   if (m.tls && m.tls->role() != Role::Server) {
     m.finish("TLS context is for a client; cannot accept connections with it", true);
-    return UV_EINVAL;
+    return fail(error, uv_strerror(UV_EINVAL));
   }
   if (m.tls && !m.setup_ssl()) {
     m.finish(m.reason, true);
-    return UV_ENOMEM;
+    return fail(error, uv_strerror(UV_ENOMEM));
   }
   m.connected();
-  return 0;
+  return true;
 }
 
-int Connection::connect(const sockaddr* address) {
+bool Connection::connect(const sockaddr* address, std::string& error) {
   Impl& m = *impl_;
-  if (m.state != State::Idle) return UV_EALREADY;
+  if (m.state != State::Idle) return fail(error, uv_strerror(UV_EALREADY));
   m.server = false;
   m.self = shared_from_this();
   m.init_handles();
@@ -611,21 +612,21 @@ int Connection::connect(const sockaddr* address) {
   m.peer_text = format_sockaddr(m.peer_addr);
   if (m.tls && m.tls->role() != Role::Client) {
     m.finish("TLS context is for a server; cannot connect with it", true);
-    return UV_EINVAL;
+    return fail(error, uv_strerror(UV_EINVAL));
   }
   if (m.tls && !m.setup_ssl()) {
     m.finish(m.reason, true);
-    return UV_ENOMEM;
+    return fail(error, uv_strerror(UV_ENOMEM));
   }
   m.connect_req.data = &m;
   int r = uv_tcp_connect(&m.connect_req, &m.tcp, address, Impl::on_connect);
   if (r != 0) {
     m.finish("cannot connect to " + m.peer_text + ": " + uv_strerror(r), true);
-    return r;
+    return fail(error, uv_strerror(r));
   }
   if (m.opt.handshake_timeout_ms > 0)
     m.start_timer(Impl::TimerUse::Handshake, m.opt.handshake_timeout_ms);
-  return 0;
+  return true;
 }
 
 bool Connection::write(std::string_view data) {
@@ -697,7 +698,7 @@ bool Connection::reverify(const TlsContext& ctx) {
   if (!peer) return true;
   std::string why;
   const char* name = !m.server && !m.opt.server_name.empty() ? m.opt.server_name.c_str() : nullptr;
-  if (context_impl(ctx).verify(peer, name, &why)) return true;
+  if (context_impl(ctx).verify(peer, name, why)) return true;
   m.linger("peer certificate no longer accepted: " + why, true, true);
   return false;
 }

@@ -93,11 +93,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Server side: accepts the pending connection of `listener` (call from its
   // connection callback) and starts the handshake. Client side: connects to
-  // `address` (IPv4 or IPv6) and then handshakes. Both return 0 or a libuv
-  // error code; either way on_closed follows if the connection fails. Only
-  // one of them, once.
-  int accept(uv_stream_t* listener);
-  int connect(const sockaddr* address);
+  // `address` (IPv4 or IPv6) and then handshakes. Both return false with
+  // `error` (libuv's text for the failure) if they fail at once; either way
+  // on_closed follows if the connection fails. Only one of them, once.
+  bool accept(uv_stream_t* listener, std::string& error);
+  bool connect(const sockaddr* address, std::string& error);
 
   // Queues bytes for the peer (encrypting them under TLS). False if the
   // connection is closing/closed or the output limit was just exceeded (the

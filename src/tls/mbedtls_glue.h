@@ -57,8 +57,8 @@ struct TlsContext::Impl {
 
   // Verifies `chain` (leaf first) against this context's CA and CRL at the
   // current time; `expected_name` (may be null) must match a SAN or the CN.
-  // False with `reason` ("certificate 'CN=x' is revoked by the CRL") on failure.
-  bool verify(const mbedtls_x509_crt* chain, const char* expected_name, std::string* reason) const;
+  // False with `error` ("certificate 'CN=x' is revoked by the CRL") on failure.
+  bool verify(const mbedtls_x509_crt* chain, const char* expected_name, std::string& error) const;
 };
 
 // Accumulates the most specific problem seen by mbedtls_x509_crt_verify's

@@ -1,6 +1,8 @@
 // Subject formatting and passport parsing/matching (passport.h, spec B.1.1).
 #include "tls/passport.h"
 
+#include "common/error.h"
+
 #include <array>
 
 namespace mp::tls {
@@ -77,9 +79,9 @@ std::string format_subject(const Subject& subject) {
   return out;
 }
 
-std::optional<Passport> Passport::parse(std::string_view text, std::string* error) {
+std::optional<Passport> Passport::parse(std::string_view text, std::string& error) {
   auto fail = [&](std::string msg) -> std::optional<Passport> {
-    if (error) *error = std::move(msg);
+    error = std::move(msg);
     return std::nullopt;
   };
   Passport p;
@@ -115,7 +117,7 @@ std::optional<Passport> Passport::parse(std::string_view text, std::string* erro
   return p;
 }
 
-bool Passport::accepts(const Subject& subject, std::string* why) const {
+bool Passport::accepts(const Subject& subject, std::string& error) const {
   for (const Rule& rule : rules_) {
     bool present = false, matched = false;
     std::string seen;
@@ -128,15 +130,13 @@ bool Passport::accepts(const Subject& subject, std::string* why) const {
     }
     if (!present) matched = rule_matches(rule, "");
     if (!matched) {
-      if (why) {
-        std::string want;
-        append_escaped(want, rule.value, ",");
-        if (rule.match == Match::Suffix) want.insert(want.begin(), '*');
-        if (rule.match == Match::Prefix) want += '*';
-        *why = present ? rule.attribute + " '" + seen + "' does not match '" + want + "'"
-                       : "no " + rule.attribute + " attribute (passport wants '" + want + "')";
-      }
-      return false;
+      std::string want;
+      append_escaped(want, rule.value, ",");
+      if (rule.match == Match::Suffix) want.insert(want.begin(), '*');
+      if (rule.match == Match::Prefix) want += '*';
+      return fail(error,
+                  present ? rule.attribute + " '" + seen + "' does not match '" + want + "'"
+                          : "no " + rule.attribute + " attribute (passport wants '" + want + "')");
     }
   }
   return true;

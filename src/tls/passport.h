@@ -60,14 +60,14 @@ class Passport {
 
   // Parses B.1.1 syntax. nullopt with `error` describing the problem (e.g.
   // "unknown attribute 'CX' in passport (use O, OU, CN, C, L, ST or EMAIL)").
-  static std::optional<Passport> parse(std::string_view text, std::string* error);
+  static std::optional<Passport> parse(std::string_view text, std::string& error);
 
   bool disabled() const { return rules_.empty(); }
   const std::vector<Rule>& rules() const { return rules_; }
 
-  // True if every rule matches `subject`. On a mismatch `why` (if given) names
-  // the first failing rule and the peer's value(s), for the log.
-  bool accepts(const Subject& subject, std::string* why = nullptr) const;
+  // True if every rule matches `subject`. On a mismatch `error` names the
+  // first failing rule and the peer's value(s), for the log.
+  bool accepts(const Subject& subject, std::string& error) const;
 
   // Canonical text, parseable again: "None" or "O:AG Projects, CN:*relay".
   std::string to_string() const;

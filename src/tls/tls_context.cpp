@@ -13,6 +13,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "common/error.h"
 #include "tls/mbedtls_glue.h"
 
 namespace mp::tls {
@@ -252,7 +253,7 @@ TlsContext::Impl::~Impl() {
 }
 
 bool TlsContext::Impl::verify(const mbedtls_x509_crt* chain, const char* expected_name,
-                              std::string* reason) const {
+                              std::string& error) const {
   uint32_t flags = 0;
   VerifyNotes notes;
   int r = mbedtls_x509_crt_verify_with_profile(
@@ -260,15 +261,9 @@ bool TlsContext::Impl::verify(const mbedtls_x509_crt* chain, const char* expecte
       has_crl ? const_cast<mbedtls_x509_crl*>(&crl) : nullptr, &mbedtls_x509_crt_profile_default,
       expected_name, &flags, VerifyNotes::callback, &notes);
   if (r == 0) return true;
-  if (reason) {
-    if (!notes.reason.empty())
-      *reason = notes.reason;
-    else if (flags)
-      *reason = describe_verify_flags(chain, flags);
-    else
-      *reason = "certificate verification failed: " + mbedtls_error_text(r);
-  }
-  return false;
+  if (!notes.reason.empty()) return fail(error, notes.reason);
+  if (flags) return fail(error, describe_verify_flags(chain, flags));
+  return fail(error, "certificate verification failed: " + mbedtls_error_text(r));
 }
 
 // ---------------------------------------------------------------------------
@@ -413,7 +408,7 @@ std::shared_ptr<const TlsContext> TlsContext::load(const TlsSettings& settings,
   // Would a peer using the same CA and CRL accept us?
   {
     std::string why;
-    if (!m.verify(&m.own, nullptr, &why))
+    if (!m.verify(&m.own, nullptr, why))
       m.warnings.push_back("our " + own_name + " would be refused by peers trusting " +
                            settings.ca_file + ": " + why);
   }

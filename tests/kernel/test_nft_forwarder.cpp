@@ -57,6 +57,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -564,6 +565,16 @@ ForwardRule rule(Endpoint from, uint16_t in, uint16_t out, Endpoint to) {
   return r;
 }
 
+// add() of a rule the test expects the kernel to take: its id, or 0 after a
+// failed check that shows the reason.
+uint32_t add_ok(NftForwarder& fwd, const ForwardRule& r) {
+  std::string error;
+  const std::optional<uint32_t> id = fwd.add(r, error);
+  INFO(error);
+  CHECK(id);
+  return id.value_or(0);
+}
+
 }  // namespace
 
 // ====================================================================== tests
@@ -619,10 +630,12 @@ TEST_CASE("forwarding needs no ip_forward and bypasses the relay's IP stack") {
   Sock far = udp(g_topo.rcv_fd, far_ip, 5402);
   Sock cap_rcv = capture(g_topo.rcv_fd, "eth0");
   std::string why;
-  uint32_t near_id = fwd->add(rule({kCallerIp, 4400}, 45000, 45002, {kCalleeIp, 5400}), &why);
+  const uint32_t near_id =
+      fwd->add(rule({kCallerIp, 4400}, 45000, 45002, {kCalleeIp, 5400}), why).value_or(0);
   INFO(why);
   CHECK(near_id != 0);
-  uint32_t far_id = fwd->add(rule({kCallerIp, 4401}, 45004, 45006, {far_ip, 5402}), &why);
+  const uint32_t far_id =
+      fwd->add(rule({kCallerIp, 4401}, 45004, 45006, {far_ip, 5402}), why).value_or(0);
   INFO(why);
   CHECK(far_id != 0);
   std::string error;
@@ -704,9 +717,10 @@ TEST_CASE("a route change moves installed rules to the new next hop, counters co
   Sock caller = udp(g_topo.snd_fd, kCallerIp, 4700);
   Sock far = udp(g_topo.rcv_fd, far_ip, 5700);
   std::string why, error;
-  uint32_t id = fwd->add(rule({kCallerIp, 4700}, 47000, 47002, {far_ip, 5700}), &why);
+  const auto added = fwd->add(rule({kCallerIp, 4700}, 47000, 47002, {far_ip, 5700}), why);
   INFO(why);
-  REQUIRE(id != 0);
+  REQUIRE(added);
+  const uint32_t id = *added;
   REQUIRE(fwd->commit(nullptr, error));
   size_t moved = 99;
   REQUIRE(fwd->follow_network(moved, error));  // the setup's own route changes: nothing moves
@@ -752,14 +766,13 @@ TEST_CASE("add() refuses destinations the kernel cannot send to, with a reason")
   };
   for (const Refused& r : refused) {
     std::string why;
-    uint32_t id =
-        fwd->add(rule({kCallerIp, 4500}, 46000, 46002, {*mp::parse_ipv4(r.to), 5000}), &why);
+    const auto id =
+        fwd->add(rule({kCallerIp, 4500}, 46000, 46002, {*mp::parse_ipv4(r.to), 5000}), why);
     INFO("to " << r.to << ": " << why);
-    CHECK(id == 0);
+    CHECK_FALSE(id);
     CHECK(why.find(r.to) != std::string::npos);
     CHECK(why.find(r.reason) != std::string::npos);
   }
-  CHECK(fwd->add(rule({kCallerIp, 4500}, 46000, 46002, {kRelayIp, 5000})) == 0);  // no `why`
 
   // An interface created after the forwarder: its route is fine, but the
   // ingress chain does not hook it.
@@ -771,8 +784,8 @@ TEST_CASE("add() refuses destinations the kernel cannot send to, with a reason")
     REQUIRE(run("ip -n " + g_topo.rly + " " + std::string(c), &out) == 0);
   }
   std::string why;
-  CHECK(fwd->add(rule({kCallerIp, 4500}, 46000, 46002, {*mp::parse_ipv4("10.200.9.2"), 5000}),
-                 &why) == 0);
+  CHECK_FALSE(
+      fwd->add(rule({kCallerIp, 4500}, 46000, 46002, {*mp::parse_ipv4("10.200.9.2"), 5000}), why));
   INFO(why);
   CHECK(why.find("10.200.9.2") != std::string::npos);
   CHECK(why.find("did not exist when forwarding started") != std::string::npos);
@@ -788,7 +801,7 @@ TEST_CASE("add() refuses destinations the kernel cannot send to, with a reason")
   CHECK(drain(relay_a).size() == 3);
   // And a reachable destination is still accepted.
   why.clear();
-  CHECK(fwd->add(rule({kCallerIp, 4500}, 46000, 46002, {kCalleeIp, 5000}), &why) != 0);
+  CHECK(fwd->add(rule({kCallerIp, 4500}, 46000, 46002, {kCalleeIp, 5000}), why));
   CHECK(why.empty());
 
   // Once the forwarder follows the link change, the new interface is hooked
@@ -798,8 +811,8 @@ TEST_CASE("add() refuses destinations the kernel cannot send to, with a reason")
   INFO(error);
   CHECK(nft("list chain netdev mpk_refuse ingress").find("mpkv0") != std::string::npos);
   why.clear();
-  CHECK(fwd->add(rule({kCallerIp, 4501}, 46004, 46006, {*mp::parse_ipv4("10.200.9.2"), 5000}),
-                 &why) != 0);
+  CHECK(
+      fwd->add(rule({kCallerIp, 4501}, 46004, 46006, {*mp::parse_ipv4("10.200.9.2"), 5000}), why));
   CHECK(why.empty());
 }
 
@@ -829,8 +842,8 @@ TEST_CASE("latched streams are forwarded in the kernel with valid checksums") {
 
   const Endpoint relay_in{kRelayIp, 40000};
   const Endpoint relay_out{kRelayIp, 40002};
-  uint32_t a2b = fwd->add(rule({kCallerIp, 4000}, 40000, 40002, {kCalleeIp, 5000}));
-  uint32_t b2a = fwd->add(rule({kCalleeIp, 5000}, 40002, 40000, {kCallerIp, 4000}));
+  uint32_t a2b = add_ok(*fwd, rule({kCallerIp, 4000}, 40000, 40002, {kCalleeIp, 5000}));
+  uint32_t b2a = add_ok(*fwd, rule({kCalleeIp, 5000}, 40002, 40000, {kCallerIp, 4000}));
   CHECK(a2b != 0);
   CHECK(b2a != 0);
   CHECK(a2b != b2a);
@@ -920,7 +933,7 @@ TEST_CASE("latched streams are forwarded in the kernel with valid checksums") {
 
   // Re-adding the key replaces the rule atomically; the old id's final
   // counters are reported.
-  uint32_t a2c = fwd->add(rule({kCallerIp, 4000}, 40000, 40004, {kCallee2Ip, 5002}));
+  uint32_t a2c = add_ok(*fwd, rule({kCallerIp, 4000}, 40000, 40004, {kCallee2Ip, 5002}));
   REQUIRE(fwd->commit(finals.sink(), error));
   INFO(error);
   REQUIRE(finals.by_id.count(a2b) == 1);
@@ -984,7 +997,7 @@ TEST_CASE("checksum offload (CHECKSUM_PARTIAL) packets keep a correct partial ch
   Sock caller = udp(g_topo.snd_fd, kCallerIp, 4300);
   Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5300);
   Sock cap_rcv = capture(g_topo.rcv_fd, "eth0");
-  fwd->add(rule({kCallerIp, 4300}, 44000, 44002, {kCalleeIp, 5300}));
+  add_ok(*fwd, rule({kCallerIp, 4300}, 44000, 44002, {kCalleeIp, 5300}));
   std::string error;
   REQUIRE(fwd->commit(nullptr, error));
   {
@@ -1016,7 +1029,7 @@ TEST_CASE("the ruleset has the documented shape") {
   // on every non-loopback interface, the map with counters, and the one rule
   // expression by expression as netlink carries it.
   auto fwd = make("mpk_shape");
-  fwd->add(rule({kCallerIp, 4000}, 40000, 40002, {kCalleeIp, 5000}));
+  add_ok(*fwd, rule({kCallerIp, 4000}, 40000, 40002, {kCalleeIp, 5000}));
   std::string error;
   REQUIRE(fwd->commit(nullptr, error));
   std::string text = nft("list table netdev mpk_shape");
@@ -1123,7 +1136,7 @@ TEST_CASE("create() reclaims a table left behind") {
   // A forwarder that "crashed": its table stays, with an element in it.
   {
     auto lost = make("mpk_reclaim");
-    lost->add(rule({kCallerIp, 4000}, 40000, 40002, {kCalleeIp, 5000}));
+    add_ok(*lost, rule({kCallerIp, 4000}, 40000, 40002, {kCalleeIp, 5000}));
     std::string error;
     REQUIRE(lost->commit(nullptr, error));
     (void)lost.release();  // leaked on purpose: no destructor, like kill -9
@@ -1257,8 +1270,8 @@ TEST_CASE("adopt() takes over a previous process's table without missing a packe
   const long overflows = snmp(g_topo.rcv_fd, "Udp", "RcvbufErrors");
   std::string error;
   auto old = make("mpk_adopt");
-  old->add(a2b);
-  old->add(b2a);
+  add_ok(*old, a2b);
+  add_ok(*old, b2a);
   REQUIRE(old->commit(nullptr, error));
 
   Pacer pacer(caller, {kRelayIp, 40200}, std::chrono::microseconds(1000));
@@ -1344,7 +1357,7 @@ TEST_CASE("adopt() takes over a previous process's table without missing a packe
   CHECK(nft_fwd_elements("mpk_adopt").size() == 1);
   CHECK(counters(*fwd)[rb.id].packets == 5);
   // New rules get ids that do not collide with adopted ones.
-  const uint32_t id = fwd->add(rule({kCallerIp, 4201}, 40200, 40202, {kCalleeIp, 5200}));
+  const uint32_t id = add_ok(*fwd, rule({kCallerIp, 4201}, 40200, 40202, {kCalleeIp, 5200}));
   CHECK(id != 0);
   CHECK(id != rb.id);
   fwd.reset();  // keep_table_on_exit() is per forwarder: this one deletes its table
@@ -1371,7 +1384,7 @@ TEST_CASE("adopt() with no table left behind is create()") {
   Sock relay_a = udp(g_topo.rly_fd, kRelayIp, 40210);
   Sock caller = udp(g_topo.snd_fd, kCallerIp, 4210);
   Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5210);
-  REQUIRE(fwd->add(rule({kCallerIp, 4210}, 40210, 40212, {kCalleeIp, 5210})) != 0);
+  REQUIRE(add_ok(*fwd, rule({kCallerIp, 4210}, 40210, 40212, {kCalleeIp, 5210})) != 0);
   REQUIRE(fwd->commit(nullptr, error));
   send_burst(caller, {kRelayIp, 40210}, 5, "new");
   CHECK(drain(callee).size() == 5);
@@ -1388,7 +1401,7 @@ TEST_CASE("another relay's table is neither replaced nor adopted") {
   std::string error;
   {
     auto theirs = make("mpk_theirs");
-    theirs->add(theirs_rule);
+    add_ok(*theirs, theirs_rule);
     REQUIRE(theirs->commit(nullptr, error));
     theirs->keep_table_on_exit(true);
   }
@@ -1445,7 +1458,7 @@ TEST_CASE("adopt() replaces a table that is not ours in the expected shape") {
     CHECK(text.find("type ipv4_addr . inet_service . inet_service : ipv4_addr . ipv4_addr . "
                     "ipv4_addr . ipv4_addr . iface_index\n\t\tcounter\n") != std::string::npos);
     CHECK(text.find("junk") == std::string::npos);
-    REQUIRE(fwd->add(rule({kCallerIp, 4400}, 40400, 40402, {kCalleeIp, 5400})) != 0);
+    REQUIRE(add_ok(*fwd, rule({kCallerIp, 4400}, 40400, 40402, {kCalleeIp, 5400})) != 0);
     REQUIRE(fwd->commit(nullptr, error));
     send_burst(caller, {kRelayIp, 40400}, 3, table);
     CHECK(drain(callee).size() == 3);
@@ -1477,7 +1490,7 @@ TEST_CASE("adopt() replaces a table that is not ours in the expected shape") {
   // 4. A table of ours whose rule was flushed by hand, elements still in it.
   {
     auto f = make("mpk_norule");
-    REQUIRE(f->add(rule({kCallerIp, 4401}, 40400, 40402, {kCalleeIp, 5400})) != 0);
+    REQUIRE(add_ok(*f, rule({kCallerIp, 4401}, 40400, 40402, {kCalleeIp, 5400})) != 0);
     REQUIRE(f->commit(nullptr, error));
     f->keep_table_on_exit(true);
   }
@@ -1509,7 +1522,7 @@ TEST_CASE("adopted rules follow route changes, also those made while no forwarde
   std::string error, out;
   {
     auto old = make("mpk_readopt");
-    REQUIRE(old->add(to_far) != 0);
+    REQUIRE(add_ok(*old, to_far) != 0);
     REQUIRE(old->commit(nullptr, error));
     old->keep_table_on_exit(true);
   }
@@ -1561,9 +1574,9 @@ TEST_CASE("queued changes: replace and remove before commit") {
   auto fwd = make("mpk_queue");
   std::string error;
   Finals finals;
-  uint32_t a = fwd->add(rule({kCallerIp, 6000}, 41000, 41002, {kCalleeIp, 7000}));
-  uint32_t b = fwd->add(rule({kCallerIp, 6000}, 41000, 41004, {kCalleeIp, 7002}));  // same key
-  uint32_t c = fwd->add(rule({kCallerIp, 6002}, 41000, 41002, {kCalleeIp, 7000}));
+  uint32_t a = add_ok(*fwd, rule({kCallerIp, 6000}, 41000, 41002, {kCalleeIp, 7000}));
+  uint32_t b = add_ok(*fwd, rule({kCallerIp, 6000}, 41000, 41004, {kCalleeIp, 7002}));  // same key
+  uint32_t c = add_ok(*fwd, rule({kCallerIp, 6002}, 41000, 41002, {kCalleeIp, 7000}));
   fwd->remove(c);
   fwd->remove(12345678);  // unknown: ignored
   REQUIRE(fwd->commit(finals.sink(), error));
@@ -1577,7 +1590,7 @@ TEST_CASE("queued changes: replace and remove before commit") {
   CHECK(elems["10.200.1.2 . 6000 . 41000"].value ==
         fwd_value(41004, {kCalleeIp, 7002}, kCalleeIp, "vc"));  // b's, not a's
   // Replace then remove the replacement before commit: the installed rule goes.
-  uint32_t d = fwd->add(rule({kCallerIp, 6000}, 41000, 41006, {kCalleeIp, 7004}));
+  uint32_t d = add_ok(*fwd, rule({kCallerIp, 6000}, 41000, 41006, {kCalleeIp, 7004}));
   fwd->remove(d);
   finals = Finals{};
   REQUIRE(fwd->commit(finals.sink(), error));
@@ -1595,10 +1608,10 @@ TEST_CASE("changes made behind the forwarder's back are healed") {
   Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5100);
   std::string error;
   Finals finals;
-  uint32_t a = fwd->add(rule({kCallerIp, 4100}, 42000, 42002, {kCalleeIp, 5100}));
+  uint32_t a = add_ok(*fwd, rule({kCallerIp, 4100}, 42000, 42002, {kCalleeIp, 5100}));
   // Two bystanders, so that the final counters of `a` are asked for by key.
-  fwd->add(rule({kCallerIp, 4110}, 42000, 42002, {kCalleeIp, 5100}));
-  fwd->add(rule({kCallerIp, 4111}, 42000, 42002, {kCalleeIp, 5100}));
+  add_ok(*fwd, rule({kCallerIp, 4110}, 42000, 42002, {kCalleeIp, 5100}));
+  add_ok(*fwd, rule({kCallerIp, 4111}, 42000, 42002, {kCalleeIp, 5100}));
   REQUIRE(fwd->commit(finals.sink(), error));
   send_burst(caller, {kRelayIp, 42000}, 4, "heal");
   REQUIRE(drain(callee).size() == 4);
@@ -1626,9 +1639,9 @@ TEST_CASE("changes made behind the forwarder's back are healed") {
   REQUIRE(st == 0);
   REQUIRE(nft_fwd_elements("mpk_heal")["10.200.1.2 . 4101 . 42000"].value ==
           fwd_value(258, {kCalleeIp, 772}, kCalleeIp, "vc"));
-  uint32_t b = fwd->add(rule({kCallerIp, 4101}, 42000, 42002, {kCalleeIp, 5100}));
-  uint32_t c = fwd->add(rule({kCallerIp, 4102}, 42000, 42002, {kCalleeIp, 5100}));
-  uint32_t d = fwd->add(rule({kCallerIp, 4103}, 42000, 42002, {kCalleeIp, 5100}));
+  uint32_t b = add_ok(*fwd, rule({kCallerIp, 4101}, 42000, 42002, {kCalleeIp, 5100}));
+  uint32_t c = add_ok(*fwd, rule({kCallerIp, 4102}, 42000, 42002, {kCalleeIp, 5100}));
+  uint32_t d = add_ok(*fwd, rule({kCallerIp, 4103}, 42000, 42002, {kCalleeIp, 5100}));
   CHECK(fwd->commit(finals.sink(), error));
   INFO(error);
   CHECK(fwd->installed() == 5);
@@ -1656,8 +1669,8 @@ TEST_CASE("a table flushed behind the forwarder's back is rebuilt") {
   Sock callee = udp(g_topo.rcv_fd, kCalleeIp, 5200);
   std::string error;
   Finals finals;
-  uint32_t a = fwd->add(rule({kCallerIp, 4200}, 43000, 43002, {kCalleeIp, 5200}));
-  uint32_t b = fwd->add(rule({kCallerIp, 4201}, 43000, 43002, {kCalleeIp, 5200}));
+  uint32_t a = add_ok(*fwd, rule({kCallerIp, 4200}, 43000, 43002, {kCalleeIp, 5200}));
+  uint32_t b = add_ok(*fwd, rule({kCallerIp, 4201}, 43000, 43002, {kCalleeIp, 5200}));
   REQUIRE(fwd->commit(finals.sink(), error));
   uint64_t bytes = send_burst(caller, {kRelayIp, 43000}, 6, "pre-flush");
   REQUIRE(drain(callee).size() == 6);
@@ -1687,7 +1700,7 @@ TEST_CASE("a table flushed behind the forwarder's back is rebuilt") {
 
   // Noticed by commit() instead.
   nft("flush ruleset", &st);
-  uint32_t c = fwd->add(rule({kCallerIp, 4202}, 43000, 43002, {kCalleeIp, 5200}));
+  uint32_t c = add_ok(*fwd, rule({kCallerIp, 4202}, 43000, 43002, {kCalleeIp, 5200}));
   REQUIRE(fwd->commit(finals.sink(), error));
   INFO(error);
   CHECK(fwd->installed() == 2);
@@ -1713,10 +1726,10 @@ TEST_CASE("10,000 rules install in batches, read in one dump") {
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < kRules; ++i) {
     Ipv4 src = Ipv4::from_host_order(0x0ac90000u + static_cast<uint32_t>(i / 100));  // 10.201.x.y
-    ids.push_back(fwd->add(rule({src, static_cast<uint16_t>(10000 + i % 100)},
-                                static_cast<uint16_t>(30000 + 2 * (i % 10000)),
-                                static_cast<uint16_t>(50000 + i % 10000),
-                                {kCalleeIp, static_cast<uint16_t>(20000 + i % 30000)})));
+    ids.push_back(add_ok(*fwd, rule({src, static_cast<uint16_t>(10000 + i % 100)},
+                                    static_cast<uint16_t>(30000 + 2 * (i % 10000)),
+                                    static_cast<uint16_t>(50000 + i % 10000),
+                                    {kCalleeIp, static_cast<uint16_t>(20000 + i % 30000)})));
   }
   REQUIRE(fwd->commit(nullptr, error));
   double install_ms = ms_since(t0);
@@ -1741,7 +1754,7 @@ TEST_CASE("10,000 rules install in batches, read in one dump") {
     ForwardRule r = rule({Ipv4::from_host_order(0x0ac90000u + static_cast<uint32_t>(i / 100)),
                           static_cast<uint16_t>(10000 + i % 100)},
                          static_cast<uint16_t>(30000 + 2 * (i % 10000)), 60000, {kCallee2Ip, 9999});
-    fwd->add(r);
+    add_ok(*fwd, r);
   }
   for (int i = 1010; i < 6010; ++i) fwd->remove(ids[static_cast<size_t>(i)]);
   REQUIRE(fwd->commit(finals.sink(), error));

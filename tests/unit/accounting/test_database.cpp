@@ -132,13 +132,18 @@ TEST_CASE("text rules: valid UTF-8 kept, other bytes as \\xhh", "[database]") {
 }
 
 TEST_CASE("table and column names are checked and quoted", "[database]") {
-  CHECK(check_table_names(TableNames{}) == "");
-  CHECK(check_table_names({"acct", "cid", "ftag", "ttag", "payload"}) == "");
-  CHECK_THAT(check_table_names({"bad name", "c", "f", "t", "i"}),
-             Catch::Contains("sessions_table"));
-  CHECK_THAT(check_table_names({"t", "c", "f", "t", "1x"}), Catch::Contains("info_column"));
-  CHECK_THAT(check_table_names({"t", "c", "C", "t", "i"}), Catch::Contains("same column"));
-  CHECK_THAT(check_table_names({"t", "c", "f", "ID", "i"}), Catch::Contains("'id'"));
+  std::string why;
+  CHECK(check_table_names(TableNames{}, why));
+  CHECK(check_table_names({"acct", "cid", "ftag", "ttag", "payload"}, why));
+  CHECK(why.empty());
+  CHECK_FALSE(check_table_names({"bad name", "c", "f", "t", "i"}, why));
+  CHECK_THAT(why, Catch::Contains("sessions_table"));
+  CHECK_FALSE(check_table_names({"t", "c", "f", "t", "1x"}, why));
+  CHECK_THAT(why, Catch::Contains("info_column"));
+  CHECK_FALSE(check_table_names({"t", "c", "C", "t", "i"}, why));
+  CHECK_THAT(why, Catch::Contains("same column"));
+  CHECK_FALSE(check_table_names({"t", "c", "f", "ID", "i"}, why));
+  CHECK_THAT(why, Catch::Contains("'id'"));
   CHECK(quote_identifier("media_sessions") == "\"media_sessions\"");
   CHECK(quote_identifier("a\"b") == "\"a\"\"b\"");
 

@@ -20,6 +20,9 @@
 
 namespace {
 
+// The reason of a failure, where a case does not look at it.
+std::string ignored;
+
 using mp::relay::DispatcherClient;
 using mp::relay::RelayEngine;
 namespace tt = mp::tls::test;
@@ -35,7 +38,7 @@ struct FakeDispatcher {
     listener = std::make_unique<tt::Listener>(loop, [this, loop](uv_stream_t* s) {
       auto e = std::make_unique<tt::Endpoint>();
       e->make(loop, ctx);
-      e->conn->accept(s);
+      e->conn->accept(s, ignored);
       accepted.push_back(std::move(e));
     });
   }
