@@ -110,6 +110,10 @@ const std::vector<std::string>& seeds() {
       // Addresses.
       "192.0.2.5:40000",
       "10.0.0.0/8",
+      "2001:db8::7",
+      "[2001:db8:0:1:0:0:0:1]:40000",
+      "::ffff:10.0.0.1",
+      "[fe80::1%eth0]:1",
       // Strings and doubles for the JSON checks.
       "\xf0\x9f\x98\x80\xc3\xa9\xff\x01\x7f\"\\",
       std::string("\x00\x00\x00\x00\x00\x00\xf0\x3f", 8),  // 1.0
