@@ -24,18 +24,7 @@
 #define RETRY_MS 700
 #define SLACK_MS 150
 
-static int checks, failures;
-
-#define CHECK(cond, ...)                          \
-  do {                                            \
-    checks++;                                     \
-    if (!(cond)) {                                \
-      failures++;                                 \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      printf(__VA_ARGS__);                        \
-      printf("\n");                               \
-    }                                             \
-  } while (0)
+#include "check.h"
 
 static long long now_ms(void) {
   struct timespec ts;

@@ -25,18 +25,7 @@
 #include "fake_dispatcher.h"
 #include "mediaproxy-shim.h"
 
-static int checks, failures;
-
-#define CHECK(cond, ...)                          \
-  do {                                            \
-    checks++;                                     \
-    if (!(cond)) {                                \
-      failures++;                                 \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      printf(__VA_ARGS__);                        \
-      printf("\n");                               \
-    }                                             \
-  } while (0)
+#include "check.h"
 
 #define PROCS 4
 #define CALLS 60

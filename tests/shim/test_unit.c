@@ -18,18 +18,7 @@
 #include "sdp_valid.h"
 #include "shim_internal.h"
 
-static int checks, failures;
-
-#define CHECK(cond, ...)                          \
-  do {                                            \
-    checks++;                                     \
-    if (!(cond)) {                                \
-      failures++;                                 \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      printf(__VA_ARGS__);                        \
-      printf("\n");                               \
-    }                                             \
-  } while (0)
+#include "check.h"
 
 static mps_str S(const char* s) {
   mps_str r = {s, strlen(s)};
