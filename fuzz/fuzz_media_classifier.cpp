@@ -95,9 +95,9 @@ void check_classifier(const uint8_t* data, size_t size) {
 // One party of one stream, as MediaStream keeps it.
 struct Party {
   bool sdp_set = false;
-  Endpoint sdp;
+  IpEndpoint sdp;
   double sdp_since = 0;
-  Endpoint old_sdp;  // before the last re-INVITE
+  IpEndpoint old_sdp;  // before the last re-INVITE
   Ipv4 signaling;
   std::optional<double> answered;
   bool strict = false;
@@ -106,7 +106,7 @@ struct Party {
   LatchState legs[2];   // RTP, RTCP
 };
 
-const Endpoint kSdpChoices[] = {
+const IpEndpoint kSdpChoices[] = {
     {ip(10, 0, 0, 1), 5000},      // private address behind a NAT
     {ip(198, 51, 100, 7), 7000},  // public, what the NAT shows
     {ip(0, 0, 0, 0), 5000},       // hold (c=0.0.0.0)
@@ -121,7 +121,7 @@ const uint32_t kSsrcs[] = {0x11111111, 0x22222222, 0, 0xffffffff};
 const double kWindows[] = {0, 0.1, 0.5, 2.0};
 const double kSilences[] = {0, 0.2, 0.5, 1.0};
 
-Endpoint source(const Party& p, unsigned which, uint8_t extra) {
+IpEndpoint source(const Party& p, unsigned which, uint8_t extra) {
   switch (which & 15) {
     case 0:
       return p.sdp;
@@ -285,7 +285,7 @@ void run_script(const uint8_t* data, size_t size) {
       switch (e0 & 7) {
         case 0:
         case 1: {  // SDP known or moved (a re-INVITE): reset_party()
-          const Endpoint announced = kSdpChoices[e1 & 7];
+          const IpEndpoint announced = kSdpChoices[e1 & 7];
           if (p.sdp_set) p.old_sdp = p.sdp;
           p.sdp_set = true;
           p.sdp = announced;

@@ -213,6 +213,20 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
              format_ipv4(relay_ip).c_str());
   }
 
+  if (has_relay && cfg.relay.relay_ip6 && !is_local_address(*cfg.relay.relay_ip6)) {
+    LOG_CRIT(
+        "relay_ip %s is not a usable address of this host (not assigned, or still in "
+        "duplicate address detection); set [Relay] relay_ip to one that is",
+        format_ip(*cfg.relay.relay_ip6).c_str());
+    return 1;
+  }
+  if (has_relay && cfg.relay.advertised_ip6 && !cfg.relay.relay_ip6) {
+    LOG_CRIT(
+        "advertised_ip gives an IPv6 address but relay_ip has none: add the relay's own "
+        "IPv6 address to relay_ip");
+    return 1;
+  }
+
   rlim_t files = raise_file_limit();
   const size_t pairs = static_cast<size_t>(cfg.relay.port_end - cfg.relay.port_start) / 2;
   const size_t fd_streams = files > 64 ? static_cast<size_t>(files - 64) / 4 : 0;
@@ -239,7 +253,7 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
   // Live upgrade: the running process hands its sockets over, writes its
   // state file and exits; the calls are restored from that file on them.
   const std::string upgrade_path = cfg.runtime_dir + "/upgrade.sock";
-  std::vector<std::pair<Endpoint, int>> handed_media;
+  std::vector<std::pair<IpEndpoint, int>> handed_media;
   int handed_listener = -1;
   std::vector<std::pair<int, std::string>> handed_connections;
   if (upgrade) {
@@ -257,7 +271,7 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
     for (app::HandedSocket& h : handed) {
       std::string unread;
       if (h.what.rfind("media ", 0) == 0) {
-        if (auto ep = parse_endpoint(std::string_view(h.what).substr(6))) {
+        if (auto ep = parse_ip_endpoint(std::string_view(h.what).substr(6))) {
           handed_media.emplace_back(*ep, h.fd);
           continue;
         }
@@ -526,7 +540,7 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
                              h.fd});
           if (p.engine)
             for (auto& [local, fd] : p.engine->hand_over())
-              out.push_back({"media " + format_endpoint(local), fd});
+              out.push_back({"media " + format_ip_endpoint(local), fd});
           return out;
         },
         [&p] {
@@ -555,10 +569,12 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
     return 1;
   }
   if (p.engine)
-    LOG_INFO("mediaproxy %s started: role %s, relay %s, ports %d-%d (%zu streams), %s forwarding",
-             MEDIAPROXY_VERSION, std::string(role_name(cfg.role)).c_str(),
-             format_ipv4(relay_ip).c_str(), cfg.relay.port_start, cfg.relay.port_end - 1, pairs / 2,
-             p.engine->kernel_forwarding() ? "kernel" : "userspace");
+    LOG_INFO(
+        "mediaproxy %s started: role %s, relay %s%s%s, ports %d-%d (%zu streams), %s forwarding",
+        MEDIAPROXY_VERSION, std::string(role_name(cfg.role)).c_str(), format_ipv4(relay_ip).c_str(),
+        cfg.relay.relay_ip6 ? " and " : "",
+        cfg.relay.relay_ip6 ? format_ip(*cfg.relay.relay_ip6).c_str() : "", cfg.relay.port_start,
+        cfg.relay.port_end - 1, pairs / 2, p.engine->kernel_forwarding() ? "kernel" : "userspace");
   else
     LOG_INFO("mediaproxy %s started: role dispatcher", MEDIAPROXY_VERSION);
   report_ready(ready_fd, true);

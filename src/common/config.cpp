@@ -125,16 +125,31 @@ bool set_level(std::string_view v, std::optional<log::Level>& out, std::string& 
   return true;
 }
 
-bool set_ip(std::string_view v, std::optional<Ipv4>& out, std::string& error) {
-  if (v.empty()) {
-    out.reset();
-    return true;
+// "a.b.c.d", "v6", or both separated by a comma (at most one per family).
+bool set_ips(std::string_view v, std::optional<Ipv4>& out4, std::optional<IpAddress>& out6,
+             std::string& error) {
+  out4.reset();
+  out6.reset();
+  while (!v.empty()) {
+    const size_t comma = v.find(',');
+    std::string_view item = v.substr(0, comma);
+    v = comma == std::string_view::npos ? std::string_view() : v.substr(comma + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    auto ip = parse_ip(item);
+    if (!ip || ip->is_v4_mapped())
+      return fail(error,
+                  "expected an IPv4 and/or an IPv6 address, got '" + std::string(item) + "'");
+    if (ip->is_any())
+      return fail(error, format_ip(*ip) + " is not a usable address here; give the host's address");
+    if (ip->is_v4() ? out4.has_value() : out6.has_value())
+      return fail(error, "more than one IPv" + std::string(1, family_digit(ip->family)) +
+                             " address (give at most one per family)");
+    if (ip->is_v4())
+      out4 = ip->v4();
+    else
+      out6 = ip;
   }
-  auto ip = parse_ipv4(v);
-  if (!ip) return fail(error, "expected an IPv4 address, got '" + std::string(v) + "'");
-  if (ip->is_any())
-    return fail(error, "0.0.0.0 is not a usable address here; give the host's address");
-  out = ip;
   return true;
 }
 
@@ -304,10 +319,10 @@ std::vector<std::pair<std::string, Section>> option_table() {
       {"Relay",
        {
            {"relay_ip", {[](std::string_view v, Config& c, std::string& error) {
-              return set_ip(v, c.relay.relay_ip, error);
+              return set_ips(v, c.relay.relay_ip, c.relay.relay_ip6, error);
             }}},
            {"advertised_ip", {[](std::string_view v, Config& c, std::string& error) {
-              return set_ip(v, c.relay.advertised_ip, error);
+              return set_ips(v, c.relay.advertised_ip, c.relay.advertised_ip6, error);
             }}},
            {"port_range", {[](std::string_view v, Config& c, std::string& error) {
               size_t colon = v.find(':');

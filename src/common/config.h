@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/address.h"
+#include "common/ip_address.h"
 #include "common/log.h"
 
 namespace mp {
@@ -57,8 +58,10 @@ enum class Forwarding { Auto, Kernel, Userspace };
 std::string_view forwarding_name(Forwarding f);
 
 struct RelayConfig {
-  std::optional<Ipv4> relay_ip;
-  std::optional<Ipv4> advertised_ip;
+  std::optional<Ipv4> relay_ip;             // IPv4 media address; nullopt: detected
+  std::optional<IpAddress> relay_ip6;       // IPv6 media address; nullopt: no IPv6 media
+  std::optional<Ipv4> advertised_ip;        // what replies give for IPv4, behind 1:1 NAT
+  std::optional<IpAddress> advertised_ip6;  // likewise for IPv6
   int port_start = 40000;
   int port_end = 60000;
   int stream_timeout = 90;

@@ -61,6 +61,56 @@ bool IpAddress::is_v4_mapped() const {
   return !is_v4() && std::memcmp(bytes.data(), kMapped, sizeof kMapped) == 0;
 }
 
+bool IpAddress::is_any() const {
+  const size_t n = is_v4() ? 4 : 16;
+  for (size_t i = 0; i < n; ++i)
+    if (bytes[i] != 0) return false;
+  return true;
+}
+
+SocketAddress SocketAddress::of(const IpEndpoint& ep) {
+  SocketAddress a;
+  if (ep.ip.is_v4()) {
+    a.v4.sin_family = AF_INET;
+    std::memcpy(&a.v4.sin_addr, ep.ip.bytes.data(), 4);
+    a.v4.sin_port = htons(ep.port);
+    a.len = sizeof(sockaddr_in);
+  } else {
+    a.v6.sin6_family = AF_INET6;
+    std::memcpy(&a.v6.sin6_addr, ep.ip.bytes.data(), 16);
+    a.v6.sin6_port = htons(ep.port);
+    a.len = sizeof(sockaddr_in6);
+  }
+  return a;
+}
+
+IpEndpoint SocketAddress::endpoint() const {
+  IpEndpoint ep;
+  if (sa.sa_family == AF_INET6) {
+    ep.ip.family = IpAddress::Family::V6;
+    std::memcpy(ep.ip.bytes.data(), &v6.sin6_addr, 16);
+    ep.port = ntohs(v6.sin6_port);
+  } else if (sa.sa_family == AF_INET) {
+    std::memcpy(ep.ip.bytes.data(), &v4.sin_addr, 4);
+    ep.port = ntohs(v4.sin_port);
+  }
+  return ep;
+}
+
+bool SocketAddress::same_as(const SocketAddress& o) const {
+  if (sa.sa_family != o.sa.sa_family) return false;
+  if (sa.sa_family == AF_INET)
+    return v4.sin_port == o.v4.sin_port && v4.sin_addr.s_addr == o.v4.sin_addr.s_addr;
+  return v6.sin6_port == o.v6.sin6_port && std::memcmp(&v6.sin6_addr, &o.v6.sin6_addr, 16) == 0 &&
+         v6.sin6_scope_id == o.v6.sin6_scope_id;
+}
+
+std::optional<IpAddress::Family> parse_family_digit(std::string_view text) {
+  if (text == "4") return IpAddress::Family::V4;
+  if (text == "6") return IpAddress::Family::V6;
+  return std::nullopt;
+}
+
 std::optional<IpAddress> parse_ip(std::string_view text) {
   if (auto v4 = parse_ipv4(text)) return IpAddress::from_v4(*v4);
   // "a:b:c:d:e:f:g:h" is at most 39 characters, 45 with a dotted tail.

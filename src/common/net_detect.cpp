@@ -3,6 +3,8 @@
 
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -59,6 +61,17 @@ bool is_local_address(Ipv4 ip) {
       found = true;
   freeifaddrs(list);
   return found;
+}
+
+bool is_local_address(const IpAddress& ip) {
+  if (auto v4 = ip.v4()) return is_local_address(*v4);
+  // Binding says it best: it fails for addresses not here or still tentative.
+  const int fd = ::socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const SocketAddress sa = SocketAddress::of(IpEndpoint{ip, 0});
+  const bool ok = ::bind(fd, &sa.sa, sa.len) == 0;
+  ::close(fd);
+  return ok;
 }
 
 }  // namespace mp

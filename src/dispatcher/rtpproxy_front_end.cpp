@@ -7,7 +7,9 @@
 #include <charconv>
 
 #include "common/address.h"
+#include "common/ip_address.h"
 #include "common/log.h"
+#include "dispatcher/rtpproxy_mapping.h"
 #include "protocol/media.h"
 
 namespace mp::dispatcher {
@@ -24,31 +26,6 @@ constexpr size_t kMaxQueuedPerCall = 64;
 
 std::string key_of(const std::string& call_id, const std::string& tag) {
   return call_id + '\n' + tag;
-}
-
-// "audio:IP:PORT:sendrecv:ice=no" (spec A.5) for one party's stream, with
-// ":asymmetric=yes" for the `a` modifier.
-std::string media_item(const std::string& ip, uint16_t port, bool asymmetric = false) {
-  return "audio:" + ip + ":" + std::to_string(port) + ":sendrecv:ice=no" +
-         (asymmetric ? ":asymmetric=yes" : "");
-}
-
-// The N-th port of a relay reply "IP P1 P2 ...", with the IP.
-bool pick_port(const std::string& reply, size_t index, std::string& ip, uint16_t& port) {
-  std::vector<std::string_view> tokens;
-  std::string_view rest = reply;
-  while (!rest.empty()) {
-    size_t sp = rest.find(' ');
-    tokens.push_back(rest.substr(0, sp));
-    if (sp == std::string_view::npos) break;
-    rest.remove_prefix(sp + 1);
-  }
-  if (tokens.size() < 2 || index + 1 >= tokens.size() || !parse_ipv4(tokens[0])) return false;
-  auto p = parse_port(tokens[index + 1]);
-  if (!p) return false;
-  ip.assign(tokens[0]);
-  port = *p;
-  return true;
 }
 
 const char* verb_name(RtpproxyVerb v) {
@@ -264,8 +241,9 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
     finish(key, p.reply, protocol::format_rtpproxy_error(code));
   };
   if (n > protocol::kMaxMediaItems) return fail(rtpp_error::kBadArgument, "media number too high");
-  if (cmd.modifiers.ipv6 || !parse_ipv4(cmd.address))
-    return fail(rtpp_error::kBadArgument, "IPv6 media is not supported by this version");
+  const std::optional<IpAddress> party_ip = rtpproxy_party_address(cmd);
+  if (!party_ip)
+    return fail(rtpp_error::kBadAddress, "address not of the family its modifiers say");
   int side;
   if (cmd.from_tag.tag == call.tag[0]) {
     side = 0;
@@ -319,8 +297,10 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
   std::string media;
   for (const StreamSdp& s : list) {
     if (!media.empty()) media += ',';
-    media += s.known ? media_item(s.ip, s.port, s.asymmetric) : media_item("0.0.0.0", 0);
+    media += s.known ? rtpproxy_media_item(s.ip, s.port, s.asymmetric)
+                     : rtpproxy_media_item(party_ip->is_v4() ? "0.0.0.0" : "::", 0);
   }
+  const IpAddress::Family wanted = rtpproxy_reply_family(cmd, *party_ip);
   protocol::Request req;
   req.command = "update";
   req.headers = {{"call_id", call.call_id},
@@ -333,13 +313,16 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
                  {"cseq", std::to_string(call.cseq[side])},
                  {"signaling_ip", cmd.address},
                  {"media", media}};
+  if (wanted != party_ip->family)  // a bridge: "<this party's family>,<the reply's>"
+    req.headers.push_back(
+        {"families", std::string{family_digit(party_ip->family), ',', family_digit(wanted)}});
   if (req.headers[2].value.empty()) req.headers.erase(req.headers.begin() + 2);
   const bool created = call.cseq[0] == 1 && call.cseq[1] == 0 && !retransmission && side == 0;
   dispatcher_.handle(req, [this, key, n, created, side, retransmission, before = std::move(before),
                            p = std::move(p)](std::string r) mutable {
     std::string ip;
     uint16_t port = 0;
-    if (!pick_port(r, n - 1, ip, port)) {
+    if (!rtpproxy_pick_port(r, n - 1, ip, port)) {
       LOG_WARN("rtpproxy: %s for call %s: the relay answered '%s'; answered E%d",
                p.cmd.letters.c_str(), log_safe(p.cmd.call_id).c_str(), log_safe(r).c_str(),
                rtpp_error::kNoPorts);
@@ -362,7 +345,8 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
       return;
     }
     if (created) ++created_;
-    finish(key, p.reply, protocol::format_rtpproxy_port(port, ip, false));
+    finish(key, p.reply,
+           protocol::format_rtpproxy_port(port, ip, rtpproxy_reply_family_token(p.cmd, ip)));
   });
 }
 
@@ -377,8 +361,8 @@ void RtpproxyFrontEnd::lookup(Call& call, const std::string& key, Pending& p) {
     finish(key, p.reply, protocol::format_rtpproxy_error(code));
   };
   if (n > protocol::kMaxMediaItems) return fail(rtpp_error::kBadArgument, "media number too high");
-  if (cmd.modifiers.ipv6 || !parse_ipv4(cmd.address))
-    return fail(rtpp_error::kBadArgument, "IPv6 media is not supported by this version");
+  if (!rtpproxy_party_address(cmd))
+    return fail(rtpp_error::kBadAddress, "address not of the family its modifiers say");
   const std::string& answerer_tag = cmd.to_tag ? cmd.to_tag->tag : std::string();
   int offerer;
   if (cmd.from_tag.tag == call.tag[0])
@@ -412,19 +396,20 @@ void RtpproxyFrontEnd::lookup(Call& call, const std::string& key, Pending& p) {
                  {"cseq", std::to_string(call.cseq[offerer])},
                  {"signaling_ip", cmd.address},
                  {"media_index", std::to_string(n)},
-                 {"media", media_item(cmd.address, cmd.port, cmd.modifiers.asymmetric)}};
+                 {"media", rtpproxy_media_item(cmd.address, cmd.port, cmd.modifiers.asymmetric)}};
   if (req.headers[2].value.empty()) req.headers.erase(req.headers.begin() + 2);
   dispatcher_.handle(req, [this, key, n, p = std::move(p)](std::string r) mutable {
     std::string ip;
     uint16_t port = 0;
-    if (!pick_port(r, n - 1, ip, port)) {
+    if (!rtpproxy_pick_port(r, n - 1, ip, port)) {
       LOG_WARN("rtpproxy: %s for call %s: the relay answered '%s'; answered E%d",
                p.cmd.letters.c_str(), log_safe(p.cmd.call_id).c_str(), log_safe(r).c_str(),
                rtpp_error::kSessionUnknown);
       finish(key, p.reply, protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
       return;
     }
-    finish(key, p.reply, protocol::format_rtpproxy_port(port, ip, false));
+    finish(key, p.reply,
+           protocol::format_rtpproxy_port(port, ip, rtpproxy_reply_family_token(p.cmd, ip)));
   });
 }
 

@@ -3,13 +3,16 @@
 // Owns the decoding of "type:ip:port:direction[:k=v...]" items separated by
 // commas and their re-encoding. Validation is stricter than the original
 // relay where the original would have failed later anyway: the IP must be a
-// dotted quad, the port a plain decimal 0-65535, the direction one of the four
+// dotted quad or, as this relay's extension (issue 17; the stock modules send
+// IPv4 only), an IPv6 address in brackets ("audio:[2001:db8::5]:6000:..."),
+// the port a plain decimal 0-65535, the direction one of the four
 // SDP words (any letter case, as the modules copy it from the SDP), and the
 // media type a non-empty run of visible ASCII characters. Any violation
 // rejects the whole header, which the relay then treats as "no media".
 #include "protocol/media.h"
 
 #include "common/error.h"
+#include "common/ip_address.h"
 
 #include <array>
 
@@ -59,7 +62,18 @@ bool parse_item(std::string_view text, size_t index, MediaItem& item, std::strin
   if (!more) {
     return fail(error, where + "missing ip, port and direction");
   }
-  const std::string_view ip_text = next_field(rest, ':', more);
+  std::string_view ip_text;
+  if (!rest.empty() && rest.front() == '[') {  // "[v6]:" : the address holds colons
+    const size_t close = rest.find(']');
+    if (close == std::string_view::npos || close + 1 >= rest.size() || rest[close + 1] != ':') {
+      return fail(error, where + "unterminated [IPv6] address");
+    }
+    ip_text = rest.substr(1, close - 1);
+    rest = rest.substr(close + 2);
+    more = true;
+  } else {
+    ip_text = next_field(rest, ':', more);
+  }
   if (!more) {
     return fail(error, where + "missing port and direction");
   }
@@ -69,9 +83,10 @@ bool parse_item(std::string_view text, size_t index, MediaItem& item, std::strin
   }
   const std::string_view direction_text = next_field(rest, ':', more);
 
-  const auto ip = parse_ipv4(ip_text);
-  if (!ip) {
-    return fail(error, where + "invalid IPv4 address");
+  const bool bracketed = ip_text.data() != text.data() + type.size() + 1;
+  const auto ip = parse_ip(ip_text);
+  if (!ip || ip->is_v4() == bracketed) {
+    return fail(error, where + (bracketed ? "invalid IPv6 address" : "invalid IPv4 address"));
   }
   const auto port = parse_port(port_text);
   if (!port) {
@@ -142,7 +157,13 @@ std::string format_media(const std::vector<MediaItem>& items) {
     if (!out.empty()) out.push_back(',');
     out += item.type;
     out.push_back(':');
-    out += format_ipv4(item.ip);
+    if (item.ip.is_v4()) {
+      out += format_ip(item.ip);
+    } else {
+      out.push_back('[');
+      out += format_ip(item.ip);
+      out.push_back(']');
+    }
     out.push_back(':');
     out += std::to_string(item.port);
     out.push_back(':');

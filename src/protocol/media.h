@@ -2,7 +2,7 @@
 //
 // Grammar, no whitespace anywhere:
 //   media  = stream *( "," stream )
-//   stream = type ":" ip ":" port ":" direction *( ":" key "=" value )
+//   stream = type ":" ( ipv4 / "[" ipv6 "]" ) ":" port ":" direction *( ":" key "=" value )
 // Empty items between commas are ignored. Only the `ice` and `asymmetric`
 // parameters are interpreted (absent means no); empty parameters are
 // tolerated; a parameter without '=' makes the whole header invalid.
@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/address.h"
+#include "common/ip_address.h"
 
 namespace mp::protocol {
 
@@ -26,7 +26,7 @@ std::optional<Direction> parse_direction(std::string_view text);
 
 struct MediaItem {
   std::string type;  // "audio", "video", "image", ...
-  Ipv4 ip;
+  IpAddress ip;      // IPv6 written "[...]" in the header
   uint16_t port = 0;
   Direction direction = Direction::SendRecv;
   bool ice = false;

@@ -28,8 +28,8 @@ std::vector<std::string_view> split_blanks(std::string_view line) {
 
 }  // namespace
 
-std::string format_ports_reply(Ipv4 ip, const std::vector<uint16_t>& ports) {
-  std::string out = format_ipv4(ip);
+std::string format_ports_reply(const IpAddress& ip, const std::vector<uint16_t>& ports) {
+  std::string out = format_ip(ip);
   for (uint16_t port : ports) {
     out.push_back(' ');
     out += std::to_string(port);
@@ -55,7 +55,7 @@ std::optional<ModuleReply> parse_module_reply(std::string_view line) {
       return reply;
     }
   }
-  const auto ip = parse_ipv4(tokens[0]);
+  const auto ip = parse_ip(tokens[0]);
   if (!ip) return std::nullopt;
   reply.kind = ModuleReply::Kind::Ports;
   reply.ip = *ip;

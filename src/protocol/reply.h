@@ -1,6 +1,7 @@
 // Replies to the proxy module (spec A.6): one line per request.
 //
-//   update success:  "<ip> <port1> ... <portN>"   (port 0 for closed streams)
+//   update success:  "<ip> <port1> ... <portN>"   (port 0 for closed streams;
+//                    <ip> IPv6 text only for requests that asked for IPv6)
 //   remove success:  "removed"
 //   failure:         "error"
 //   no media:        "None"   (compatibility quirk of the original)
@@ -14,11 +15,11 @@
 #include <string_view>
 #include <vector>
 
-#include "common/address.h"
+#include "common/ip_address.h"
 
 namespace mp::protocol {
 
-std::string format_ports_reply(Ipv4 ip, const std::vector<uint16_t>& ports);
+std::string format_ports_reply(const IpAddress& ip, const std::vector<uint16_t>& ports);
 inline constexpr std::string_view kReplyRemoved = "removed";
 inline constexpr std::string_view kReplyError = "error";
 inline constexpr std::string_view kReplyNone = "None";
@@ -26,7 +27,7 @@ inline constexpr std::string_view kReplyHalting = "halting";
 
 struct ModuleReply {
   enum class Kind { Ports, Removed, Error, None } kind = Kind::Error;
-  Ipv4 ip;
+  IpAddress ip;  // IPv6 only from relays with an IPv6 address (issue 17)
   std::vector<uint16_t> ports;
 };
 

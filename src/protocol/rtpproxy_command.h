@@ -189,8 +189,9 @@ std::optional<RtpproxyCommand> parse_rtpproxy_command(std::string_view text,
                                                       RtpproxyParseError& error);
 
 // Replies, without cookie and without the final "\n":
-std::string format_rtpproxy_port(uint16_t port, std::string_view address,
-                                 bool ipv6);  // "40000 192.0.2.1" / "40000 2001:db8::1 6"
+// `family`: '6' or '4' appended as a third token (Kamailio writes "IN IP6"
+// only when told '6'), 0 for none: "40000 192.0.2.1" / "40000 2001:db8::1 6".
+std::string format_rtpproxy_port(uint16_t port, std::string_view address, char family);
 std::string format_rtpproxy_error(int code);  // "E50"
 // (format_rtpproxy_port with an empty address gives the bare port: "0" is
 // rtpproxy's answer to an L for an unknown session.)

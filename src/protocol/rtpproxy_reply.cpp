@@ -58,12 +58,15 @@ bool append_query_value(std::string& out, std::string_view name, const RtpproxyQ
 
 }  // namespace
 
-std::string format_rtpproxy_port(uint16_t port, std::string_view address, bool ipv6) {
+std::string format_rtpproxy_port(uint16_t port, std::string_view address, char family) {
   std::string out = std::to_string(port);
   if (address.empty()) return out;
   out += ' ';
   out += address;
-  if (ipv6) out += " 6";
+  if (family == '4' || family == '6') {
+    out += ' ';
+    out += family;
+  }
   return out;
 }
 

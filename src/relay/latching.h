@@ -28,7 +28,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "common/address.h"
+#include "common/ip_address.h"
 
 namespace mp::relay {
 
@@ -41,11 +41,11 @@ struct LatchPolicy {
 // Per leg (one party on one sub-stream) latching state.
 struct LatchState {
   bool learned = false;
-  Endpoint remote;
+  IpEndpoint remote;
   bool has_obsolete = false;  // after a re-INVITE moved the party: ignore this old source
-  Endpoint obsolete;
+  IpEndpoint obsolete;
   bool has_candidate = false;  // the first unknown source, waiting for the window
-  Endpoint candidate;
+  IpEndpoint candidate;
   double candidate_since = 0;
   bool has_ssrc = false;  // RTP: SSRC last seen from `remote`
   uint32_t ssrc = 0;
@@ -71,22 +71,22 @@ struct LatchState {
 };
 
 struct LatchInput {
-  Endpoint from;
+  IpEndpoint from;
   bool rtcp = false;
   bool stun = false;
   std::optional<uint32_t> ssrc;  // RTP version 2 packets only
   double now = 0;
   // What the party announced (RTP address; RTCP is port + 1 by convention).
   bool sdp_known = false;
-  Endpoint sdp;
-  double sdp_since = 0;   // when the SDP became known
-  Ipv4 signaling_ip;      // 0.0.0.0: unknown
-  bool answered = false;  // the stream has its final answer
+  IpEndpoint sdp;
+  double sdp_since = 0;    // when the SDP became known
+  IpAddress signaling_ip;  // any: unknown
+  bool answered = false;   // the stream has its final answer
   double answered_since = 0;
   double liveness_at = 0;  // up to when `last_seen` is known to be current
   // RTCP only: the same party's RTP leg.
   bool rtp_learned = false;
-  Ipv4 rtp_ip;
+  IpAddress rtp_ip;
   uint32_t rtp_epoch = 0;
 };
 

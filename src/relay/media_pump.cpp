@@ -19,7 +19,7 @@ namespace {
 alignas(64) unsigned char g_rx[MediaPump::kBatch][MediaPump::kMaxDatagram];
 mmsghdr g_rx_msgs[MediaPump::kBatch];
 iovec g_rx_iov[MediaPump::kBatch];
-sockaddr_in g_from[MediaPump::kBatch];
+SocketAddress g_from[MediaPump::kBatch];
 epoll_event g_events[MediaPump::kEvents];
 }  // namespace
 
@@ -80,8 +80,12 @@ void MediaPump::retire(MediaSocket* s) {
 }
 
 namespace {
-uint64_t idle_key(const Endpoint& e) {
-  return (static_cast<uint64_t>(e.ip.be) << 16) | e.port;
+// A relay binds one address per family, so the port and the family name a
+// local address; the address bits only guard against surprises.
+uint64_t idle_key(const IpEndpoint& e) {
+  uint32_t tail;
+  std::memcpy(&tail, e.ip.bytes.data() + (e.ip.is_v4() ? 0 : 12), 4);
+  return (static_cast<uint64_t>(e.ip.is_v6()) << 63) | (static_cast<uint64_t>(tail) << 16) | e.port;
 }
 }  // namespace
 
@@ -113,12 +117,12 @@ size_t MediaPump::evict_idle(size_t n) {
   return closed;
 }
 
-void MediaPump::inherit(const Endpoint& local, int fd) {
+void MediaPump::inherit(const IpEndpoint& local, int fd) {
   auto [it, fresh] = inherited_.emplace(idle_key(local), fd);
   if (!fresh) ::close(fd);  // the same port twice: keep the first
 }
 
-int MediaPump::take_inherited(const Endpoint& local) {
+int MediaPump::take_inherited(const IpEndpoint& local) {
   auto it = inherited_.find(idle_key(local));
   if (it == inherited_.end()) return -1;
   const int fd = it->second;
@@ -133,7 +137,7 @@ size_t MediaPump::close_inherited() {
   return n;
 }
 
-MediaSocket* MediaPump::unpark(const Endpoint& local) {
+MediaSocket* MediaPump::unpark(const IpEndpoint& local) {
   auto it = idle_.find(idle_key(local));
   if (it == idle_.end()) return nullptr;
   MediaSocket* s = it->second;
@@ -177,8 +181,8 @@ unsigned MediaPump::read_batch(MediaSocket* s) {
     g_rx_iov[i].iov_base = g_rx[i];
     g_rx_iov[i].iov_len = kMaxDatagram;
     msghdr& h = g_rx_msgs[i].msg_hdr;
-    h.msg_name = &g_from[i];
-    h.msg_namelen = sizeof g_from[i];
+    h.msg_name = &g_from[i].sa;
+    h.msg_namelen = sizeof g_from[i].v6;
     h.msg_iov = &g_rx_iov[i];
     h.msg_iovlen = 1;
     h.msg_control = nullptr;
@@ -188,7 +192,7 @@ unsigned MediaPump::read_batch(MediaSocket* s) {
   int n = ::recvmmsg(s->fd_, g_rx_msgs, kBatch, MSG_DONTWAIT, nullptr);
   if (n <= 0) {
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-      LOG_DEBUG("receive error on %s: %s", format_endpoint(s->local_).c_str(),
+      LOG_DEBUG("receive error on %s: %s", format_ip_endpoint(s->local_).c_str(),
                 std::strerror(errno));
     // A socket with a pending error (ICMP) is readable without data: reading
     // the error clears it, so the next pass does not spin on it.
@@ -197,18 +201,19 @@ unsigned MediaPump::read_batch(MediaSocket* s) {
   received_ += static_cast<unsigned>(n);
   for (int i = 0; i < n && s->owner_; ++i) {
     const msghdr& h = g_rx_msgs[i].msg_hdr;
-    if ((h.msg_flags & MSG_TRUNC) || g_from[i].sin_family != AF_INET) continue;
+    const sa_family_t family = g_from[i].sa.sa_family;
+    if ((h.msg_flags & MSG_TRUNC) || (family != AF_INET && family != AF_INET6)) continue;
+    g_from[i].len = h.msg_namelen;
     s->owner_->on_datagram(s->tag_, g_from[i], g_rx[i], g_rx_msgs[i].msg_len);
   }
   flush();  // before the buffers are read into again
   return static_cast<unsigned>(n);
 }
 
-void MediaPump::send(int fd, const sockaddr_in& to, const uint8_t* data, size_t len,
+void MediaPump::send(int fd, const SocketAddress& to, const uint8_t* data, size_t len,
                      SendFailureSink* sink, int cookie) {
   if (!in_pass_) {
-    ssize_t r = ::sendto(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL,
-                         reinterpret_cast<const sockaddr*>(&to), sizeof to);
+    ssize_t r = ::sendto(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, &to.sa, to.len);
     if (r < 0) {
       ++send_failures_;
       if (sink) sink->on_send_failed(cookie, len);
@@ -224,8 +229,8 @@ namespace {
 // MTU (the kernel refuses the send otherwise), and RTP stays well below this.
 constexpr size_t kGsoMaxSegment = 1400;
 
-bool same_destination(const sockaddr_in& a, const sockaddr_in& b) {
-  return a.sin_addr.s_addr == b.sin_addr.s_addr && a.sin_port == b.sin_port;
+bool same_destination(const SocketAddress& a, const SocketAddress& b) {
+  return a.same_as(b);
 }
 }  // namespace
 
@@ -264,8 +269,8 @@ void MediaPump::flush() {
       }
       msghdr& h = msgs[m].msg_hdr;
       h = msghdr{};
-      h.msg_name = &out_[j].to;
-      h.msg_namelen = sizeof out_[j].to;
+      h.msg_name = const_cast<sockaddr*>(&out_[j].to.sa);
+      h.msg_namelen = out_[j].to.len;
       h.msg_iov = &iov[j];
       h.msg_iovlen = k - j;
       if (k - j > 1) {
@@ -300,7 +305,7 @@ void MediaPump::flush() {
       for (unsigned x = group_begin[g]; x < group_end[g]; ++x) {
         if (gso_refused) {
           ssize_t one = ::sendto(fd, out_[x].data, out_[x].len, MSG_DONTWAIT | MSG_NOSIGNAL,
-                                 reinterpret_cast<const sockaddr*>(&out_[x].to), sizeof out_[x].to);
+                                 &out_[x].to.sa, out_[x].to.len);
           if (one >= 0) {
             singly_ok = true;
             continue;

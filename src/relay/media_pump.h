@@ -21,7 +21,7 @@
 #include <netinet/in.h>
 #include <uv.h>
 
-#include "common/address.h"
+#include "common/ip_address.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -76,7 +76,7 @@ class MediaPump {
   // socket of `local` back, or returns nullptr.
   void set_idle_capacity(size_t n) { idle_capacity_ = n; }
   bool park(MediaSocket* s);
-  MediaSocket* unpark(const Endpoint& local);
+  MediaSocket* unpark(const IpEndpoint& local);
   size_t idle_count() const { return idle_.size(); }
   // Closes up to `n` idle sockets (any ports): a new port's socket() failed
   // for want of descriptors, which parked sockets must never cause. Returns
@@ -94,14 +94,14 @@ class MediaPump {
     pass_end_ = fn;
     pass_end_arg_ = arg;
   }
-  void inherit(const Endpoint& local, int fd);
-  int take_inherited(const Endpoint& local);
+  void inherit(const IpEndpoint& local, int fd);
+  int take_inherited(const IpEndpoint& local);
   size_t close_inherited();
 
   // Queues one datagram for sending from `fd` to `to`. The data must stay
   // valid until the queue is flushed, which happens before the pass reads
   // again. Outside a pass it is sent at once.
-  void send(int fd, const sockaddr_in& to, const uint8_t* data, size_t len, SendFailureSink* sink,
+  void send(int fd, const SocketAddress& to, const uint8_t* data, size_t len, SendFailureSink* sink,
             int cookie);
 
   // Counters of the whole data path.
@@ -120,7 +120,7 @@ class MediaPump {
 
   struct Outgoing {
     int fd;
-    sockaddr_in to;
+    SocketAddress to;
     const uint8_t* data;
     size_t len;
     SendFailureSink* sink;

@@ -18,8 +18,8 @@ constexpr int kReceiveBuffer = 256 * 1024;
 constexpr size_t kEvictOnExhaustion = 256;
 }  // namespace
 
-MediaSocket* MediaSocket::open(MediaPump* pump, Endpoint local, MediaSocketOwner* owner, int tag,
-                               int& error) {
+MediaSocket* MediaSocket::open(MediaPump* pump, const IpEndpoint& local, MediaSocketOwner* owner,
+                               int tag, int& error) {
   if (MediaSocket* idle = pump->unpark(local)) {
     idle->owner_ = owner;
     idle->tag_ = tag;
@@ -28,21 +28,26 @@ MediaSocket* MediaSocket::open(MediaPump* pump, Endpoint local, MediaSocketOwner
   // A live upgrade hands the previous process's socket over, with what the
   // kernel has queued on it.
   int fd = pump->take_inherited(local);
+  const int family = local.ip.is_v6() ? AF_INET6 : AF_INET;
   if (fd < 0) {
-    fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    fd = ::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     // Out of descriptors while other ports' sockets are parked: those give
     // way (the port pool hands out the longest-free port, so parked sockets
     // of ports not due for reuse pile up to idle_capacity).
     if (fd < 0 && (errno == EMFILE || errno == ENFILE) && pump->evict_idle(kEvictOnExhaustion) > 0)
-      fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      fd = ::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       error = uv_translate_sys_error(errno);
       return nullptr;
     }
     int size = kReceiveBuffer;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    sockaddr_in sa = local.to_sockaddr();
-    if (::bind(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0) {
+    if (family == AF_INET6) {
+      int on = 1;  // an IPv6 socket never takes IPv4-mapped traffic
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+    }
+    const SocketAddress sa = SocketAddress::of(local);
+    if (::bind(fd, &sa.sa, sa.len) != 0) {
       error = uv_translate_sys_error(errno);
       ::close(fd);
       return nullptr;
@@ -73,9 +78,8 @@ void MediaSocket::close() {
   pump_->retire(this);
 }
 
-bool MediaSocket::send_now(const sockaddr_in& to, const uint8_t* data, size_t len) {
-  ssize_t r = ::sendto(fd_, data, len, MSG_DONTWAIT | MSG_NOSIGNAL,
-                       reinterpret_cast<const sockaddr*>(&to), sizeof to);
+bool MediaSocket::send_now(const SocketAddress& to, const uint8_t* data, size_t len) {
+  ssize_t r = ::sendto(fd_, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, &to.sa, to.len);
   return r >= 0;
 }
 

@@ -1,4 +1,5 @@
-// One relay UDP port: a non-blocking UDP socket bound to the relay address,
+// One relay UDP port: a non-blocking UDP socket bound to the relay address of
+// its family (IPv4 or IPv6),
 // registered with the relay's MediaPump (media_pump.h), which reads it.
 //
 // Owns the socket's lifetime and knows its owner (the stream that gets its
@@ -18,14 +19,14 @@
 #include <cstdint>
 #include <string>
 
-#include "common/address.h"
+#include "common/ip_address.h"
 #include "relay/media_pump.h"
 
 namespace mp::relay {
 
 class MediaSocketOwner : public SendFailureSink {
  public:
-  virtual void on_datagram(int tag, const sockaddr_in& from, const uint8_t* data, size_t len) = 0;
+  virtual void on_datagram(int tag, const SocketAddress& from, const uint8_t* data, size_t len) = 0;
 
  protected:
   ~MediaSocketOwner() = default;
@@ -35,21 +36,21 @@ class MediaSocket {
  public:
   // Opens, binds and registers; returns nullptr with `error` (uv error code)
   // on failure.
-  static MediaSocket* open(MediaPump* pump, Endpoint local, MediaSocketOwner* owner, int tag,
-                           int& error);
+  static MediaSocket* open(MediaPump* pump, const IpEndpoint& local, MediaSocketOwner* owner,
+                           int tag, int& error);
   // Stops receiving and closes the descriptor. Do not use it afterwards.
   void close();
 
   // Forwards one datagram through the pump's send queue (see MediaPump::send);
   // a failure is reported to `sink` with `cookie`.
-  void forward(const sockaddr_in& to, const uint8_t* data, size_t len, SendFailureSink* sink,
+  void forward(const SocketAddress& to, const uint8_t* data, size_t len, SendFailureSink* sink,
                int cookie) {
     pump_->send(fd_, to, data, len, sink, cookie);
   }
   // Sends one datagram at once; false if the kernel refused it.
-  bool send_now(const sockaddr_in& to, const uint8_t* data, size_t len);
+  bool send_now(const SocketAddress& to, const uint8_t* data, size_t len);
 
-  const Endpoint& local() const { return local_; }
+  const IpEndpoint& local() const { return local_; }
   int fd() const { return fd_; }
   MediaSocketOwner* owner() const { return owner_; }
   int tag() const { return tag_; }
@@ -61,7 +62,7 @@ class MediaSocket {
 
   MediaPump* pump_ = nullptr;
   int fd_ = -1;
-  Endpoint local_;
+  IpEndpoint local_;
   MediaSocketOwner* owner_ = nullptr;
   int tag_ = 0;
 };

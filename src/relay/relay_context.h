@@ -8,10 +8,12 @@
 #include <time.h>
 
 #include <cstdint>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
 #include "common/address.h"
+#include "common/ip_address.h"
 #include "relay/latching.h"
 #include "relay/port_pool.h"
 
@@ -36,9 +38,11 @@ class StateSink {
 
 struct RelayContext {
   uv_loop_t* loop = nullptr;
-  MediaPump* pump = nullptr;  // reads and writes every media socket
-  Ipv4 relay_ip;              // media sockets bind here
-  Ipv4 reply_ip;              // advertised_ip if set, else relay_ip
+  MediaPump* pump = nullptr;           // reads and writes every media socket
+  Ipv4 relay_ip;                       // IPv4 media sockets bind here (and the relay's name)
+  Ipv4 reply_ip;                       // advertised_ip if set, else relay_ip
+  std::optional<IpAddress> relay_ip6;  // IPv6 media address, if the relay has one
+  std::optional<IpAddress> reply_ip6;  // its advertised form (advertised_ip's IPv6 entry)
   PortPool* ports = nullptr;
   std::vector<Cidr> routable_private_ranges;
   int transmit_every = 1;
@@ -55,6 +59,17 @@ struct RelayContext {
   StateSink* state = nullptr;        // nullptr: no state file
   CounterTable* counters = nullptr;  // live counters in a shared mapping, or nullptr
   uint64_t last_stream_id = 0;       // ids of streams (counter table owners)
+
+  bool serves(IpAddress::Family f) const { return f == IpAddress::Family::V4 || relay_ip6; }
+  // The address media sockets of family `f` bind to / that replies give
+  // (serves(f) must hold).
+  IpAddress bind_ip(IpAddress::Family f) const {
+    return f == IpAddress::Family::V6 ? *relay_ip6 : IpAddress::from_v4(relay_ip);
+  }
+  IpAddress reply_address(IpAddress::Family f) const {
+    return f == IpAddress::Family::V6 ? reply_ip6.value_or(*relay_ip6)
+                                      : IpAddress::from_v4(reply_ip);
+  }
 
   // Monotonic seconds (loop time: cheap, updated once per loop iteration).
   double now() const { return static_cast<double>(uv_now(loop)) / 1000.0; }

@@ -77,6 +77,8 @@ RelayEngine::RelayEngine(uv_loop_t* loop, const RelayConfig& cfg, Ipv4 relay_ip)
   ctx_.pump = pump_;
   ctx_.relay_ip = relay_ip;
   ctx_.reply_ip = cfg.advertised_ip.value_or(relay_ip);
+  ctx_.relay_ip6 = cfg.relay_ip6;
+  ctx_.reply_ip6 = cfg.relay_ip6 ? cfg.advertised_ip6 : std::nullopt;
   ctx_.ports = &pool_;
   ctx_.routable_private_ranges = cfg.routable_private_ranges;
   ctx_.transmit_every = cfg.userspace_transmit_every;
@@ -239,6 +241,20 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
                   log_safe(req.call_id).c_str());
       return "error";
     }
+  }
+  if (const std::string* families = view.find("families")) {
+    // "<a>,<b>": this party's family, then the family the reply must have.
+    const size_t comma = families->find(',');
+    const auto a = parse_family_digit(std::string_view(*families).substr(0, comma));
+    const auto b = comma == std::string::npos
+                       ? std::nullopt
+                       : parse_family_digit(std::string_view(*families).substr(comma + 1));
+    if (!a || !b) {
+      LOG_LIMITED(Warning, nullptr, "relay: update %s with families '%s' (expected 4,6 or 6,4...)",
+                  log_safe(req.call_id).c_str(), log_safe(*families).c_str());
+      return "error";
+    }
+    req.reply_family = *b;
   }
   const std::string& cseq = *view.find("cseq");
   auto [p, ec] = std::from_chars(cseq.data(), cseq.data() + cseq.size(), req.cseq);
@@ -548,6 +564,7 @@ std::string RelayEngine::summary_json() const {
   JsonWriter w;
   w.begin_object();
   w.field("ip", format_ipv4(ctx_.relay_ip));
+  if (ctx_.relay_ip6) w.field("ip6", format_ip(*ctx_.relay_ip6));  // absent: no IPv6 media
   w.field("version", std::string(MEDIAPROXY_VERSION));
   w.field("status", std::string(halting_ ? "halting" : "active"));
   w.field("uptime", static_cast<int64_t>(ctx_.now() - started_));

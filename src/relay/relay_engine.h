@@ -82,8 +82,8 @@ class RelayEngine final : public StateSink {
   // descriptor) to hand over. Afterwards close() ends no call and leaves the
   // state file. New process: `sockets` received are bound to ports the
   // restore takes (inherit before start_forwarding()).
-  std::vector<std::pair<Endpoint, int>> hand_over();
-  void inherit_sockets(const std::vector<std::pair<Endpoint, int>>& sockets);
+  std::vector<std::pair<IpEndpoint, int>> hand_over();
+  void inherit_sockets(const std::vector<std::pair<IpEndpoint, int>>& sockets);
 
   // Hand-overs to the kernel committed as one transaction per media pass.
   uint64_t kernel_batches() const { return offload_ ? offload_->batches() : 0; }

@@ -123,21 +123,22 @@ void RelayEngine::restore_sessions() {
   size_t adopted = adopted_.size(), claimed = 0;
   if (offload_) {
     // Key of each adopted rule -> the leg that claims it.
-    std::map<std::pair<uint64_t, uint16_t>, std::tuple<MediaStream*, SubStream, Side>> claims;
-    auto key = [](const Endpoint& from, uint16_t port) {
-      return std::pair{(static_cast<uint64_t>(from.ip.be) << 16) | from.port, port};
+    std::map<std::pair<std::string, uint16_t>, std::tuple<MediaStream*, SubStream, Side>> claims;
+    auto key = [](const IpEndpoint& from, uint16_t port) {
+      return std::pair{format_ip_endpoint(from), port};
     };
     for (auto& [k, s] : sessions_)
       for (auto& st : s->streams())
         for (SubStream sub : {kRtp, kRtcp})
           for (Side side : {kCaller, kCallee}) {
-            Endpoint from;
+            IpEndpoint from;
             uint16_t port = 0;
             if (st->kernel_claim(sub, side, from, port))
               claims[key(from, port)] = {st.get(), sub, side};
           }
     for (const kernel::AdoptedRule& r : adopted_) {
-      auto it = claims.find(key(r.rule.from, r.rule.relay_in_port));
+      auto it = claims.find(key(IpEndpoint{IpAddress::from_v4(r.rule.from.ip), r.rule.from.port},
+                                r.rule.relay_in_port));
       if (it == claims.end()) {
         offload_->forwarder().remove(r.id);
         continue;
@@ -324,8 +325,8 @@ void RelayEngine::close_state() {
   ctx_.counters = nullptr;  // streams destroyed from here on leave their slots alone
 }
 
-std::vector<std::pair<Endpoint, int>> RelayEngine::hand_over() {
-  std::vector<std::pair<Endpoint, int>> out;
+std::vector<std::pair<IpEndpoint, int>> RelayEngine::hand_over() {
+  std::vector<std::pair<IpEndpoint, int>> out;
   uv_timer_stop(&sweep_timer_);
   uv_timer_stop(&sample_timer_);
   if (network_poll_active_) uv_poll_stop(&network_poll_);
@@ -349,7 +350,7 @@ std::vector<std::pair<Endpoint, int>> RelayEngine::hand_over() {
   return out;
 }
 
-void RelayEngine::inherit_sockets(const std::vector<std::pair<Endpoint, int>>& sockets) {
+void RelayEngine::inherit_sockets(const std::vector<std::pair<IpEndpoint, int>>& sockets) {
   if (!pump_) return;
   for (const auto& [local, fd] : sockets) pump_->inherit(local, fd);
 }

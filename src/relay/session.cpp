@@ -35,10 +35,11 @@ bool Session::update(const UpdateRequest& req, std::string& reply, std::string& 
   static const std::vector<MediaItem> kNoMedia;
   const std::vector<MediaItem>& media = req.media ? *req.media : kNoMedia;
   if (req.strict_latching) strict_latching_ = req.strict_latching;
-  const Ipv4 signaling = parse_ipv4(req.caller_ip).value_or(Ipv4{});
+  const IpAddress signaling = parse_ip(req.caller_ip).value_or(IpAddress{});
 
   if (!cseq_ || c > *cseq_) {
-    if (!media.empty() && !apply_offer(c, party, media, signaling, error)) return false;
+    if (!media.empty() && !apply_offer(c, party, media, signaling, req.reply_family, error))
+      return false;
   } else if (c == *cseq_) {
     if (offers_.at(c).offerer == party) {
       LOG_DEBUG("session %s: retransmitted offer (cseq %lld), answered as before",
@@ -57,15 +58,30 @@ bool Session::update(const UpdateRequest& req, std::string& reply, std::string& 
 }
 
 bool Session::apply_offer(const CSeqPair& c, Side party, const std::vector<MediaItem>& media,
-                          Ipv4 signaling, std::string& error) {
+                          const IpAddress& signaling, std::optional<IpAddress::Family> reply_family,
+                          std::string& error) {
   Offer fresh{party, {}};
   const Offer* current = cseq_ ? &offers_.at(*cseq_) : nullptr;
   const size_t first_new = streams_.size();
   for (const MediaItem& item : media) {
+    // Each side's relay sockets have the family of the party on that side:
+    // the offerer's from its address, the answerer's as asked (a bridge) or
+    // the same.
+    MediaStream::Families families;
+    families[party] = item.ip.family;
+    families[other(party)] = reply_family.value_or(item.ip.family);
+    if (!ctx_.serves(families[kCaller]) || !ctx_.serves(families[kCallee])) {
+      error = "IPv6 media asked of a relay without an IPv6 address (relay_ip)";
+      streams_.resize(first_new);
+      return false;
+    }
     MediaStream* st = nullptr;
     if (current) {
       for (MediaStream* cand : current->streams) {
         if (!cand->alive() || cand->media_type() != item.type) continue;
+        if (cand->family(kCaller) != families[kCaller] ||
+            cand->family(kCallee) != families[kCallee])
+          continue;  // a party changed family: new sockets, new ports
         if (std::find(fresh.streams.begin(), fresh.streams.end(), cand) != fresh.streams.end())
           continue;
         const PartySdp& o = cand->sdp(party);
@@ -87,9 +103,9 @@ bool Session::apply_offer(const CSeqPair& c, Side party, const std::vector<Media
     } else {
       std::unique_ptr<MediaStream> created;
       if (item.port == 0) {
-        created = MediaStream::create_disabled(ctx_, item.type);
+        created = MediaStream::create_disabled(ctx_, item.type, families);
       } else {
-        created = MediaStream::create(ctx_, item.type, error);
+        created = MediaStream::create(ctx_, item.type, families, error);
         if (!created) {
           // Undo: streams made for this offer are not referenced anywhere yet.
           streams_.resize(first_new);
@@ -125,7 +141,7 @@ bool Session::apply_offer(const CSeqPair& c, Side party, const std::vector<Media
 bool Session::apply_answer(const CSeqPair& c, Side party, const UpdateRequest& req,
                            std::string& error) {
   Offer& cur = offers_.at(c);
-  const Ipv4 signaling = parse_ipv4(req.caller_ip).value_or(Ipv4{});
+  const IpAddress signaling = parse_ip(req.caller_ip).value_or(IpAddress{});
   static const std::vector<MediaItem> kNoMedia;
   const std::vector<MediaItem>& media = req.media ? *req.media : kNoMedia;
   // Stream i of the answer is stream `first + i` of the offer.
@@ -166,12 +182,19 @@ bool Session::apply_answer(const CSeqPair& c, Side party, const UpdateRequest& r
   return true;
 }
 
-void Session::answer_stream(MediaStream* st, Side party, const MediaItem& item, Ipv4 signaling) {
+void Session::answer_stream(MediaStream* st, Side party, const MediaItem& item,
+                            const IpAddress& signaling) {
   if (item.port == 0) {
     st->close("rejected");
     return;
   }
   if (!st->alive()) return;
+  if (item.ip.family != st->family(party))
+    LOG_LIMITED(Warning, nullptr,
+                "session %s: the %s answered with an IPv%c address for an IPv%c relay port "
+                "(a bridge the offer did not ask for): it cannot be reached",
+                log_safe(call_id_).c_str(), party == kCaller ? "caller" : "callee",
+                family_digit(item.ip.family), family_digit(st->family(party)));
   st->update_hold(party, item.direction, item.ip);
   PartySdp& p = st->sdp(party);
   p.ice = item.ice;
@@ -183,8 +206,9 @@ void Session::answer_stream(MediaStream* st, Side party, const MediaItem& item, 
     p.port = item.port;
     p.known_since = ctx_.now();
   } else if (p.port != item.port || (p.ip != item.ip && !item.ip.is_any())) {
-    LOG_DEBUG("session %s: %s moved to %s:%u, relearning its address", log_safe(call_id_).c_str(),
-              party == kCaller ? "caller" : "callee", format_ipv4(item.ip).c_str(), item.port);
+    LOG_DEBUG("session %s: %s moved to %s, relearning its address", log_safe(call_id_).c_str(),
+              party == kCaller ? "caller" : "callee",
+              format_ip_endpoint(IpEndpoint{item.ip, item.port}).c_str());
     st->reset_party(party, item.ip, item.port);
   }
 }
@@ -205,7 +229,11 @@ std::string Session::local_media(bool downstream, int64_t cseq, bool caller_cseq
   }
   if (!chosen) return "None";
   const Side facing = downstream ? kCallee : kCaller;
-  std::string out = format_ipv4(ctx_.reply_ip);
+  // One address per reply: the family of the relay side facing the party
+  // this SDP goes to (of the offer's first stream; an offer is one family).
+  const IpAddress::Family family =
+      chosen->streams.empty() ? IpAddress::Family::V4 : chosen->streams.front()->family(facing);
+  std::string out = format_ip(ctx_.reply_address(family));
   for (const MediaStream* st : chosen->streams) {
     out += ' ';
     out += std::to_string(st->alive() ? st->reply_port(facing) : 0);

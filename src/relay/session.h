@@ -43,6 +43,11 @@ struct UpdateRequest {
   size_t media_index = 0;  // 0: the media list is the whole answer
   // `latching: strict|normal`: overrides [Relay] latching for this call.
   std::optional<bool> strict_latching;
+  // `families: <a>,<b>` (4 or 6): the family of the relay address the
+  // reply must give (b), i.e. of the party this SDP goes to; a is the
+  // sending party's own. Absent: no bridging, the reply has the family of
+  // each media item's address.
+  std::optional<IpAddress::Family> reply_family;
 };
 
 class Session {
@@ -98,9 +103,11 @@ class Session {
   };
 
   bool apply_offer(const CSeqPair& c, Side party, const std::vector<protocol::MediaItem>& media,
-                   Ipv4 signaling, std::string& error);
+                   const IpAddress& signaling, std::optional<IpAddress::Family> reply_family,
+                   std::string& error);
   bool apply_answer(const CSeqPair& c, Side party, const UpdateRequest& req, std::string& error);
-  void answer_stream(MediaStream* st, Side party, const protocol::MediaItem& item, Ipv4 signaling);
+  void answer_stream(MediaStream* st, Side party, const protocol::MediaItem& item,
+                     const IpAddress& signaling);
   std::string local_media(bool downstream, int64_t cseq, bool caller_cseq) const;
   void close_unless_in(const Offer& old, const Offer& keep1, const Offer* keep2);
 

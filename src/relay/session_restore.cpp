@@ -71,6 +71,7 @@ StreamState MediaStream::capture() const {
   s.status = status_;
   s.alive = alive_;
   s.rtp_port = {rtp_port_[kCaller], rtp_port_[kCallee]};
+  s.family = family_;
   s.created = c.to_wall(created);
   s.start_wall = start_wall;
   s.confirmed = c.to_wall(confirmed);
@@ -150,6 +151,7 @@ std::unique_ptr<MediaStream> MediaStream::restore(RelayContext& ctx, const Strea
   st->id_ = s.id;
   st->rtp_port_[kCaller] = s.rtp_port[0];
   st->rtp_port_[kCallee] = s.rtp_port[1];
+  st->family_ = s.family;
   if (!s.alive || s.rtp_port[0] == 0 || s.rtp_port[1] == 0) {
     // Ended (or disabled) streams keep their record, not their ports.
     st->alive_ = false;
@@ -160,13 +162,18 @@ std::unique_ptr<MediaStream> MediaStream::restore(RelayContext& ctx, const Strea
     error = "the relay's media path is not running";
     return nullptr;
   }
+  for (Side side : {kCaller, kCallee})
+    if (!ctx.serves(s.family[side])) {
+      error = "an IPv6 stream, and relay_ip has no IPv6 address any more";
+      return nullptr;
+    }
   // The destructor releases the pairs to the pool if a bind fails.
   for (Side side : {kCaller, kCallee})
     for (SubStream k : {kRtp, kRtcp}) {
       int err = 0;
       const auto port = static_cast<uint16_t>(s.rtp_port[side] + (k == kRtcp ? 1 : 0));
-      MediaSocket* sock =
-          MediaSocket::open(ctx.pump, Endpoint{ctx.relay_ip, port}, st.get(), k * 2 + side, err);
+      MediaSocket* sock = MediaSocket::open(ctx.pump, IpEndpoint{ctx.bind_ip(s.family[side]), port},
+                                            st.get(), k * 2 + side, err);
       if (!sock) {
         error = "cannot bind relay port " + std::to_string(port) + ": " + uv_strerror(err);
         return nullptr;
@@ -197,7 +204,7 @@ std::unique_ptr<MediaStream> MediaStream::restore(RelayContext& ctx, const Strea
   return st;
 }
 
-void MediaStream::hand_over_sockets(std::vector<std::pair<Endpoint, int>>& out) {
+void MediaStream::hand_over_sockets(std::vector<std::pair<IpEndpoint, int>>& out) {
   if (!alive_) return;
   for (auto& sub : legs_)
     for (Leg& l : sub) {
@@ -207,7 +214,7 @@ void MediaStream::hand_over_sockets(std::vector<std::pair<Endpoint, int>>& out) 
     }
 }
 
-bool MediaStream::kernel_claim(SubStream k, Side s, Endpoint& from, uint16_t& relay_port) const {
+bool MediaStream::kernel_claim(SubStream k, Side s, IpEndpoint& from, uint16_t& relay_port) const {
   const Leg& l = legs_[k][s];
   if (!l.kernel_claim || !l.socket) return false;
   from = l.remote;

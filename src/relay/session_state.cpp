@@ -26,8 +26,8 @@ constexpr size_t kMaxOffers = 2;    // current and previous
 constexpr size_t kMaxStringBytes = 65536;
 constexpr double kMaxMillis = 9007199254740992.0;  // 2^53: exact in a double
 
-void put_endpoint(JsonWriter& w, std::string_view key, const Endpoint& e) {
-  w.field(key, format_endpoint(e));
+void put_endpoint(JsonWriter& w, std::string_view key, const IpEndpoint& e) {
+  w.field(key, format_ip_endpoint(e));
 }
 
 // Zero and false are left out (the reader's defaults): most legs of a call
@@ -64,7 +64,7 @@ void write_party(JsonWriter& w, const PartyState& p) {
   w.begin_object();
   if (p.known) {
     w.field("k", true);
-    w.field("ip", format_ipv4(p.ip));
+    w.field("ip", format_ip(p.ip));
     w.field("port", static_cast<int64_t>(p.port));
     w.field("since", p.known_since);
   }
@@ -72,7 +72,7 @@ void write_party(JsonWriter& w, const PartyState& p) {
   if (p.ice) w.field("ice", true);
   if (p.hold_ip) w.field("hold", true);
   if (p.asymmetric) w.field("asym", true);
-  if (!p.signaling_ip.is_any()) w.field("sig", format_ipv4(p.signaling_ip));
+  if (!p.signaling_ip.is_any()) w.field("sig", format_ip(p.signaling_ip));
   w.end_object();
 }
 
@@ -90,6 +90,13 @@ void write_stream(JsonWriter& w, const StreamState& s) {
   w.value(static_cast<int64_t>(s.rtp_port[0]));
   w.value(static_cast<int64_t>(s.rtp_port[1]));
   w.end_array();
+  if (s.family[0] != IpAddress::Family::V4 || s.family[1] != IpAddress::Family::V4) {
+    w.key("families");  // absent: both IPv4 (records of older versions too)
+    w.begin_array();
+    w.value(static_cast<int64_t>(s.family[0]));
+    w.value(static_cast<int64_t>(s.family[1]));
+    w.end_array();
+  }
   w.field("created", s.created);
   w.field("start", s.start_wall);
   w.field("confirmed", s.confirmed);
@@ -213,25 +220,25 @@ struct Reader {
     out = d;
     return true;
   }
-  bool endpoint(const Value& o, const char* key, Endpoint& out, bool& present) {
+  bool endpoint(const Value& o, const char* key, IpEndpoint& out, bool& present) {
     const Value* v = member(o, key);
     present = v != nullptr;
     if (!v) return true;
     if (!v->IsString()) return fail(std::string("'") + key + "' is not an address");
-    auto e = parse_endpoint(std::string_view(v->GetString(), v->GetStringLength()));
+    auto e = parse_ip_endpoint(std::string_view(v->GetString(), v->GetStringLength()));
     if (!e) return fail(std::string("'") + key + "' is not an address:port");
     out = *e;
     return true;
   }
-  bool opt_ipv4(const Value& o, const char* key, Ipv4& out) {
-    out = Ipv4{};
-    return !member(o, key) || ipv4(o, key, out);
+  bool opt_ip(const Value& o, const char* key, IpAddress& out) {
+    out = IpAddress{};
+    return !member(o, key) || ip_address(o, key, out);
   }
-  bool ipv4(const Value& o, const char* key, Ipv4& out) {
+  bool ip_address(const Value& o, const char* key, IpAddress& out) {
     std::string s;
     if (!str(o, key, s)) return false;
-    auto ip = parse_ipv4(s);
-    if (!ip) return fail(std::string("'") + key + "' is not an IPv4 address");
+    auto ip = parse_ip(s);
+    if (!ip) return fail(std::string("'") + key + "' is not an IP address");
     out = *ip;
     return true;
   }
@@ -261,10 +268,10 @@ struct Reader {
   bool party(const Value& o, PartyState& p) {
     if (!o.IsObject()) return fail("a party is not an object");
     uint64_t port = 0, dir = 0;
-    if (!flag(o, "k", p.known) || !opt_ipv4(o, "ip", p.ip) || !u64(o, "port", port, 65535) ||
+    if (!flag(o, "k", p.known) || !opt_ip(o, "ip", p.ip) || !u64(o, "port", port, 65535) ||
         !u64(o, "dir", dir, 3) || !flag(o, "ice", p.ice) || !flag(o, "hold", p.hold_ip) ||
         !flag(o, "asym", p.asymmetric) || !num(o, "since", p.known_since) ||
-        !opt_ipv4(o, "sig", p.signaling_ip))
+        !opt_ip(o, "sig", p.signaling_ip))
       return false;
     p.port = static_cast<uint16_t>(port);
     p.direction = static_cast<int>(dir);
@@ -295,6 +302,15 @@ struct Reader {
       if (!p.IsUint() || p.GetUint() > 65535 || p.GetUint() % 2 != 0)
         return fail("a stream port is not an even port number");
       s.rtp_port[i] = static_cast<uint16_t>(p.GetUint());
+    }
+    if (member(o, "families")) {
+      if (!pair_array(o, "families", a, b)) return false;
+      for (int i = 0; i < 2; ++i) {
+        const Value& f = i == 0 ? *a : *b;
+        if (!f.IsUint() || (f.GetUint() != 4 && f.GetUint() != 6))
+          return fail("a stream family is neither 4 nor 6");
+        s.family[i] = f.GetUint() == 6 ? IpAddress::Family::V6 : IpAddress::Family::V4;
+      }
     }
     uint64_t wait = 0;
     if (!num(o, "created", s.created) || !opt_num(o, "start", s.start_wall) ||

@@ -18,16 +18,16 @@
 #include <string_view>
 #include <vector>
 
-#include "common/address.h"
+#include "common/ip_address.h"
 
 namespace mp::relay {
 
 // One party on one sub-stream (a Leg without its socket).
 struct LegState {
   bool learned = false;
-  Endpoint remote;
+  IpEndpoint remote;
   bool has_obsolete = false;
-  Endpoint obsolete;
+  IpEndpoint obsolete;
   bool by_fallback = false;
   bool has_ssrc = false;
   uint32_t ssrc = 0;
@@ -44,12 +44,12 @@ struct LegState {
 // What a party said in its SDP.
 struct PartyState {
   bool known = false;
-  Ipv4 ip;
+  IpAddress ip;
   uint16_t port = 0;
   int direction = 0;  // protocol::Direction
   bool ice = false, hold_ip = false, asymmetric = false;
   double known_since = 0;  // Unix time
-  Ipv4 signaling_ip;
+  IpAddress signaling_ip;
 };
 
 struct StreamState {
@@ -59,7 +59,9 @@ struct StreamState {
   std::string status;
   bool alive = false;
   std::array<uint16_t, 2> rtp_port{0, 0};  // [caller, callee]; 0: disabled stream
-  double created = 0;                      // Unix times from here on
+  // The family of each side's relay sockets (absent in older records: IPv4).
+  std::array<IpAddress::Family, 2> family{IpAddress::Family::V4, IpAddress::Family::V4};
+  double created = 0;  // Unix times from here on
   std::optional<double> start_wall, confirmed, end_wall, first_media;
   double last_activity = 0, hold_since = 0;
   int timeout_wait = 0;

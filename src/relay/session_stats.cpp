@@ -62,7 +62,7 @@ std::string Session::stats_json() const {
     }
     auto remote = [st](Side s) {
       const Leg& l = st->leg(kRtp, s);
-      return l.learned ? format_endpoint(l.remote) : std::string("Unknown");
+      return l.learned ? format_ip_endpoint(l.remote) : std::string("Unknown");
     };
     w.begin_object();
     w.field("media_type", st->media_type());
@@ -81,8 +81,8 @@ std::string Session::stats_json() const {
     w.field("callee_bytes", bytes[kCallee]);
     w.field("caller_packets", packets[kCaller]);
     w.field("callee_packets", packets[kCallee]);
-    w.field("caller_local", format_endpoint(st->local(kCaller)));
-    w.field("callee_local", format_endpoint(st->local(kCallee)));
+    w.field("caller_local", format_ip_endpoint(st->local(kCaller)));
+    w.field("callee_local", format_ip_endpoint(st->local(kCallee)));
     w.field("caller_remote", remote(kCaller));
     w.field("callee_remote", remote(kCallee));
     // Additions of this implementation, after the keys AG tools know: the

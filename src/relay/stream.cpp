@@ -27,13 +27,19 @@ bool PendingQueue::push(const uint8_t* data, size_t len) {
 }
 
 std::unique_ptr<MediaStream> MediaStream::create(RelayContext& ctx, const std::string& media_type,
-                                                 std::string& error) {
+                                                 Families families, std::string& error) {
   std::unique_ptr<MediaStream> st(new MediaStream(ctx, media_type));
+  st->family_ = families;
   if (!ctx.pump) {
     error = "the relay's media path is not running";
     return nullptr;
   }
   for (Side side : {kCaller, kCallee}) {
+    if (!ctx.serves(families[side])) {
+      error = "this relay has no IPv6 media address (relay_ip)";
+      return nullptr;
+    }
+    const IpAddress bind_ip = ctx.bind_ip(families[side]);
     bool bound = false;
     for (int attempt = 0; attempt < kBindAttempts && !bound; ++attempt) {
       auto port = ctx.ports->allocate();
@@ -43,16 +49,17 @@ std::unique_ptr<MediaStream> MediaStream::create(RelayContext& ctx, const std::s
         return nullptr;  // destructor releases what the caller side holds
       }
       int err = 0;
-      MediaSocket* rtp = MediaSocket::open(ctx.pump, Endpoint{ctx.relay_ip, *port}, st.get(),
+      MediaSocket* rtp = MediaSocket::open(ctx.pump, IpEndpoint{bind_ip, *port}, st.get(),
                                            tag_of(kRtp, side), err);
       MediaSocket* rtcp = nullptr;
       if (rtp)
-        rtcp = MediaSocket::open(ctx.pump, Endpoint{ctx.relay_ip, static_cast<uint16_t>(*port + 1)},
+        rtcp = MediaSocket::open(ctx.pump, IpEndpoint{bind_ip, static_cast<uint16_t>(*port + 1)},
                                  st.get(), tag_of(kRtcp, side), err);
       if (!rtp || !rtcp) {
         if (rtp) rtp->close();
-        LOG_WARN("cannot bind relay ports %s:%u/%u: %s; trying the next pair",
-                 format_ipv4(ctx.relay_ip).c_str(), *port, *port + 1, uv_strerror(err));
+        LOG_WARN("cannot bind relay ports %s/%u: %s; trying the next pair",
+                 format_ip_endpoint(IpEndpoint{bind_ip, *port}).c_str(), *port + 1,
+                 uv_strerror(err));
         ctx.ports->mark_bad(*port);
         if (err == UV_EMFILE || err == UV_ENFILE || err == UV_EADDRNOTAVAIL) {
           error = std::string("cannot open relay sockets: ") + uv_strerror(err);
@@ -91,8 +98,10 @@ void MediaStream::attach_counter_slot() {
 }
 
 std::unique_ptr<MediaStream> MediaStream::create_disabled(RelayContext& ctx,
-                                                          const std::string& media_type) {
+                                                          const std::string& media_type,
+                                                          Families families) {
   std::unique_ptr<MediaStream> st(new MediaStream(ctx, media_type));
+  st->family_ = families;
   st->created = ctx.now();
   st->last_activity = st->created;
   st->alive_ = false;
@@ -145,7 +154,7 @@ void MediaStream::state_changed() {
   if (ctx_.state && session_) ctx_.state->session_changed(session_);
 }
 
-void MediaStream::update_hold(Side s, protocol::Direction d, Ipv4 ip) {
+void MediaStream::update_hold(Side s, protocol::Direction d, const IpAddress& ip) {
   sdp_[s].direction = d;
   sdp_[s].hold_ip = ip.is_any();  // old-style hold; the real address stays recorded
   bool hold = on_hold();
@@ -155,11 +164,11 @@ void MediaStream::update_hold(Side s, protocol::Direction d, Ipv4 ip) {
   if (alive_) status_ = hold ? "on hold" : "active";
 }
 
-void MediaStream::reset_party(Side s, Ipv4 ip, uint16_t port) {
+void MediaStream::reset_party(Side s, const IpAddress& ip, uint16_t port) {
   sdp_[s].ip = ip;
   sdp_[s].port = port;
   sdp_[s].known_since = ctx_.now();
-  Endpoint announced{ip, port};
+  IpEndpoint announced{ip, port};
   for (SubStream k : {kRtp, kRtcp}) {
     take_back_from_kernel(k);
     Leg& leg = legs_[k][s];
@@ -169,7 +178,7 @@ void MediaStream::reset_party(Side s, Ipv4 ip, uint16_t port) {
   last_activity = ctx_.now();
 }
 
-void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t* data,
+void MediaStream::on_datagram(int tag, const SocketAddress& from_sa, const uint8_t* data,
                               size_t len) {
   if (!alive_) return;
   const auto k = static_cast<SubStream>(tag / 2);
@@ -177,14 +186,14 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
   Leg& leg = legs_[k][s];
   const bool stun = is_stun(data, len);
   LatchInput in;
-  in.from = Endpoint::from_sockaddr(from_sa);
+  in.from = from_sa.endpoint();
   in.rtcp = k == kRtcp;
   in.stun = stun;
   in.ssrc = k == kRtp && !stun ? rtp_ssrc(data, len) : std::nullopt;
   in.now = ctx_.now();
   const PartySdp& sdp = sdp_[s];
   in.sdp_known = sdp.known && sdp.port != 0;
-  in.sdp = Endpoint{sdp.ip, sdp.port};
+  in.sdp = IpEndpoint{sdp.ip, sdp.port};
   in.sdp_since = sdp.known_since;
   in.signaling_ip = sdp.signaling_ip;
   in.answered = confirmed.has_value();
@@ -197,7 +206,7 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
   in.rtp_epoch = legs_[kRtp][s].epoch;
   LatchPolicy policy = ctx_.latch_policy;
   if (strict_latching_) policy.strict = *strict_latching_;
-  const Endpoint before = leg.remote;
+  const IpEndpoint before = leg.remote;
   switch (latch_decide(policy, leg, in)) {
     case LatchVerdict::Drop:
       ++leg.dropped;
@@ -212,10 +221,10 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
     case LatchVerdict::Latched: {
       LOG_DEBUG("%s %s: latched %s address %s on relay port %u", media_type_.c_str(),
                 k == kRtp ? "RTP" : "RTCP", s == kCaller ? "caller" : "callee",
-                format_endpoint(in.from).c_str(), leg.socket ? leg.socket->local().port : 0);
+                format_ip_endpoint(in.from).c_str(), leg.socket ? leg.socket->local().port : 0);
       // STUN queued for this party can go now.
       if (!leg.pending.empty() && leg.socket) {
-        const sockaddr_in dst = in.from.to_sockaddr();
+        const SocketAddress dst = SocketAddress::of(in.from);
         leg.pending.drain([&](const uint8_t* d, size_t n) { leg.socket->send_now(dst, d, n); });
       }
       state_changed();
@@ -224,7 +233,7 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
     case LatchVerdict::Relatched:
       LOG_INFO("%s %s: %s moved from %s to %s (%s); following it", media_type_.c_str(),
                k == kRtp ? "RTP" : "RTCP", s == kCaller ? "caller" : "callee",
-               format_endpoint(before).c_str(), format_endpoint(in.from).c_str(),
+               format_ip_endpoint(before).c_str(), format_ip_endpoint(in.from).c_str(),
                k == kRtp ? "same SSRC, old source silent" : "follows its RTP");
       take_back_from_kernel(k);  // the rules name the old source
       state_changed();
@@ -249,11 +258,12 @@ void MediaStream::on_datagram(int tag, const sockaddr_in& from_sa, const uint8_t
 // kernel forwards their packets once the current media pass ends (the
 // hand-overs of a pass are committed together, kernel_offload.h).
 void MediaStream::maybe_hand_over(SubStream k) {
-  Endpoint to_caller, to_callee;
+  IpEndpoint to_caller, to_callee;
   if (ready_for_kernel(k, to_caller, to_callee)) ctx_.offload->want(this, k);
 }
 
-bool MediaStream::ready_for_kernel(SubStream k, Endpoint& to_caller, Endpoint& to_callee) const {
+bool MediaStream::ready_for_kernel(SubStream k, IpEndpoint& to_caller,
+                                   IpEndpoint& to_callee) const {
   const Leg& a = legs_[k][kCaller];
   const Leg& b = legs_[k][kCallee];
   if (a.kernel_id || b.kernel_id || kernel_refused_ || !alive_ || !a.learned || !b.learned ||
@@ -283,19 +293,25 @@ void MediaStream::deliver(SubStream k, Side to, const uint8_t* data, size_t len,
                           Leg& from_leg) {
   Leg& out = legs_[k][to];
   if (!out.socket) return;
-  sockaddr_in dst;
-  Endpoint known;
+  SocketAddress dst;
+  IpEndpoint known;
   if (destination(k, to, known)) {
-    dst = known.to_sockaddr();
+    dst = SocketAddress::of(known);
   } else if (k == kRtp && sdp_[to].known && sdp_[to].port != 0 && !sdp_[to].ip.is_any() &&
              is_publicly_routable(sdp_[to].ip, ctx_.routable_private_ranges)) {
-    dst = Endpoint{sdp_[to].ip, sdp_[to].port}.to_sockaddr();
+    dst = SocketAddress::of(IpEndpoint{sdp_[to].ip, sdp_[to].port});
   } else {
     if (stun) {
       if (!out.pending.push(data, len)) ++from_leg.dropped;
     } else {
       ++from_leg.dropped;
     }
+    return;
+  }
+  // An SDP address of the other family than this side's relay socket (an
+  // answer that ignored the bridge the offer asked for) cannot be reached.
+  if ((dst.sa.sa_family == AF_INET6) != (family_[to] == IpAddress::Family::V6)) {
+    ++from_leg.dropped;
     return;
   }
   if (!out.pending.empty())
@@ -311,10 +327,10 @@ void MediaStream::deliver(SubStream k, Side to, const uint8_t* data, size_t len,
   out.socket->forward(dst, data, len, this, tag_of(k, other(to)));
 }
 
-bool MediaStream::destination(SubStream k, Side s, Endpoint& out) const {
+bool MediaStream::destination(SubStream k, Side s, IpEndpoint& out) const {
   const PartySdp& sdp = sdp_[s];
   if (sdp.asymmetric && sdp.known && sdp.port != 0 && !sdp.ip.is_any()) {
-    out = Endpoint{sdp.ip, static_cast<uint16_t>(k == kRtp ? sdp.port : sdp.port + 1)};
+    out = IpEndpoint{sdp.ip, static_cast<uint16_t>(k == kRtp ? sdp.port : sdp.port + 1)};
     return true;
   }
   if (!legs_[k][s].learned) return false;

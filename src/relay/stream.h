@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "common/address.h"
+#include "common/ip_address.h"
 #include "protocol/media.h"
 #include "relay/counter_table.h"
 #include "relay/latching.h"
@@ -39,14 +39,14 @@ inline Side other(Side s) {
 // What a party said about the stream in its SDP.
 struct PartySdp {
   bool known = false;
-  Ipv4 ip;
+  IpAddress ip;
   uint16_t port = 0;
   protocol::Direction direction = protocol::Direction::SendRecv;
   bool ice = false;
   bool hold_ip = false;     // last SDP used the old-style hold address 0.0.0.0
   bool asymmetric = false;  // send to the SDP address, not to the latched source
   double known_since = 0;   // monotonic: when this SDP address was learned
-  Ipv4 signaling_ip;        // the address its SIP message came from; 0.0.0.0: unknown
+  IpAddress signaling_ip;   // the address its SIP message came from; any: unknown
   bool on_hold() const {
     return known && (hold_ip || direction == protocol::Direction::SendOnly ||
                      direction == protocol::Direction::Inactive);
@@ -102,13 +102,18 @@ struct Leg : LatchState {
 
 class MediaStream final : public MediaSocketOwner {
  public:
+  // The relay-socket families of the two sides ([caller, callee]): the same
+  // for a plain stream, different for an IPv4-IPv6 bridged one.
+  using Families = std::array<IpAddress::Family, 2>;
   // Allocates the two port pairs (caller side first) and binds the four
-  // sockets. On failure nothing is leaked and `error` says why.
+  // sockets, each side's to the relay address of its family (which the
+  // relay must serve). On failure nothing is leaked and `error` says why.
   static std::unique_ptr<MediaStream> create(RelayContext& ctx, const std::string& media_type,
-                                             std::string& error);
+                                             Families families, std::string& error);
   // A stream offered with port 0: no ports, closed from the start.
   static std::unique_ptr<MediaStream> create_disabled(RelayContext& ctx,
-                                                      const std::string& media_type);
+                                                      const std::string& media_type,
+                                                      Families families);
   ~MediaStream();
   MediaStream(const MediaStream&) = delete;
   MediaStream& operator=(const MediaStream&) = delete;
@@ -122,7 +127,9 @@ class MediaStream final : public MediaSocketOwner {
   PartySdp& sdp(Side s) { return sdp_[s]; }
   const PartySdp& sdp(Side s) const { return sdp_[s]; }
   const Leg& leg(SubStream k, Side s) const { return legs_[k][s]; }
-  Endpoint local(Side s) const { return Endpoint{ctx_.relay_ip, rtp_port_[s]}; }
+  IpEndpoint local(Side s) const { return IpEndpoint{ctx_.bind_ip(family_[s]), rtp_port_[s]}; }
+  IpAddress::Family family(Side s) const { return family_[s]; }
+  bool bridged() const { return family_[kCaller] != family_[kCallee]; }
   bool any_media() const;  // some party sent a non-STUN datagram at some point
   uint16_t reply_port(Side facing) const { return rtp_port_[facing]; }
   // Per-call latching override (the `latching` header): strict or not.
@@ -132,10 +139,10 @@ class MediaStream final : public MediaSocketOwner {
   }
 
   // Applies a party's SDP direction/address and updates the hold state.
-  void update_hold(Side s, protocol::Direction d, Ipv4 ip);
+  void update_hold(Side s, protocol::Direction d, const IpAddress& ip);
   // The party announced a new address in an answer: forget what was learned
   // (the old source is ignored from now on unless it equals the new SDP).
-  void reset_party(Side s, Ipv4 ip, uint16_t port);
+  void reset_party(Side s, const IpAddress& ip, uint16_t port);
   // Stops forwarding and releases the ports. `status` is kept in reports.
   void close(const std::string& status, int timeout_wait = 0);
 
@@ -150,7 +157,7 @@ class MediaStream final : public MediaSocketOwner {
   int timeout_wait = 0;
   std::string codec[2] = {"Unknown", "Unknown"};
 
-  void on_datagram(int tag, const sockaddr_in& from, const uint8_t* data, size_t len) override;
+  void on_datagram(int tag, const SocketAddress& from, const uint8_t* data, size_t len) override;
   void on_send_failed(int cookie, size_t len) override;
 
   // State kept across a restart (session_restore.cpp). restore() binds the
@@ -163,7 +170,7 @@ class MediaStream final : public MediaSocketOwner {
   // leg had one. adopt_kernel_rule() takes it over (its counters continue);
   // forget_kernel_claim() says there is none (the stream is handed over
   // again from userspace).
-  bool kernel_claim(SubStream k, Side s, Endpoint& from, uint16_t& relay_port) const;
+  bool kernel_claim(SubStream k, Side s, IpEndpoint& from, uint16_t& relay_port) const;
   void adopt_kernel_rule(SubStream k, Side s, uint32_t id, uint64_t packets, uint64_t bytes);
   void forget_kernel_claim(SubStream k, Side s);
   // The session whose record changes when this stream's state does.
@@ -173,7 +180,7 @@ class MediaStream final : public MediaSocketOwner {
   void attach_counter_slot();
   // Live upgrade: stops reading this stream's sockets and lists them (local
   // address, descriptor) for the new process; the stream is not closed.
-  void hand_over_sockets(std::vector<std::pair<Endpoint, int>>& out);
+  void hand_over_sockets(std::vector<std::pair<IpEndpoint, int>>& out);
 
   // A reading of the kernel counters of rule `side` of sub-stream `k`.
   void kernel_counters(SubStream k, Side side, uint64_t packets, uint64_t bytes);
@@ -186,14 +193,14 @@ class MediaStream final : public MediaSocketOwner {
   void maybe_hand_over(SubStream k);
   // Both parties of sub-stream k latched, enough media seen, nothing in the
   // kernel yet, not refused before: where each party's packets go.
-  bool ready_for_kernel(SubStream k, Endpoint& to_caller, Endpoint& to_callee) const;
+  bool ready_for_kernel(SubStream k, IpEndpoint& to_caller, IpEndpoint& to_callee) const;
   friend class KernelOffload;
   bool offload_queued_[2] = {false, false};
   void take_back_from_kernel(SubStream k);
   void deliver(SubStream k, Side to, const uint8_t* data, size_t len, bool stun, Leg& from_leg);
   // Where packets for party `s` on sub-stream k go: its latched source, or
   // for an asymmetric party its SDP address (RTCP: port + 1).
-  bool destination(SubStream k, Side s, Endpoint& out) const;
+  bool destination(SubStream k, Side s, IpEndpoint& out) const;
 
   RelayContext& ctx_;
   std::string media_type_;
@@ -202,6 +209,7 @@ class MediaStream final : public MediaSocketOwner {
   PartySdp sdp_[2];
   Leg legs_[2][2];  // [sub-stream][side]
   uint16_t rtp_port_[2] = {0, 0};
+  Families family_{IpAddress::Family::V4, IpAddress::Family::V4};
   bool was_on_hold_ = false;
   bool ports_released_ = false;
   bool kernel_refused_ = false;  // a hand-over failed: stay in userspace

@@ -165,6 +165,10 @@ class ModuleClient:
 
     def update(self, **fields: Value) -> str:
         headers = [(name, fields.pop(name, "")) for name in UPDATE_HEADERS]
+        # This relay's extensions, sent only when given (the stock modules never do).
+        for name in ("families",):
+            if name in fields:
+                headers.append((name, fields.pop(name)))
         assert not fields, f"unknown update fields {sorted(fields)}"
         return self.request("update", headers)
 
@@ -173,7 +177,7 @@ class ModuleClient:
                                        ("to_tag", to_tag)])
 
 
-_PORTS_RE = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3})((?: \d+)+)$")
+_PORTS_RE = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}|[0-9a-f:.]*:[0-9a-f:.]*)((?: \d+)+)$")
 
 
 def parse_ports(reply: str, count: Optional[int] = None, relay_ip: str = RELAY_IP,
@@ -197,6 +201,8 @@ def parse_ports(reply: str, count: Optional[int] = None, relay_ip: str = RELAY_I
 
 def media_item(kind: str, ip: str, port: int, direction: str = "sendrecv",
                ice: str = "no") -> str:
+    if ":" in ip:  # IPv6 goes in brackets (this relay's extension of spec A.5)
+        ip = f"[{ip}]"
     return f"{kind}:{ip}:{port}:{direction}:ice={ice}"
 
 
@@ -222,30 +228,30 @@ class Dialog:
 
     def _update(self, type_: str, from_tag: str, to_tag: str, cseq: int,
                 media: Union[str, Sequence[str], bytes], user_agent: str,
-                signaling_ip: str) -> str:
+                signaling_ip: str, **extra: Value) -> str:
         if not isinstance(media, (str, bytes)):
             media = ",".join(media)
         return self.client.update(
             type=type_, dialog_id=self.dialog_id, call_id=self.call_id, cseq=cseq,
             from_uri="alice@example.com", to_uri="bob@example.net",
             from_tag=from_tag, to_tag=to_tag, user_agent=user_agent,
-            signaling_ip=signaling_ip, media_relay="", media=media)
+            signaling_ip=signaling_ip, media_relay="", media=media, **extra)
 
     # Caller-side requests (From = caller).
-    def invite(self, media, cseq: int = 1) -> str:
-        """Initial INVITE: no To tag yet."""
+    def invite(self, media, cseq: int = 1, **extra: Value) -> str:
+        """Initial INVITE: no To tag yet. `extra`: more headers (families=...)."""
         return self._update("request", self.from_tag, "", cseq, media,
-                            "Caller UA 1.0", self.caller_ip)
+                            "Caller UA 1.0", self.caller_ip, **extra)
 
     def reinvite(self, media, cseq: int) -> str:
         """In-dialog re-INVITE/UPDATE from the caller."""
         return self._update("request", self.from_tag, self.to_tag, cseq, media,
                             "Caller UA 1.0", self.caller_ip)
 
-    def answer(self, media, cseq: int = 1, provisional: bool = False) -> str:
+    def answer(self, media, cseq: int = 1, provisional: bool = False, **extra: Value) -> str:
         """Callee's reply (183/200) to a caller request; 1xx carry no To tag."""
         return self._update("reply", self.from_tag, "" if provisional else self.to_tag,
-                            cseq, media, "Callee UA 2.0", self.callee_ip)
+                            cseq, media, "Callee UA 2.0", self.callee_ip, **extra)
 
     # Callee-side requests (From = callee).
     def callee_reinvite(self, media, cseq: int) -> str:
@@ -318,11 +324,12 @@ class UdpEndpoint:
     """A real UDP socket bound on a loopback address."""
 
     def __init__(self, ip: str):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((ip, 0))
         self.sock.setblocking(False)
-        self.ip, self.port = self.sock.getsockname()
+        self.ip, self.port = self.sock.getsockname()[:2]
 
     @property
     def addr(self) -> Tuple[str, int]:
@@ -341,7 +348,8 @@ class UdpEndpoint:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return self.sock.recvfrom(65536)
+                data, src = self.sock.recvfrom(65536)
+                return data, src[:2]  # IPv6: (host, port, flowinfo, scope_id)
             except BlockingIOError:
                 pass
             except ConnectionRefusedError:

@@ -58,7 +58,7 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
       "listen_management = 127.0.0.1\n"
       "management_use_tls = off\n"
       "[Relay]\n"
-      "relay_ip = 192.0.2.5\n"
+      "relay_ip = 192.0.2.5, 2001:DB8::5\n"
       "advertised_ip = 198.51.100.7\n"
       "port_range = 50000:50100\n"
       "routable_private_ranges = 10.0.0.0/8, 172.16.0.0/12 192.168.1.0/24\n"
@@ -76,6 +76,8 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
   CHECK_FALSE(l.cfg.dispatcher.management_use_tls);
   CHECK(mp::format_ipv4(*l.cfg.relay.relay_ip) == "192.0.2.5");
   CHECK(mp::format_ipv4(*l.cfg.relay.advertised_ip) == "198.51.100.7");
+  CHECK(mp::format_ip(*l.cfg.relay.relay_ip6) == "2001:db8::5");
+  CHECK_FALSE(l.cfg.relay.advertised_ip6);
   CHECK(l.cfg.relay.port_start == 50000);
   CHECK(l.cfg.relay.port_end == 50100);
   CHECK(l.cfg.relay.routable_private_ranges.size() == 3);
@@ -102,6 +104,11 @@ TEST_CASE("mistakes stop start-up with the file and line", "[config]") {
       {"[Relay]\nstream_timeout = ten\n", "test.ini:2: stream_timeout:"},
       {"[Relay]\nrelay_ip = 1.2.3\n", "test.ini:2: relay_ip:"},
       {"[Relay]\nrelay_ip = 0.0.0.0\n", "test.ini:2: relay_ip:"},
+      {"[Relay]\nrelay_ip = ::\n", "test.ini:2: relay_ip:"},
+      {"[Relay]\nrelay_ip = 192.0.2.5, 192.0.2.6\n", "test.ini:2: relay_ip: more than one IPv4"},
+      {"[Relay]\nrelay_ip = 2001:db8::1, ::1\n", "test.ini:2: relay_ip: more than one IPv6"},
+      {"[Relay]\nrelay_ip = ::ffff:192.0.2.5\n", "test.ini:2: relay_ip:"},
+      {"[Relay]\nadvertised_ip = [2001:db8::1]\n", "test.ini:2: advertised_ip:"},
       {"[Relay]\nforwarding = fast\n", "test.ini:2: forwarding:"},
       {"[Relay]\nnft_table = bad name\n", "test.ini:2: nft_table:"},
       {"[Relay]\nnft_table = 1abc\n", "test.ini:2: nft_table: expected a table name"},

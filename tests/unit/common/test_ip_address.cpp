@@ -66,3 +66,22 @@ TEST_CASE("public routability covers IPv6's special ranges", "[address]") {
   CHECK_FALSE(routable("10.0.0.1"));
   CHECK(is_publicly_routable(*parse_ip("::ffff:10.0.0.1"), {*parse_cidr("10.0.0.0/8")}));
 }
+
+TEST_CASE("socket addresses of either family convert both ways", "[address]") {
+  for (const char* text : {"192.0.2.1:5004", "[2001:db8::1]:5004", "[::ffff:192.0.2.1]:9"}) {
+    const auto ep = *parse_ip_endpoint(text);
+    const SocketAddress sa = SocketAddress::of(ep);
+    CHECK(sa.len == (ep.ip.is_v4() ? sizeof(sockaddr_in) : sizeof(sockaddr_in6)));
+    CHECK(sa.endpoint() == ep);
+    CHECK(format_ip_endpoint(sa.endpoint()) == text);
+    CHECK(sa.same_as(SocketAddress::of(ep)));
+  }
+  // The same bytes in another family are another address.
+  CHECK_FALSE(SocketAddress::of(*parse_ip_endpoint("[::ffff:192.0.2.1]:9"))
+                  .same_as(SocketAddress::of(*parse_ip_endpoint("192.0.2.1:9"))));
+  CHECK(parse_ip("::")->is_any());
+  CHECK(parse_ip("0.0.0.0")->is_any());
+  CHECK_FALSE(parse_ip("::1")->is_any());
+  CHECK(parse_family_digit("6") == IpAddress::Family::V6);
+  CHECK_FALSE(parse_family_digit("46"));
+}

@@ -217,3 +217,23 @@ TEST_CASE("asymmetric=yes is read and written back; absent means no", "[media]")
   CHECK(mp::protocol::format_media(*items) ==
         "audio:192.0.2.1:4000:sendrecv:ice=no:asymmetric=yes,audio:192.0.2.1:4002:sendrecv:ice=no");
 }
+
+TEST_CASE("parse_media: IPv6 addresses in brackets (this relay's extension)", "[media]") {
+  auto items = parse_ok("audio:[2001:db8::5]:6000:sendrecv:ice=no,video:[::]:0:inactive");
+  REQUIRE(items.size() == 2);
+  CHECK(items[0].ip == *parse_ip("2001:db8::5"));
+  CHECK(items[0].port == 6000);
+  CHECK(items[1].ip.is_v6());
+  CHECK(items[1].ip.is_any());
+  CHECK(format_media(items) ==
+        "audio:[2001:db8::5]:6000:sendrecv:ice=no,video:[::]:0:inactive:ice=no");
+  for (const char* bad :
+       {"audio:2001:db8::5:6000:sendrecv",  // IPv6 needs brackets
+        "audio:[10.0.0.1]:6000:sendrecv",   // IPv4 must not have them
+        "audio:[2001:db8::5:6000:sendrecv", "audio:[2001:db8::5]6000:sendrecv",
+        "audio:[]:6000:sendrecv", "audio:[fe80::1%eth0]:6000:sendrecv", "audio:[2001:db8::5]:"}) {
+    std::string error;
+    CHECK_FALSE(parse_media(bad, error));
+    CHECK_FALSE(error.empty());
+  }
+}

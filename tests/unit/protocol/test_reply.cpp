@@ -106,3 +106,13 @@ TEST_CASE("format / parse round-trip", "[reply]") {
   CHECK(r->ip == ip("203.0.113.1"));
   CHECK(r->ports == ports);
 }
+
+TEST_CASE("update replies carry an IPv6 relay address as plain text", "[reply]") {
+  const auto v6 = *mp::parse_ip("2001:db8::7");
+  CHECK(mp::protocol::format_ports_reply(v6, {30000, 0}) == "2001:db8::7 30000 0");
+  auto r = mp::protocol::parse_module_reply("2001:db8::7 30000 0");
+  REQUIRE(r);
+  CHECK(r->ip == v6);
+  CHECK(r->ports == std::vector<uint16_t>{30000, 0});
+  CHECK_FALSE(mp::protocol::parse_module_reply("[2001:db8::7] 30000"));
+}

@@ -655,10 +655,11 @@ TEST_CASE("rtpproxy VF capabilities", "[rtpproxy]") {
 }
 
 TEST_CASE("rtpproxy U/L and error replies", "[rtpproxy]") {
-  CHECK(format_rtpproxy_port(40000, "192.0.2.1", false) == "40000 192.0.2.1");
-  CHECK(format_rtpproxy_port(40000, "2001:db8::1", true) == "40000 2001:db8::1 6");
-  CHECK(format_rtpproxy_port(0, "", false) == "0");  // L for an unknown session
-  CHECK(format_rtpproxy_port(65535, "", true) == "65535");
+  CHECK(format_rtpproxy_port(40000, "192.0.2.1", 0) == "40000 192.0.2.1");
+  CHECK(format_rtpproxy_port(40000, "2001:db8::1", '6') == "40000 2001:db8::1 6");
+  CHECK(format_rtpproxy_port(40000, "192.0.2.1", '4') == "40000 192.0.2.1 4");  // a bridge's reply
+  CHECK(format_rtpproxy_port(0, "", 0) == "0");  // L for an unknown session
+  CHECK(format_rtpproxy_port(65535, "", '6') == "65535");
   CHECK(format_rtpproxy_error(rtpp_error::kSessionUnknown) == "E50");
   CHECK(format_rtpproxy_error(0) == "E0");
   CHECK(format_rtpproxy_error(rtpp_error::kBadUrlEncoding) == "E10");

@@ -28,7 +28,7 @@ struct Recorder final : MediaSocketOwner {
   std::vector<int> per_tag;
   std::vector<int> failed_cookies;
   explicit Recorder(size_t tags) : per_tag(tags, 0) {}
-  void on_datagram(int tag, const sockaddr_in&, const uint8_t* data, size_t len) override {
+  void on_datagram(int tag, const mp::SocketAddress&, const uint8_t* data, size_t len) override {
     ++per_tag[static_cast<size_t>(tag)];
     if (on_packet) on_packet(tag, data, len);
   }
@@ -144,7 +144,7 @@ TEST_CASE("a datagram the kernel refuses to send is reported to its owner with i
   MediaSocket* s = MediaSocket::open(l.pump, local(47310), &rec, 0, err);
   REQUIRE(s != nullptr);
   // UDP to port 0 is refused by sendmsg (EINVAL), deterministically.
-  const sockaddr_in nowhere = local(0).to_sockaddr();
+  const mp::SocketAddress nowhere = mp::SocketAddress::of(local(0));
   rec.on_packet = [&](int, const uint8_t* data, size_t len) {
     s->forward(nowhere, data, len, &rec, 42);
   };
@@ -164,9 +164,10 @@ TEST_CASE("datagrams forwarded in a pass leave in order") {
   REQUIRE(s != nullptr);
   int sink = socket(AF_INET, SOCK_DGRAM, 0);
   sockaddr_in sink_addr = local(47321).to_sockaddr();
+  const mp::SocketAddress sink_to = mp::SocketAddress::of(local(47321));
   REQUIRE(bind(sink, reinterpret_cast<sockaddr*>(&sink_addr), sizeof sink_addr) == 0);
   rec.on_packet = [&](int, const uint8_t* data, size_t len) {
-    s->forward(sink_addr, data, len, &rec, 0);
+    s->forward(sink_to, data, len, &rec, 0);
   };
   int src = socket(AF_INET, SOCK_DGRAM, 0);
   sockaddr_in to = local(47320).to_sockaddr();
@@ -195,9 +196,10 @@ TEST_CASE("datagrams of mixed lengths forwarded in one batch arrive whole and in
   REQUIRE(s != nullptr);
   int sink = socket(AF_INET, SOCK_DGRAM, 0);
   sockaddr_in sink_addr = local(47331).to_sockaddr();
+  const mp::SocketAddress sink_to = mp::SocketAddress::of(local(47331));
   REQUIRE(bind(sink, reinterpret_cast<sockaddr*>(&sink_addr), sizeof sink_addr) == 0);
   rec.on_packet = [&](int, const uint8_t* data, size_t len) {
-    s->forward(sink_addr, data, len, &rec, 0);
+    s->forward(sink_to, data, len, &rec, 0);
   };
   const std::vector<size_t> lengths = {172, 172, 172, 172, 50, 172, 172, 200, 200, 12, 172, 172};
   int src = socket(AF_INET, SOCK_DGRAM, 0);

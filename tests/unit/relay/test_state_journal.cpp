@@ -109,6 +109,29 @@ TEST_CASE("a session's state survives its JSON byte for byte", "[relay][state]")
   CHECK(session_state_to_json(back) == json);  // the whole record round-trips
 }
 
+TEST_CASE("an IPv6 and a bridged stream keep their families and addresses", "[relay][state]") {
+  SessionState s = sample_session();
+  s.streams[0].family = {mp::IpAddress::Family::V6, mp::IpAddress::Family::V6};
+  s.streams[1].family = {mp::IpAddress::Family::V4, mp::IpAddress::Family::V6};
+  s.streams[0].party[0].ip = *mp::parse_ip("2001:db8::5");
+  s.streams[0].party[0].signaling_ip = *mp::parse_ip("2001:db8::9");
+  s.streams[0].leg[0][0].remote = *mp::parse_ip_endpoint("[2001:db8::5]:6000");
+  const std::string json = session_state_to_json(s);
+  CHECK(json.find("\"[2001:db8::5]:6000\"") != std::string::npos);
+  SessionState back;
+  std::string error;
+  REQUIRE(session_state_from_json(json, back, error));
+  CHECK(back.streams[0].family == s.streams[0].family);
+  CHECK(back.streams[1].family == s.streams[1].family);
+  CHECK(back.streams[0].party[0].ip == s.streams[0].party[0].ip);
+  CHECK(back.streams[0].leg[0][0].remote == s.streams[0].leg[0][0].remote);
+  CHECK(session_state_to_json(back) == json);
+  // A family other than 4 or 6 is refused.
+  std::string bad = json;
+  bad.replace(bad.find("\"families\": [6, 6]"), 18, "\"families\": [6, 5]");
+  CHECK_FALSE(session_state_from_json(bad, back, error));
+}
+
 TEST_CASE("a session with values as long as the module socket allows round-trips",
           "[relay][state]") {
   // A module request line may be 16384 bytes: a From URI of 16000.
