@@ -32,13 +32,36 @@ void mpshim_config_init(mpshim_config* cfg) {
   cfg->ice_candidate = MPSHIM_ICE_NONE;
 }
 
-void mpshim_message_init(mpshim_message* msg) {
+static void message_init(mpshim_message* msg, size_t size) {
   if (!msg) return;
-  memset(msg, 0, sizeof *msg);
-  msg->struct_size = sizeof *msg;
+  memset(msg, 0, size);
+  msg->struct_size = size;
   msg->type = MPSHIM_REQUEST;
   msg->ice_candidate = MPSHIM_ICE_DEFAULT;
 }
+
+#ifndef MPSHIM_BUILDING
+void mpshim_message_init(mpshim_message* msg) {
+  message_init(msg, sizeof *msg);
+}
+#else
+/* mpshim_message grew in 1.3 (peer_family): a program built against 1.0-1.2
+ * binds to mpshim_message_init@MEDIAPROXY_SHIM_1.0, which initialises only
+ * the message it knows; one built against 1.3 (and the library itself) gets
+ * the default mpshim_message_init@@MEDIAPROXY_SHIM_1.3, and a 1.3 program
+ * does not start with an older library. The tests' static copy of the
+ * library has the one function. */
+MPSHIM_API void mps_message_init_1_3(mpshim_message* msg);
+MPSHIM_API void mps_message_init_1_0(mpshim_message* msg);
+void mps_message_init_1_3(mpshim_message* msg) {
+  message_init(msg, sizeof *msg);
+}
+void mps_message_init_1_0(mpshim_message* msg) {
+  message_init(msg, offsetof(mpshim_message, peer_family));
+}
+__asm__(".symver mps_message_init_1_3, mpshim_message_init@@MEDIAPROXY_SHIM_1.3");
+__asm__(".symver mps_message_init_1_0, mpshim_message_init@MEDIAPROXY_SHIM_1.0");
+#endif
 
 void mpshim_nat_info_init(mpshim_nat_info* info) {
   if (!info) return;

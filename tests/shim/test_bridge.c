@@ -5,7 +5,8 @@
  * receiver's family differs or cannot be inferred) and the body it returns
  * for the dispatcher's IPv6 or IPv4 reply; a relay without the family asked
  * for (`error`); bad addresses refused before anything is sent; a 1.2
- * program's shorter mpshim_message; and engage mode, where the family named
+ * program's shorter mpshim_message and its mpshim_message_init (the 1.0
+ * symbol version, which must not write past it); and engage mode, where the family named
  * on the initial INVITE is kept for the dialog and every later SDP (183,
  * 200, re-INVITEs either way, a late offer and its ACK) is sent with the
  * families of its direction.
@@ -33,6 +34,11 @@ static const char v6_answer[] =
 static const char v6_offer[] =
     "v=0\r\no=b 1 2 IN IP6 2001:db8::b\r\ns=-\r\nc=IN IP6 2001:db8::b\r\nt=0 0\r\n"
     "m=audio 5000 RTP/AVP 0\r\nm=video 5002 RTP/AVP 31\r\n";
+
+/* What a program built against 1.0-1.2 calls: the 1.0 version of
+ * mpshim_message_init, kept beside the 1.3 default. */
+void mpshim_message_init_1_2(mpshim_message* msg);
+__asm__(".symver mpshim_message_init_1_2, mpshim_message_init@MEDIAPROXY_SHIM_1.0");
 
 static char sock[108];
 static fake_dispatcher fake;
@@ -181,6 +187,27 @@ static void test_ipv6_party(void) {
   stop();
 }
 
+/* The struct grew in 1.3: an old program's mpshim_message_init() must not
+ * write past the message it knows, a new program's initialises it all. */
+static void test_init_versions(void) {
+  const size_t old_size = offsetof(mpshim_message, peer_family);
+  unsigned char raw[sizeof(mpshim_message)];
+  memset(raw, 0xa5, sizeof raw);
+  mpshim_message_init_1_2((mpshim_message*)(void*)raw);
+  size_t kept = 0;
+  for (size_t i = old_size; i < sizeof raw; i++) kept += raw[i] == 0xa5;
+  mpshim_message old;
+  memcpy(&old, raw, sizeof old);
+  CHECK(old.struct_size == old_size && kept == sizeof raw - old_size && old.body == NULL,
+        "1.2 init: struct_size %zu, %zu of %zu bytes after it untouched", old.struct_size, kept,
+        sizeof raw - old_size);
+  mpshim_message m;
+  memset(&m, 0xa5, sizeof m);
+  mpshim_message_init(&m);
+  CHECK(m.struct_size == sizeof m && m.peer_family == MPSHIM_FAMILY_SAME, "1.3 init: %zu %d",
+        m.struct_size, m.peer_family);
+}
+
 /* Engage mode: one dialog, its events in order. */
 static mpshim_dialogs* table;
 
@@ -296,6 +323,7 @@ static void test_engage(void) {
 
 int main(void) {
   snprintf(sock, sizeof sock, "/tmp/mpshim-bridge-%d.sock", (int)getpid());
+  test_init_versions();
   test_use_mode();
   test_ipv6_party();
   test_engage();
