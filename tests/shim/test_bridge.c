@@ -321,11 +321,29 @@ static void test_engage(void) {
   stop();
 }
 
+/* The fake's default replies follow the families asked for, as a relay. */
+static void test_default_replies(void) {
+  start(NULL, 0);
+  mpshim_message m = message(MPSHIM_REQUEST, 0, "INVITE", "ftag", NULL, v4_offer);
+  m.peer_family = MPSHIM_FAMILY_IP6;
+  CHECK(use(&m) == MPSHIM_OK && strstr(body, "\r\nc=IN IP6 2001:db8::5\r\n") &&
+            strstr(body, "a=rtcp:40001 IN IP6 2001:db8::5\r\n"),
+        "bridged to IPv6:\n%s", body);
+  m = message(MPSHIM_REQUEST, 0, "INVITE", "ftag", NULL, v6_offer);
+  CHECK(use(&m) == MPSHIM_OK && strstr(body, "\r\nc=IN IP6 2001:db8::5\r\n"), "IPv6:\n%s", body);
+  m.peer_family = MPSHIM_FAMILY_IP4;
+  CHECK(use(&m) == MPSHIM_OK && strstr(body, "\r\nc=IN IP4 192.0.2.5\r\n") &&
+            !strstr(body, "2001:db8::5"),
+        "bridged to IPv4:\n%s", body);
+  stop();
+}
+
 int main(void) {
   snprintf(sock, sizeof sock, "/tmp/mpshim-bridge-%d.sock", (int)getpid());
   test_init_versions();
   test_use_mode();
   test_ipv6_party();
+  test_default_replies();
   test_engage();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures ? 1 : 0;
