@@ -81,7 +81,11 @@ class Message(ctypes.Structure):
                 ("ice_candidate", ctypes.c_int),
                 ("content_type", ctypes.c_char_p),
                 ("body", ctypes.c_char_p),
-                ("body_len", ctypes.c_size_t)]
+                ("body_len", ctypes.c_size_t),
+                # since 1.3 (mpshim_message_init, which ctypes finds in its
+                # 1.3 version, initialises the whole 1.3 struct): the family
+                # of the SDP's receiver, 0 = same as the sender (no bridging)
+                ("peer_family", ctypes.c_int)]
 
 
 class NatInfo(ctypes.Structure):

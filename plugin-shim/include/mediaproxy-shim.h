@@ -23,7 +23,7 @@ extern "C" {
 
 /* Version of the library this header belongs to (see mpshim_version()). */
 #define MPSHIM_VERSION_MAJOR 1
-#define MPSHIM_VERSION_MINOR 2
+#define MPSHIM_VERSION_MINOR 3
 #define MPSHIM_VERSION_PATCH 0
 
 /*
@@ -61,6 +61,14 @@ extern "C" {
 /* Message types (mpshim_message.type). */
 #define MPSHIM_REQUEST 0
 #define MPSHIM_REPLY 1
+
+/* IP families (mpshim_message.peer_family, since 1.3): the family of the
+ * party that receives the message's SDP and sends its media to the relay.
+ * Another family than that of the SDP's own addresses asks the relay for an
+ * address of the receiver's family (IPv4<->IPv6 bridging). */
+#define MPSHIM_FAMILY_SAME 0 /* the receiver has the SDP's family (no bridging) */
+#define MPSHIM_FAMILY_IP4 4  /* the receiver is IPv4: relay address IPv4 */
+#define MPSHIM_FAMILY_IP6 6  /* the receiver is IPv6: relay address IPv6 */
 
 /* NAT tests of mpshim_client_nat_test(), to be OR-ed together. */
 #define MPSHIM_NAT_PRIVATE_CONTACT 1 /* RFC 1918 address in the Contact URI */
@@ -128,6 +136,12 @@ typedef struct mpshim_message {
                                else -> MPSHIM_ERROR, like the module */
   const char* body;         /* message body (the SDP), NULL or empty = none */
   size_t body_len;          /* its length in bytes (may contain NULs) */
+  /* Since 1.3: MPSHIM_FAMILY_SAME (default), _IP4 or _IP6, the family of
+   * the party that receives this SDP; sent as the `families` header when it
+   * differs from the SDP's. A 1.2 program's smaller struct_size means SAME.
+   * Engage mode: given on the initial INVITE it is the callee's family and
+   * is remembered (mpshim_dialog_request()). */
+  int peer_family;
 } mpshim_message;
 
 /*
@@ -166,7 +180,7 @@ typedef struct mpshim_dialogs mpshim_dialogs;
  * opened lazily on first use, with close-on-exec, and SIGPIPE is never raised.
  */
 
-/* Library version string, e.g. "1.2.0". */
+/* Library version string, e.g. "1.3.0". */
 MPSHIM_API const char* mpshim_version(void);
 
 MPSHIM_API void mpshim_config_init(mpshim_config* cfg);
@@ -275,6 +289,16 @@ MPSHIM_API int mpshim_dialog_state(mpshim_dialogs* dialogs, const char* dialog_i
  * request (ACK with the answer, re-INVITE, UPDATE, PRACK) is sent like
  * mpshim_use_media_proxy() when it has SDP. Another request of an unknown
  * dialog returns MPSHIM_NOTHING.
+ *
+ * Bridging (since 1.3): a peer_family other than MPSHIM_FAMILY_SAME on the
+ * INVITE that creates the dialog names the callee's family and makes the
+ * dialog bridged: every later SDP of the dialog (183, 200, re-INVITEs and
+ * their answers either way, an ACK's answer) is sent with the other party's
+ * family, i.e. the offer's families reversed for the answer. The SDP of a
+ * request is its From party's, that of a reply the other party's; each
+ * party's family follows the SDP it last sent, the caller's starting as
+ * that of its signaling_ip (for a late offer's 200). A later event's own
+ * peer_family applies to that event only.
  */
 MPSHIM_API int mpshim_dialog_request(mpshim_dialogs* dialogs, mpshim_client* client,
                                      const mpshim_message* msg, char** out_body, size_t* out_len);

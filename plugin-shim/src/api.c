@@ -3,7 +3,9 @@
  * initialisers, client handles and the two dispatcher functions
  * use_media_proxy() and end_media_session(), which tie the request builders,
  * the SDP analysis/rewriter and the connection together in the order and
- * with the return codes of Kamailio's module (spec A.9).
+ * with the return codes of Kamailio's module (spec A.9); an `update` also
+ * carries the `families` header when the receiver's family (peer_family,
+ * family.c) asks the relay to bridge IPv4 and IPv6.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -30,13 +32,36 @@ void mpshim_config_init(mpshim_config* cfg) {
   cfg->ice_candidate = MPSHIM_ICE_NONE;
 }
 
-void mpshim_message_init(mpshim_message* msg) {
+static void message_init(mpshim_message* msg, size_t size) {
   if (!msg) return;
-  memset(msg, 0, sizeof *msg);
-  msg->struct_size = sizeof *msg;
+  memset(msg, 0, size);
+  msg->struct_size = size;
   msg->type = MPSHIM_REQUEST;
   msg->ice_candidate = MPSHIM_ICE_DEFAULT;
 }
+
+#ifndef MPSHIM_BUILDING
+void mpshim_message_init(mpshim_message* msg) {
+  message_init(msg, sizeof *msg);
+}
+#else
+/* mpshim_message grew in 1.3 (peer_family): a program built against 1.0-1.2
+ * binds to mpshim_message_init@MEDIAPROXY_SHIM_1.0, which initialises only
+ * the message it knows; one built against 1.3 (and the library itself) gets
+ * the default mpshim_message_init@@MEDIAPROXY_SHIM_1.3, and a 1.3 program
+ * does not start with an older library. The tests' static copy of the
+ * library has the one function. */
+MPSHIM_API void mps_message_init_1_3(mpshim_message* msg);
+MPSHIM_API void mps_message_init_1_0(mpshim_message* msg);
+void mps_message_init_1_3(mpshim_message* msg) {
+  message_init(msg, sizeof *msg);
+}
+void mps_message_init_1_0(mpshim_message* msg) {
+  message_init(msg, offsetof(mpshim_message, peer_family));
+}
+__asm__(".symver mps_message_init_1_3, mpshim_message_init@@MEDIAPROXY_SHIM_1.3");
+__asm__(".symver mps_message_init_1_0, mpshim_message_init@MEDIAPROXY_SHIM_1.0");
+#endif
 
 void mpshim_nat_info_init(mpshim_nat_info* info) {
   if (!info) return;
@@ -112,6 +137,12 @@ static int copy_out(const char* s, size_t len, char** out, size_t* out_len, char
 
 int mpshim_use_media_proxy(mpshim_client* c, const mpshim_message* m, char** out_body,
                            size_t* out_len) {
+  return mps_update(c, m, m ? mps_peer_family(m) : MPSHIM_FAMILY_SAME, NULL, out_body, out_len);
+}
+
+int mps_update(mpshim_client* c, const mpshim_message* m, int peer_family, int* sdp_family,
+               char** out_body, size_t* out_len) {
+  if (sdp_family) *sdp_family = 0;
   if (out_body) *out_body = NULL;
   if (out_len) *out_len = 0;
   if (!c) return MPSHIM_ERROR;
@@ -137,9 +168,10 @@ int mpshim_use_media_proxy(mpshim_client* c, const mpshim_message* m, char** out
   }
 
   mps_session* s = NULL;
-  char media[MPS_MEDIA_MAX];
+  char media[MPS_MEDIA_MAX + 32]; /* and the families header */
   media[0] = '\0';
   int rc = MPSHIM_ERROR;
+  int family = 0;
   if (have_body) {
     mps_str sdp;
     if (mps_find_sdp(m->content_type, m->body, m->body_len, &sdp, c->err) < 0) return rc;
@@ -165,7 +197,12 @@ int mpshim_use_media_proxy(mpshim_client* c, const mpshim_message* m, char** out
     /* no valid body can be made by editing this text: refuse before the
      * dispatcher is asked (the module sends and then breaks the body) */
     if (mps_check_sdp_text(sdp, c->err) < 0) goto out;
-    if (mps_media_header(s, media, c->err) < 0) goto out;
+    const int mlen = mps_media_header(s, media, c->err);
+    if (mlen < 0) goto out;
+    /* bridging, or an IPv6 party the dispatcher cannot tell from its items */
+    if (mps_families_header(s, peer_family, media + mlen, sizeof media - (size_t)mlen, c->err) < 0)
+      goto out;
+    family = mps_sdp_family(s);
   }
 
   char req[MPS_REQUEST_MAX];
@@ -190,6 +227,7 @@ int mpshim_use_media_proxy(mpshim_client* c, const mpshim_message* m, char** out
     free(body);
   }
   rc = MPSHIM_OK;
+  if (sdp_family) *sdp_family = family;
 out:
   free(s);
   if (rc == MPSHIM_OK) c->err[0] = '\0';

@@ -7,6 +7,9 @@
  * creation; the reply after an a=remote-candidates request is skipped; the
  * first of BYE, a failure to the initial INVITE, or an explicit end sends
  * one `remove` with the caller's From tag and the confirming 2xx's To tag.
+ * A peer_family on the initial INVITE makes the dialog bridged: every later
+ * SDP is sent with the other party's family, so the answer gets the
+ * families of the offer reversed.
  *
  * Locking: the table mutex (dialog_store.c) guards the hash chains, the
  * count and every dialog's reference count; a dialog's own mutex guards its
@@ -38,7 +41,10 @@ static mps_dialog* create_ref(mpshim_dialogs* t, mps_str id, const mpshim_messag
     return NULL;
   }
   const int ice = m->ice_candidate != MPSHIM_ICE_DEFAULT ? m->ice_candidate : client_ice;
-  return mps_dialog_create_ref(t, id, call_id, tag, ice, err);
+  /* the caller's family until its SDP tells: its signaling address, when
+   * that is a plain address (a late offer's 200 is sent with it) */
+  const int caller_family = mps_addr_family(mps_trim(m->signaling_ip), NULL);
+  return mps_dialog_create_ref(t, id, call_id, tag, ice, mps_peer_family(m), caller_family, err);
 }
 
 /* Validate the table, client, message and its dialog_id; 1 or -1. */
@@ -82,13 +88,31 @@ static int end_locked(mpshim_dialogs* t, mpshim_client* c, mps_dialog* d) {
   return mpshim_end_media_session(c, &rm);
 }
 
-/* `update` for a message of the dialog, with the dialog's ICE setting. */
-static int update_locked(mpshim_client* c, const mps_dialog* d, const mpshim_message* m,
-                         char** out_body, size_t* out_len) {
-  mpshim_message copy = *m;
+/* 1 if the message's From tag is the caller's (dialog lock held). */
+static int from_caller(const mps_dialog* d, const mpshim_message* m) {
+  mps_str tag = mps_trim(m->from_tag);
+  return tag.len == strlen(d->caller_tag) &&
+         (tag.len == 0 || !memcmp(tag.s, d->caller_tag, tag.len));
+}
+
+/* `update` for a message of the dialog, with the dialog's ICE setting and,
+ * in a bridged dialog, the receiving party's family: a request's SDP is its
+ * From party's, a reply's the other party's. Each party's family follows
+ * the SDP it last sent. */
+static int update_locked(mpshim_client* c, mps_dialog* d, const mpshim_message* m, char** out_body,
+                         size_t* out_len) {
+  mpshim_message copy;
+  memset(&copy, 0, sizeof copy); /* a 1.2 program's message is shorter */
+  memcpy(&copy, m, m->struct_size < sizeof copy ? m->struct_size : sizeof copy);
   copy.struct_size = sizeof copy;
   copy.ice_candidate = d->ice;
-  return mpshim_use_media_proxy(c, &copy, out_body, out_len);
+  const int sender = (m->type == MPSHIM_REQUEST) == from_caller(d, m) ? 0 : 1;
+  int peer = mps_peer_family(m);
+  if (peer == MPSHIM_FAMILY_SAME && d->bridge) peer = d->family[1 - sender];
+  int family = 0;
+  int rc = mps_update(c, &copy, peer, &family, out_body, out_len);
+  if (family) d->family[sender] = family;
+  return rc;
 }
 
 static void clear_out(char** out_body, size_t* out_len) {

@@ -206,7 +206,8 @@ void mps_dialog_unlink(mpshim_dialogs* t, mps_dialog* d) {
 }
 
 mps_dialog* mps_dialog_create_ref(mpshim_dialogs* t, mps_str id, mps_str call_id,
-                                  mps_str caller_tag, int ice, char* err) {
+                                  mps_str caller_tag, int ice, int callee_family, int caller_family,
+                                  char* err) {
   mps_lock(&t->lock);
   mps_dialog** head = bucket(t, id);
   mps_dialog* d = *head;
@@ -221,6 +222,9 @@ mps_dialog* mps_dialog_create_ref(mpshim_dialogs* t, mps_str id, mps_str call_id
     if (caller_tag.len) memcpy(d->caller_tag, caller_tag.s, caller_tag.len);
     d->state = MPSHIM_DIALOG_EARLY;
     d->ice = ice;
+    d->bridge = callee_family != MPSHIM_FAMILY_SAME;
+    d->family[0] = caller_family;
+    d->family[1] = callee_family;
     d->refs = 1;
     d->linked = 1;
     d->next = *head;

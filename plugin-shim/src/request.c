@@ -7,18 +7,29 @@
  * headers are written in the module's order with empty values for unknown
  * fields (spec A.4). Also validates messages for the public API.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "shim_internal.h"
+
+int mps_peer_family(const mpshim_message* m) {
+  return m->struct_size >= sizeof(mpshim_message) ? m->peer_family : MPSHIM_FAMILY_SAME;
+}
 
 int mps_check_message(const mpshim_message* m, char* err) {
   if (!m) {
     mps_seterr(err, "no message");
     return -1;
   }
-  if (m->struct_size < sizeof(mpshim_message)) {
+  /* a 1.0-1.2 program's message ends before peer_family */
+  if (m->struct_size < offsetof(mpshim_message, peer_family)) {
     mps_seterr(err, "mpshim_message not initialised with mpshim_message_init()");
+    return -1;
+  }
+  const int peer = mps_peer_family(m);
+  if (peer != MPSHIM_FAMILY_SAME && peer != MPSHIM_FAMILY_IP4 && peer != MPSHIM_FAMILY_IP6) {
+    mps_seterr(err, "invalid peer_family value %d", peer);
     return -1;
   }
   if (m->type != MPSHIM_REQUEST && m->type != MPSHIM_REPLY) {

@@ -7,8 +7,11 @@
  * the module's output is broken the shim writes a valid body instead or
  * fails: an inserted line is always a whole line after (c=) or before
  * (a=candidate) its neighbour and ends like it; a relay address of the other
- * family than a c=/a=rtcp line also rewrites its IP4/IP6 token; a reply that
- * is no address and numeric ports is an error on replies as on requests.
+ * family than a c=/a=rtcp line also rewrites its IP4/IP6 token (so an IPv6
+ * relay address is written "IN IP6", an IPv4 one "IN IP4", whatever the
+ * party wrote) and a hold address (0.0.0.0, ::) becomes the relay family's;
+ * a reply that is no address and numeric ports is an error on replies as on
+ * requests.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -100,19 +103,6 @@ static int c_line(char* out, mps_str type, mps_str ip, mps_str pre, mps_str post
   return 0;
 }
 
-/* The family of an address token: 4, 6, or 0 when it is no literal address
- * (such as the dispatcher's "None"). */
-static int addr_family(mps_str a) {
-  char buf[64];
-  unsigned char bin[16];
-  if (!a.s || a.len == 0 || a.len >= sizeof buf) return 0;
-  memcpy(buf, a.s, a.len);
-  buf[a.len] = '\0';
-  if (inet_pton(AF_INET, buf, bin) == 1) return 4;
-  if (inet_pton(AF_INET6, buf, bin) == 1) return 6;
-  return 0;
-}
-
 /* A port of the reply: decimal digits, 0..65535; else -1. */
 static long reply_port(mps_str t) {
   long v = 0;
@@ -138,6 +128,15 @@ static void fix_type(edits* es, const char* body, mps_str type, int family) {
   mps_str want = type_of(family);
   if (mps_str_eq(type, want.s)) return; /* (SDP tokens are case-sensitive) */
   replace(es, body, type, want);
+}
+
+/* A hold address (0.0.0.0, ::) stays, in the receiver's family: the other
+ * family's hold address and type token when the relay's family differs. */
+static void hold_for(edits* es, const char* body, mps_str ip, mps_str type, int ip_family,
+                     int family) {
+  if (ip_family == family) return;
+  replace(es, body, ip, mps_hold_address(family));
+  fix_type(es, body, type, family);
 }
 
 /* Ending of an inserted line next to a line ending in `own` ("" = none). */
@@ -166,7 +165,7 @@ int mps_rewrite_dialect(const mps_session* s, const char* body, size_t body_len,
     mps_seterr(err, "the dispatcher replied error");
     return -1;
   }
-  const int family = addr_family(tok[0]);
+  const int family = mps_addr_family(tok[0], NULL);
   if (family == 0) {
     /* the module writes such a token ("None") into a reply's SDP */
     mps_seterr(err, "the dispatcher's reply is not an address: %.*s", (int)tok[0].len, tok[0].s);
@@ -199,7 +198,7 @@ int mps_rewrite_dialect(const mps_session* s, const char* body, size_t body_len,
   const mps_str relay_type = type_of(family);
   const mps_str no_eol = {"", 0};
 
-  if (s->ip.s && !mps_str_eq(s->ip, "0.0.0.0")) {
+  if (s->ip.s && !s->ip_zero) {
     if (s->stream_count == s->supported_count) {
       replace(es, body, s->ip, relay_ip);
       fix_type(es, body, s->ip_type, family);
@@ -207,6 +206,8 @@ int mps_rewrite_dialect(const mps_session* s, const char* body, size_t body_len,
       add_edit(es, (size_t)(s->ip_line.s - body), s->ip_line.len);
       removed_session_ip = 1;
     }
+  } else if (s->ip.s) {
+    hold_for(es, body, s->ip, s->ip_type, s->ip_family, family);
   }
 
   /* candidate foundation: the relay IPv4 address as a host-order read of
@@ -216,10 +217,20 @@ int mps_rewrite_dialect(const mps_session* s, const char* body, size_t body_len,
   {
     char ipbuf[64];
     struct in_addr a;
+    unsigned char v6[16];
     size_t n = relay_ip.len < sizeof ipbuf - 1 ? relay_ip.len : sizeof ipbuf - 1;
     memcpy(ipbuf, relay_ip.s, n);
     ipbuf[n] = '\0';
-    if (relay_ip.len < sizeof ipbuf && inet_aton(ipbuf, &a)) memcpy(&hexip, &a.s_addr, 4);
+    if (relay_ip.len < sizeof ipbuf && inet_aton(ipbuf, &a)) {
+      memcpy(&hexip, &a.s_addr, 4);
+    } else if (family == 6 && inet_pton(AF_INET6, ipbuf, v6) == 1) {
+      /* (not the module's: it has no IPv6) the four words folded */
+      for (int k = 0; k < 4; k++) {
+        uint32_t w;
+        memcpy(&w, v6 + 4 * k, 4);
+        hexip ^= w;
+      }
+    }
   }
   const unsigned priority =
       ice_mode == MPSHIM_ICE_HIGH ? (130u << 24) + 16777215u : 16777215u; /* low */
@@ -270,9 +281,11 @@ int mps_rewrite_dialect(const mps_session* s, const char* body, size_t body_len,
       replace(es, body, st->rtcp_ip, relay_ip);
       fix_type(es, body, st->rtcp_type, family);
     }
-    if (st->local_ip && !mps_str_eq(st->ip, "0.0.0.0")) {
+    if (st->local_ip && !st->ip_zero) {
       replace(es, body, st->ip, relay_ip);
       fix_type(es, body, st->ip_type, family);
+    } else if (st->local_ip) {
+      hold_for(es, body, st->ip, st->ip_type, st->ip_family, family);
     } else if (!st->local_ip && removed_session_ip) {
       mps_str pre = st->m_eol.len ? no_eol : s->eol;
       if (c_line(line, relay_type, relay_ip, pre, st->m_eol, &line_len, err) < 0) goto fail;

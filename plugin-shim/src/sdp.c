@@ -4,9 +4,12 @@
  * streams and building the `media` header, following Kamailio's mediaproxy
  * module (spec A.5-A.7) so that the dispatcher gets the same request. Beyond
  * the module it records what a valid rewrite needs (each m= line's own line
- * ending, the address type tokens) and refuses SDP text no valid body can be
- * made from; rewrite.c applies the edits. Where the module would overflow a
- * buffer or read uninitialised memory, this file fails with -1 instead.
+ * ending, the address type tokens), refuses SDP text no valid body can be
+ * made from and, for the streams it relays, any c=/a=rtcp: address that is
+ * not a literal of its IP4/IP6 family (family.c); an IPv6 address goes into
+ * the `media` header in brackets (the protocol's IPv6 extension). rewrite.c
+ * applies the edits. Where the module would overflow a buffer or read
+ * uninitialised memory, this file fails with -1 instead.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -421,6 +424,7 @@ int mps_parse_session(mps_session* s, mps_str sdp, char* err) {
       st->candidate_eol = eol_at(mps_end_of_line(cand, (size_t)(send - cand)), send);
     }
   }
+  if (mps_check_addresses(s, err) < 0) return -1;
   return (int)count;
 }
 
@@ -435,12 +439,16 @@ int mps_media_header(const mps_session* s, char* buf, char* err) {
   for (unsigned i = 0; i < s->stream_count; i++) {
     const mps_stream* st = &s->streams[i];
     if (!st->supported) continue;
-    if (st->type.len + st->ip.len + st->port.len + st->direction.len + 4 > room) {
+    /* the protocol extension's IPv6 form: in brackets, the item being
+     * colon separated */
+    const int v6 = st->ip_family == 6;
+    const size_t ip_len = st->ip.len + (v6 ? 2 : 0);
+    if (st->type.len + ip_len + st->port.len + st->direction.len + 4 > room) {
       mps_seterr(err, "media stream description longer than %d bytes", MPS_MEDIA_MAX);
       return -1;
     }
     const char* ice = st->has_ice ? "ice=yes" : "ice=no";
-    size_t item = st->type.len + st->ip.len + st->port.len + st->direction.len + 4 + strlen(ice) +
+    size_t item = st->type.len + ip_len + st->port.len + st->direction.len + 4 + strlen(ice) +
                   1; /* 4 colons and the trailing comma */
     if (item >= room) {
       mps_seterr(err, "media stream description longer than %d bytes", MPS_MEDIA_MAX);
@@ -448,10 +456,10 @@ int mps_media_header(const mps_session* s, char* buf, char* err) {
     }
     if (!first) buf[len++] = ',';
     first = 0;
-    len += (size_t)snprintf(buf + len, MPS_MEDIA_MAX - len, "%.*s:%.*s:%.*s:%.*s:%s",
-                            (int)st->type.len, st->type.s, (int)st->ip.len, st->ip.s,
-                            (int)st->port.len, st->port.s, (int)st->direction.len, st->direction.s,
-                            ice);
+    len += (size_t)snprintf(buf + len, MPS_MEDIA_MAX - len, "%.*s:%s%.*s%s:%.*s:%.*s:%s",
+                            (int)st->type.len, st->type.s, v6 ? "[" : "", (int)st->ip.len, st->ip.s,
+                            v6 ? "]" : "", (int)st->port.len, st->port.s, (int)st->direction.len,
+                            st->direction.s, ice);
     room -= item;
   }
   memcpy(buf + len, "\r\n", 3);

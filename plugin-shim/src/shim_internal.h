@@ -65,7 +65,9 @@ typedef struct mps_stream {
   mps_str rtcp_type; /* 4-token a=rtcp: address type, or absent */
   mps_str rtcp_port; /* first a=rtcp: token, or absent */
   mps_str direction;
-  int local_ip; /* the stream has its own c= line */
+  int local_ip;  /* the stream has its own c= line */
+  int ip_family; /* 4 or 6: the family of `ip` (supported streams), else 0 */
+  int ip_zero;   /* `ip` is 0.0.0.0 or :: (hold) */
   int has_ice;
   int has_rtcp_ice;
   int supported;
@@ -84,6 +86,8 @@ typedef struct mps_session {
   mps_str ip;      /* session-level c= address, or absent */
   mps_str ip_type; /* its address type token ("IP4", "IP6") */
   mps_str ip_line; /* the whole session c= line incl. line breaks */
+  int ip_family;   /* 4 or 6 when there is a relayed stream, else 0 */
+  int ip_zero;     /* the session address is 0.0.0.0 or :: (hold) */
   mps_str direction;
   mps_str separator; /* the module's: up to 2 CR/LF bytes after the v= line */
   mps_str eol;       /* ending for inserted lines that have no neighbour's:
@@ -105,8 +109,8 @@ int mps_parse_session(mps_session* s, mps_str sdp, char* err);
  * body can come out of editing it: a CR not followed by LF (a line ending
  * neither CRLF nor LF) or a NUL byte. 1 otherwise. */
 int mps_check_sdp_text(mps_str sdp, char* err);
-/* "media: ...\r\n" for the supported streams into buf (MPS_MEDIA_MAX);
- * returns its length or -1. */
+/* "media: ...\r\n" for the supported streams into buf (MPS_MEDIA_MAX), an
+ * IPv6 address in brackets; returns its length or -1. */
 int mps_media_header(const mps_session* s, char* buf, char* err);
 /* Apply a dispatcher reply to the body (the session was parsed from it),
  * rewrite.c. ice_mode is MPSHIM_ICE_NONE/LOW/HIGH. Returns 1 with a
@@ -120,8 +124,38 @@ int mps_rewrite_dialect(const mps_session* s, const char* body, size_t body_len,
                         int is_request, int ice_mode, int dialect, char** out, size_t* out_len,
                         char* err);
 
+/* ---- address families (family.c) --------------------------------------- */
+
+/* The family of a literal address token: 4 (dotted quad), 6 (IPv6 text, no
+ * brackets, no zone) or 0 (no literal address, e.g. a hostname or "None");
+ * *zero (if not NULL) tells whether it is 0.0.0.0 or ::. */
+int mps_addr_family(mps_str a, int* zero);
+/* The family an address type token names: "IP4" 4, "IP6" 6 (any case), else 0. */
+int mps_type_family(mps_str type);
+/* A copy of s for an error message: printable ASCII kept, other bytes and
+ * '\' as \xNN, cut with "..." to fit cap (> 4). Returns buf. */
+const char* mps_esc(mps_str s, char* buf, size_t cap);
+/* Called by mps_parse_session() once a session has a relayed stream: every
+ * c= line it relays or rewrites (the session's, the relayed streams' own)
+ * and every long a=rtcp: line of a relayed stream must be "IN IP4 <IPv4>"
+ * or "IN IP6 <IPv6>"; sets the ip_family/ip_zero fields. 1, or -1 with err. */
+int mps_check_addresses(mps_session* s, char* err);
+/* The family of the party whose SDP this is: that of the first relayed
+ * stream's non-zero address, else of the first one on hold, else 4. */
+int mps_sdp_family(const mps_session* s);
+/* "families: a,b\r\n" into buf[cap] (a = mps_sdp_family(), b = peer_family,
+ * or a for MPSHIM_FAMILY_SAME) when the dispatcher would not infer the same
+ * from the media items (b differs from a, or the party is IPv6 with only
+ * :: addresses); "" otherwise. Returns the length, or -1 with err. */
+int mps_families_header(const mps_session* s, int peer_family, char* buf, size_t cap, char* err);
+/* The hold address of a family: "0.0.0.0" or "::". */
+mps_str mps_hold_address(int family);
+
 /* ---- request builders (request.c) -------------------------------------- */
 
+/* The message's peer_family, MPSHIM_FAMILY_SAME when its struct_size (a
+ * 1.0-1.2 program's) does not reach the field. */
+int mps_peer_family(const mpshim_message* m);
 /* Validate the message; 1 or -1 with err. */
 int mps_check_message(const mpshim_message* m, char* err);
 /* The `update` request, headers in the module's order. Returns its length
@@ -136,6 +170,15 @@ int mps_build_update_dialect(const mpshim_message* m, const char* media_header, 
 int mps_dialog_id(const char* given, int dialect, char* out, size_t cap, char* err);
 /* The `remove` request. Returns its length or -1. */
 int mps_build_remove(const mpshim_message* m, char* buf, size_t cap, char* err);
+
+/* ---- entry points (api.c) ----------------------------------------------- */
+
+/* mpshim_use_media_proxy() with the receiver's family given (engage mode
+ * passes the one the dialog remembers); *sdp_family (if not NULL) receives
+ * the family of the SDP's party (mps_sdp_family()) when the body was sent,
+ * else 0. */
+int mps_update(mpshim_client* c, const mpshim_message* m, int peer_family, int* sdp_family,
+               char** out_body, size_t* out_len);
 
 /* ---- connection (conn.c) ------------------------------------------------ */
 
@@ -175,6 +218,8 @@ typedef struct mps_dialog {
   int state; /* MPSHIM_DIALOG_*, UNKNOWN once ended (dialog lock) */
   int ice;   /* MPSHIM_ICE_NONE/LOW/HIGH or DEFAULT, fixed at creation */
   int skip_next_reply;
+  int bridge;    /* the initial INVITE named the callee's family (dialog lock) */
+  int family[2]; /* caller's, callee's family: 4, 6 or 0 unknown (dialog lock) */
   char id[MPS_DIALOG_ID_MAX + 1];
   char call_id[MPS_CALL_ID_MAX + 1];
   char caller_tag[MPS_TAG_MAX + 1];
@@ -198,9 +243,12 @@ void mps_lock(pthread_mutex_t* m);
 mps_dialog* mps_dialog_find_ref(mpshim_dialogs* t, mps_str id);
 /* The new dialog (state EARLY), or the one another thread or process just
  * created, with a reference taken; NULL with err when the table is full.
- * The values' lengths are checked by the caller. */
+ * The values' lengths are checked by the caller. callee_family is the
+ * initial INVITE's peer_family (MPSHIM_FAMILY_SAME: no bridging),
+ * caller_family the caller's family if known, else 0. */
 mps_dialog* mps_dialog_create_ref(mpshim_dialogs* t, mps_str id, mps_str call_id,
-                                  mps_str caller_tag, int ice, char* err);
+                                  mps_str caller_tag, int ice, int callee_family, int caller_family,
+                                  char* err);
 /* Take the dialog out of the table (it stays valid while referenced). */
 void mps_dialog_unlink(mpshim_dialogs* t, mps_dialog* d);
 /* Drop a reference; the last one of an unlinked dialog releases it. */

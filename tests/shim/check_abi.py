@@ -3,7 +3,9 @@
 exports exactly the functions the public header declares (nm -D
 --defined-only), each under the version node the version script
 (mediaproxy-shim.map, next to include/) gives it (MEDIAPROXY_SHIM_1.0 for
-the 1.0 functions, which must never move), has the
+the 1.0 functions, which must never move; a function listed in a newer
+node too is exported as name@@NEWER and keeps name@MEDIAPROXY_SHIM_1.0 for
+older programs, as mpshim_message_init since 1.3), has the
 SONAME libmediaproxy-shim.so.1 with the usual symlink, needs only libc (plus
 the sanitizer runtimes in a sanitizer build), and references no C++ runtime.
 
@@ -28,15 +30,20 @@ ABI_1_0 = ["mpshim_version", "mpshim_config_init", "mpshim_message_init",
 
 
 def version_nodes(path):
-    """{symbol: node} from the version script's global: lists."""
+    """({symbol: newest node}, {symbol: [older nodes]}) from the version
+    script's global: lists; a function listed in several nodes (a struct it
+    initialises grew) has its default version in the newest and keeps the
+    older ones for programs linked before."""
     with open(path, encoding="utf-8") as f:
         text = re.sub(r"/\*.*?\*/", "", f.read(), flags=re.S)
-    nodes = {}
+    nodes, older = {}, {}
     for node, body in re.findall(r"(MEDIAPROXY_SHIM_[\d.]+)\s*\{(.*?)\}", text, re.S):
         glob = body.split("local:")[0].replace("global:", "")
         for name in re.findall(r"(mpshim_\w+)\s*;", glob):
+            if name in nodes:
+                older.setdefault(name, []).append(nodes[name])
             nodes[name] = node
-    return nodes
+    return nodes, older
 
 
 def main(lib, header):
@@ -55,16 +62,22 @@ def main(lib, header):
         failures.append(f"exported {sorted(functions ^ declared)} differ from the header")
     if other:
         failures.append(f"unexpected exported objects: {sorted(other)}")
-    nodes = version_nodes(os.path.join(os.path.dirname(header), "..", "mediaproxy-shim.map"))
+    nodes, older = version_nodes(
+        os.path.join(os.path.dirname(header), "..", "mediaproxy-shim.map"))
     if set(nodes) != declared:
         failures.append(f"version script lists {sorted(set(nodes) ^ declared)} unlike the header")
-    missing_1_0 = [n for n in ABI_1_0 if nodes.get(n) != "MEDIAPROXY_SHIM_1.0"]
+    # every 1.0 function stays reachable as name@MEDIAPROXY_SHIM_1.0 (the
+    # default version, or the one kept for 1.0-1.2 programs)
+    missing_1_0 = [n for n in ABI_1_0
+                   if f"{n}@@MEDIAPROXY_SHIM_1.0" not in defined
+                   and f"{n}@MEDIAPROXY_SHIM_1.0" not in defined]
     if missing_1_0:
         failures.append(f"1.0 functions not in MEDIAPROXY_SHIM_1.0: {missing_1_0}")
-    misversioned = [n for n, t in defined.items() if t in "TtWi"
-                    and n != f"{n.split('@')[0]}@@{nodes.get(n.split('@')[0])}"]
-    if misversioned:
-        failures.append(f"symbols not under their version node: {misversioned}")
+    expected = {f"{n}@@{node}" for n, node in nodes.items()}
+    expected |= {f"{n}@{node}" for n, olds in older.items() for node in olds}
+    exported = {n for n, t in defined.items() if t in "TtWi"}
+    if exported != expected:
+        failures.append(f"symbols not under their version nodes: {sorted(exported ^ expected)}")
     dyn = run("readelf", "-d", lib)
     soname = re.findall(r"\(SONAME\).*\[(.*)\]", dyn)
     needed = re.findall(r"\(NEEDED\).*\[(.*)\]", dyn)

@@ -53,6 +53,24 @@ static void write_all(int fd, const void* p, size_t n) {
   }
 }
 
+/* The relay family the protocol's IPv6 extension asks for: the families
+ * header's second value, else the family of the first media item whose
+ * address is not 0.0.0.0 or [::] (bracketed: IPv6), else IPv4. */
+static int reply_family(const char* req, const char* media) {
+  const char* f = strstr(req, "\r\nfamilies: ");
+  if (f && f[13] == ',') return f[14] == '6' ? 6 : 4;
+  for (const char* p = media; p && *p && *p != '\r';) {
+    const char* colon = strchr(p, ':');
+    if (!colon) break;
+    const char* addr = colon + 1;
+    if (*addr == '[' && strncmp(addr, "[::]", 4) != 0) return 6;
+    if (*addr != '[' && strncmp(addr, "0.0.0.0:", 8) != 0) return 4;
+    p = strchr(addr, ',');
+    if (p) p++;
+  }
+  return 4;
+}
+
 static void default_reply(const char* req, char* out, size_t cap) {
   if (strncmp(req, "remove\r\n", 8) == 0) {
     snprintf(out, cap, "removed");
@@ -64,7 +82,8 @@ static void default_reply(const char* req, char* out, size_t cap) {
     streams = 1;
     for (const char* p = m + 9; *p && *p != '\r'; p++) streams += *p == ',';
   }
-  size_t n = (size_t)snprintf(out, cap, "192.0.2.5");
+  const int v6 = reply_family(req, m ? m + 9 : NULL) == 6;
+  size_t n = (size_t)snprintf(out, cap, "%s", v6 ? "2001:db8::5" : "192.0.2.5");
   for (int i = 0; i < streams && n < cap; i++) {
     n += (size_t)snprintf(out + n, cap - n, " %d", 40000 + 2 * i);
   }

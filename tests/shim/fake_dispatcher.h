@@ -26,7 +26,9 @@ typedef struct fake_dispatcher {
 
 /* Start a fake at `path` answering the n-th request with replies[n] (the
  * last one repeats; NULL or nreplies == 0: "192.0.2.5" and one port per
- * media stream for `update`, "removed" for `remove`), after delay_ms.
+ * media stream for `update`, "2001:db8::5" when the request asks for an
+ * IPv6 relay (families header, or an IPv6 first non-zero media address),
+ * "removed" for `remove`), after delay_ms.
  * Returns 0 once it accepts connections, -1 on failure. */
 int fake_start(fake_dispatcher* f, const char* path, const char* const* replies, int nreplies,
                int delay_ms, int flags);

@@ -111,8 +111,14 @@ static void load_dir(const char* dir, int depth) {
     }
     buf b;
     if (!read_all(path, &b)) continue;
-    static const char* const replies[] = {"192.0.2.5 40000 40002 40004", "error",         "None",
-                                          "10.0.0.1 0 0 0 0 0",          "1.2.3.4 65535", ""};
+    static const char* const replies[] = {"192.0.2.5 40000 40002 40004",
+                                          "error",
+                                          "None",
+                                          "10.0.0.1 0 0 0 0 0",
+                                          "1.2.3.4 65535",
+                                          "",
+                                          "2001:db8::7 40000 40002 40004",
+                                          "[2001:db8::7] 40000"};
     for (size_t i = 0; i < sizeof replies / sizeof replies[0]; i++) {
       add_seed(b.p, b.n, replies[i], (uint8_t)(i * 11));
     }
@@ -159,6 +165,13 @@ static const char* const dict[] = {
     ";transport=udp",
     "SIP/2.0/UDP ",
     "[::1]",
+    "c=IN IP6 ::\r\n",
+    "c=IN IP6 2001:db8::1\r\n",
+    "a=rtcp:5 IN IP6 2001:db8::1",
+    "IP6",
+    "::",
+    "host.example.com",
+    "2001:db8::7 ",
     "error",
     "None",
 };

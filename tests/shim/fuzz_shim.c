@@ -6,14 +6,18 @@
  * well-formed result; invariants are checked with abort().
  *
  * Input layout: byte 0 = flags (bit 0 request/reply, bits 1-2 ICE mode,
- * bits 3-4 content type, bit 5 asymmetric), then the reply line up to the
+ * bits 3-4 content type, bit 5 asymmetric, bits 6-7 the receiver's family:
+ * same, IPv4, IPv6, same), then the reply line up to the
  * first NUL (none: a default reply), then the body. The NAT helpers get the
  * first three lines of the body as Contact, Via and source address.
  *
  * Valid SDP always: every body the rewriter returns for an SDP the API would
  * rewrite (mps_check_sdp_text() passes) must pass the tests' validity checker
  * (sdp_valid.c) against its input, i.e. the shim never makes a line invalid,
- * glues lines together or leaves a stream without a c= line.
+ * glues lines together or leaves a stream without a c= line (nor writes an
+ * address under the other family's IP4/IP6 token). Every relayed stream's
+ * address is a literal IPv4 or IPv6 one, an IPv6 one bracketed in the
+ * `media` header; the `families` header is empty or "families: a,b".
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -75,6 +79,33 @@ static void fuzz_nat(const char* body, size_t len, int asym) {
   free(src);
 }
 
+/* The address invariants of a parsed session with its media header. */
+static void fuzz_families(const mps_session* s, const char* media, int peer) {
+  for (unsigned i = 0; i < s->stream_count; i++) {
+    const mps_stream* st = &s->streams[i];
+    if (!st->supported) continue;
+    REQUIRE(st->ip_family == 4 || st->ip_family == 6);
+    REQUIRE(mps_addr_family(st->ip, NULL) == st->ip_family);
+    if (st->ip_family == 6) {
+      char item[80];
+      snprintf(item, sizeof item, ":[%.*s]:", (int)st->ip.len, st->ip.s);
+      REQUIRE(strstr(media, item) != NULL);
+    }
+  }
+  char fam[64], err[MPS_ERR_MAX];
+  int n = mps_families_header(s, peer, fam, sizeof fam, err);
+  REQUIRE(n == 0 || n == 15);
+  if (n == 15) {
+    REQUIRE(strncmp(fam, "families: ", 10) == 0 && (fam[10] == '4' || fam[10] == '6') &&
+            fam[11] == ',' && (fam[12] == '4' || fam[12] == '6') && !strcmp(fam + 13, "\r\n"));
+    REQUIRE(fam[10] - '0' == mps_sdp_family(s));
+  }
+  /* the receiver's family is always what the dispatcher ends up with */
+  const int a = mps_sdp_family(s);
+  const int b = n ? fam[12] - '0' : a;
+  REQUIRE(b == (peer == MPSHIM_FAMILY_SAME ? a : peer));
+}
+
 static void fuzz_request(const char* body, size_t len, int is_request, const char* media) {
   /* message fields from slices of the input */
   char f[6][64];
@@ -117,6 +148,9 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const char* const ctypes[4] = {NULL, "application/sdp", "multipart/mixed;boundary=b",
                                         "multipart/mixed; boundary=\"b\""};
   const char* ctype = ctypes[(flags >> 3) & 3];
+  static const int peers[4] = {MPSHIM_FAMILY_SAME, MPSHIM_FAMILY_IP4, MPSHIM_FAMILY_IP6,
+                               MPSHIM_FAMILY_SAME};
+  const int peer = peers[(flags >> 6) & 3];
   const char* rest = (const char*)data + 1;
   size_t rlen = size - 1;
 
@@ -161,6 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (hl >= 0) {
         REQUIRE((size_t)hl == strlen(media) && hl < MPS_MEDIA_MAX);
         REQUIRE(strncmp(media, "media: ", 7) == 0 && memcmp(media + hl - 2, "\r\n", 2) == 0);
+        fuzz_families(s, media, peer);
       } else {
         media[0] = '\0';
       }

@@ -395,7 +395,7 @@ static void test_api(const char* sock) {
             cfg.ice_candidate == MPSHIM_ICE_NONE &&
             strcmp(cfg.socket_path, "/run/mediaproxy/dispatcher.sock") == 0,
         "defaults");
-  CHECK(strcmp(mpshim_version(), "1.2.0") == 0, "version");
+  CHECK(strcmp(mpshim_version(), "1.3.0") == 0, "version");
   cfg.timeout_ms = 0;
   errno = 0;
   CHECK(mpshim_client_new(&cfg) == NULL && errno == EINVAL, "timeout 0 refused");
