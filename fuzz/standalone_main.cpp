@@ -72,6 +72,9 @@ std::string bin(const char (&text)[N]) {
 
 const std::vector<std::string>& seeds() {
   static const std::vector<std::string> kSeeds = {
+      // IPv6 media items: bracketed (relay protocol), bare (Kamailio's module).
+      "audio:[2001:db8::5]:6000:sendrecv:ice=no,video:[::]:0:inactive",
+      "audio:2001:db8::23:49170:sendrecv:ice=no,video:::1:5000:recvonly",
       // Module requests (spec A.11).
       "update\r\ntype: request\r\ndialog_id: 1234:5678\r\ncall_id: 3c26700d2b0f@10.0.0.23\r\n"
       "cseq: 101\r\nfrom_uri: alice@example.com\r\nto_uri: bob@example.net\r\nfrom_tag: "
@@ -213,6 +216,11 @@ const char* const kTokens[] = {
     "to_tag",
     "audio",
     "video",
+    "[",
+    "]",
+    "::",
+    "2001:db8::",
+    "families",
     "0.0.0.0",
     "10.0.0.23",
     "255.255.255.255",

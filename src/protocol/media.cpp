@@ -3,8 +3,9 @@
 // Owns the decoding of "type:ip:port:direction[:k=v...]" items separated by
 // commas and their re-encoding. Validation is stricter than the original
 // relay where the original would have failed later anyway: the IP must be a
-// dotted quad or, as this relay's extension (issue 17; the stock modules send
-// IPv4 only), an IPv6 address in brackets ("audio:[2001:db8::5]:6000:..."),
+// dotted quad or an IPv6 address: in brackets ("audio:[2001:db8::5]:6000:..."),
+// as this relay's protocol writes it, or bare, as Kamailio's stock module
+// does (the address then ends at the field before the direction),
 // the port a plain decimal 0-65535, the direction one of the four
 // SDP words (any letter case, as the modules copy it from the SDP), and the
 // media type a non-empty run of visible ASCII characters. Any violation
@@ -15,6 +16,7 @@
 #include "common/ip_address.h"
 
 #include <array>
+#include <vector>
 
 namespace mp::protocol {
 
@@ -46,6 +48,26 @@ std::string_view next_field(std::string_view& rest, char sep, bool& found) {
   return field;
 }
 
+// With `first` the text before the first ':' after the type and `rest`
+// what follows that ':': the length of a bare IPv6 address starting at
+// `first` ("2001:db8::5" of "2001:db8::5:6000:sendrecv"), or 0 when the
+// field after `first` is already the port (IPv4, or no direction found).
+size_t unbracketed_v6_length(std::string_view first, std::string_view rest) {
+  // Fields after `first`: the address goes on while the field after the
+  // next one is not a direction.
+  std::vector<std::string_view> fields;
+  bool more = true;
+  while (more && fields.size() < 10) fields.push_back(next_field(rest, ':', more));
+  for (size_t i = 1; i < fields.size(); ++i) {
+    if (!parse_direction(fields[i])) continue;
+    if (i == 1) return 0;  // first : port : direction
+    // The address is `first` and fields[0 .. i-2]; fields[i-1] is the port.
+    const char* end = fields[i - 2].data() + fields[i - 2].size();
+    return static_cast<size_t>(end - first.data());
+  }
+  return 0;
+}
+
 bool parse_item(std::string_view text, size_t index, MediaItem& item, std::string& error) {
   const std::string where = "media item " + std::to_string(index) + ": ";
   std::string_view rest = text;
@@ -73,6 +95,16 @@ bool parse_item(std::string_view text, size_t index, MediaItem& item, std::strin
     more = true;
   } else {
     ip_text = next_field(rest, ':', more);
+    // Kamailio's stock module writes an IPv6 party's address bare
+    // ("audio:2001:db8::5:6000:sendrecv"): the address then runs up to the
+    // field before the direction (hex fields never spell a direction).
+    const size_t length = more ? unbracketed_v6_length(ip_text, rest) : 0;
+    if (length > 0) {
+      ip_text = std::string_view(ip_text.data(), length);
+      rest = std::string_view(
+          ip_text.data() + length + 1,
+          static_cast<size_t>(text.data() + text.size() - ip_text.data()) - length - 1);
+    }
   }
   if (!more) {
     return fail(error, where + "missing port and direction");
@@ -85,8 +117,10 @@ bool parse_item(std::string_view text, size_t index, MediaItem& item, std::strin
 
   const bool bracketed = ip_text.data() != text.data() + type.size() + 1;
   const auto ip = parse_ip(ip_text);
-  if (!ip || ip->is_v4() == bracketed) {
-    return fail(error, where + (bracketed ? "invalid IPv6 address" : "invalid IPv4 address"));
+  if (!ip || (bracketed && ip->is_v4())) {
+    return fail(error, where + (bracketed || ip_text.find(':') != std::string_view::npos
+                                    ? "invalid IPv6 address"
+                                    : "invalid IPv4 address"));
   }
   const auto port = parse_port(port_text);
   if (!port) {

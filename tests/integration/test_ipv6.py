@@ -102,6 +102,20 @@ def test_bridged_call_ipv4_caller_ipv6_callee(mp_factory):
     assert rec["caller_local"] == f"127.0.0.1:{q}" and rec["callee_local"] == f"[::1]:{p}", rec
 
 
+def test_stock_module_bare_ipv6_gets_the_relay_ipv6_address(mp_factory):
+    """Kamailio's stock mediaproxy module writes an IPv6 party's address
+    without brackets and rewrites `c=IN IP6` with whatever address the reply
+    gives: an IPv6 call through it is relayed from the IPv6 address."""
+    mp = mp_factory(**DUAL)
+    c = mp.client()
+    caller, callee = MediaPort(V6), MediaPort(V6)
+    d = Dialog(c)
+    p = parse_ports(d.invite(f"audio:{V6}:{caller.port}:sendrecv:ice=no"), 1, relay_ip=V6)[0]
+    q = parse_ports(d.answer(f"audio:{V6}:{callee.port}:sendrecv:ice=no"), 1, relay_ip=V6)[0]
+    assert_media_flows(caller, q, callee, p, n=10, rtcp=False, relay_ip=V6)
+    assert d.remove() == "removed"
+
+
 def test_relay_without_ipv6_refuses_ipv6_media(mp_factory):
     mp = mp_factory()  # relay_ip = 127.0.0.1 only
     c = mp.client()
@@ -117,8 +131,7 @@ def test_relay_without_ipv6_refuses_ipv6_media(mp_factory):
 def test_bad_ipv6_media_and_families_are_refused(mp_factory):
     mp = mp_factory(**DUAL)
     c = mp.client()
-    for media in ("audio:::1:4000:sendrecv:ice=no",  # IPv6 without brackets
-                  "audio:[127.0.0.2]:4000:sendrecv:ice=no",  # brackets around IPv4
+    for media in ("audio:[127.0.0.2]:4000:sendrecv:ice=no",  # brackets around IPv4
                   "audio:[::1:4000:sendrecv:ice=no",  # unterminated
                   "audio:[fe80::1%eth0]:4000:sendrecv:ice=no"):  # zone index
         assert Dialog(c).invite(media) == "error", media

@@ -227,9 +227,22 @@ TEST_CASE("parse_media: IPv6 addresses in brackets (this relay's extension)", "[
   CHECK(items[1].ip.is_any());
   CHECK(format_media(items) ==
         "audio:[2001:db8::5]:6000:sendrecv:ice=no,video:[::]:0:inactive:ice=no");
+  // Kamailio's stock module writes IPv6 bare: the address ends at the port
+  // before the direction.
+  auto bare = parse_ok("audio:2001:db8::23:49170:sendrecv:ice=no,video:::1:5000:RecvOnly");
+  REQUIRE(bare.size() == 2);
+  CHECK(bare[0].ip == *parse_ip("2001:db8::23"));
+  CHECK(bare[0].port == 49170);
+  CHECK(bare[1].ip == *parse_ip("::1"));
+  CHECK(bare[1].port == 5000);
+  CHECK(bare[1].direction == Direction::RecvOnly);
+  CHECK(format_media(bare) ==
+        "audio:[2001:db8::23]:49170:sendrecv:ice=no,video:[::1]:5000:recvonly:ice=no");
   for (const char* bad :
-       {"audio:2001:db8::5:6000:sendrecv",  // IPv6 needs brackets
-        "audio:[10.0.0.1]:6000:sendrecv",   // IPv4 must not have them
+       {"audio:2001:db8::5:6000",             // no direction: no anchor
+        "audio:2001:db8::zz:6000:sendrecv",   // not an address
+        "audio:10.0.0.1:6000:7000:sendrecv",  // two ports
+        "audio:[10.0.0.1]:6000:sendrecv",     // IPv4 must not have brackets
         "audio:[2001:db8::5:6000:sendrecv", "audio:[2001:db8::5]6000:sendrecv",
         "audio:[]:6000:sendrecv", "audio:[fe80::1%eth0]:6000:sendrecv", "audio:[2001:db8::5]:"}) {
     std::string error;
