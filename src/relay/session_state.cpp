@@ -407,7 +407,8 @@ bool session_state_from_json(std::string_view json, SessionState& out, std::stri
   error.clear();
   out = SessionState{};
   rapidjson::Document d;
-  d.Parse(json.data(), json.size());
+  d.Parse<rapidjson::kParseFullPrecisionFlag>(json.data(),
+                                              json.size());  // times round-trip exactly
   if (d.HasParseError() || !d.IsObject()) {
     error = "not a JSON object";
     return false;
