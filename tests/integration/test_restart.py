@@ -235,14 +235,14 @@ def test_state_file_compacted_off_the_loop_restores_every_call(mp_factory):
     to it): a kill -9 after that restores exactly the live calls."""
     mp = mp_factory(**overrides())
     c = mp.client()
-    uri = "sip:" + "u" * 8000 + "@example.com"  # ~16 KB records: 1 MiB in ~60
+    uri = "sip:" + "u" * 8000 + "@example.com"  # From and To: ~16 KB records, 1 MiB in ~65
     calls = []
     for i in range(40):
         d = Dialog(c)
         for type_, tag, to_tag, ip, port in (("request", d.from_tag, "", "127.0.0.2", 4000 + 2 * i),
                                              ("reply", d.from_tag, d.to_tag, "127.0.0.3",
                                               6000 + 2 * i)):
-            reply = c.update(type=type_, call_id=d.call_id, cseq=1, from_uri=uri, to_uri="b@y",
+            reply = c.update(type=type_, call_id=d.call_id, cseq=1, from_uri=uri, to_uri=uri,
                              from_tag=tag, to_tag=to_tag, user_agent="ua", signaling_ip=ip,
                              media=f"audio:{ip}:{port}:sendrecv:ice=no")
             parse_ports(reply, 1, port_range=mp.port_range)
@@ -256,6 +256,19 @@ def test_state_file_compacted_off_the_loop_restores_every_call(mp_factory):
     wait_until(compacted, 10, "the state file compacted")
     for d in calls[:10]:
         assert d.remove() == "removed"
+    # Records are written when the loop turn ends, after the replies: wait
+    # until the file's own account (S lines minus D lines) has the 30 calls.
+    def live_in_file():
+        live = set()
+        for line in state_lines(mp)[1:]:
+            parts = line.split(b" ", 3)
+            if len(parts) >= 3 and parts[1] == b"S":
+                live.add(parts[2])
+            elif len(parts) >= 3 and parts[1] == b"D":
+                live.discard(parts[2])
+        return len(live)
+
+    wait_until(lambda: live_in_file() == 30, 5, "the ten endings recorded")
     mp.kill_and_restart()
     log = mp.stderr_text()
     assert "30 session(s) restored, 0 not" in log, log
