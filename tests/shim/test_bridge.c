@@ -25,6 +25,12 @@
 
 #include "check.h"
 
+/* Fields of a message allocated shorter than the struct (an old program's)
+ * are written through memcpy: a member access would be out of bounds. */
+static void set_struct_size(mpshim_message* m, size_t size) {
+  memcpy((char*)m + offsetof(mpshim_message, struct_size), &size, sizeof size);
+}
+
 static const char v4_offer[] =
     "v=0\r\no=a 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
     "m=audio 4000 RTP/AVP 0\r\na=rtcp:4001 IN IP4 10.0.0.1\r\n";
@@ -178,7 +184,7 @@ static void test_ipv6_party(void) {
   const size_t old_size = offsetof(mpshim_message, peer_family);
   mpshim_message* old = malloc(old_size);
   memcpy(old, &m, old_size);
-  old->struct_size = old_size;
+  set_struct_size(old, old_size);
   CHECK(use(old) == MPSHIM_OK, "1.2 message: %s", mpshim_client_last_error(client));
   CHECK(
       strcmp(sent_tail(buf, sizeof buf), "media: audio:10.0.0.1:4000:sendrecv:ice=no\r\n\r\n") == 0,
@@ -302,8 +308,9 @@ static void test_engage(void) {
   mpshim_message* old = malloc(offsetof(mpshim_message, peer_family));
   m = message(MPSHIM_REQUEST, 0, "INVITE", "ctag", NULL, v6_answer);
   memcpy(old, &m, offsetof(mpshim_message, peer_family));
-  old->struct_size = offsetof(mpshim_message, peer_family);
-  old->dialog_id = "b3";
+  set_struct_size(old, offsetof(mpshim_message, peer_family));
+  const char* dialog_id = "b3";
+  memcpy((char*)old + offsetof(mpshim_message, dialog_id), &dialog_id, sizeof dialog_id);
   char* out = NULL;
   CHECK(mpshim_dialog_request(table, client, old, &out, NULL) == MPSHIM_OK, "IPv6 INVITE: %s",
         mpshim_client_last_error(client));

@@ -50,7 +50,8 @@ static const char* headers(const char* sdp, int peer, char* buf, size_t cap) {
     snprintf(buf, cap, "error: %s", err);
     return buf;
   }
-  snprintf(buf, cap, "%s%s", media, fam);
+  const int n = snprintf(buf, cap, "%s%s", media, fam);
+  if (n < 0 || (size_t)n >= cap) snprintf(buf, cap, "truncated");
   return buf;
 }
 
