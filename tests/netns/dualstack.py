@@ -1,0 +1,117 @@
+"""Dual-stack test hosts: a relay namespace with an IPv4 and an IPv6 address,
+and phone namespaces that speak IPv4, IPv6 or both (issue 17).
+
+The relay namespace holds the relay's public addresses on its `lo`
+(RELAY_IP = 10.200.0.1/32 and RELAY_IP6 = fd00:200::1/128) and routes for
+every phone: phone number k sits on its own veth (`to-<name>` in the relay,
+`eth0` in the phone) with 10.200.k.2/24 (gateway 10.200.k.1) and/or
+fd00:200:k::2/64 (gateway fd00:200:k::1). IPv6 addresses are added with
+`nodad`, so they are usable the moment they exist (no duplicate-address
+detection delay, no "tentative" bind failures). Sockets are created inside a
+namespace with netns.in_netns(); the address family follows the address.
+Everything is removed by DualStack.close().
+"""
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Optional
+
+from netns import in_netns, sh
+
+RELAY_IP = "10.200.0.1"
+RELAY_IP6 = "fd00:200::1"
+
+
+def family(ip):
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+@dataclass
+class Phone:
+    """One host namespace and its addresses (None: that family is absent)."""
+    ns: str
+    ip4: Optional[str]
+    ip6: Optional[str]
+    veth: str  # its veth's name in the relay namespace
+
+    @property
+    def ip(self):
+        """The address a single-stack phone uses (IPv6 when it has one)."""
+        return self.ip6 or self.ip4
+
+
+class DualStack:
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.relay = f"{prefix}-relay"
+        self.phones = {}
+        self._made = []
+
+    def up(self):
+        sh("ip", "netns", "add", self.relay)
+        self._made.append(self.relay)
+        r = self.relay
+        sh("ip", "-n", r, "link", "set", "lo", "up")
+        sh("ip", "-n", r, "addr", "add", f"{RELAY_IP}/32", "dev", "lo")
+        sh("ip", "-n", r, "addr", "add", f"{RELAY_IP6}/128", "dev", "lo", "nodad")
+        sh("ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+           "net.ipv6.conf.all.forwarding=1")
+        return self
+
+    def add(self, name, k, v4=True, v6=True):
+        """Phone namespace `<prefix>-<name>` on subnet number k (1..254).
+        Call before the relay starts: kernel forwarding hooks the interfaces
+        present at its start."""
+        assert v4 or v6
+        ns = f"{self.prefix}-{name}"
+        sh("ip", "netns", "add", ns)
+        self._made.append(ns)
+        veth = f"to-{name}"[:15]
+        sh("ip", "-n", self.relay, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+           "netns", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        ip4 = ip6 = None
+        if v4:
+            ip4 = f"10.200.{k}.2"
+            sh("ip", "-n", self.relay, "addr", "add", f"10.200.{k}.1/24", "dev", veth)
+            sh("ip", "-n", ns, "addr", "add", f"{ip4}/24", "dev", "eth0")
+        if v6:
+            ip6 = f"fd00:200:{k}::2"
+            sh("ip", "-n", self.relay, "addr", "add", f"fd00:200:{k}::1/64", "dev", veth, "nodad")
+            sh("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
+        else:
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+               "net.ipv6.conf.default.disable_ipv6=1")
+        sh("ip", "-n", self.relay, "link", "set", veth, "up")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        if v4:
+            sh("ip", "-n", ns, "route", "add", "default", "via", f"10.200.{k}.1")
+        if v6:
+            sh("ip", "-n", ns, "route", "add", "default", "via", f"fd00:200:{k}::1")
+        phone = Phone(ns, ip4, ip6, veth)
+        self.phones[name] = phone
+        return phone
+
+    def udp(self, ns, ip, port=0, timeout=1.0):
+        """A UDP socket bound to ip:port inside namespace ns."""
+        with in_netns(ns):
+            s = socket.socket(family(ip), socket.SOCK_DGRAM)
+        # Room for a burst: tests send first and read afterwards.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        s.bind((ip, port))
+        s.settimeout(timeout)
+        return s
+
+    def run(self, ns, *args, check=True):
+        return sh("ip", "netns", "exec", ns, *args, check=check)
+
+    def close(self):
+        for ns in reversed(self._made):
+            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), 9)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh("ip", "netns", "del", ns, check=False)
+        self._made = []
