@@ -6,8 +6,10 @@ The relay namespace holds the relay's public addresses on its `lo`
 every phone: phone number k sits on its own veth (`to-<name>` in the relay,
 `eth0` in the phone) with 10.200.k.2/24 (gateway 10.200.k.1) and/or
 fd00:200:k::2/64 (gateway fd00:200:k::1). IPv6 addresses are added with
-`nodad`, so they are usable the moment they exist (no duplicate-address
-detection delay, no "tentative" bind failures). Sockets are created inside a
+`nodad`, and every namespace has duplicate-address detection switched off
+before its interfaces exist, so addresses (link-local ones too, which
+neighbour discovery needs) are usable the moment they exist: no "tentative"
+bind failures, no first packets lost while neighbour discovery waits ~1 s. Sockets are created inside a
 namespace with netns.in_netns(); the address family follows the address.
 Everything is removed by DualStack.close().
 """
@@ -52,6 +54,7 @@ class DualStack:
         sh("ip", "netns", "add", self.relay)
         self._made.append(self.relay)
         r = self.relay
+        self._no_dad(r)
         sh("ip", "-n", r, "link", "set", "lo", "up")
         sh("ip", "-n", r, "addr", "add", f"{RELAY_IP}/32", "dev", "lo")
         sh("ip", "-n", r, "addr", "add", f"{RELAY_IP6}/128", "dev", "lo", "nodad")
@@ -67,6 +70,7 @@ class DualStack:
         ns = f"{self.prefix}-{name}"
         sh("ip", "netns", "add", ns)
         self._made.append(ns)
+        self._no_dad(ns)
         veth = f"to-{name}"[:15]
         sh("ip", "-n", self.relay, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
            "netns", ns)
@@ -92,6 +96,11 @@ class DualStack:
         phone = Phone(ns, ip4, ip6, veth)
         self.phones[name] = phone
         return phone
+
+    @staticmethod
+    def _no_dad(ns):
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
+           "net.ipv6.conf.default.accept_dad=0")
 
     def udp(self, ns, ip, port=0, timeout=1.0):
         """A UDP socket bound to ip:port inside namespace ns."""
