@@ -25,8 +25,12 @@ Kamailio and the phones observe:
 * an IPv6 intruder scanning the relay's ports gets no media and injects
   none (the IPv6 version of test_latching.py's checks), and the session
   record names the real parties and counts the refused datagrams;
-* a dual-stack relay still serves a plain IPv4 call of the mediaproxy module
-  protocol.
+* over the module socket protocol, IPv6 media items (`audio:[addr]:port:...`,
+  this relay's extension which the plugin shim uses) and the `families`
+  header's bridging get replies and media of the right family, and a
+  dual-stack relay still serves a plain IPv4 call of the stock modules;
+* a relay with an IPv4 address only refuses IPv6 media and bridges with
+  E71 (no relay for it) and still serves IPv4.
 
 Needs root (network namespaces); skipped otherwise.
 """
@@ -86,8 +90,8 @@ def net():
 class Relay:
     """The binary in the relay namespace; its log is kept for the records."""
 
-    def __init__(self, net, tmp, forwarding):
-        self.net, self.forwarding = net, forwarding
+    def __init__(self, net, tmp, forwarding, relay_ip=f"{RELAY_IP}, {RELAY_IP6}"):
+        self.net, self.forwarding, self.relay_ip = net, forwarding, relay_ip
         self.table = f"mp6_{forwarding}"
         self.dir = Path(tmp)
         self.sock = str(self.dir / "run" / "dispatcher.sock")
@@ -95,10 +99,9 @@ class Relay:
         ini = self.dir / "mp.ini"
         ini.write_text(
             "[General]\nrole = combined\nruntime_dir = %s\nlog_level = debug\n\n"
-            "[Relay]\nrelay_ip = %s, %s\nport_range = %d:%d\nforwarding = %s\nnft_table = %s\n\n"
+            "[Relay]\nrelay_ip = %s\nport_range = %d:%d\nforwarding = %s\nnft_table = %s\n\n"
             "[Rtpproxy]\nlisten = udp:%s:%d\n"
-            % (self.dir / "run", RELAY_IP, RELAY_IP6, PORT_LO, PORT_HI, forwarding,
-               self.table, *RTPP))
+            % (self.dir / "run", relay_ip, PORT_LO, PORT_HI, forwarding, self.table, *RTPP))
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(["ip", "netns", "exec", net.relay, BIN, "--foreground",
                                       "--config", str(ini)], stdout=self.log, stderr=self.log)
@@ -108,7 +111,7 @@ class Relay:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(
-                    f"mediaproxy with relay_ip = {RELAY_IP}, {RELAY_IP6} exited "
+                    f"mediaproxy with relay_ip = {self.relay_ip} exited "
                     f"{self.proc.returncode} at start-up:\n{self.text()}")
             try:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -536,8 +539,80 @@ def test_ipv4_module_call_on_a_dual_stack_relay(relay, net):
         callee.relay = (RELAY_IP, update("request", "", caller))
         caller.relay = (RELAY_IP, update("reply", "B", callee))
         exchange(caller, callee, "rtp", relay)
+        if relay.forwarding == "kernel":  # IPv4 streams still go to the kernel
+            v4_elems = lambda: sum(len(m.get("elem", [])) for m in relay.nft_maps().values()
+                                   if "ipv4_addr" in json.dumps(m["type"]))
+            wait_until(lambda: v4_elems() >= 2, 5, "the IPv4 call's kernel elements")
+            exchange(caller, callee, "rtp", relay, 20)
         assert client.remove("mod4@x", "A", "B") == "removed"
     finally:
         client.close()
         caller.close()
         callee.close()
+
+
+def module_update(client, call_id, type_, to_tag, phone, families=None):
+    """One update as the plugin shim sends it: an IPv6 address in brackets,
+    `families: a,b` (this party's family, the reply's) for a bridge."""
+    ip = f"[{phone.ip}]" if ":" in phone.ip else phone.ip
+    headers = [("type", type_), ("dialog_id", ""), ("call_id", call_id), ("cseq", 1),
+               ("from_uri", "a@x"), ("to_uri", "b@y"), ("from_tag", "A"), ("to_tag", to_tag),
+               ("user_agent", "t"), ("signaling_ip", phone.ip), ("media_relay", ""),
+               ("media", f"audio:{ip}:{phone.port}:sendrecv:ice=no")]
+    if families:
+        headers.append(("families", families))
+    return client.request("update", headers)
+
+
+def module_port(reply, want_ip, what):
+    parts = reply.split()
+    assert len(parts) == 2 and parts[0] == want_ip and parts[1].isdigit(), (
+        f"{what}: module reply {reply!r}, expected '{want_ip} <port>'")
+    return int(parts[1])
+
+
+@pytest.mark.parametrize("kind", ["ipv6", "bridge"])
+def test_ipv6_media_over_the_module_protocol(relay, net, kind):
+    client = ModuleClient(relay.sock)
+    if kind == "ipv6":
+        caller = Phone(net, net.caller6, "caller", 5000, 0x55555555)
+        families = (None, None)
+        caller_relay = RELAY_IP6
+    else:  # an IPv4 caller bridged to an IPv6 callee
+        caller = Phone(net, net.caller4, "caller", 5000, 0x55555555)
+        families = ("4,6", "6,4")
+        caller_relay = RELAY_IP
+    callee = Phone(net, net.callee6, "callee", 6000, 0x66666666)
+    call_id = f"mod-{kind}@x"
+    try:
+        callee.relay = (RELAY_IP6, module_port(
+            module_update(client, call_id, "request", "", caller, families[0]), RELAY_IP6,
+            "the caller's INVITE"))
+        caller.relay = (caller_relay, module_port(
+            module_update(client, call_id, "reply", "B", callee, families[1]), caller_relay,
+            "the callee's 200 OK"))
+        exchange(caller, callee, "rtp", relay)
+        exchange(caller, callee, "rtcp", relay, 20)
+        assert client.remove(call_id, "A", "B") == "removed"
+    finally:
+        client.close()
+        caller.close()
+        callee.close()
+
+
+def test_ipv4_only_relay_refuses_ipv6_media_and_bridges(net, tmp_path):
+    relay = Relay(net, tmp_path, "userspace", relay_ip=RELAY_IP)
+    try:
+        relay.wait_ready()
+        rtpp = Rtpp(net)
+        caller6, caller4 = net.caller6.ip6, net.caller4.ip4
+        assert rtpp.cmd(f"U6 r1@x {caller6} 5000 ftag;1") == "E71"
+        assert rtpp.cmd(f"UIE r2@x {caller4} 5000 ftag;1") == "E71"
+        # Nothing was left behind, and IPv4 still works.
+        assert "active sessions: 0" in rtpp.cmd("I")
+        relay_side(rtpp.cmd(f"U r3@x {caller4} 5000 ftag;1"), RELAY_IP, "plain U")
+        assert rtpp.cmd("D r3@x ftag") == "0"
+        rtpp.close()
+    finally:
+        rc = relay.stop()
+    assert rc == 0, relay.text()[-3000:]
