@@ -155,7 +155,7 @@ def session_record(log, call_id):
 @pytest.mark.parametrize("call", ["ipv6", "bridge"])
 def test_kamailio_call_over_ipv6(call, forwarding, tmp_path):
     d = tmp_path
-    net = DualStack(f"mpk6{os.getpid() % 100000}").up()
+    net = DualStack(f"mpv6e{os.getpid() % 100000}").up()
     procs = []
 
     def start(name, ns, *cmd):
@@ -219,11 +219,17 @@ def test_kamailio_call_over_ipv6(call, forwarding, tmp_path):
                              "-s", "service", "-i", caller.ip, "-mi", caller.ip, *common,
                              "-message_file", str(d / "uac_messages.log"),
                              "-error_file", str(d / "uac_errors.log"))
+        def diag():
+            tail = lambda f: f.read_text(errors="replace")[-2500:] if f.exists() else "(none)"
+            return "".join(f"\n--- {f.name}:\n{tail(f)}" for f in (
+                d / "uac_errors.log", d / "uas_errors.log", kam_log, mp_log)) + \
+                f"\nartefacts in {d}"
+
         try:
             uac_rc, uas_rc = uac.wait(timeout=20), uas.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            raise AssertionError("sipp did not finish within 20 s\n"
-                                 + kam_log.read_text(errors="replace")[-3000:])
+            raise AssertionError("sipp did not finish within 20 s" + diag())
+        assert (uac_rc, uas_rc) == (0, 0), f"sipp uac rc={uac_rc}, uas rc={uas_rc}{diag()}"
 
         call_id = None
         for line in (d / "uac_messages.log").read_text(encoding="latin-1").splitlines():
@@ -238,23 +244,21 @@ def test_kamailio_call_over_ipv6(call, forwarding, tmp_path):
             p.send_signal(signal.SIGINT)
             p.wait(timeout=5)
         mp.send_signal(signal.SIGTERM)
-        assert mp.wait(timeout=10) == 0, mp_log.read_text(errors="replace")[-3000:]
+        assert mp.wait(timeout=10) == 0, f"mediaproxy did not exit cleanly{diag()}"
 
         # ---- what the phones and the operator observe ----
         klog = kam_log.read_text(errors="replace")
-        diag = (f"\nkamailio:\n{klog[-2500:]}\nmediaproxy:\n"
-                f"{mp_log.read_text(errors='replace')[-2500:]}\nartefacts in {d}")
-        assert (uac_rc, uas_rc) == (0, 0), f"sipp uac rc={uac_rc}, uas rc={uas_rc}{diag}"
         rcs = dict(re.findall(r"E2E (rtpproxy_offer|rtpproxy_answer|unforce_rtp_proxy)\S*"
                               r"(?: \S+)*? rc=(-?\d+)", klog))
         assert rcs == {"rtpproxy_offer": "1", "rtpproxy_answer": "1",
-                       "unforce_rtp_proxy": "1"}, f"kamailio script calls: {rcs}{diag}"
+                       "unforce_rtp_proxy": "1"}, f"kamailio script calls: {rcs}{diag()}"
 
         at_callee = sdp_audio(received_sdp(d / "uas_messages.log", "INVITE ") or "")
         at_caller = sdp_audio(received_sdp(d / "uac_messages.log", "SIP/2.0 200") or "")
         want_caller = ("IP4", RELAY_IP) if call == "bridge" else ("IP6", RELAY_IP6)
-        assert at_callee[:2] == ("IP6", RELAY_IP6), f"SDP at the IPv6 callee: {at_callee}{diag}"
-        assert at_caller[:2] == want_caller, f"SDP at the caller: {at_caller}{diag}"
+        assert at_callee[:2] == ("IP6", RELAY_IP6), (
+            f"SDP at the IPv6 callee: {at_callee}{diag()}")
+        assert at_caller[:2] == want_caller, f"SDP at the caller: {at_caller}{diag()}"
         p_callee, p_caller = at_callee[2], at_caller[2]  # relay ports each phone sends to
         for p in (p_callee, p_caller):
             assert p is not None and PORT_LO <= p < PORT_HI, (at_callee, at_caller)
@@ -268,13 +272,13 @@ def test_kamailio_call_over_ipv6(call, forwarding, tmp_path):
                    f"callee->relay {len(e2r)}, relay->caller {len(r2c)}")
         print(f"{call}/{forwarding}: SDP at callee {at_callee}, at caller {at_caller}; "
               f"{figures}")
-        assert set(c2r) == {(caller.ip, 6000, caller_relay, p_caller)}, f"{figures}{diag}"
-        assert set(e2r) == {(callee.ip6, 6000, RELAY_IP6, p_callee)}, f"{figures}{diag}"
-        assert len(c2r) == PACKETS and len(e2r) == PACKETS, f"{figures}{diag}"
-        assert set(r2e) == {(RELAY_IP6, p_callee, callee.ip6, 6000)}, f"{figures}{diag}"
-        assert set(r2c) == {(caller_relay, p_caller, caller.ip, 6000)}, f"{figures}{diag}"
-        assert MIN_FORWARDED <= len(r2e) <= PACKETS, f"caller->callee: {figures}{diag}"
-        assert MIN_FORWARDED <= len(r2c) <= PACKETS, f"callee->caller: {figures}{diag}"
+        assert set(c2r) == {(caller.ip, 6000, caller_relay, p_caller)}, f"{figures}{diag()}"
+        assert set(e2r) == {(callee.ip6, 6000, RELAY_IP6, p_callee)}, f"{figures}{diag()}"
+        assert len(c2r) == PACKETS and len(e2r) == PACKETS, f"{figures}{diag()}"
+        assert set(r2e) == {(RELAY_IP6, p_callee, callee.ip6, 6000)}, f"{figures}{diag()}"
+        assert set(r2c) == {(caller_relay, p_caller, caller.ip, 6000)}, f"{figures}{diag()}"
+        assert MIN_FORWARDED <= len(r2e) <= PACKETS, f"caller->callee: {figures}{diag()}"
+        assert MIN_FORWARDED <= len(r2c) <= PACKETS, f"callee->caller: {figures}{diag()}"
 
         rec = session_record(mp_log, call_id)
         st = rec["streams"][0]

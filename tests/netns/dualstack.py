@@ -9,8 +9,9 @@ fd00:200:k::2/64 (gateway fd00:200:k::1). IPv6 addresses are added with
 `nodad`, and every namespace has duplicate-address detection switched off
 before its interfaces exist, so addresses (link-local ones too, which
 neighbour discovery needs) are usable the moment they exist: no "tentative"
-bind failures, no first packets lost while neighbour discovery waits ~1 s. Sockets are created inside a
-namespace with netns.in_netns(); the address family follows the address.
+bind failures, no first packets lost while neighbour discovery waits ~1 s.
+Sockets are created inside a namespace with netns.in_netns(); the address
+family follows the address.
 Everything is removed by DualStack.close().
 """
 

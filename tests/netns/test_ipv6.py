@@ -75,7 +75,7 @@ pytestmark = [
 
 @pytest.fixture
 def net():
-    d = DualStack(f"mp6{os.getpid() % 100000}").up()
+    d = DualStack(f"mpv6n{os.getpid() % 100000}").up()
     try:
         d.caller4 = d.add("caller4", 1, v6=False)
         d.callee6 = d.add("callee6", 2, v4=False)
