@@ -17,6 +17,7 @@ Everything is removed by DualStack.close().
 
 import os
 import socket
+import subprocess
 from dataclasses import dataclass
 from typing import Optional
 
@@ -54,13 +55,14 @@ class DualStack:
     def up(self):
         sh("ip", "netns", "add", self.relay)
         self._made.append(self.relay)
-        r = self.relay
-        self._no_dad(r)
-        sh("ip", "-n", r, "link", "set", "lo", "up")
-        sh("ip", "-n", r, "addr", "add", f"{RELAY_IP}/32", "dev", "lo")
-        sh("ip", "-n", r, "addr", "add", f"{RELAY_IP6}/128", "dev", "lo", "nodad")
-        sh("ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1",
-           "net.ipv6.conf.all.forwarding=1")
+        self._sysctl(self.relay, {"net/ipv6/conf/all/accept_dad": 0,
+                                  "net/ipv6/conf/default/accept_dad": 0,
+                                  "net/ipv4/ip_forward": 1,
+                                  "net/ipv6/conf/all/forwarding": 1,
+                                  "net/ipv6/conf/default/forwarding": 1})
+        self._batch(self.relay, ["link set lo up",
+                                 f"addr add {RELAY_IP}/32 dev lo",
+                                 f"addr add {RELAY_IP6}/128 dev lo nodad"])
         return self
 
     def add(self, name, k, v4=True, v6=True):
@@ -71,37 +73,50 @@ class DualStack:
         ns = f"{self.prefix}-{name}"
         sh("ip", "netns", "add", ns)
         self._made.append(ns)
-        self._no_dad(ns)
+        conf = {"net/ipv6/conf/all/accept_dad": 0, "net/ipv6/conf/default/accept_dad": 0}
+        if not v6:
+            conf.update({"net/ipv6/conf/all/disable_ipv6": 1,
+                         "net/ipv6/conf/default/disable_ipv6": 1})
+        self._sysctl(ns, conf)
         veth = f"to-{name}"[:15]
-        sh("ip", "-n", self.relay, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
-           "netns", ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        relay = [f"link add {veth} type veth peer name eth0 netns {ns}"]
+        phone = ["link set lo up"]
         ip4 = ip6 = None
         if v4:
             ip4 = f"10.200.{k}.2"
-            sh("ip", "-n", self.relay, "addr", "add", f"10.200.{k}.1/24", "dev", veth)
-            sh("ip", "-n", ns, "addr", "add", f"{ip4}/24", "dev", "eth0")
+            relay.append(f"addr add 10.200.{k}.1/24 dev {veth}")
+            phone.append(f"addr add {ip4}/24 dev eth0")
         if v6:
             ip6 = f"fd00:200:{k}::2"
-            sh("ip", "-n", self.relay, "addr", "add", f"fd00:200:{k}::1/64", "dev", veth, "nodad")
-            sh("ip", "-n", ns, "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
-        else:
-            sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-               "net.ipv6.conf.default.disable_ipv6=1")
-        sh("ip", "-n", self.relay, "link", "set", veth, "up")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+            relay.append(f"addr add fd00:200:{k}::1/64 dev {veth} nodad")
+            phone.append(f"addr add {ip6}/64 dev eth0 nodad")
+        relay.append(f"link set {veth} up")
+        phone.append("link set eth0 up")
         if v4:
-            sh("ip", "-n", ns, "route", "add", "default", "via", f"10.200.{k}.1")
+            phone.append(f"route add default via 10.200.{k}.1")
         if v6:
-            sh("ip", "-n", ns, "route", "add", "default", "via", f"fd00:200:{k}::1")
+            phone.append(f"route add default via fd00:200:{k}::1")
+        self._batch(self.relay, relay)
+        self._batch(ns, phone)
         phone = Phone(ns, ip4, ip6, veth)
         self.phones[name] = phone
         return phone
 
     @staticmethod
-    def _no_dad(ns):
-        sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
-           "net.ipv6.conf.default.accept_dad=0")
+    def _sysctl(ns, values):
+        """Writes /proc/sys entries as seen from inside namespace ns."""
+        with in_netns(ns):
+            for key, value in values.items():
+                with open(f"/proc/sys/{key}", "w") as f:
+                    f.write(str(value))
+
+    @staticmethod
+    def _batch(ns, commands):
+        """`ip` commands run in namespace ns, in one process."""
+        r = subprocess.run(["ip", "-n", ns, "-batch", "-"], input="\n".join(commands) + "\n",
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"ip -n {ns} -batch failed: {r.stderr}\n" + "\n".join(commands))
 
     def udp(self, ns, ip, port=0, timeout=1.0):
         """A UDP socket bound to ip:port inside namespace ns."""

@@ -4,8 +4,8 @@ rtpproxy.so drives it, with real UDP phones in network namespaces.
 
 Topology (dualstack.py): the relay namespace runs `mediaproxy --role
 combined` with `relay_ip = 10.200.0.1, fd00:200::1` and `[Rtpproxy] listen =
-udp:127.0.0.1:22222`; an IPv4-only caller, an IPv6-only caller, an IPv6-only
-callee and an IPv6-only intruder are routed through it. Every test runs with
+udp:127.0.0.1:22222`; IPv4-only and IPv6-only callers and callees and a
+dual-stack intruder are routed through it. Every test runs with
 `forwarding = userspace` and `forwarding = kernel`.
 
 The commands are those Kamailio 5.6 sends (observed against rtpengine 10.5):
@@ -22,9 +22,10 @@ Kamailio and the phones observe:
 * with kernel forwarding the call works all the same; for the IPv6-only
   call, if the relay's nftables table has a map keyed by IPv6 addresses,
   that map carries the call's elements;
-* an IPv6 intruder scanning the relay's ports gets no media and injects
-  none (the IPv6 version of test_latching.py's checks), and the session
-  record names the real parties and counts the refused datagrams;
+* an intruder scanning the relay's ports on both addresses gets no media
+  and injects none, in an IPv6 call and in a bridged one (the IPv6 version
+  of test_latching.py's checks), and the session record names the real
+  parties and counts the refused datagrams;
 * over the module socket protocol, IPv6 media items (`audio:[addr]:port:...`,
   this relay's extension which the plugin shim uses) and the `families`
   header's bridging get replies and media of the right family, and a
@@ -80,7 +81,7 @@ def net():
         d.caller4 = d.add("caller4", 1, v6=False)
         d.callee6 = d.add("callee6", 2, v4=False)
         d.caller6 = d.add("caller6", 3, v4=False)
-        d.intruder = d.add("intruder", 4, v4=False)
+        d.intruder = d.add("intruder", 4)
         d.callee4 = d.add("callee4", 5, v6=False)
         yield d
     finally:
@@ -449,25 +450,32 @@ def test_bridged_call_relays_between_the_families(relay, net, direction):
 
 
 class Intruder:
+    """A dual-stack host that knows the relay's addresses and scans its ports."""
+
     def __init__(self, net):
         self.net, self.host = net, net.intruder
         self.socks = []
-        self.sent = 0
 
-    def burst(self, ports, sock=None):
-        """RTP with a random SSRC, RTCP and a STUN request to every port, to
-        the relay's IPv6 address, from a fresh source port unless given one."""
-        if sock is None:
-            sock = self.net.udp(self.host.ns, self.host.ip6)
+    def source(self):
+        """A fresh source port on each family: {family: socket}."""
+        src = {}
+        for ip in (self.host.ip4, self.host.ip6):
+            sock = self.net.udp(self.host.ns, ip)
             sock.setblocking(False)
             self.socks.append(sock)
-        for port in ports:
+            src[":" in ip] = sock
+        return src
+
+    def burst(self, targets, src=None):
+        """RTP with a random SSRC, RTCP and a STUN request to every (relay
+        address, port), from a fresh source port unless given one."""
+        src = src or self.source()
+        for addr, port in targets:
             for pkt in (rtp(int.from_bytes(os.urandom(4), "big"), 1, b"ATTACK"),
                         rtcp(int.from_bytes(os.urandom(4), "big"), 1, b"ATTACK"),
                         stun_packet(0x0001)):
-                sock.sendto(pkt, (RELAY_IP6, port))
-                self.sent += 1
-        return sock
+                src[":" in addr].sendto(pkt, (addr, port))
+        return src
 
     def received(self):
         got = []
@@ -477,7 +485,7 @@ class Intruder:
                     got.append(s.recvfrom(4096))
                 except BlockingIOError:
                     break
-                except ConnectionRefusedError:
+                except ConnectionRefusedError:  # an ICMP error, not a datagram
                     continue
         return got
 
@@ -486,32 +494,45 @@ class Intruder:
             s.close()
 
 
-def test_ipv6_intruder_gets_no_media_and_injects_none(relay, net):
-    call = Call(relay, net, "v6bleed@x", net.caller6, net.callee6)
+@pytest.mark.parametrize("kind", ["ipv6", "bridge"])
+def test_intruder_gets_no_media_and_injects_none(relay, net, kind):
+    """The intruder scans every port of both relay addresses between offer
+    and answer and after the answer (each time from a fresh source port,
+    the parties sending right after it), then hits the call's four ports
+    (RTP and RTCP of both sides, on the family of each side) while the
+    parties talk."""
+    if kind == "ipv6":
+        call = Call(relay, net, "v6bleed@x", net.caller6, net.callee6)
+        offer, answer, p_ip, q_ip = "6", "6", RELAY_IP6, RELAY_IP6
+    else:
+        call = Call(relay, net, "bridgebleed@x", net.caller4, net.callee6)
+        offer, answer, p_ip, q_ip = "IE", "EI6", RELAY_IP6, RELAY_IP
     intruder = Intruder(net)
-    every = range(PORT_LO, PORT_HI)
+    every = [(ip, port) for ip in (RELAY_IP, RELAY_IP6) for port in range(PORT_LO, PORT_HI)]
     try:
-        p = relay_side(call.offer("6"), RELAY_IP6, "U6 offer")
+        p = relay_side(call.offer(offer), p_ip, f"U{offer} offer")
         intruder.burst(every)  # between offer and answer
-        q = relay_side(call.answer("6"), RELAY_IP6, "L6 answer")
+        q = relay_side(call.answer(answer), q_ip, f"L{answer} answer")
         intruder.burst(every)  # after the answer, before the phones
-        call.callee.relay, call.caller.relay = (RELAY_IP6, p), (RELAY_IP6, q)
+        call.callee.relay, call.caller.relay = (p_ip, p), (q_ip, q)
         # The phones talk while the intruder keeps hitting the call's ports;
         # exchange() fails on any datagram the peer did not send.
-        during = intruder.burst([p, p + 1, q, q + 1])
+        ports = [(p_ip, p), (p_ip, p + 1), (q_ip, q), (q_ip, q + 1)]
+        during = intruder.burst(ports)
         exchange(call.caller, call.callee, "rtp", relay)
-        intruder.burst([p, p + 1, q, q + 1], sock=during)
+        intruder.burst(ports, src=during)
         exchange(call.caller, call.callee, "rtcp", relay)
-        intruder.burst([p, p + 1, q, q + 1], sock=during)
+        intruder.burst(ports, src=during)
         exchange(call.caller, call.callee, "rtp", relay, 20)
         assert call.caller.drain() == [] and call.callee.drain() == [], "intruder media leaked"
         got = intruder.received()
         assert got == [], f"the intruder received {len(got)} datagram(s), e.g. {got[0]}"
         st = check_record(call.delete(), call)
         for side in ("caller", "callee"):
-            assert net.intruder.ip6 not in st[f"{side}_remote"], st
-            # At least the three in-call bursts (3 datagrams each to RTP and
-            # RTCP port of this side) were refused.
+            for ip in (net.intruder.ip4, net.intruder.ip6):
+                assert ip not in st[f"{side}_remote"], st
+            # At least the three in-call bursts (3 datagrams each to the RTP
+            # and the RTCP port of this side) were refused.
             assert st[f"{side}_foreign_packets"] >= 3 * 6, st
     finally:
         intruder.close()
