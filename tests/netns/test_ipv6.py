@@ -20,8 +20,9 @@ Kamailio and the phones observe:
 * RTP and RTCP cross the relay both ways, every datagram counted, each
   phone receiving from exactly the relay address and port it was given;
 * with kernel forwarding the call works all the same; for the IPv6-only
-  call, if the relay's nftables table has a map keyed by IPv6 addresses,
-  that map carries the call's elements;
+  call no map keyed by IPv4 addresses gets an element, and if the relay's
+  nftables table has a map keyed by IPv6 addresses, that map carries the
+  call's elements;
 * an intruder scanning the relay's ports on both addresses gets no media
   and injects none, in an IPv6 call and in a bridged one (the IPv6 version
   of test_latching.py's checks), and the session record names the real
@@ -403,6 +404,10 @@ def test_ipv6_only_call_relays_rtp_and_rtcp_from_the_relay_ipv6_address(relay, n
         assert call.callee.relay[1] != call.caller.relay[1]
         call.media()
         if relay.forwarding == "kernel":
+            # No IPv4 element may stand for an IPv6 stream.
+            v4 = {n: m.get("elem", []) for n, m in relay.nft_maps().items()
+                  if "ipv4_addr" in json.dumps(m["type"])}
+            assert not any(v4.values()), f"IPv4 kernel elements during an IPv6-only call: {v4}"
             v6 = relay.ipv6_maps()
             if v6:  # kernel forwarding of IPv6 exists: this call must use it
                 wait_until(lambda: sum(len(m.get("elem", [])) for m in relay.ipv6_maps().values())
