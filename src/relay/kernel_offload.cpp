@@ -9,6 +9,13 @@
 
 namespace mp::relay {
 
+namespace {
+// The relay still carries IPv4 endpoints; the forwarder takes either family.
+IpEndpoint ip_endpoint(const Endpoint& ep) {
+  return IpEndpoint{IpAddress::from_v4(ep.ip), ep.port};
+}
+}  // namespace
+
 KernelOffload::KernelOffload(std::unique_ptr<kernel::NftForwarder> forwarder, size_t max_streams)
     : forwarder_(std::move(forwarder)) {
   // Each stream has two sub-streams: room for all of them, so that want()
@@ -41,10 +48,10 @@ void KernelOffload::commit_pending() {
     if (!st->ready_for_kernel(k, to_caller, to_callee)) continue;  // changed since
     Leg& a = st->legs_[k][kCaller];
     Leg& b = st->legs_[k][kCallee];
-    kernel::ForwardRule from_caller{a.remote, a.socket->local().port, b.socket->local().port,
-                                    to_callee};
-    kernel::ForwardRule from_callee{b.remote, b.socket->local().port, a.socket->local().port,
-                                    to_caller};
+    kernel::ForwardRule from_caller{ip_endpoint(a.remote), a.socket->local().port,
+                                    b.socket->local().port, ip_endpoint(to_callee)};
+    kernel::ForwardRule from_callee{ip_endpoint(b.remote), b.socket->local().port,
+                                    a.socket->local().port, ip_endpoint(to_caller)};
     std::string why;
     const std::optional<uint32_t> ida = forwarder_->add(from_caller, why);
     const std::optional<uint32_t> idb = ida ? forwarder_->add(from_callee, why) : std::nullopt;

@@ -137,7 +137,11 @@ void RelayEngine::restore_sessions() {
               claims[key(from, port)] = {st.get(), sub, side};
           }
     for (const kernel::AdoptedRule& r : adopted_) {
-      auto it = claims.find(key(r.rule.from, r.rule.relay_in_port));
+      // The relay's legs are IPv4 so far: an IPv6 rule is nobody's.
+      const std::optional<Ipv4> from_ip = r.rule.from.ip.v4();
+      auto it = from_ip
+                    ? claims.find(key(Endpoint{*from_ip, r.rule.from.port}, r.rule.relay_in_port))
+                    : claims.end();
       if (it == claims.end()) {
         offload_->forwarder().remove(r.id);
         continue;
