@@ -78,9 +78,10 @@ NftForwarder::~NftForwarder() {
 std::optional<uint32_t> NftForwarder::add(const ForwardRule& rule, std::string& error) {
   Impl& im = *impl_;
   if (rule.from.ip.family != rule.to.ip.family) {
-    error = "IPv4⇄IPv6 bridged stream (from " + format_ip_endpoint(rule.from) + " to " +
-            format_ip_endpoint(rule.to) +
-            "): stays in userspace, nftables cannot change a packet's IP version";
+    error =
+        "IPv4⇄IPv6 bridged stream: stays in userspace (nftables cannot change a packet's IP "
+        "version; from " +
+        format_ip_endpoint(rule.from) + " to " + format_ip_endpoint(rule.to) + ")";
     return std::nullopt;
   }
   if (!rule.to.ip.is_v4()) {
