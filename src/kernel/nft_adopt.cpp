@@ -4,9 +4,12 @@
 // previous process left, still forwarding every kernel stream. Instead of
 // replacing it, adopt() checks that it is ours (the comment names this relay
 // address; another address means another instance, whose table is never
-// touched) and in the shape this version makes (fwd_map's key, value, flags
-// and counters, the ingress chain, and its one rule expression by
-// expression), then reads fwd_map in one dump and registers every element as
+// touched; a comment naming another IPv6 address, or none where one is
+// configured now, means a table to replace) and in the shape this version
+// makes (fwd_map's and fwd6_map's key, value, flags and counters, the
+// ingress chain, and its rules expression by expression; a table of an
+// older, IPv4-only version lacks the IPv6 map and rule), then reads each
+// map in one dump and registers every element as
 // an installed rule with a fresh id, its ForwardRule decoded from the key and
 // value, its next hop and interface from the value and its counters as they
 // stand (they kept counting while no process ran). Nothing is written to the
@@ -25,65 +28,78 @@ namespace mp::kernel {
 
 bool NftForwarder::shape_matches(Impl& im, std::string& error) {
   bool same = true;
-  int err = im.nl.request(build_get_set(im.request_buf.data(), im.nl.take_seq(), im.table, kFwdMap),
-                          [&](const nlmsghdr* nlh) { same = fwd_map_matches(nlh, error); });
-  if (err) return fail(error, describe_errno(err, "cannot read its map fwd_map"));
-  if (!same) return false;
-  err = im.nl.request(
+  for (size_t m = 0; m < map_count(im.relay); ++m) {
+    const IpAddress::Family family = kMapFamilies[m];
+    int err = im.nl.request(
+        build_get_set(im.request_buf.data(), im.nl.take_seq(), im.table, fwd_map_of(family)),
+        [&](const nlmsghdr* nlh) { same = fwd_map_matches(nlh, family, error); });
+    if (err)
+      return fail(error,
+                  describe_errno(err, std::string("cannot read its map ") + fwd_map_of(family)));
+    if (!same) return false;
+  }
+  int err = im.nl.request(
       build_get_chain(im.request_buf.data(), im.nl.take_seq(), im.table, kIngressChain),
       [&](const nlmsghdr* nlh) { same = ingress_chain_matches(nlh, error); });
   if (err) return fail(error, describe_errno(err, "cannot read its chain ingress"));
   if (!same) return false;
+  const size_t want = ingress_rule_count(im.relay);
   size_t rules = 0;
   err = im.nl.request(
       build_dump_rules(im.request_buf.data(), im.nl.take_seq(), im.table, kIngressChain),
       [&](const nlmsghdr* nlh) {
-        if (rules++ == 0) same = ingress_rule_matches(nlh, im.relay_ip, error);
+        if (same && rules < want) same = ingress_rule_matches(nlh, rules, im.relay, error);
+        ++rules;
       });
   if (err) return fail(error, describe_errno(err, "cannot read the rules of its chain ingress"));
-  if (rules != 1)
-    return fail(error, "its chain ingress has " + std::to_string(rules) + " rules, not 1");
-  return same;
+  if (!same) return false;
+  if (rules != want)
+    return fail(error, "its chain ingress has " + std::to_string(rules) + " rules, not " +
+                           std::to_string(want));
+  return true;
 }
 
-// Registers every element of the table's fwd_map as an installed rule.
+// Registers every element of the table's maps as an installed rule.
 // false (with `error`) if the map cannot be read or holds an element that is
 // not one of ours; the caller then replaces the table.
 bool NftForwarder::adopt_elements(Impl& im, std::vector<AdoptedRule>& adopted, std::string& error) {
   adopted.clear();
   std::vector<std::pair<Impl::Entry, Counters>> found;
-  bool malformed = false;
-  nlmsghdr* req = build_dump_elements(im.request_buf.data(), im.nl.take_seq(), im.table, kFwdMap);
-  const int err = im.nl.request(req, [&](const nlmsghdr* nlh) {
-    if (!parse_elements(nlh, [&](const ElementView& v) {
-          Impl::Entry e;
-          Ipv4 saddr, next_hop;
-          uint16_t sport, dport, out_port, to_port;
-          uint32_t ifindex;
-          if (!parse_fwd_key(v.key, v.key_len, e.rule.from.ip, sport, dport) || !v.data ||
-              !v.has_counter ||
-              !parse_fwd_value(v.data, v.data_len, saddr, e.rule.to.ip, out_port, to_port, next_hop,
-                               ifindex) ||
-              saddr != im.relay_ip) {
-            malformed = true;
-            return;
-          }
-          e.rule.from.port = sport;
-          e.rule.relay_in_port = dport;
-          e.rule.relay_out_port = out_port;
-          e.rule.to.port = to_port;
-          e.hop.via = next_hop;
-          e.hop.ifindex = ifindex;
-          e.key = key_of(e.rule.from.ip, sport, dport);
-          e.state = Impl::State::kInstalled;
-          found.emplace_back(e, Counters{v.packets, v.bytes});
-        }))
-      malformed = true;
-  });
-  if (err != 0 || malformed) {
-    error = err ? describe_errno(err, "cannot read its map")
-                : "its map holds elements this relay did not write";
-    return false;
+  for (size_t m = 0; m < map_count(im.relay); ++m) {
+    const IpAddress::Family family = kMapFamilies[m];
+    const IpAddress relay = im.relay_of(family);
+    bool malformed = false;
+    nlmsghdr* req =
+        build_dump_elements(im.request_buf.data(), im.nl.take_seq(), im.table, fwd_map_of(family));
+    const int err = im.nl.request(req, [&](const nlmsghdr* nlh) {
+      if (!parse_elements(nlh, [&](const ElementView& v) {
+            const std::optional<RuleKey> key = parse_fwd_key(v.key, v.key_len);
+            const std::optional<FwdTarget> value =
+                v.data ? parse_fwd_value(v.data, v.data_len) : std::nullopt;
+            if (!key || !value || !v.has_counter || key->saddr.family != family ||
+                value->saddr != relay) {
+              malformed = true;
+              return;
+            }
+            Impl::Entry e;
+            e.rule.from = IpEndpoint{key->saddr, key->sport};
+            e.rule.relay_in_port = key->dport;
+            e.rule.relay_out_port = value->sport;
+            e.rule.to = IpEndpoint{value->daddr, value->dport};
+            e.hop.via = value->next_hop;
+            e.hop.ifindex = value->ifindex;
+            e.key = *key;
+            e.state = Impl::State::kInstalled;
+            found.emplace_back(e, Counters{v.packets, v.bytes});
+          }))
+        malformed = true;
+    });
+    if (err != 0 || malformed) {
+      error = err ? describe_errno(err, std::string("cannot read its map ") + fwd_map_of(family))
+                  : std::string("its map ") + fwd_map_of(family) +
+                        " holds elements this relay did not write";
+      return false;
+    }
   }
   for (auto& [e, c] : found) {
     const uint32_t id = im.alloc_id();
@@ -104,18 +120,18 @@ bool NftForwarder::adopt_elements(Impl& im, std::vector<AdoptedRule>& adopted, s
 }
 
 std::unique_ptr<NftForwarder> NftForwarder::adopt(const std::string& table_name, Ipv4 relay_ip,
+                                                  const std::optional<IpAddress>& relay_ip6,
                                                   std::vector<AdoptedRule>& adopted,
                                                   std::string& error) {
   adopted.clear();
   auto impl = std::make_unique<Impl>();
-  if (!open_impl(*impl, table_name, relay_ip, error)) return nullptr;
-  Ipv4 owner;
-  const Existing found = existing_table(*impl, owner, error);
+  if (!open_impl(*impl, table_name, relay_ip, relay_ip6, error)) return nullptr;
+  std::string why;
+  const Existing found = existing_table(*impl, why, error);
   if (found == Existing::Foreign || found == Existing::Error) return nullptr;
   std::string replaced = found == Existing::Unknown ? kNotOursComment : "";
   if (found == Existing::Ours) {
-    std::string why;
-    if (shape_matches(*impl, why) && adopt_elements(*impl, adopted, why)) {
+    if (why.empty() && shape_matches(*impl, why) && adopt_elements(*impl, adopted, why)) {
       size_t moved = 0;
       std::string route_error;
       if (!reroute(*impl, moved, route_error)) LOG_WARN("%s", route_error.c_str());

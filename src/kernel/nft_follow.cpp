@@ -1,6 +1,8 @@
 // Following the network: interfaces that appear get the ingress hook, and
 // installed rules whose route changed move to their new next hop (same id,
-// counters continue). Part of nft_forwarder.h's implementation.
+// counters continue), IPv4 and IPv6 rules alike (the route watch covers IPv6
+// routes and addresses when the forwarder has an IPv6 address). Part of
+// nft_forwarder.h's implementation.
 #include "kernel/nft_forwarder.h"
 
 #include "kernel/nft_forwarder_impl.h"
@@ -58,7 +60,7 @@ bool NftForwarder::reroute(Impl& im, size_t& moved, std::string& error) {
     NextHop hop;
     std::string reason;
     // No route any more: keep the old way out, userspace could not do better.
-    if (!im.routes.resolve(im.relay_ip, e.rule.to.ip, hop, reason)) continue;
+    if (!im.routes.resolve(im.relay_of(e.key.saddr.family), e.rule.to.ip, hop, reason)) continue;
     if (hop.ifindex == e.hop.ifindex && hop.via == e.hop.via) continue;
     ids.push_back(id);
     hops.push_back(hop);

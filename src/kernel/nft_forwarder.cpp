@@ -12,10 +12,19 @@
 //                 : ipv4_addr . ipv4_addr . ipv4_addr . ipv4_addr . iface_index; counter; }
 //     latched source address . source port . relay port ->
 //     relay address . destination . ports (printed as an address) . next hop . interface
+//   map fwd6_map (with an IPv6 relay address): the same for IPv6 streams
 //   chain ingress (filter, hook ingress on every non-loopback interface):
 //     packets to the relay address whose key is in fwd_map are rewritten and
 //     sent out of the interface towards the next hop; anything else (a lookup
-//     miss) goes on into the IP stack and to the userspace socket.
+//     miss) goes on into the IP stack and to the userspace socket. A second
+//     rule does the same for IPv6 packets to the relay's IPv6 address with
+//     fwd6_map.
+//
+// Both families share one id space and every rule below: a rule's family is
+// its key's (the address it latched on), which picks the map its element
+// lives in. A rule whose parties are of different families (a stream the
+// relay bridges between IPv4 and IPv6) is refused by add(): nftables cannot
+// turn an IPv4 packet into an IPv6 one or back, so userspace relays it.
 //
 // Rule ids and final counters: every id add() returned is reported exactly
 // once through commit()'s `final_counters` when it leaves the kernel or the
@@ -68,14 +77,33 @@ NftForwarder::~NftForwarder() {
 
 std::optional<uint32_t> NftForwarder::add(const ForwardRule& rule, std::string& error) {
   Impl& im = *impl_;
+  if (rule.from.ip.family != rule.to.ip.family) {
+    error =
+        "IPv4⇄IPv6 bridged stream: stays in userspace (nftables cannot change a packet's IP "
+        "version; from " +
+        format_ip_endpoint(rule.from) + " to " + format_ip_endpoint(rule.to) + ")";
+    return std::nullopt;
+  }
+  if (!rule.to.ip.is_v4()) {
+    if (!im.relay.ip6) {
+      error = "IPv6 stream (to " + format_ip_endpoint(rule.to) +
+              "), but kernel forwarding was started without an IPv6 relay address";
+      return std::nullopt;
+    }
+    if (rule.from.ip.is_v4_mapped() || rule.to.ip.is_v4_mapped()) {
+      error = "IPv4-mapped IPv6 address in stream from " + format_ip_endpoint(rule.from) + " to " +
+              format_ip_endpoint(rule.to) + ": such packets are IPv4 on the wire";
+      return std::nullopt;
+    }
+  }
   NextHop hop;
   std::string reason;
-  if (!im.routes.resolve(im.relay_ip, rule.to.ip, hop, reason)) {
-    error = "cannot send to " + format_ipv4(rule.to.ip) + " from the kernel: " + reason;
+  if (!im.routes.resolve(im.relay_of(rule.to.ip.family), rule.to.ip, hop, reason)) {
+    error = "cannot send to " + format_ip(rule.to.ip) + " from the kernel: " + reason;
     return std::nullopt;
   }
   if (std::find(im.hooked.begin(), im.hooked.end(), hop.ifindex) == im.hooked.end()) {
-    error = "the route to " + format_ipv4(rule.to.ip) + " leaves through interface " +
+    error = "the route to " + format_ip(rule.to.ip) + " leaves through interface " +
             interface_name(im.routes, hop.ifindex) +
             ", which did not exist when forwarding started and is not hooked (yet)";
     return std::nullopt;
@@ -89,7 +117,7 @@ std::optional<uint32_t> NftForwarder::add(const ForwardRule& rule, std::string& 
   Impl::Entry e;
   e.rule = rule;
   e.hop = hop;
-  e.key = key_of(rule.from.ip, rule.from.port, rule.relay_in_port);
+  e.key = key_of(rule);
   // An earlier add of the same key not yet committed never reaches the kernel.
   if (auto it = im.pending_owner.find(e.key); it != im.pending_owner.end()) {
     uint32_t old = it->second;

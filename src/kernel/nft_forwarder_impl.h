@@ -71,9 +71,15 @@ inline std::string ruleset_error(const BatchError& be, const std::string& table)
 inline constexpr const char* kNotOursComment =
     "its comment names no relay address: made by an older version of mediaproxy or by hand";
 
-inline uint64_t key_of(Ipv4 ip, uint16_t sport, uint16_t dport) {
-  return (static_cast<uint64_t>(ip.be) << 32) | (static_cast<uint64_t>(sport) << 16) | dport;
+inline RuleKey key_of(const ForwardRule& r) {
+  return RuleKey{r.from.ip, r.from.port, r.relay_in_port};
 }
+
+// The maps of a table made for `relay`, IPv4's first.
+inline size_t map_count(const RelayAddresses& relay) {
+  return relay.ip6 ? 2 : 1;
+}
+inline constexpr IpAddress::Family kMapFamilies[] = {IpAddress::Family::V4, IpAddress::Family::V6};
 
 // The interfaces the ingress chain hooks: every non-loopback one (at most
 // 256, the kernel's limit per chain), by name and index. false with `why`
@@ -132,7 +138,7 @@ struct NftForwarder::Impl {
   struct Entry {
     ForwardRule rule;
     NextHop hop;
-    uint64_t key = 0;
+    RuleKey key;
     State state = State::kPendingAdd;
     uint32_t replaces = 0;     // kPendingAdd: id deleted in the same transaction
     uint32_t replaced_by = 0;  // kPendingRemove: the kPendingAdd that deletes it
@@ -147,7 +153,7 @@ struct NftForwarder::Impl {
   };
 
   std::string table;
-  Ipv4 relay_ip;
+  RelayAddresses relay;
   std::vector<std::string> devices;  // the ingress chain's
   std::vector<uint32_t> hooked;      // their interface indexes
   RouteLookup routes;
@@ -156,8 +162,8 @@ struct NftForwarder::Impl {
   std::vector<char> request_buf = std::vector<char>(Batch::kMaxMessage + 4096);
 
   std::unordered_map<uint32_t, Entry> entries;
-  std::unordered_map<uint64_t, uint32_t> kernel_owner;   // key -> id whose element is installed
-  std::unordered_map<uint64_t, uint32_t> pending_owner;  // key -> id queued for installation
+  std::unordered_map<RuleKey, uint32_t, RuleKeyHash> kernel_owner;   // key -> id installed
+  std::unordered_map<RuleKey, uint32_t, RuleKeyHash> pending_owner;  // key -> id queued
   std::vector<uint32_t> pending_adds;
   std::vector<uint32_t> pending_removes;
   std::vector<uint32_t> cancelled;
@@ -165,6 +171,11 @@ struct NftForwarder::Impl {
   std::vector<std::pair<uint32_t, Counters>> dumped;  // reused by dump_fwd(); totals
   bool table_lost = false;  // deleted behind our back; commit() rebuilds it
   bool keep_table = false;  // keep_table_on_exit()
+
+  // The relay's address of `family` (IPv6: only with relay.ip6).
+  IpAddress relay_of(IpAddress::Family family) const {
+    return family == IpAddress::Family::V4 ? IpAddress::from_v4(relay.ip) : *relay.ip6;
+  }
 
   Entry* find(uint32_t id) {
     auto it = entries.find(id);
@@ -180,13 +191,12 @@ struct NftForwarder::Impl {
     return 0;
   }
 
-  // The rule installed in the kernel whose fwd_map element is `v` (its id in
-  // `id`), or nullptr for elements that are not ours.
+  // The rule installed in the kernel whose fwd_map or fwd6_map element is
+  // `v` (its id in `id`), or nullptr for elements that are not ours.
   Entry* entry_of(const ElementView& v, uint32_t& id) {
-    Ipv4 ip;
-    uint16_t sport, dport;
-    if (!parse_fwd_key(v.key, v.key_len, ip, sport, dport)) return nullptr;
-    auto owner = kernel_owner.find(key_of(ip, sport, dport));
+    const std::optional<RuleKey> key = parse_fwd_key(v.key, v.key_len);
+    if (!key) return nullptr;
+    auto owner = kernel_owner.find(*key);
     if (owner == kernel_owner.end()) return nullptr;
     id = owner->second;
     auto it = entries.find(id);
@@ -202,12 +212,21 @@ struct NftForwarder::Impl {
     return e.last;
   }
 
-  // One dump of fwd_map into `dumped` (id, counters) for known ids. 0 or errno.
+  // One dump of each map into `dumped` (id, counters) for known ids. 0 or errno.
   int dump_fwd() {
+    dumped.clear();
+    for (size_t m = 0; m < map_count(relay); ++m)
+      if (int err = dump_map(fwd_map_of(kMapFamilies[m]))) return err;
+    return 0;
+  }
+
+  // Appends one dump of map `set` to `dumped`. 0 or errno.
+  int dump_map(const char* set) {
+    const size_t start = dumped.size();
     int err = EINTR;
     for (int attempt = 0; attempt < 3 && err == EINTR; ++attempt) {
-      dumped.clear();
-      nlmsghdr* req = build_dump_elements(request_buf.data(), nl.take_seq(), table, kFwdMap);
+      dumped.resize(start);
+      nlmsghdr* req = build_dump_elements(request_buf.data(), nl.take_seq(), table, set);
       bool malformed = false;
       err = nl.request(req, [&](const nlmsghdr* nlh) {
         if (!parse_elements(nlh, [&](const ElementView& v) {
@@ -232,21 +251,25 @@ struct NftForwarder::Impl {
     bool use_dump = ids.size() > 2 * chunk || ids.size() * 2 > kernel_owner.size();
     int err = 0;
     if (!use_dump) {
-      for (size_t i = 0; i < ids.size() && err == 0; i += chunk) {
-        nlmsghdr* req = build_element_request(request_buf.data(), nl.take_seq());
-        ElementWriter w(req, table, kFwdMap);
-        for (size_t j = i; j < ids.size() && j < i + chunk; ++j) {
-          const Entry& e = entries.at(ids[j]);
-          FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
-          w.add(k.bytes, sizeof k.bytes);
-        }
-        w.finish();
-        err = nl.request(req, [&](const nlmsghdr* nlh) {
-          parse_elements(nlh, [&](const ElementView& v) {
-            uint32_t id;
-            if (Entry* e = entry_of(v, id)) take(*e, v);
+      for (size_t m = 0; m < map_count(relay) && err == 0; ++m) {
+        std::vector<uint32_t> of_map;
+        for (uint32_t id : ids)
+          if (entries.at(id).key.saddr.family == kMapFamilies[m]) of_map.push_back(id);
+        for (size_t i = 0; i < of_map.size() && err == 0; i += chunk) {
+          nlmsghdr* req = build_element_request(request_buf.data(), nl.take_seq());
+          ElementWriter w(req, table, fwd_map_of(kMapFamilies[m]));
+          for (size_t j = i; j < of_map.size() && j < i + chunk; ++j) {
+            const FwdKey k = make_fwd_key(entries.at(of_map[j]).key);
+            w.add(k.bytes, k.len);
+          }
+          w.finish();
+          err = nl.request(req, [&](const nlmsghdr* nlh) {
+            parse_elements(nlh, [&](const ElementView& v) {
+              uint32_t id;
+              if (Entry* e = entry_of(v, id)) take(*e, v);
+            });
           });
-        });
+        }
       }
       if (err == 0) return 0;
       // ENOENT: an element is gone (deleted by hand); the kernel stops at it.
@@ -266,8 +289,12 @@ struct NftForwarder::Impl {
 
   // false if our table or one of its maps is gone (ENOENT on GETSET).
   bool ruleset_present() {
-    nlmsghdr* req = build_get_set(request_buf.data(), nl.take_seq(), table, kFwdMap);
-    return nl.request(req, [](const nlmsghdr*) {}) != ENOENT;
+    for (size_t m = 0; m < map_count(relay); ++m) {
+      nlmsghdr* req =
+          build_get_set(request_buf.data(), nl.take_seq(), table, fwd_map_of(kMapFamilies[m]));
+      if (nl.request(req, [](const nlmsghdr*) {}) == ENOENT) return false;
+    }
+    return true;
   }
 
   // After ENOENT: true (and logged) if the table was deleted behind our back.
@@ -306,7 +333,7 @@ struct NftForwarder::Impl {
     table_lost = true;
     BatchError be;
     if (int err = nl.transact(
-            batch, [&](Batch& b) { return put_ruleset(b, table, relay_ip, devices); }, be))
+            batch, [&](Batch& b) { return put_ruleset(b, table, relay, devices); }, be))
       return err;
     kernel_owner.clear();
     std::vector<Unit> units;
@@ -341,13 +368,14 @@ struct NftForwarder::Impl {
   }
 
   // Appends one element message per map for units [begin, end): deletions
-  // first, then additions with fwd_map last.
+  // first, then additions.
   bool put_units(const std::vector<Unit>& units, size_t begin, size_t end) {
-    bool removes = false;
-    bool adds = false;
+    bool removes[2] = {false, false};
+    bool adds[2] = {false, false};
+    auto map_of = [&](uint32_t id) { return entries.at(id).key.saddr.is_v4() ? 0 : 1; };
     for (size_t i = begin; i < end; ++i) {
-      removes = removes || units[i].remove;
-      adds = adds || units[i].add;
+      if (units[i].remove) removes[map_of(units[i].remove)] = true;
+      if (units[i].add) adds[map_of(units[i].add)] = true;
     }
     auto put = [&](uint16_t type, uint16_t flags, const char* set, auto&& each) {
       nlmsghdr* nlh = batch.add(type, flags);
@@ -358,23 +386,28 @@ struct NftForwarder::Impl {
       batch.close(nlh);
       return true;
     };
+    int map = 0;  // the map being written: deletions and additions of other maps are skipped
     auto del_key = [&](ElementWriter& w, const Unit& u) {
-      if (!u.remove) return;
-      const Entry& e = entries.at(u.remove);
-      FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
-      w.add(k.bytes, sizeof k.bytes);
+      if (!u.remove || map_of(u.remove) != map) return;
+      const FwdKey k = make_fwd_key(entries.at(u.remove).key);
+      w.add(k.bytes, k.len);
     };
     auto add_fwd = [&](ElementWriter& w, const Unit& u) {
-      if (!u.add) return;
+      if (!u.add || map_of(u.add) != map) return;
       const Entry& e = entries.at(u.add);
-      FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
-      FwdValue v = make_fwd_value(relay_ip, e.rule.to.ip, e.rule.relay_out_port, e.rule.to.port,
-                                  e.hop.via, e.hop.ifindex);
-      w.add(k.bytes, sizeof k.bytes, v.bytes, sizeof v.bytes);
+      const FwdKey k = make_fwd_key(e.key);
+      const FwdValue v = make_fwd_value(FwdTarget{relay_of(e.key.saddr.family), e.rule.to.ip,
+                                                  e.rule.relay_out_port, e.rule.to.port, e.hop.via,
+                                                  e.hop.ifindex});
+      w.add(k.bytes, k.len, v.bytes, v.len);
     };
     constexpr uint16_t kCreate = NLM_F_CREATE | NLM_F_EXCL;
-    if (removes && !put(NFT_MSG_DELSETELEM, 0, kFwdMap, del_key)) return false;
-    if (adds && !put(NFT_MSG_NEWSETELEM, kCreate, kFwdMap, add_fwd)) return false;
+    for (map = 0; map < 2; ++map)
+      if (removes[map] && !put(NFT_MSG_DELSETELEM, 0, fwd_map_of(kMapFamilies[map]), del_key))
+        return false;
+    for (map = 0; map < 2; ++map)
+      if (adds[map] && !put(NFT_MSG_NEWSETELEM, kCreate, fwd_map_of(kMapFamilies[map]), add_fwd))
+        return false;
     return true;
   }
 
@@ -406,8 +439,8 @@ struct NftForwarder::Impl {
   // Deletes, element by element, whatever of rule `id`'s elements exists.
   int delete_rule_elements(uint32_t id) {
     const Entry& e = entries.at(id);
-    FwdKey k = make_fwd_key(e.rule.from.ip, e.rule.from.port, e.rule.relay_in_port);
-    return delete_one(kFwdMap, k.bytes, sizeof k.bytes);
+    const FwdKey k = make_fwd_key(e.key);
+    return delete_one(fwd_map_of(e.key.saddr.family), k.bytes, k.len);
   }
 
   // Bookkeeping once `u` is in effect in the kernel; returns the removed id
@@ -484,7 +517,7 @@ struct NftForwarder::Impl {
       const Entry& e = entries.at(u.add);
       failures =
           describe_errno(err, "cannot install kernel forwarding rule " + std::to_string(u.add) +
-                                  " (from " + format_endpoint(e.rule.from) + " to relay port " +
+                                  " (from " + format_ip_endpoint(e.rule.from) + " to relay port " +
                                   std::to_string(e.rule.relay_in_port) + ")");
     }
     drop_add(u.add);

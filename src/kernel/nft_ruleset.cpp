@@ -34,7 +34,30 @@
 // (which leaves "no checksum" (0) alone, where nft's own csum_off 6 would
 // corrupt it). `fwd ip to` resolves the next hop's link-layer address
 // through the neighbour table and decrements the TTL, as routing would.
-// Because the rule reads as garbage in `nft list ruleset`, such a listing
+// With an IPv6 relay address R6 the table also has
+//   map fwd6_map { type ipv6_addr . inet_service . inet_service
+//                  : ipv6_addr . ipv6_addr . ipv4_addr . ipv6_addr . iface_index; counter; }
+// (the same key and value in IPv6 addresses: 24 and 56 bytes) and a second
+// rule in the same chain:
+//   [ meta load protocol => reg 1 ] [ cmp eq reg 1 0xdd86 ]
+//   [ payload load 16b @ network header + 24 => reg 1 ] [ cmp eq reg 1 R6 ]
+//   [ payload load 1b @ network header + 6 => reg 1 ] [ cmp eq reg 1 0x11 ]
+//   [ payload load 16b @ network header + 8 => reg 8 ]
+//   [ payload load 2b @ transport header + 0 => reg 12 ]
+//   [ payload load 2b @ transport header + 2 => reg 13 ]
+//   [ lookup reg 8 set fwd6_map dreg 8 ]                 (56 bytes: reg 8..21)
+//   [ payload write reg 16 => 4b @ transport header + 0 csum_type 0 csum_flags 0x1 ]
+//   [ payload write reg 8 => 32b @ network header + 8 csum_type 0 csum_flags 0x1 ]
+//   [ fwd sreg_dev reg 21 sreg_addr reg 17 nfproto 10 ]
+// The next header field must be UDP itself: packets with extension headers
+// (fragments among them) go to the IP stack. IPv6 has no header checksum;
+// the UDP checksum, mandatory there, is updated for the new pseudo-header
+// by the L4 flag of the address write. `fwd ip6 to` resolves the next hop
+// (link-local gateways too: the interface comes with it) through the
+// neighbour table and decrements the hop limit. A stream between an IPv4
+// and an IPv6 party cannot be forwarded here: nftables cannot change a
+// packet's IP version.
+// Because the rules read as garbage in `nft list ruleset`, such a listing
 // cannot be loaded back: the man page says so.
 #include "kernel/nft_ruleset.h"
 
@@ -64,6 +87,7 @@ namespace {
 // nft's datatype ids (src/datatype.h) and byte orders, used for the set
 // declarations and the user data that lets `nft list` print elements.
 constexpr uint32_t kTypeIpAddr = 7;
+constexpr uint32_t kTypeIp6Addr = 8;
 constexpr uint32_t kTypeInetService = 13;
 constexpr uint32_t kTypeIfindex = 20;
 constexpr uint32_t kTypeBits = 6;
@@ -76,13 +100,24 @@ constexpr uint32_t kFwdValueType =
       kTypeIpAddr)
      << kTypeBits) |
     kTypeIfindex;
+// fwd6_map's: the ports' 4 bytes are still printed as an IPv4 address.
+constexpr uint32_t kFwd6KeyType =
+    (((kTypeIp6Addr << kTypeBits) | kTypeInetService) << kTypeBits) | kTypeInetService;
+constexpr uint32_t kFwd6ValueType =
+    (((((((kTypeIp6Addr << kTypeBits) | kTypeIp6Addr) << kTypeBits) | kTypeIpAddr) << kTypeBits) |
+      kTypeIp6Addr)
+     << kTypeBits) |
+    kTypeIfindex;
 
 constexpr const char* kTableCommentPrefix = "mediaproxy relay ";
 constexpr const char* kTableCommentSuffix = ": in-kernel forwarding of latched media streams";
 constexpr const char* kIngressComment = "mediaproxy: rewrite and send out packets of latched peers";
+constexpr const char* kIngress6Comment =
+    "mediaproxy: rewrite and send out IPv6 packets of latched peers";
+constexpr const char* kAnd = " and ";
 
 // Set ids tie the rules to sets created in the same transaction.
-enum SetId : uint32_t { kFwdId = 1 };
+enum SetId : uint32_t { kFwdId = 1, kFwd6Id = 2 };
 
 template <typename T, void (*Free)(T*)>
 struct Owned {
@@ -196,13 +231,15 @@ nftnl_expr* payload_load(uint32_t base, uint32_t offset, uint32_t len, uint32_t 
 // keeps CHECKSUM_COMPLETE skb->csum right). nft itself emits csum_type inet,
 // csum_off 6 for port writes, which turns the "no checksum" value 0 into a
 // wrong one, so receivers would drop those packets.
-nftnl_expr* payload_write(uint32_t base, uint32_t offset, uint32_t len, uint32_t sreg) {
+// IPv6 (`ip_checksum` false) has no header checksum: only the UDP one is updated.
+nftnl_expr* payload_write(uint32_t base, uint32_t offset, uint32_t len, uint32_t sreg,
+                          bool ip_checksum = true) {
   nftnl_expr* e = nftnl_expr_alloc("payload");
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_SREG, sreg);
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
-  const bool ip_header = base == NFT_PAYLOAD_NETWORK_HEADER;
+  const bool ip_header = ip_checksum && base == NFT_PAYLOAD_NETWORK_HEADER;
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_TYPE,
                      ip_header ? NFT_PAYLOAD_CSUM_INET : NFT_PAYLOAD_CSUM_NONE);
   nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_CSUM_OFFSET, ip_header ? 10 : 0);
@@ -289,19 +326,60 @@ void fill_ingress(nftnl_rule* r, Ipv4 relay_ip) {
   nftnl_rule_add_expr(r, fwd);
 }
 
+void fill_ingress6(nftnl_rule* r, const IpAddress& relay_ip6) {
+  nftnl_rule_add_expr(r, meta_load(NFT_META_PROTOCOL));
+  uint16_t ipv6 = htons(ETH_P_IPV6);
+  nftnl_rule_add_expr(r, cmp_eq(&ipv6, 2));
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 24, 16, NFT_REG_1));
+  nftnl_rule_add_expr(r, cmp_eq(relay_ip6.bytes.data(), 16));
+  // The next header right after the fixed header must be UDP: extension
+  // headers (a fragment header among them) send the packet to the IP stack.
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 6, 1, NFT_REG_1));
+  uint8_t udp = IPPROTO_UDP;
+  nftnl_rule_add_expr(r, cmp_eq(&udp, 1));
+  // ip6 saddr . udp sport . udp dport in 32-bit registers 00..03, 04, 05.
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 8, 16, NFT_REG32_00));
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG32_04));
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_05));
+  // A hit fills registers 00..13 with the element's value (kFwd6ValueLen):
+  // saddr 00..03, daddr 04..07, ports 08, next hop 09..12, interface 13.
+  nftnl_rule_add_expr(r, lookup(kFwd6Map, kFwd6Id, NFT_REG32_00));
+  nftnl_rule_add_expr(r, payload_write(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 4, NFT_REG32_08, false));
+  nftnl_rule_add_expr(r, payload_write(NFT_PAYLOAD_NETWORK_HEADER, 8, 32, NFT_REG32_00, false));
+  nftnl_expr* fwd = nftnl_expr_alloc("fwd");
+  nftnl_expr_set_u32(fwd, NFTNL_EXPR_FWD_SREG_DEV, NFT_REG32_13);
+  nftnl_expr_set_u32(fwd, NFTNL_EXPR_FWD_SREG_ADDR, NFT_REG32_09);
+  nftnl_expr_set_u32(fwd, NFTNL_EXPR_FWD_NFPROTO, NFPROTO_IPV6);
+  nftnl_rule_add_expr(r, fwd);
+}
+
+// The expressions of rule `index` of the ingress chain (0: IPv4, 1: IPv6).
+void fill_ingress_rule(nftnl_rule* r, size_t index, const RelayAddresses& relay) {
+  if (index == 0)
+    fill_ingress(r, relay.ip);
+  else
+    fill_ingress6(r, *relay.ip6);
+}
+
 }  // namespace
 
-bool put_ruleset(Batch& batch, const std::string& table, Ipv4 relay_ip,
+bool put_ruleset(Batch& batch, const std::string& table, const RelayAddresses& relay,
                  const std::vector<std::string>& devices) {
+  const bool v6 = relay.ip6.has_value();
   return put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE, table) &&
          put_table(batch, NFT_MSG_DELTABLE, 0, table) &&
          put_table(batch, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, table,
-                   table_comment(relay_ip)) &&
-         put_map(batch, table, kFwdMap, kFwdId, kFwdKeyType, sizeof(FwdKey), kByteorderInvalid,
-                 kFwdValueType, sizeof(FwdValue), kByteorderInvalid, true) &&
+                   table_comment(relay)) &&
+         put_map(batch, table, kFwdMap, kFwdId, kFwdKeyType, kFwdKeyLen, kByteorderInvalid,
+                 kFwdValueType, kFwdValueLen, kByteorderInvalid, true) &&
+         (!v6 ||
+          put_map(batch, table, kFwd6Map, kFwd6Id, kFwd6KeyType, kFwd6KeyLen, kByteorderInvalid,
+                  kFwd6ValueType, kFwd6ValueLen, kByteorderInvalid, true)) &&
          put_chain(batch, table, kIngressChain, NF_NETDEV_INGRESS, 0, devices) &&
          put_rule(batch, table, kIngressChain, kIngressComment,
-                  [&](nftnl_rule* r) { fill_ingress(r, relay_ip); });
+                  [&](nftnl_rule* r) { fill_ingress(r, relay.ip); }) &&
+         (!v6 || put_rule(batch, table, kIngressChain, kIngress6Comment,
+                          [&](nftnl_rule* r) { fill_ingress6(r, *relay.ip6); }));
 }
 
 bool put_ingress_devices(Batch& batch, const std::string& table,
@@ -313,16 +391,30 @@ bool put_delete_table(Batch& batch, const std::string& table) {
   return put_table(batch, NFT_MSG_DELTABLE, 0, table);
 }
 
-std::string table_comment(Ipv4 relay_ip) {
-  return kTableCommentPrefix + format_ipv4(relay_ip) + kTableCommentSuffix;
+std::string table_comment(const RelayAddresses& relay) {
+  std::string who = format_ipv4(relay.ip);
+  if (relay.ip6) who += kAnd + format_ip(*relay.ip6);
+  return kTableCommentPrefix + who + kTableCommentSuffix;
 }
 
-std::optional<Ipv4> table_owner(const std::string& comment) {
+std::optional<RelayAddresses> table_owner(const std::string& comment) {
   const size_t prefix = std::strlen(kTableCommentPrefix);
-  const size_t colon = comment.find(':', prefix);
-  if (comment.compare(0, prefix, kTableCommentPrefix) != 0 || colon == std::string::npos)
+  const size_t suffix = std::strlen(kTableCommentSuffix);
+  if (comment.size() < prefix + suffix || comment.compare(0, prefix, kTableCommentPrefix) != 0 ||
+      comment.compare(comment.size() - suffix, suffix, kTableCommentSuffix) != 0)
     return std::nullopt;
-  return parse_ipv4(std::string_view(comment).substr(prefix, colon - prefix));
+  const std::string_view who =
+      std::string_view(comment).substr(prefix, comment.size() - prefix - suffix);
+  const size_t a = who.find(kAnd);
+  RelayAddresses owner;
+  auto ip = parse_ipv4(who.substr(0, a));
+  if (!ip) return std::nullopt;
+  owner.ip = *ip;
+  if (a != std::string_view::npos) {
+    owner.ip6 = parse_ip(who.substr(a + std::strlen(kAnd)));
+    if (!owner.ip6 || owner.ip6->is_v4()) return std::nullopt;
+  }
+  return owner;
 }
 
 bool parse_table_comment(const nlmsghdr* nlh, std::string& comment) {
@@ -358,13 +450,6 @@ nlmsghdr* build_get_set(char* buf, uint32_t seq, const std::string& table, const
   return nlh;
 }
 
-nlmsghdr* build_dump_elements(char* buf, uint32_t seq, const std::string& table, const char* set) {
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, kTableFamily, NLM_F_DUMP, seq);
-  mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, table.c_str());
-  mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, set);
-  return nlh;
-}
-
 nlmsghdr* build_get_chain(char* buf, uint32_t seq, const std::string& table, const char* chain) {
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETCHAIN, kTableFamily, NLM_F_ACK, seq);
   mnl_attr_put_strz(nlh, NFTA_CHAIN_TABLE, table.c_str());
@@ -379,18 +464,23 @@ nlmsghdr* build_dump_rules(char* buf, uint32_t seq, const std::string& table, co
   return nlh;
 }
 
-bool fwd_map_matches(const nlmsghdr* nlh, std::string& error) {
+bool fwd_map_matches(const nlmsghdr* nlh, IpAddress::Family family, std::string& error) {
+  const bool v4 = family == IpAddress::Family::V4;
+  const std::string name = fwd_map_of(family);
   Set s(nftnl_set_alloc());
-  if (nftnl_set_nlmsg_parse(nlh, s.p) < 0) return fail(error, "its map fwd_map cannot be parsed");
+  if (nftnl_set_nlmsg_parse(nlh, s.p) < 0)
+    return fail(error, "its map " + name + " cannot be parsed");
   auto u32 = [&](uint16_t attr) {
     return nftnl_set_is_set(s.p, attr) ? nftnl_set_get_u32(s.p, attr) : 0xffffffffu;
   };
   if (u32(NFTNL_SET_FLAGS) != NFT_SET_MAP)
-    return fail(error, "fwd_map has other flags than a plain map");
-  if (u32(NFTNL_SET_KEY_TYPE) != kFwdKeyType || u32(NFTNL_SET_KEY_LEN) != sizeof(FwdKey))
-    return fail(error, "fwd_map has another key type");
-  if (u32(NFTNL_SET_DATA_TYPE) != kFwdValueType || u32(NFTNL_SET_DATA_LEN) != sizeof(FwdValue))
-    return fail(error, "fwd_map has another value type");
+    return fail(error, name + " has other flags than a plain map");
+  if (u32(NFTNL_SET_KEY_TYPE) != (v4 ? kFwdKeyType : kFwd6KeyType) ||
+      u32(NFTNL_SET_KEY_LEN) != (v4 ? kFwdKeyLen : kFwd6KeyLen))
+    return fail(error, name + " has another key type");
+  if (u32(NFTNL_SET_DATA_TYPE) != (v4 ? kFwdValueType : kFwd6ValueType) ||
+      u32(NFTNL_SET_DATA_LEN) != (v4 ? kFwdValueLen : kFwd6ValueLen))
+    return fail(error, name + " has another value type");
   std::vector<std::string> exprs;
   nftnl_set_expr_foreach(
       s.p,
@@ -401,7 +491,7 @@ bool fwd_map_matches(const nlmsghdr* nlh, std::string& error) {
       },
       &exprs);
   if (exprs != std::vector<std::string>{"counter"})
-    return fail(error, "fwd_map has no element counters");
+    return fail(error, name + " has no element counters");
   return true;
 }
 
@@ -471,196 +561,28 @@ void as_dumped(nftnl_rule* r) {
 
 }  // namespace
 
-bool ingress_rule_matches(const nlmsghdr* nlh, Ipv4 relay_ip, std::string& error) {
+size_t ingress_rule_count(const RelayAddresses& relay) {
+  return relay.ip6 ? 2 : 1;
+}
+
+bool ingress_rule_matches(const nlmsghdr* nlh, size_t index, const RelayAddresses& relay,
+                          std::string& error) {
+  const std::string which = index == 0 ? "its IPv4 rule" : "its IPv6 rule";
   Rule found(nftnl_rule_alloc());
-  if (nftnl_rule_nlmsg_parse(nlh, found.p) < 0) return fail(error, "its rule cannot be parsed");
+  if (nftnl_rule_nlmsg_parse(nlh, found.p) < 0) return fail(error, which + " cannot be parsed");
   Rule expected(nftnl_rule_alloc());
-  fill_ingress(expected.p, relay_ip);
+  fill_ingress_rule(expected.p, index, relay);
   as_dumped(expected.p);
   const std::vector<std::string> have = expression_texts(found.p);
   const std::vector<std::string> want = expression_texts(expected.p);
   for (size_t i = 0; i < have.size() && i < want.size(); ++i)
     if (have[i] != want[i])
-      return fail(error, "expression " + std::to_string(i + 1) + " of its rule is `" + have[i] +
-                             "`, not `" + want[i] + "`");
+      return fail(error, "expression " + std::to_string(i + 1) + " of " + which + " is `" +
+                             have[i] + "`, not `" + want[i] + "`");
   if (have.size() != want.size())
-    return fail(error, "its rule has " + std::to_string(have.size()) + " expressions, not " +
+    return fail(error, which + " has " + std::to_string(have.size()) + " expressions, not " +
                            std::to_string(want.size()));
   return true;
-}
-
-nlmsghdr* build_element_request(char* buf, uint32_t seq) {
-  return nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, kTableFamily, NLM_F_ACK, seq);
-}
-
-FwdKey make_fwd_key(Ipv4 saddr, uint16_t sport, uint16_t dport) {
-  FwdKey k{};
-  uint16_t sp = htons(sport);
-  uint16_t dp = htons(dport);
-  std::memcpy(k.bytes, &saddr.be, 4);
-  std::memcpy(k.bytes + 4, &sp, 2);
-  std::memcpy(k.bytes + 8, &dp, 2);
-  return k;
-}
-
-bool parse_fwd_key(const uint8_t* bytes, uint32_t len, Ipv4& saddr, uint16_t& sport,
-                   uint16_t& dport) {
-  if (len != sizeof(FwdKey)) return false;
-  uint16_t sp, dp;
-  std::memcpy(&saddr.be, bytes, 4);
-  std::memcpy(&sp, bytes + 4, 2);
-  std::memcpy(&dp, bytes + 8, 2);
-  sport = ntohs(sp);
-  dport = ntohs(dp);
-  return true;
-}
-
-bool parse_fwd_value(const uint8_t* bytes, uint32_t len, Ipv4& saddr, Ipv4& daddr, uint16_t& sport,
-                     uint16_t& dport, Ipv4& next_hop, uint32_t& ifindex) {
-  if (len != sizeof(FwdValue)) return false;
-  uint16_t sp, dp;
-  std::memcpy(&saddr.be, bytes, 4);
-  std::memcpy(&daddr.be, bytes + 4, 4);
-  std::memcpy(&sp, bytes + 8, 2);
-  std::memcpy(&dp, bytes + 10, 2);
-  std::memcpy(&next_hop.be, bytes + 12, 4);
-  std::memcpy(&ifindex, bytes + 16, 4);
-  sport = ntohs(sp);
-  dport = ntohs(dp);
-  return true;
-}
-
-FwdValue make_fwd_value(Ipv4 saddr, Ipv4 daddr, uint16_t sport, uint16_t dport, Ipv4 next_hop,
-                        uint32_t ifindex) {
-  FwdValue v{};
-  uint16_t sp = htons(sport);
-  uint16_t dp = htons(dport);
-  std::memcpy(v.bytes, &saddr.be, 4);
-  std::memcpy(v.bytes + 4, &daddr.be, 4);
-  std::memcpy(v.bytes + 8, &sp, 2);
-  std::memcpy(v.bytes + 10, &dp, 2);
-  std::memcpy(v.bytes + 12, &next_hop.be, 4);
-  std::memcpy(v.bytes + 16, &ifindex, 4);  // host order, as fwd reads it
-  return v;
-}
-
-ElementWriter::ElementWriter(nlmsghdr* nlh, const std::string& table, const char* set) : nlh_(nlh) {
-  mnl_attr_put_strz(nlh_, NFTA_SET_ELEM_LIST_TABLE, table.c_str());
-  mnl_attr_put_strz(nlh_, NFTA_SET_ELEM_LIST_SET, set);
-  list_ = mnl_attr_nest_start(nlh_, NFTA_SET_ELEM_LIST_ELEMENTS);
-}
-
-void ElementWriter::add(const void* key, uint32_t key_len, const void* data, uint32_t data_len) {
-  nlattr* elem = mnl_attr_nest_start(nlh_, NFTA_LIST_ELEM);
-  nlattr* k = mnl_attr_nest_start(nlh_, NFTA_SET_ELEM_KEY);
-  mnl_attr_put(nlh_, NFTA_DATA_VALUE, key_len, key);
-  mnl_attr_nest_end(nlh_, k);
-  if (data) {
-    nlattr* d = mnl_attr_nest_start(nlh_, NFTA_SET_ELEM_DATA);
-    mnl_attr_put(nlh_, NFTA_DATA_VALUE, data_len, data);
-    mnl_attr_nest_end(nlh_, d);
-  }
-  mnl_attr_nest_end(nlh_, elem);
-  ++count_;
-}
-
-size_t ElementWriter::finish() {
-  mnl_attr_nest_end(nlh_, list_);
-  return count_;
-}
-
-size_t ElementWriter::size() const {
-  return nlh_->nlmsg_len;
-}
-
-namespace {
-
-// Calls `f` for every attribute in [start, start + len); libmnl's
-// mnl_attr_for_each* macros do not compile as C++.
-template <typename F>
-void each_attr(const void* start, size_t len, F&& f) {
-  const char* end = static_cast<const char*>(start) + len;
-  for (auto* a = static_cast<const nlattr*>(start);
-       mnl_attr_ok(a, static_cast<int>(end - reinterpret_cast<const char*>(a)));
-       a = mnl_attr_next(a))
-    f(a);
-}
-
-template <typename F>
-void each_nested(const nlattr* nest, F&& f) {
-  each_attr(mnl_attr_get_payload(nest), mnl_attr_get_payload_len(nest), f);
-}
-
-// Value of an NFTA_SET_ELEM_KEY / _DATA nest.
-void data_value(const nlattr* nest, const uint8_t*& value, uint32_t& len) {
-  each_nested(nest, [&](const nlattr* a) {
-    if (mnl_attr_get_type(a) != NFTA_DATA_VALUE) return;
-    value = static_cast<const uint8_t*>(mnl_attr_get_payload(a));
-    len = mnl_attr_get_payload_len(a);
-  });
-}
-
-// A "counter" expression (NFTA_EXPR_NAME, NFTA_EXPR_DATA) into `view`.
-void parse_expr(const nlattr* expr, ElementView& view) {
-  const char* name = nullptr;
-  const nlattr* data = nullptr;
-  each_nested(expr, [&](const nlattr* a) {
-    if (mnl_attr_get_type(a) == NFTA_EXPR_NAME && mnl_attr_validate(a, MNL_TYPE_NUL_STRING) >= 0)
-      name = mnl_attr_get_str(a);
-    else if (mnl_attr_get_type(a) == NFTA_EXPR_DATA)
-      data = a;
-  });
-  if (!name || !data || std::strcmp(name, "counter") != 0) return;
-  each_nested(data, [&](const nlattr* a) {
-    if (mnl_attr_validate(a, MNL_TYPE_U64) < 0) return;
-    if (mnl_attr_get_type(a) == NFTA_COUNTER_PACKETS) {
-      view.packets = be64toh(mnl_attr_get_u64(a));
-      view.has_counter = true;
-    } else if (mnl_attr_get_type(a) == NFTA_COUNTER_BYTES) {
-      view.bytes = be64toh(mnl_attr_get_u64(a));
-      view.has_counter = true;
-    }
-  });
-}
-
-}  // namespace
-
-bool parse_elements(const nlmsghdr* nlh, const std::function<void(const ElementView&)>& visit) {
-  if (nlh->nlmsg_len < NLMSG_LENGTH(sizeof(nfgenmsg))) return false;
-  bool ok = true;
-  each_attr(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)),
-            nlh->nlmsg_len - NLMSG_LENGTH(sizeof(nfgenmsg)), [&](const nlattr* list) {
-              if (mnl_attr_get_type(list) != NFTA_SET_ELEM_LIST_ELEMENTS) return;
-              each_nested(list, [&](const nlattr* elem) {
-                if (mnl_attr_get_type(elem) != NFTA_LIST_ELEM) return;
-                ElementView view;
-                each_nested(elem, [&](const nlattr* f) {
-                  switch (mnl_attr_get_type(f)) {
-                    case NFTA_SET_ELEM_KEY:
-                      data_value(f, view.key, view.key_len);
-                      break;
-                    case NFTA_SET_ELEM_DATA:
-                      data_value(f, view.data, view.data_len);
-                      break;
-                    case NFTA_SET_ELEM_EXPR:
-                      parse_expr(f, view);
-                      break;
-                    case NFTA_SET_ELEM_EXPRESSIONS:
-                      each_nested(f, [&](const nlattr* e) {
-                        if (mnl_attr_get_type(e) == NFTA_LIST_ELEM) parse_expr(e, view);
-                      });
-                      break;
-                    default:
-                      break;
-                  }
-                });
-                if (view.key)
-                  visit(view);
-                else
-                  ok = false;
-              });
-            });
-  return ok;
 }
 
 }  // namespace mp::kernel::detail

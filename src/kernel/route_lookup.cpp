@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace mp::kernel {
@@ -19,7 +20,13 @@ RouteLookup::~RouteLookup() {
   if (watch_fd_ >= 0) ::close(watch_fd_);
 }
 
-bool RouteLookup::watch(std::string& error) {
+size_t RouteLookup::CacheKeyHash::operator()(const CacheKey& k) const {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (uint8_t b : k) h = (h ^ b) * 1099511628211ull;
+  return static_cast<size_t>(h);
+}
+
+bool RouteLookup::watch(bool ipv6, std::string& error) {
   watch_fd_ = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
   if (watch_fd_ < 0) {
     error = std::string("cannot open an rtnetlink socket: ") + std::strerror(errno);
@@ -28,6 +35,7 @@ bool RouteLookup::watch(std::string& error) {
   sockaddr_nl sa{};
   sa.nl_family = AF_NETLINK;
   sa.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+  if (ipv6) sa.nl_groups |= RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE;
   if (::bind(watch_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
     error = std::string("cannot subscribe to route changes: ") + std::strerror(errno);
     ::close(watch_fd_);
@@ -88,13 +96,17 @@ const char* route_type_name(unsigned char t) {
 }
 }  // namespace
 
-bool RouteLookup::resolve(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why) {
+bool RouteLookup::resolve(const IpAddress& src, const IpAddress& dst, NextHop& out,
+                          std::string& why) {
   if (watch_fd_ < 0) return ask(src, dst, out, why);
   // A pending change notification: the cached answers may be stale (the
   // notification itself is read by drain_changes()).
   pollfd p{watch_fd_, POLLIN, 0};
   if (::poll(&p, 1, 0) > 0 || cache_.size() > 65536) cache_.clear();
-  const uint64_t key = (static_cast<uint64_t>(src.be) << 32) | dst.be;
+  CacheKey key{};
+  key[0] = static_cast<uint8_t>(dst.family);
+  std::copy(src.bytes.begin(), src.bytes.end(), key.begin() + 1);
+  std::copy(dst.bytes.begin(), dst.bytes.end(), key.begin() + 17);
   if (auto it = cache_.find(key); it != cache_.end()) {
     out = it->second.hop;
     why = it->second.why;
@@ -109,23 +121,26 @@ bool RouteLookup::resolve(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why) {
   return ok;
 }
 
-bool RouteLookup::ask(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why) {
+bool RouteLookup::ask(const IpAddress& src, const IpAddress& dst, NextHop& out, std::string& why) {
   if (fd_ < 0) {
     why = "no rtnetlink socket";
     return false;
   }
+  const bool v4 = dst.is_v4();
+  const uint16_t len = v4 ? 4 : 16;
+  const bool with_src = src.family == dst.family && !src.is_any();
   alignas(nlmsghdr) char buf[8192];
   nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
   nlh->nlmsg_type = RTM_GETROUTE;
   nlh->nlmsg_flags = NLM_F_REQUEST;
   nlh->nlmsg_seq = ++seq_;
   auto* rtm = static_cast<rtmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(rtmsg)));
-  rtm->rtm_family = AF_INET;
-  rtm->rtm_dst_len = 32;
-  mnl_attr_put_u32(nlh, RTA_DST, dst.be);
-  if (!src.is_any()) {
-    rtm->rtm_src_len = 32;
-    mnl_attr_put_u32(nlh, RTA_SRC, src.be);
+  rtm->rtm_family = v4 ? AF_INET : AF_INET6;
+  rtm->rtm_dst_len = static_cast<unsigned char>(len * 8);
+  mnl_attr_put(nlh, RTA_DST, len, dst.bytes.data());
+  if (with_src) {
+    rtm->rtm_src_len = static_cast<unsigned char>(len * 8);
+    mnl_attr_put(nlh, RTA_SRC, len, src.bytes.data());
   }
   if (::send(fd_, nlh, nlh->nlmsg_len, 0) < 0) {
     why = std::string("route lookup failed: ") + std::strerror(errno);
@@ -154,14 +169,21 @@ bool RouteLookup::ask(Ipv4 src, Ipv4 dst, NextHop& out, std::string& why) {
       }
       NextHop hop;
       hop.via = dst;
+      bool other_family = false;
       const auto* a = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(h, sizeof(rtmsg)));
       const char* tail = static_cast<const char*>(mnl_nlmsg_get_payload_tail(h));
       for (; mnl_attr_ok(a, static_cast<int>(tail - reinterpret_cast<const char*>(a)));
            a = mnl_attr_next(a)) {
         if (mnl_attr_get_type(a) == RTA_OIF && mnl_attr_get_payload_len(a) >= 4)
           hop.ifindex = mnl_attr_get_u32(a);
-        else if (mnl_attr_get_type(a) == RTA_GATEWAY && mnl_attr_get_payload_len(a) == 4)
-          hop.via.be = mnl_attr_get_u32(a);
+        else if (mnl_attr_get_type(a) == RTA_GATEWAY && mnl_attr_get_payload_len(a) == len)
+          std::memcpy(hop.via.bytes.data(), mnl_attr_get_payload(a), len);
+        else if (mnl_attr_get_type(a) == RTA_VIA)
+          other_family = true;
+      }
+      if (other_family) {
+        why = "its route's gateway is of the other address family";
+        return false;
       }
       if (hop.ifindex == 0) {
         why = "its route has no output interface (multipath routes are not supported)";

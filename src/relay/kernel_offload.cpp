@@ -41,21 +41,14 @@ void KernelOffload::commit_pending() {
     if (!st->ready_for_kernel(k, to_caller, to_callee)) continue;  // changed since
     Leg& a = st->legs_[k][kCaller];
     Leg& b = st->legs_[k][kCallee];
+    // The forwarder refuses what the kernel cannot do (a bridged stream
+    // changes the IP version: it stays in userspace, with the reason).
+    kernel::ForwardRule from_caller{a.remote, a.socket->local().port, b.socket->local().port,
+                                    to_callee};
+    kernel::ForwardRule from_callee{b.remote, b.socket->local().port, a.socket->local().port,
+                                    to_caller};
     std::string why;
-    const auto v4 = [](const IpEndpoint& e) {
-      return Endpoint{e.ip.v4().value_or(Ipv4{}), e.port};
-    };
-    std::optional<uint32_t> ida;
-    if (!a.remote.ip.is_v4() || !b.remote.ip.is_v4() || !to_caller.ip.is_v4() ||
-        !to_callee.ip.is_v4()) {
-      why = "IPv6 streams are forwarded in userspace";
-    } else {
-      kernel::ForwardRule from_caller{v4(a.remote), a.socket->local().port, b.socket->local().port,
-                                      v4(to_callee)};
-      ida = forwarder_->add(from_caller, why);
-    }
-    kernel::ForwardRule from_callee{v4(b.remote), b.socket->local().port, a.socket->local().port,
-                                    v4(to_caller)};
+    const std::optional<uint32_t> ida = forwarder_->add(from_caller, why);
     const std::optional<uint32_t> idb = ida ? forwarder_->add(from_callee, why) : std::nullopt;
     if (!ida || !idb) {
       // The kernel cannot send to one of the parties (a local address, no

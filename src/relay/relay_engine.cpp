@@ -116,8 +116,10 @@ bool RelayEngine::start_forwarding(std::string& error) {
   if (kernel::NftForwarder::probe(why)) {
     // With sessions to restore, the previous process's rules are adopted:
     // they forward on while we start.
-    forwarder = loaded_ ? kernel::NftForwarder::adopt(cfg_.nft_table, ctx_.relay_ip, adopted_, why)
-                        : kernel::NftForwarder::create(cfg_.nft_table, ctx_.relay_ip, why);
+    forwarder =
+        loaded_ ? kernel::NftForwarder::adopt(cfg_.nft_table, ctx_.relay_ip, ctx_.relay_ip6,
+                                              adopted_, why)
+                : kernel::NftForwarder::create(cfg_.nft_table, ctx_.relay_ip, ctx_.relay_ip6, why);
   }
   if (!forwarder) {
     if (cfg_.forwarding == Forwarding::Kernel) {

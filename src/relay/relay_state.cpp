@@ -137,8 +137,7 @@ void RelayEngine::restore_sessions() {
               claims[key(from, port)] = {st.get(), sub, side};
           }
     for (const kernel::AdoptedRule& r : adopted_) {
-      auto it = claims.find(key(IpEndpoint{IpAddress::from_v4(r.rule.from.ip), r.rule.from.port},
-                                r.rule.relay_in_port));
+      auto it = claims.find(key(r.rule.from, r.rule.relay_in_port));
       if (it == claims.end()) {
         offload_->forwarder().remove(r.id);
         continue;
