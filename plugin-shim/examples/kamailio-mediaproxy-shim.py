@@ -37,11 +37,22 @@ dialog's end; without it the dialog_id is made from the Call-ID (crc32, as
 "<high 12 bits>:<low 20 bits>").
 The module's AVPs keep their meaning: $avp(s:signaling_ip),
 $avp(s:media_relay) and $avp(s:ice_candidate) are read when set.
+IPv4/IPv6 bridging (mpshim_message.peer_family, mediaproxy-shim(3) IPV6 AND
+BRIDGING) takes each party's media family to be that of its SIP signalling,
+which holds when phones send media from the address they signal from: an
+SDP in a request goes to the family of the request's next hop (the host of
+$du when set, else of the Request-URI), an SDP in a reply to the family the
+request came from ($si, kept for the transaction in $avp(s:mpshim_family)).
+A host name gives MPSHIM_FAMILY_SAME (no bridging). In engage mode only the
+INVITE that creates the dialog names a family; the library bridges the
+dialog's later SDPs itself. Proxies that know better (a location lookup, a
+media family chosen per destination) set the family themselves.
 Each call is logged as "E2E <function>(<what>) rc=<code>".
 """
 
 import ctypes
 import os
+import socket
 import zlib
 
 import KSR  # provided by app_python3
@@ -51,6 +62,9 @@ MPSHIM_NOTHING = 0
 MPSHIM_REQUEST = 0
 MPSHIM_REPLY = 1
 ICE_MODES = {"": 0, "default": 0, "none": 1, "low-priority": 2, "high-priority": 3}
+MPSHIM_FAMILY_SAME = 0
+MPSHIM_FAMILY_IP4 = 4
+MPSHIM_FAMILY_IP6 = 6
 NAT_TESTS = 1 | 2 | 4  # private Contact, Via/source mismatch, private Via
 
 
@@ -140,6 +154,29 @@ def pv(name):
     return value.encode("utf-8", "surrogateescape")
 
 
+def family_of(host):
+    """MPSHIM_FAMILY_IP4/_IP6 for an address literal (IPv6 with or without
+    brackets), MPSHIM_FAMILY_SAME for a host name or nothing."""
+    if isinstance(host, bytes):
+        host = host.decode("utf-8", "replace")
+    host = (host or "").strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    for family, af in ((MPSHIM_FAMILY_IP4, socket.AF_INET), (MPSHIM_FAMILY_IP6, socket.AF_INET6)):
+        try:
+            socket.inet_pton(af, host)
+            return family
+        except (OSError, ValueError):
+            pass
+    return MPSHIM_FAMILY_SAME
+
+
+def next_hop_family():
+    """The family of the current request's next hop: $du's host when $du is
+    set, else the Request-URI's."""
+    return family_of(pv("$dd") if pv("$du") else pv("$rd"))
+
+
 class MediaproxyShim:
     """One client handle per Kamailio process, created on first use; in
     engage mode one dialog table for all processes, created here (mod_init,
@@ -173,11 +210,13 @@ class MediaproxyShim:
     def error(self):
         return self.lib.mpshim_client_last_error(self.handle()).decode(errors="replace")
 
-    def message(self):
-        """An mpshim_message for the current SIP message; the bytes it points
-        to are kept alive in the returned list."""
+    def message(self, peer_family=MPSHIM_FAMILY_SAME):
+        """An mpshim_message for the current SIP message, its SDP going to a
+        party of peer_family; the bytes it points to are kept alive in the
+        returned list."""
         m = Message()
         self.lib.mpshim_message_init(ctypes.byref(m))
+        m.peer_family = peer_family
         is_reply = KSR.pv.get("$mt") == 2
         m.type = MPSHIM_REPLY if is_reply else MPSHIM_REQUEST
         m.status = int(KSR.pv.get("$rs") or 0) if is_reply else 0
@@ -217,8 +256,8 @@ class MediaproxyShim:
             KSR.info("mediaproxy-shim: %s: %d (%s)\n" % (function, rc, self.error()))
         return rc
 
-    def use_media_proxy(self):
-        m, keep, body_in = self.message()
+    def use_media_proxy(self, peer_family=MPSHIM_FAMILY_SAME):
+        m, keep, body_in = self.message(peer_family)
         out = ctypes.c_void_p()
         out_len = ctypes.c_size_t()
         rc = self.lib.mpshim_use_media_proxy(self.handle(), ctypes.byref(m), ctypes.byref(out),
@@ -236,9 +275,9 @@ class MediaproxyShim:
         crc = zlib.crc32(pv("$ci") or b"")
         return b"%d:%d" % (crc >> 20, crc & 0xFFFFF)
 
-    def dialog_event(self):
+    def dialog_event(self, peer_family=MPSHIM_FAMILY_SAME):
         """Report the current request or reply to the dialog table."""
-        m, keep, body_in = self.message()
+        m, keep, body_in = self.message(peer_family)
         did = self.dialog_id()
         m.dialog_id = did
         out = ctypes.c_void_p()
@@ -308,15 +347,28 @@ class kamailio:  # noqa: N801 - the name app_python3's examples use
         return 0
 
     def use(self, what):
-        log_rc("use_media_proxy", what, self.mp.use_media_proxy())
+        """use_media_proxy() with the SDP receiver's family: a request's next
+        hop, or for a reply the family its request came from."""
+        if KSR.pv.get("$mt") == 2:
+            family = int(KSR.pv.get("$avp(s:mpshim_family)") or 0)
+        else:
+            family = next_hop_family()
+        log_rc("use_media_proxy", what, self.mp.use_media_proxy(family))
 
     def end(self, what):
         log_rc("end_media_session", what, self.mp.end_media_session())
 
-    def dialog(self, what):
+    def dialog(self, what, peer_family=MPSHIM_FAMILY_SAME):
         """Engage mode: report the message; log like the other calls."""
-        rc = self.mp.dialog_event()
+        rc = self.mp.dialog_event(peer_family)
         log_rc("dialog_reply" if KSR.pv.get("$mt") == 2 else "dialog_request", what, rc)
+
+    @staticmethod
+    def on_reply():
+        """Run ksr_onreply_mediaproxy for the replies of the request, which go
+        back to the family the request came from."""
+        KSR.pv.seti("$avp(s:mpshim_family)", family_of(pv("$si")))
+        KSR.tm.t_on_reply("ksr_onreply_mediaproxy")
 
     def relay(self):
         if KSR.tm.t_relay() < 0:
@@ -334,12 +386,12 @@ class kamailio:  # noqa: N801 - the name app_python3's examples use
                     # ACK with a late answer, re-INVITE, UPDATE, BYE (ends it)
                     self.dialog(method)
                     if method != "ACK":
-                        KSR.tm.t_on_reply("ksr_onreply_mediaproxy")
+                        self.on_reply()
                 elif method == "BYE":
                     self.end("BYE")
                 elif method in ("INVITE", "UPDATE") and KSR.textops.has_body() > 0:
                     self.use(method)
-                    KSR.tm.t_on_reply("ksr_onreply_mediaproxy")
+                    self.on_reply()
                 return self.relay()
             if method == "ACK" and KSR.tm.t_check_trans() > 0:
                 return self.relay()
@@ -367,10 +419,12 @@ class kamailio:  # noqa: N801 - the name app_python3's examples use
         if self.engage:
             if hasattr(KSR, "dialog"):
                 KSR.dialog.dlg_manage()  # its h_entry:h_id is the dialog_id
-            self.dialog(method)  # creates the dialog, with or without SDP
+            # creates the dialog, with or without SDP; bridged for its life
+            # when the callee's family is not the caller's
+            self.dialog(method, next_hop_family())
         elif KSR.textops.has_body() > 0:
             self.use(method)
-        KSR.tm.t_on_reply("ksr_onreply_mediaproxy")
+        self.on_reply()
         KSR.tm.t_on_failure("ksr_failure_mediaproxy")
         return self.relay()
 

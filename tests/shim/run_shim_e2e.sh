@@ -29,6 +29,17 @@
 # BYEs both phones, and the dialog module's dialog:end event, run in the RPC
 # process, makes the shim send the `remove`; evaluated by tests/e2e's
 # hangup_check.py.
+# MPSHIM_E2E_MODE=bridge: IPv4 caller, IPv6 callee (fd00:200:2::2; its
+# namespace and the relay namespace get IPv6 addresses with nodad, the relay
+# and Kamailio also fd00:200::1), mediaproxy with `relay_ip = 10.200.0.1,
+# fd00:200::1`, the script in use mode choosing peer_family from the next
+# hop's family (IPv6 for the INVITE to the callee, IPv4 for its 200 back);
+# the shim's connection goes through a socat tap (dispatcher-tap.log) so that
+# the requests it sends can be checked. bridge-engage: the same in engage
+# mode (dialog module, two SIP workers) with the callee sending a re-INVITE
+# 3 s into the call (uac-callee-reinvite.xml, uas-callee-reinvite.xml).
+# ipv6: caller and callee both on IPv6 (fd00:200:1::2, fd00:200:2::2), use
+# mode. These three are evaluated by bridge_check.py.
 #
 # Environment: MP_BIN (default <repo>/build/mediaproxy), MPSHIM_LIB (default
 # <repo>/build/plugin-shim/libmediaproxy-shim.so.1), MPE2E_KEEP=1 (keep the
@@ -52,13 +63,23 @@ if [[ $MODE == engage ]]; then
     UAC_SF="$HERE/uac-reinvite.xml" UAS_SF="$HERE/uas-reinvite.xml" KMODE=engage
 elif [[ $MODE == hangup ]]; then
     UAC_SF="$E2E/uac-hangup.xml" UAS_SF="$E2E/uas-hangup.xml" KMODE=engage
+elif [[ $MODE == bridge-engage ]]; then
+    UAC_SF="$HERE/uac-callee-reinvite.xml" UAS_SF="$HERE/uas-callee-reinvite.xml" KMODE=engage
+elif [[ $MODE != use && $MODE != engage && $MODE != bridge && $MODE != ipv6 ]]; then
+    echo "run_shim_e2e.sh: unknown MPSHIM_E2E_MODE $MODE" >&2; exit 2
 fi
+# IPv6 modes: the addresses of the relay (and Kamailio), caller and callee
+V6=0 RELAY6=fd00:200::1 CALLER6=fd00:200:1::2 CALLEE6=fd00:200:2::2
+[[ $MODE == bridge || $MODE == bridge-engage || $MODE == ipv6 ]] && V6=1
+CALLER_IP=10.200.1.2 CALLEE_IP=10.200.2.2 PROXY=10.200.0.1:5060
+[[ $V6 == 1 ]] && CALLEE_IP=$CALLEE6
+[[ $MODE == ipv6 ]] && CALLER_IP=$CALLER6 PROXY="[$RELAY6]:5060"
 PY=/usr/bin/python3
 PCAP=/usr/share/sip-tester/g711a.pcap
 APP_PYTHON3=/usr/lib/x86_64-linux-gnu/kamailio/modules/app_python3.so
 
 [[ $(id -u) -eq 0 ]] || { echo "run_shim_e2e.sh: must run as root (network namespaces)" >&2; exit 77; }
-for tool in ip kamailio sipp tcpdump ss timeout; do
+for tool in ip kamailio sipp tcpdump ss timeout $([[ $V6 == 1 ]] && echo socat); do
     command -v "$tool" >/dev/null || { echo "run_shim_e2e.sh: missing tool $tool" >&2; exit 2; }
 done
 [[ -r $PCAP ]] || { echo "run_shim_e2e.sh: missing $PCAP" >&2; exit 2; }
@@ -110,6 +131,27 @@ trap 'exit 130' INT TERM HUP
 T0=$(date +%s.%N)
 # ---- namespaces (the tests/e2e layout) ----
 call_topology "$NS_C" "$NS_R" "$NS_E"
+if [[ $V6 == 1 ]]; then
+    # IPv6 beside IPv4: the relay namespace's lo and veths, the callee and
+    # the caller (which uses it in ipv6 mode only); nodad: usable at once
+    ip -n "$NS_R" addr add "$RELAY6/128" dev lo nodad
+    ip -n "$NS_R" addr add fd00:200:1::1/64 dev to-caller nodad
+    ip -n "$NS_R" addr add fd00:200:2::1/64 dev to-callee nodad
+    ip -n "$NS_E" addr add "$CALLEE6/64" dev eth0 nodad
+    ip -n "$NS_E" -6 route add default via fd00:200:2::1
+    ip -n "$NS_C" addr add "$CALLER6/64" dev eth0 nodad
+    ip -n "$NS_C" -6 route add default via fd00:200:1::1
+    # the veths' link-local addresses still go through DAD (~1 s), and until
+    # then neighbour discovery cannot run: Kamailio's INVITE to the callee
+    # would wait in the neighbour queue and leave with its retransmission
+    no_tentative() {
+        local ns
+        for ns in "$NS_C" "$NS_R" "$NS_E"; do
+            [[ -z $(ip -n "$ns" -6 addr show tentative) ]] || return 1
+        done
+    }
+    wait_until 10 "IPv6 link-local addresses past DAD" no_tentative
+fi
 
 # ---- mediaproxy (dispatcher + relay) ----
 mkdir -p "$TMP/run" "$TMP/kam-run"
@@ -121,7 +163,7 @@ runtime_dir = $TMP/run
 log_level = debug
 
 [Relay]
-relay_ip = 10.200.0.1
+relay_ip = 10.200.0.1$([[ $V6 == 1 ]] && printf ', %s' "$RELAY6")
 port_range = 40000:41000
 forwarding = ${MPE2E_FORWARDING:-userspace}
 $([[ $MODE == hangup ]] && printf 'stream_timeout = 3\n\n[Kamailio]\nsocket_path = %s\n\n[OpenSIPS]\nsocket_path = none\n\n[Metrics]\nlisten = 127.0.0.1:9465\n' "$TMP/kam-run/kamailio_rpc.sock")
@@ -135,6 +177,15 @@ MP_PID=$!
 PIDS+=("$MP_PID")
 $PY "$UTIL" wait-unix "$SOCK" 10 "$MP_PID"
 log "mediaproxy up (pid $MP_PID)"
+SHIM_SOCK=$SOCK
+if [[ $V6 == 1 ]]; then
+    # the shim talks to the dispatcher through a tap that logs the requests
+    SHIM_SOCK="$TMP/run/tap.sock"
+    ip netns exec "$NS_R" socat -v "UNIX-LISTEN:$SHIM_SOCK,fork" "UNIX-CONNECT:$SOCK" \
+        2>"$TMP/dispatcher-tap.log" &
+    PIDS+=($!)
+    $PY "$UTIL" wait-unix "$SHIM_SOCK" 10 "$!"
+fi
 
 # ---- packet capture on both relay veths ----
 ip netns exec "$NS_R" tcpdump -i to-caller -nn -U -Z root --immediate-mode \
@@ -150,7 +201,7 @@ wait_until 10 "tcpdump (callee side)" grep -q "listening on" "$TMP/tcpdump-calle
 KDEFS=(-A "SHIM_SCRIPT=\"$SCRIPT\"")
 # use mode: tests/e2e's phones send a 180, which a second SIP worker could
 # forward after the 200 (sipp fails on that): one worker
-[[ $MODE == use ]] && KDEFS+=(-A "CHILDREN=1")
+[[ $MODE == use || $MODE == bridge || $MODE == ipv6 ]] && KDEFS+=(-A "CHILDREN=1")
 # engage mode: the dialog module (its ids, its end events); hang-up: its RPC
 [[ $KMODE == engage ]] && KDEFS+=(-A WITH_DIALOG)
 # hang-up: tests/e2e's phones send a 180, which a second SIP worker could
@@ -159,26 +210,34 @@ KDEFS=(-A "SHIM_SCRIPT=\"$SCRIPT\"")
 [[ $MODE == hangup ]] && KDEFS+=(-A "RPC_SOCKET=\"$TMP/kam-run/kamailio_rpc.sock\"" -A "CHILDREN=1")
 kamailio -c -f "$CFG" "${KDEFS[@]}" >"$TMP/kamailio-check.log" 2>&1 ||
     { log "kamailio config check failed:"; tail -n 30 "$TMP/kamailio-check.log"; exit 1; }
-ip netns exec "$NS_R" env MPSHIM_LIB="$MPSHIM_LIB" MPSHIM_SOCKET="$SOCK" \
-    MPSHIM_FORWARD_TO="sip:10.200.2.2:5060" MPSHIM_TIMEOUT_MS=500 MPSHIM_MODE="$KMODE" \
-    kamailio -DD -E -f "$CFG" "${KDEFS[@]}" -l udp:10.200.0.1:5060 \
+KLISTEN=(-l udp:10.200.0.1:5060)
+[[ $V6 == 1 ]] && KLISTEN+=(-l "udp:[$RELAY6]:5060")
+FORWARD_TO="sip:10.200.2.2:5060"
+[[ $V6 == 1 ]] && FORWARD_TO="sip:[$CALLEE6]:5060"
+ip netns exec "$NS_R" env MPSHIM_LIB="$MPSHIM_LIB" MPSHIM_SOCKET="$SHIM_SOCK" \
+    MPSHIM_FORWARD_TO="$FORWARD_TO" MPSHIM_TIMEOUT_MS=500 MPSHIM_MODE="$KMODE" \
+    kamailio -DD -E -f "$CFG" "${KDEFS[@]}" "${KLISTEN[@]}" \
     -P "$TMP/kamailio.pid" -Y "$TMP/kam-run" -w "$TMP" >"$TMP/kamailio.log" 2>&1 &
 PIDS+=($!)
 wait_until 10 "kamailio on 10.200.0.1:5060" udp_listening "$NS_R" 10.200.0.1:5060
+if [[ $V6 == 1 ]]; then
+    wait_until 10 "kamailio on [$RELAY6]:5060" udp_listening "$NS_R" "[$RELAY6]:5060"
+fi
 log "kamailio up"
 
 # ---- callee and caller (the tests/e2e scenarios) ----
 (cd "$TMP" && exec timeout -k 2 40 ip netns exec "$NS_E" sipp -sf "$UAS_SF" \
-    -i 10.200.2.2 -p 5060 -mi 10.200.2.2 -mp 6000 -m 1 -nostdin \
+    -i "$CALLEE_IP" -p 5060 -mi "$CALLEE_IP" -mp 6000 -m 1 -nostdin \
     -trace_msg -message_file "$TMP/uas_messages.log" \
     -trace_err -error_file "$TMP/uas_errors.log" -timeout 35s -timeout_error) >"$TMP/uas.out" 2>&1 &
 UAS_PID=$!
 PIDS+=("$UAS_PID")
-wait_until 10 "sipp uas" udp_listening "$NS_E" 10.200.2.2:5060
+if [[ $V6 == 1 ]]; then UAS_ADDR="[$CALLEE_IP]:5060"; else UAS_ADDR="$CALLEE_IP:5060"; fi
+wait_until 10 "sipp uas" udp_listening "$NS_E" "$UAS_ADDR"
 T1=$(date +%s.%N)
 UAC_RC=0 UAS_RC=0
 (cd "$TMP" && exec timeout -k 2 40 ip netns exec "$NS_C" sipp -sf "$UAC_SF" \
-    10.200.0.1:5060 -s service -i 10.200.1.2 -p 5060 -mi 10.200.1.2 -mp 6000 -m 1 -nostdin \
+    "$PROXY" -s service -i "$CALLER_IP" -p 5060 -mi "$CALLER_IP" -mp 6000 -m 1 -nostdin \
     -trace_msg -message_file "$TMP/uac_messages.log" \
     -trace_err -error_file "$TMP/uac_errors.log" -timeout 35s -timeout_error) >"$TMP/uac.out" 2>&1 &
 UAC_PID=$!
@@ -201,7 +260,7 @@ PYEOF
 reinvite_answered() {
     [[ $(grep -c "E2E dialog_reply(reply 200) rc=1" "$TMP/kamailio.log") -ge 2 ]]
 }
-if [[ $MODE == engage ]]; then
+if [[ $MODE == engage || $MODE == bridge-engage ]]; then
     # during the call, after the re-INVITE's 200 went through the shim
     if wait_until 15 "the re-INVITE's 200 in kamailio.log" reinvite_answered; then
         sessions "$TMP/sessions_during.json" || log "FAIL: management sessions during the call"
@@ -221,7 +280,7 @@ mapfile -t IDS < <($PY "$UTIL" dialog "$TMP" || true)
 $PY "$UTIL" request "$SOCK" 2 remove "call_id=${IDS[0]-}" "from_tag=${IDS[1]-}" \
     "to_tag=${IDS[2]-}" >"$TMP/remove_after_bye.txt" 2>&1 || true
 
-[[ $MODE == engage ]] && { sessions "$TMP/sessions_after.json" ||
+[[ $MODE == engage || $MODE == bridge-engage ]] && { sessions "$TMP/sessions_after.json" ||
     log "FAIL: management sessions after the BYE"; }
 if [[ $MODE == hangup ]]; then   # the hang-up counters, before mediaproxy stops
     ip netns exec "$NS_R" $PY -c 'import sys, urllib.request
@@ -237,7 +296,9 @@ done
 stop_pid "$MP_PID" TERM 5
 PIDS=()
 log "checks:"
-if [[ $MODE == hangup ]]; then
+if [[ $V6 == 1 ]]; then
+    $PY "$HERE/bridge_check.py" "$TMP" "$MODE" || RC=1
+elif [[ $MODE == hangup ]]; then
     $PY "$E2E/hangup_check.py" "$TMP" 1 || RC=1
     grep -q "E2E dialog_end(dialog:end) rc=1" "$TMP/kamailio.log" ||
         { log "FAIL: the dialog:end event did not send an answered remove"; RC=1; }

@@ -7,7 +7,11 @@ requests and the body replacements the script promises, with the real
 libmediaproxy-shim.so loaded through ctypes; then the same script in engage
 mode (MPSHIM_MODE=engage): INVITE, 183, 200, ACK, re-INVITE and its 200, BYE,
 and a second call failing with 486, each reported to the dialog table with
-the return code the library gives and no dialog left. No root needed.
+the return code the library gives and no dialog left; and the family the
+script picks for bridging (peer_family): an INVITE whose next hop ($du) is
+IPv6 gets the fake's IPv6 relay address, its 200 the IPv4 one, and in use
+mode the request's source family is kept in $avp(s:mpshim_family) for the
+reply. No root needed.
 
     test_kemi_script.py LIBRARY FAKE_DISPATCHER
 """
@@ -64,7 +68,7 @@ class Stub:
             return f
 
         ksr.pv = types.SimpleNamespace(get=lambda n: stub.pvs.get(n),
-                                       sets=rec("pv.sets"))
+                                       sets=rec("pv.sets"), seti=rec("pv.seti"))
         for level in ("info", "notice", "err", "dbg"):
             setattr(ksr, level, lambda text, level=level: stub.logs.append((level, text)))
         ksr.maxfwd = types.SimpleNamespace(process_maxfwd=rec("maxfwd", 1))
@@ -143,6 +147,21 @@ def engage(fake, check):
                     "E2E dialog_request(BYE) rc=1\n", "E2E dialog_request(INVITE) rc=1\n",
                     "E2E dialog_reply(reply 486) rc=1\n", "E2E dialog_end(failure) rc=0\n"]
             check(logged == want, "engage: return codes %r" % logged)
+
+            # bridged: an IPv4 caller's INVITE to an IPv6 next hop, the
+            # callee's IPv6 answer; the fake answers in the family asked for
+            stub.calls.clear()
+            v6_answer = ANSWER_SDP.replace("IN IP4 10.9.0.1", "IN IP6 2001:db8::9")
+            stub.pvs = dict(common, **{"$mt": 1, "$rm": "INVITE", "$cs": 1, "$tt": None,
+                                       "$rb": INVITE_SDP, "$ci": "bridge@test",
+                                       "$du": "sip:[2001:db8::9]:5060", "$dd": "[2001:db8::9]"})
+            k.ksr_request_route(None)
+            reply(200, 1, "tt3", v6_answer, ci="bridge@test")
+            request("BYE", 2, "tt3", None, ci="bridge@test")
+            bodies = [c[1] for c in stub.calls if c[0] == "set_body"]
+            check(len(bodies) == 2 and "c=IN IP6 2001:db8::5\r\n" in bodies[0]
+                  and "c=IN IP4 192.0.2.5\r\n" in bodies[1],
+                  "engage, bridged by the next hop's family: INVITE IPv6, 200 IPv4 %r" % bodies)
         finally:
             disp.kill()
             disp.wait()
@@ -187,6 +206,8 @@ def main(lib, fake):
             check(("t_on_reply", "ksr_onreply_mediaproxy") in stub.calls and
                   ("t_relay",) in stub.calls, "reply route armed, relayed")
             check(("notice", "E2E use_media_proxy(INVITE) rc=1\n") in stub.logs, "logged rc=1")
+            check(("pv.seti", "$avp(s:mpshim_family)", 4) in stub.calls,
+                  "the request's source family kept for the reply")
 
             stub.calls.clear()
             stub.pvs = dict(common, **{"$mt": 2, "$rs": 200, "$rm": "INVITE", "$tt": "tt1",
@@ -205,7 +226,7 @@ def main(lib, fake):
             disp.kill()
             disp.wait()
     engage(fake, check)
-    print(f"{13 - len(failures)} passed, {len(failures)} failed")
+    print(f"{15 - len(failures)} passed, {len(failures)} failed")
     return 1 if failures else 0
 
 

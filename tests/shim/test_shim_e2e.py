@@ -8,7 +8,12 @@ workers), the dispatcher's `sessions` listing the call after the re-INVITE
 and nothing after the BYE; and in engage mode with phones that fall silent
 (MPSHIM_E2E_MODE=hangup): the dispatcher hangs the call up through Kamailio's
 dlg.end_dlg with the dialog ids the shim sent, and the dialog:end event makes
-the shim send the answered `remove`.
+the shim send the answered `remove`. Then IPv6 (bridge_check.py): an IPv4
+caller bridged to an IPv6 callee by the script's peer_family
+(MPSHIM_E2E_MODE=bridge: the callee sees `c=IN IP6` of the relay, the caller
+`c=IN IP4`, RTP both ways through one relay session), the same in engage
+mode with a re-INVITE from the callee sent with `families: 6,4`
+(bridge-engage), and a call with both phones on IPv6 (ipv6).
 
     /usr/bin/python3 -m pytest -p no:cacheprovider -v tests/shim/test_shim_e2e.py
 
@@ -51,3 +56,15 @@ def test_kamailio_app_python3_with_shim_engage_reinvite():
 
 def test_kamailio_app_python3_with_shim_engage_hangup():
     run("hangup")
+
+
+def test_kamailio_app_python3_with_shim_bridge_ipv4_ipv6():
+    run("bridge")
+
+
+def test_kamailio_app_python3_with_shim_bridge_engage_callee_reinvite():
+    run("bridge-engage")
+
+
+def test_kamailio_app_python3_with_shim_ipv6():
+    run("ipv6")
