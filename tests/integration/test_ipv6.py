@@ -212,3 +212,21 @@ def test_ipv6_call_survives_a_restart(mp_factory):
     cross_exchange(caller, (V6, q), callee, (V4, p), 5)
     d.client = mp.client()
     assert d.remove() == "removed"
+
+
+def test_upgrade_takes_over_sockets_of_both_families(mp_factory):
+    """`mediaproxy --upgrade` hands the IPv6 sockets over as "[v6]:port"
+    and the new process takes them: the bridged call goes on."""
+    mp = mp_factory(**DUAL)
+    c = mp.client()
+    caller, callee = MediaPort("127.0.0.2"), MediaPort(V6)
+    d = Dialog(c)
+    p = parse_ports(d.invite(caller.sdp(), families="4,6"), 1, relay_ip=V6)[0]
+    q = parse_ports(d.answer(callee.sdp(), families="6,4"), 1, relay_ip=V4)[0]
+    cross_exchange(caller, (V4, q), callee, (V6, p), 5)
+    assert mp.upgrade() == 0, "the old process exits cleanly"
+    log = mp.stderr_text()
+    assert "upgrade: took over 4 media socket(s)" in log, log
+    assert "1 session(s) restored, 0 not" in log
+    cross_exchange(caller, (V4, q), callee, (V6, p), 5)
+    assert d.remove() == "removed"
