@@ -214,7 +214,11 @@ std::optional<std::vector<RadiusAttribute>> radius_attributes(std::string_view j
   out.push_back(string_attr("Sip-From-Tag", *from_tag));
   out.push_back(string_attr("Sip-To-Tag", string_bytes(member(d, "to_tag")).value_or("")));
   if (!streams.empty()) {
-    if (auto ip = endpoint_ip(member(*streams.front(), "caller_local"))) {
+    // The relay's IPv4 address: an IPv6 caller side (a bridged or IPv6
+    // call) gives way to the callee side; an all-IPv6 call has none.
+    auto ip = endpoint_ip(member(*streams.front(), "caller_local"));
+    if (!ip) ip = endpoint_ip(member(*streams.front(), "callee_local"));
+    if (ip) {
       RadiusAttribute a;
       a.name = "NAS-IP-Address";
       a.type = Type::Ipv4;

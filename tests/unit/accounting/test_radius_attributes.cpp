@@ -373,3 +373,20 @@ TEST_CASE("radius: records without call_id or from_tag are errors", "[radius]") 
     CHECK_FALSE(error.empty());
   }
 }
+
+TEST_CASE("radius: NAS-IP-Address of IPv6 and bridged calls", "[radius]") {
+  // Bridged: the caller side is IPv6, the callee side gives the relay's IPv4.
+  auto bridged = attrs_of(record(
+      "",
+      "[" + stream(R"("caller_local": "[2001:db8::7]:40000", "callee_local": "192.0.2.5:40002")") +
+          "]"));
+  CHECK(number(bridged, "NAS-IP-Address") == ((192u << 24) | (2u << 8) | 5u));
+  // All IPv6: no IPv4 address to give, so no attribute (never a wrong one).
+  auto v6 = attrs_of(record(
+      "",
+      "[" +
+          stream(
+              R"("caller_local": "[2001:db8::7]:40000", "callee_local": "[2001:db8::7]:40002")") +
+          "]"));
+  CHECK(find(v6, "NAS-IP-Address") == nullptr);
+}
