@@ -417,7 +417,9 @@ class World {
     l.connected = true;
     l.halting = false;
     dispatcher_.add_relay(&l);
-    dispatcher_.adopt_sessions(&l, ids);
+    std::vector<dispatcher::AdoptedSession> held_calls;
+    for (const auto& id : ids) held_calls.push_back({id, "", "", "", std::nullopt});
+    dispatcher_.adopt_sessions(&l, held_calls);
     std::map<std::string, bool> held;
     for (const auto& id : ids) held[id] = true;
     for (auto it = model_.begin(); it != model_.end();) {

@@ -350,8 +350,13 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
     p.dispatcher->add_relay(p.link.get());
     // Sessions restored from the state file: the module's `update`s and
     // `remove`s for them find their relay again.
-    if (p.engine->session_count() > 0)
-      p.dispatcher->adopt_sessions(p.link.get(), p.engine->call_ids());
+    if (p.engine->session_count() > 0) {
+      std::vector<dispatcher::AdoptedSession> held;
+      for (auto& s : p.engine->summaries())
+        held.push_back({std::move(s.call_id), std::move(s.dialog_id), std::move(s.from_tag),
+                        std::move(s.to_tag), s.answered_at});
+      p.dispatcher->adopt_sessions(p.link.get(), held);
+    }
     p.engine->set_expired_sink([&p](uint64_t owner, const std::string& json) {
       if (owner == kInProcessOwner) p.link->deliver_expired(json);
     });

@@ -55,10 +55,10 @@ void Dispatcher::remove_relay(RelayLink* link) {
     }
 }
 
-void Dispatcher::adopt_sessions(RelayLink* link, const std::vector<std::string>& call_ids) {
+void Dispatcher::adopt_sessions(RelayLink* link, const std::vector<AdoptedSession>& sessions) {
   const std::string ip = link->relay_ip();
   std::unordered_map<std::string, bool> held;
-  for (const auto& id : call_ids) held[id] = true;
+  for (const auto& s : sessions) held[s.call_id] = true;
   for (auto it = sessions_.begin(); it != sessions_.end();) {
     Record& rec = it->second;
     const bool mine = rec.relay == link || (!rec.relay && rec.relay_ip == ip);
@@ -69,11 +69,15 @@ void Dispatcher::adopt_sessions(RelayLink* link, const std::vector<std::string>&
     }
     ++it;
   }
-  for (const auto& id : call_ids) {
-    Record& rec = sessions_[id];
+  for (const auto& s : sessions) {
+    Record& rec = sessions_[s.call_id];
     rec.relay = link;
     rec.relay_ip = ip;
     rec.orphaned_at.reset();
+    if (rec.dialog_id.empty()) rec.dialog_id = s.dialog_id;
+    if (rec.from_tag.empty()) rec.from_tag = s.from_tag;
+    if (rec.to_tag.empty()) rec.to_tag = s.to_tag;
+    if (!rec.answered_at) rec.answered_at = s.answered_at;
   }
 }
 

@@ -27,6 +27,16 @@
 
 namespace mp::dispatcher {
 
+// What a relay says about a call it holds when the dispatcher adopts it
+// (its `sessions` listing): enough to account for the call and hang it up
+// even if this dispatcher restarted since the call began.
+struct AdoptedSession {
+  std::string call_id;
+  std::string dialog_id;  // empty: none known
+  std::string from_tag, to_tag;
+  std::optional<double> answered_at;  // wall clock of the first answer
+};
+
 class Dispatcher {
  public:
   Dispatcher(uv_loop_t* loop, const DispatcherConfig& cfg);
@@ -38,8 +48,10 @@ class Dispatcher {
   void remove_relay(RelayLink* link);
   // After a relay (re)connects and answers `sessions`: the calls it holds now
   // route to it (spec B.7); records of this relay's address whose call is
-  // not in the list are dropped.
-  void adopt_sessions(RelayLink* link, const std::vector<std::string>& call_ids);
+  // not in the list are dropped. What a record does not know yet (after a
+  // restart of this process: dialog id, tags, answer time) is taken from
+  // the relay's listing.
+  void adopt_sessions(RelayLink* link, const std::vector<AdoptedSession>& sessions);
 
   // Answers one module request; `done` gets the reply line without CRLF.
   // Warnings about the request are rate-limited per `source` (its client).

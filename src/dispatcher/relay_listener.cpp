@@ -364,19 +364,33 @@ class TlsRelayLink final : public RelayLink {
       fail_link("bad sessions answer");
       return;
     }
-    std::vector<std::string> ids;
+    std::vector<AdoptedSession> ids;
     collect_call_ids(d, ids);
     become_ready(std::move(ids));
   }
 
-  static void collect_call_ids(const rapidjson::Document& sessions, std::vector<std::string>& ids) {
-    for (const auto& s : sessions.GetArray())
-      if (s.IsObject() && s.HasMember("call_id") && s["call_id"].IsString())
-        ids.push_back(
-            json_string_bytes({s["call_id"].GetString(), s["call_id"].GetStringLength()}));
+  static void collect_call_ids(const rapidjson::Document& sessions,
+                               std::vector<AdoptedSession>& ids) {
+    auto text = [](const rapidjson::Value& o, const char* key) {
+      auto it = o.FindMember(key);
+      if (it == o.MemberEnd() || !it->value.IsString()) return std::string();
+      return json_string_bytes({it->value.GetString(), it->value.GetStringLength()});
+    };
+    for (const auto& s : sessions.GetArray()) {
+      if (!s.IsObject() || !s.HasMember("call_id") || !s["call_id"].IsString()) continue;
+      AdoptedSession a;
+      a.call_id = text(s, "call_id");
+      a.dialog_id = text(s, "dialog_id");
+      a.from_tag = text(s, "from_tag");
+      a.to_tag = text(s, "to_tag");
+      auto start = s.FindMember("start_time");
+      if (start != s.MemberEnd() && start->value.IsNumber() && start->value.GetDouble() > 0)
+        a.answered_at = start->value.GetDouble();
+      ids.push_back(std::move(a));
+    }
   }
 
-  void become_ready(std::vector<std::string> ids) {
+  void become_ready(std::vector<AdoptedSession> ids) {
     sessions_query_pending_ = false;
     ready_ = true;
     LOG_INFO("relay %s is ready with %zu session(s)", ip_.c_str(), ids.size());
@@ -412,7 +426,7 @@ class TlsRelayLink final : public RelayLink {
   bool connected_ = true;
   bool ready_ = false;  // `sessions` answered
   bool sessions_query_pending_ = false;
-  std::vector<std::string> adopted_ids_;  // call ids of the pages read so far
+  std::vector<AdoptedSession> adopted_ids_;  // the calls of the pages read so far
   bool halting_ = false;
   bool timed_out_ = false;
   uint64_t next_seq_ = 0;

@@ -244,6 +244,8 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
       return "error";
     }
   }
+  if (const std::string* dialog = view.find("dialog_id"); dialog && dialog->size() <= 256)
+    req.dialog_id = *dialog;  // (longer: not a dialog id the module makes; not kept)
   if (const std::string* families = view.find("families")) {
     // "<a>,<b>": this party's family, then the family the reply must have.
     const size_t comma = families->find(',');

@@ -49,7 +49,13 @@ class RelayEngine final : public StateSink {
   bool start_forwarding(std::string& error);
   // Call-ids of the sessions restored at start (combined role: the
   // dispatcher side learns them).
-  std::vector<std::string> call_ids() const;
+  // What the dispatcher adopts of each session (app/server.cpp hands it on
+  // in the combined role): call id, dialog id, tags, first answer.
+  struct Summary {
+    std::string call_id, dialog_id, from_tag, to_tag;
+    std::optional<double> answered_at;
+  };
+  std::vector<Summary> summaries() const;
   bool kernel_forwarding() const { return offload_ != nullptr; }
   ~RelayEngine();
   RelayEngine(const RelayEngine&) = delete;

@@ -190,9 +190,12 @@ void RelayEngine::start_journal() {
   state_handles_ = true;
 }
 
-std::vector<std::string> RelayEngine::call_ids() const {
-  std::vector<std::string> out;
-  for (const auto& [key, s] : sessions_) out.push_back(s->call_id());
+std::vector<RelayEngine::Summary> RelayEngine::summaries() const {
+  std::vector<Summary> out;
+  out.reserve(sessions_.size());
+  for (const auto& [key, s] : sessions_)
+    out.push_back(
+        Summary{s->call_id(), s->dialog_id(), s->from_tag(), s->to_tag(), s->answered_wall()});
   return out;
 }
 

@@ -29,6 +29,10 @@ bool Session::update(const UpdateRequest& req, std::string& reply, std::string& 
   const CSeqPair c = caller_cseq ? CSeqPair{req.cseq, old.second} : CSeqPair{old.first, req.cseq};
 
   if (caller_cseq && to_tag_.empty() && !req.to_tag.empty()) to_tag_ = req.to_tag;
+  if (dialog_id_.empty() && !req.dialog_id.empty()) {
+    dialog_id_ = req.dialog_id;
+    if (ctx_.state) ctx_.state->session_changed(this);
+  }
   std::string& ua = downstream ? caller_ua_ : callee_ua_;
   if (ua.empty()) ua = req.user_agent;
 

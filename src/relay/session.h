@@ -48,6 +48,9 @@ struct UpdateRequest {
   // sending party's own. Absent: no bridging, the reply has the family of
   // each media item's address.
   std::optional<IpAddress::Family> reply_family;
+  // `dialog_id` (engage mode): the proxy's dialog, kept so that a restarted
+  // dispatcher can still hang the call up. Empty: none.
+  std::string dialog_id;
 };
 
 class Session {
@@ -76,6 +79,13 @@ class Session {
 
   // Statistics record (spec D.13), Python json.dumps format.
   std::string stats_json() const;
+  // The object `sessions` and `sessions_from` list: the statistics record
+  // plus "dialog_id" when the session has one (a dispatcher that restarted
+  // learns it back when it adopts the relay's sessions).
+  std::string listing_json() const;
+  const std::string& dialog_id() const { return dialog_id_; }
+  // Wall clock of the first answer (the record's start_time), if any.
+  std::optional<double> answered_wall() const { return start_wall_; }
 
   // State kept across a restart of the process (session_restore.cpp).
   SessionState capture() const;
@@ -114,6 +124,7 @@ class Session {
   RelayContext& ctx_;
   std::string call_id_, from_tag_, to_tag_, from_uri_, to_uri_;
   std::string caller_ua_, callee_ua_;
+  std::string dialog_id_;
   std::optional<std::string> username_;
   std::optional<bool> strict_latching_;
   uint64_t owner_;

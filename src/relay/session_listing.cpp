@@ -37,7 +37,7 @@ std::string RelayEngine::sessions_json() const {
   for (const auto& [id, s] : listing_) {
     if (!first) out += ", ";
     first = false;
-    out += s->stats_json();
+    out += s->listing_json();
   }
   out += "]";
   return out;
@@ -56,7 +56,7 @@ std::string RelayEngine::sessions_batch(const protocol::RelayCommand& cmd) const
   uint64_t last = q->after;
   for (; it != listing_.end() && n < q->limit && objects.size() < kMaxBatchBytes; ++it, ++n) {
     if (n) objects += ", ";
-    objects += it->second->stats_json();
+    objects += it->second->listing_json();
     last = it->first;
   }
   protocol::SessionsBatch batch;

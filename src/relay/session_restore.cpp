@@ -256,6 +256,7 @@ SessionState Session::capture() const {
   s.caller_ua = caller_ua_;
   s.callee_ua = callee_ua_;
   s.username = username_;
+  s.dialog_id = dialog_id_;
   s.strict_latching = strict_latching_;
   s.owner = owner_;
   s.created = c.to_wall(created_);
@@ -323,6 +324,7 @@ std::unique_ptr<Session> Session::restore(RelayContext& ctx, const SessionState&
   session->to_tag_ = s.to_tag;
   session->caller_ua_ = s.caller_ua;
   session->callee_ua_ = s.callee_ua;
+  session->dialog_id_ = s.dialog_id;
   session->strict_latching_ = s.strict_latching;
   session->created_ = c.to_mono(s.created);
   session->start_wall_ = s.start_wall;

@@ -362,6 +362,7 @@ std::string session_state_to_json(const SessionState& s) {
   w.field("caller_ua", s.caller_ua);
   w.field("callee_ua", s.callee_ua);
   w.field("username", s.username);
+  if (!s.dialog_id.empty()) w.field("dialog_id", s.dialog_id);
   w.field("strict", s.strict_latching);
   w.field("owner", s.owner);
   w.field("created", s.created);
@@ -421,7 +422,8 @@ bool session_state_from_json(std::string_view json, SessionState& out, std::stri
       !r.opt_flag(d, "strict", out.strict_latching) || !r.u64(d, "owner", out.owner) ||
       !r.num(d, "created", out.created) || !r.opt_num(d, "start", out.start_wall) ||
       !r.opt_num(d, "ended", out.ended_wall) || !r.cseq_pair(d, "cseq", out.cseq) ||
-      !r.cseq_pair(d, "prev_cseq", out.previous_cseq))
+      !r.cseq_pair(d, "prev_cseq", out.previous_cseq) ||
+      (r.member(d, "dialog_id") && !r.str(d, "dialog_id", out.dialog_id)))
     return false;
   if (out.call_id.empty() || out.from_tag.empty()) return r.fail("empty call_id or from_tag");
   const Value* streams = r.member(d, "streams");

@@ -81,6 +81,7 @@ struct OfferState {
 struct SessionState {
   std::string call_id, from_tag, to_tag, from_uri, to_uri, caller_ua, callee_ua;
   std::optional<std::string> username;
+  std::string dialog_id;  // empty: none (absent in older records)
   std::optional<bool> strict_latching;
   uint64_t owner = 0;
   double created = 0;  // Unix time

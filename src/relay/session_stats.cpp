@@ -104,4 +104,14 @@ std::string Session::stats_json() const {
   return w.take();
 }
 
+std::string Session::listing_json() const {
+  std::string json = stats_json();
+  if (dialog_id_.empty() || json.empty() || json.back() != '}') return json;
+  json.pop_back();
+  json += ", \"dialog_id\": ";
+  json += json_quote(dialog_id_);  // escaped as every other string of the record
+  json += '}';
+  return json;
+}
+
 }  // namespace mp::relay

@@ -498,6 +498,43 @@ def test_calls_a_restarted_relay_lost_are_hung_up_and_accounted(service, tmp_pat
         proxy.close()
 
 
+def test_a_restarted_dispatcher_learns_the_dialog_ids_back_from_its_relays(service, tmp_path):
+    """The dispatcher is killed and restarted during an answered call: what
+    only it knew (the proxy's dialog id, for the hang-up) comes back from the
+    relay's listing when the relay rejoins, so when that relay then loses the
+    call the dialog is still ended and the record names it."""
+    proxy = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    proxy.bind(str(tmp_path / "proxy-rpc.sock"))
+    proxy.settimeout(10)
+    try:
+        ip1 = service.relay_ips["relay1"]
+        cid, ip, elapsed, legs = service.call(media_relay=ip1, dialog_id="4321:8765")
+        assert ip == ip1 and media_flows(ip, legs)
+        disp = service.dispatcher
+        disp.stop(signal.SIGKILL)
+        disp.start()
+        wait_until(lambda: f"relay {ip1} is ready with 1 session(s)" in disp.text(), 20,
+                   "the relay rejoined the restarted dispatcher with its call")
+        victim = service.relays["relay1"]
+        victim.stop(signal.SIGKILL)
+        (victim.dir / "run" / "relay.state").unlink()
+        victim.start()
+        data, sender = proxy.recvfrom(65536)
+        request = json.loads(data)
+        assert request["method"] == "dlg.end_dlg"
+        assert request["params"] == [4321, 8765]
+        proxy.sendto(json.dumps({"jsonrpc": "2.0", "result": None,
+                                 "id": request["id"]}).encode(), sender)
+        wait_until(lambda: '"relay_lost": true' in disp.text(), 5, "the relay-lost record")
+        line = next(ln for ln in disp.text().splitlines()
+                    if "session ended:" in ln and '"relay_lost": true' in ln)
+        record = json.loads(line.split("session ended: ", 1)[1])
+        assert record["call_id"] == cid and record["dialog_id"] == "4321:8765"
+        assert record["from_tag"] == "A" and record["to_tag"] == "B"
+    finally:
+        proxy.close()
+
+
 def test_relay_killed_and_restarted_keeps_its_calls(service):
     """kill -9 of a relay and a restart from its state file (issue 13): the
     calls' media flows again without any new update, the dispatcher routes
