@@ -155,17 +155,27 @@ UDP_FIELDS = ("InDatagrams", "NoPorts", "InErrors", "OutDatagrams", "RcvbufError
 
 
 def udp_counters(ns=None):
-    """UDP counters of /proc/net/snmp in namespace ns (None: ours, the relay's)."""
+    """UDP counters of namespace ns (None: ours, the relay's), IPv4 (/proc/net/snmp `Udp:`)
+    and IPv6 (/proc/net/snmp6 `Udp6...`) added up: a drop counts wherever its family keeps it."""
     if ns:
-        text = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"],
-                              capture_output=True, text=True).stdout
+        text = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp",
+                               "/proc/net/snmp6"], capture_output=True, text=True).stdout
     else:
-        with open("/proc/net/snmp") as f:
-            text = f.read()
+        text = ""
+        for path in ("/proc/net/snmp", "/proc/net/snmp6"):
+            try:
+                with open(path) as f:
+                    text += f.read()
+            except OSError:  # no IPv6 in this kernel
+                pass
     rows = [l.split()[1:] for l in text.splitlines() if l.startswith("Udp:")]
     if len(rows) < 2:
         return {}
     d = dict(zip(rows[0], (int(x) for x in rows[1])))
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 2 and f[0].startswith("Udp6") and f[1].isdigit():
+            d[f[0][4:]] = d.get(f[0][4:], 0) + int(f[1])
     return {k: d.get(k, 0) for k in UDP_FIELDS}
 
 
