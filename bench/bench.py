@@ -26,7 +26,9 @@ from rtpengine_ng import NgClient, sdp_for  # noqa: E402
 
 E = os.environ
 NS_SND, NS_RCV = E["MPB_NS_SND"], E["MPB_NS_RCV"]
-SND_IP, RCV_IP, RELAY_IP = E["MPB_SND_IP"], E["MPB_RCV_IP"], E["MPB_RELAY_IP"]
+SND_IP4, RCV_IP4, RELAY_IP4 = E["MPB_SND_IP"], E["MPB_RCV_IP"], E["MPB_RELAY_IP"]
+SND_IP6, RCV_IP6, RELAY_IP6 = (E.get("MPB_SND_IP6", ""), E.get("MPB_RCV_IP6", ""),
+                               E.get("MPB_RELAY_IP6", ""))
 BLAST = E["MPB_BLAST"]
 MEDIAPROXY = E.get("MPB_MEDIAPROXY", "")
 RTPENGINE = E.get("MPB_RTPENGINE", "")
@@ -43,6 +45,8 @@ NG_ADDR = ("127.0.0.1", 2223)
 LOSS_LIMIT = 0.001      # zero loss: at most 0.1 %
 FDS_PER_STREAM = 4      # mediaproxy: RTP+RTCP on both sides; rtpengine 10.5: the same (measured)
 FD_RESERVE = 300        # listeners, logs, epoll, plus the overload check's extra calls
+
+NFT_TABLE = "mediaproxy"  # the relay's nftables table (netdev): the default nft_table
 
 procs = []              # every process we started: killed by pid at exit
 run_counter = [int(time.time()) & 0xFFFF]
@@ -151,17 +155,27 @@ UDP_FIELDS = ("InDatagrams", "NoPorts", "InErrors", "OutDatagrams", "RcvbufError
 
 
 def udp_counters(ns=None):
-    """UDP counters of /proc/net/snmp in namespace ns (None: ours, the relay's)."""
+    """UDP counters of namespace ns (None: ours, the relay's), IPv4 (/proc/net/snmp `Udp:`)
+    and IPv6 (/proc/net/snmp6 `Udp6...`) added up: a drop counts wherever its family keeps it."""
     if ns:
-        text = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"],
-                              capture_output=True, text=True).stdout
+        text = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp",
+                               "/proc/net/snmp6"], capture_output=True, text=True).stdout
     else:
-        with open("/proc/net/snmp") as f:
-            text = f.read()
+        text = ""
+        for path in ("/proc/net/snmp", "/proc/net/snmp6"):
+            try:
+                with open(path) as f:
+                    text += f.read()
+            except OSError:  # no IPv6 in this kernel
+                pass
     rows = [l.split()[1:] for l in text.splitlines() if l.startswith("Udp:")]
     if len(rows) < 2:
         return {}
     d = dict(zip(rows[0], (int(x) for x in rows[1])))
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) == 2 and f[0].startswith("Udp6") and f[1].isdigit():
+            d[f[0][4:]] = d.get(f[0][4:], 0) + int(f[1])
     return {k: d.get(k, 0) for k in UDP_FIELDS}
 
 
@@ -191,6 +205,54 @@ def drop_delta(a, b):
 def next_run_id():
     run_counter[0] += 1
     return run_counter[0]
+
+
+class Addresses:
+    """Who talks to whom in one mode: the sender (caller) and receiver (callee) addresses, the
+    relay address each of them sends to, the relay's configured addresses and the `families`
+    headers of the offer and the answer (bridged calls only)."""
+
+    def __init__(self, family, bridge=False):
+        if bridge:  # IPv4 caller, IPv6 callee: the relay translates between the families
+            self.snd, self.rcv = SND_IP4, RCV_IP6
+            self.relay_snd, self.relay_rcv = RELAY_IP4, RELAY_IP6
+            self.families = ("4,6", "6,4")
+        elif family == 6:
+            self.snd, self.rcv = SND_IP6, RCV_IP6
+            self.relay_snd = self.relay_rcv = RELAY_IP6
+            self.families = None
+        else:
+            self.snd, self.rcv = SND_IP4, RCV_IP4
+            self.relay_snd = self.relay_rcv = RELAY_IP4
+            self.families = None
+        # An IPv4 run keeps the relay IPv4-only, as before IPv6 existed; otherwise dual-stack
+        # ("v4, v6"), as issue 17 deploys it.
+        self.relay_ips = RELAY_IP4 if family == 4 and not bridge else f"{RELAY_IP4}, {RELAY_IP6}"
+
+
+def hostport(ip, port):
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+A = Addresses(4)  # the current mode's addresses (main() sets them per mode)
+
+
+def nft_elements():
+    """{map name: element count} of the relay's nftables table (kernel mode), for fwd_map
+    (IPv4 streams) and fwd6_map (IPv6 streams); None for a map the table does not have."""
+    out = {}
+    for m in ("fwd_map", "fwd6_map"):
+        r = subprocess.run(["nft", "-j", "list", "map", "netdev", NFT_TABLE, m],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            out[m] = None
+            continue
+        try:
+            maps = [o["map"] for o in json.loads(r.stdout)["nftables"] if "map" in o]
+            out[m] = sum(len(x.get("elem", [])) for x in maps)
+        except (ValueError, KeyError):
+            out[m] = None
+    return out
 
 
 # ------------------------------------------------------------------ control clients
@@ -229,22 +291,40 @@ class MediaproxyControl:
         return line.decode()
 
     @staticmethod
-    def update(kind, call_id, from_tag, to_tag, ip, port, sig_ip):
-        return ["update", f"type: {kind}", "dialog_id: ", f"call_id: {call_id}", "cseq: 1",
-                "from_uri: bench@caller.invalid", "to_uri: bench@callee.invalid",
-                f"from_tag: {from_tag}", f"to_tag: {to_tag}", "user_agent: mpbench",
-                f"signaling_ip: {sig_ip}", "media_relay: ",
-                f"media: audio:{ip}:{port}:sendrecv:ice=no"]
+    def update(kind, call_id, from_tag, to_tag, ip, port, sig_ip, families=None):
+        """An IPv6 media item goes in brackets (this relay's extension of the module protocol,
+        as the plugin shim sends it); `families` (this relay's extension too) asks for a relay
+        address of the other family: "4,6" = an IPv4 party's SDP for an IPv6 receiver."""
+        item_ip = f"[{ip}]" if ":" in ip else ip
+        lines = ["update", f"type: {kind}", "dialog_id: ", f"call_id: {call_id}", "cseq: 1",
+                 "from_uri: bench@caller.invalid", "to_uri: bench@callee.invalid",
+                 f"from_tag: {from_tag}", f"to_tag: {to_tag}", "user_agent: mpbench",
+                 f"signaling_ip: {sig_ip}", "media_relay: ",
+                 f"media: audio:{item_ip}:{port}:sendrecv:ice=no"]
+        if families:
+            lines.append(f"families: {families}")
+        return lines
+
+    @staticmethod
+    def offer_answer(call_id, caller_port, callee_port):
+        """The INVITE's and the 200 OK's update: (request lines, reply lines)."""
+        fam = A.families or (None, None)
+        return (MediaproxyControl.update("request", call_id, "f-" + call_id, "", A.snd,
+                                         caller_port, A.snd, fam[0]),
+                MediaproxyControl.update("reply", call_id, "f-" + call_id, "t-" + call_id,
+                                         A.rcv, callee_port, A.rcv, fam[1]))
 
     def call(self, call_id, caller_port, callee_port):
-        """INVITE then 200 OK. Returns (callee-facing relay port, caller-facing relay port)."""
-        r1 = self.request(self.update("request", call_id, "f-" + call_id, "", SND_IP,
-                                      caller_port, SND_IP))
-        r2 = self.request(self.update("reply", call_id, "f-" + call_id, "t-" + call_id, RCV_IP,
-                                      callee_port, RCV_IP))
+        """INVITE then 200 OK. Returns (callee-facing relay port, caller-facing relay port).
+        The INVITE's reply names the address the callee sends to, the 200 OK's the one the
+        caller sends to (each of its party's family when bridged)."""
+        req, rep = self.offer_answer(call_id, caller_port, callee_port)
+        r1 = self.request(req)
+        r2 = self.request(rep)
         t1, t2 = r1.split(), r2.split()
-        if len(t1) != 2 or len(t2) != 2 or t1[0] != RELAY_IP:
-            raise RuntimeError(f"unexpected replies {r1!r} / {r2!r}")
+        if len(t1) != 2 or len(t2) != 2 or t1[0] != A.relay_rcv or t2[0] != A.relay_snd:
+            raise RuntimeError(f"unexpected replies {r1!r} / {r2!r} (expected {A.relay_rcv} "
+                               f"and {A.relay_snd})")
         return int(t1[1]), int(t2[1])
 
 
@@ -257,8 +337,8 @@ class BenchNg(NgClient):
     @staticmethod
     def port_of(resp):
         ip, port = NgClient.media_of(resp)
-        if ip != RELAY_IP:
-            raise RuntimeError(f"rtpengine answered {ip}, expected {RELAY_IP}")
+        if ip != A.relay_snd:
+            raise RuntimeError(f"rtpengine answered {ip}, expected {A.relay_snd}")
         return port
 
     def call(self, call_id, caller_port, callee_port):
@@ -266,10 +346,10 @@ class BenchNg(NgClient):
         caller-facing relay port)."""
         p1 = self.port_of(self.query({"command": "offer", "call-id": call_id,
                                       "from-tag": "f-" + call_id,
-                                      "sdp": sdp_for(SND_IP, caller_port)}))
+                                      "sdp": sdp_for(A.snd, caller_port)}))
         p2 = self.port_of(self.query({"command": "answer", "call-id": call_id,
                                       "from-tag": "f-" + call_id, "to-tag": "t-" + call_id,
-                                      "sdp": sdp_for(RCV_IP, callee_port)}))
+                                      "sdp": sdp_for(A.rcv, callee_port)}))
         return p1, p2
 
 
@@ -298,7 +378,7 @@ class Mediaproxy(Relay):
         with open(self.ini, "w") as f:
             f.write("[General]\nrole = combined\n"
                     f"runtime_dir = {self.dir}\nlog_level = warning\n\n"
-                    f"[Relay]\nrelay_ip = {RELAY_IP}\nport_range = 20000:60000\n"
+                    f"[Relay]\nrelay_ip = {A.relay_ips}\nport_range = 20000:60000\n"
                     "stream_timeout = 600\n")
             if forwarding:
                 f.write(f"forwarding = {forwarding}\n")
@@ -356,7 +436,7 @@ class Rtpengine(Relay):
 
     def start(self):
         err = open(self.errlog, "w")
-        argv = [RTPENGINE, "--config-file=none", "--table=-1", f"--interface={RELAY_IP}",
+        argv = [RTPENGINE, "--config-file=none", "--table=-1", f"--interface={A.relay_snd}",
                 f"--listen-ng={NG_ADDR[0]}:{NG_ADDR[1]}", "--foreground", "--port-min=20000",
                 "--port-max=60000", "--num-threads=1", "--timeout=600", "--log-stderr",
                 "--log-level=3"]
@@ -396,7 +476,7 @@ class Bench:
     def rx_port_of(self, i):
         return RX_PORT + i if self.per_stream_rx else RX_PORT
 
-    def write_targets(self, name, ports, ip=RELAY_IP):
+    def write_targets(self, name, ports, ip):
         path = os.path.join(WORK, name)
         with open(path, "w") as f:
             for p in ports:
@@ -404,7 +484,7 @@ class Bench:
         return path
 
     def recv_argv(self, n, run_id, duration, extra=()):
-        argv = [BLAST, "recv", "--bind", f"{RCV_IP}:{RX_PORT}", "--streams", str(n),
+        argv = [BLAST, "recv", "--bind", hostport(A.rcv, RX_PORT), "--streams", str(n),
                 "--run-id", str(run_id), "--duration", str(duration), "--grace",
                 str(self.a.grace), "--wait-first", "4"]
         if self.per_stream_rx:
@@ -420,7 +500,7 @@ class Bench:
                                                   str(rounds), "--prime-pps", pps, "--prime-only"])
         run(recv_prime, check=True, stdout=subprocess.DEVNULL)
         run(wrap(NS_SND, SENDER_CPU, [
-            BLAST, "send", "--targets", caller_t, "--streams", str(n), "--bind", SND_IP,
+            BLAST, "send", "--targets", caller_t, "--streams", str(n), "--bind", A.snd,
             "--sport-base", str(SPORT_BASE), "--count", str(rounds), "--pt", "13", "--pps", pps,
             "--run-id", str(rid)]), check=True, stdout=subprocess.DEVNULL)
         run(recv_prime, check=True, stdout=subprocess.DEVNULL)
@@ -436,7 +516,7 @@ class Bench:
             time.sleep(0.01)
         pids = [p for p in [relay.pid, rx.pid] + KSOFTIRQD if p]
         d0 = drop_snapshot()
-        argv = [BLAST, "send", "--streams", str(n), "--bind", SND_IP, "--sport-base",
+        argv = [BLAST, "send", "--streams", str(n), "--bind", A.snd, "--sport-base",
                 str(SPORT_BASE), "--pps", str(int(pps)), "--duration", str(duration), "--burst",
                 str(burst or self.a.burst), "--run-id", str(rid), "--cpu-pids",
                 ",".join(str(p) for p in pids)]
@@ -563,12 +643,10 @@ class Bench:
             if due > time.time():
                 time.sleep(due - time.time())
             cid = f"ovl-{j}"
-            for kind, tag, ip, port in (("request", "", SND_IP, 50000 + j),
-                                        ("reply", "t-" + cid, RCV_IP, 52000 + j)):
+            for req in ctl.offer_answer(cid, 50000 + j, 52000 + j):
                 t = time.perf_counter()
                 try:
-                    rep = ctl.request(MediaproxyControl.update(kind, cid, "f-" + cid, tag, ip,
-                                                               port, ip))
+                    rep = ctl.request(req)
                     lat.append((time.perf_counter() - t) * 1000)
                     timeline.append([round((time.time() - t0) * 1000), round(lat[-1], 2)])
                     if rep.startswith("error") or len(rep.split()) != 2:
@@ -592,7 +670,7 @@ class Bench:
             while j < calls and t0 + j * span / calls <= now:
                 cid = f"ovl-{j}"
                 c = ng.send({"command": "offer", "call-id": cid, "from-tag": "f-" + cid,
-                             "sdp": sdp_for(SND_IP, 50000 + j)})
+                             "sdp": sdp_for(A.snd, 50000 + j)})
                 sent[c] = ("offer", cid, time.perf_counter())
                 j += 1
             try:
@@ -611,7 +689,7 @@ class Bench:
                 lat.append(ms)
                 timeline.append([round((time.time() - t0) * 1000), round(ms, 2)])
                 c2 = ng.send({"command": "answer", "call-id": cid, "from-tag": "f-" + cid,
-                              "to-tag": "t-" + cid, "sdp": sdp_for(RCV_IP, 52000 + j)})
+                              "to-tag": "t-" + cid, "sdp": sdp_for(A.rcv, 52000 + j)})
                 sent[c2] = ("answer", cid, time.perf_counter())
             else:
                 ans_lat.append(ms)
@@ -671,10 +749,10 @@ class RunCtx:
         mode, n, b, a = self.mode, self.n, self.b, self.b.a
         if mode == "baseline":
             self.relay = Relay()
-            self.target = f"{RCV_IP}:{RX_PORT}"
+            self.target = hostport(A.rcv, RX_PORT)
             if a.per_stream_rx:  # one destination port per stream
                 self.target = b.write_targets(f"direct-{n}", [RX_PORT + i for i in range(n)],
-                                              RCV_IP)
+                                              A.rcv)
             return None
         if mode == "rtpengine":
             self.relay = Rtpengine()
@@ -689,13 +767,22 @@ class RunCtx:
         caller, callee = self.relay.setup(n, b.rx_port_of)
         self.entry.setdefault("setup_s", round(time.time() - t, 3))
         self.entry.setdefault("relay_fds", len(os.listdir(f"/proc/{self.relay.pid}/fd")))
-        self.target = b.write_targets(f"caller-{mode}-{n}", caller)
-        callee_t = b.write_targets(f"callee-{mode}-{n}", callee)
+        self.target = b.write_targets(f"caller-{mode}-{n}", caller, A.relay_snd)
+        callee_t = b.write_targets(f"callee-{mode}-{n}", callee, A.relay_rcv)
         b.prime(n, self.target, callee_t, a.prime)
         if mode == "kernel":
             nft = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
             self.entry["nft_tables"] = [l for l in nft.stdout.splitlines() if l][:5]
+            # Did every stream reach the kernel? One element per latched direction that
+            # forwards (caller->callee and callee->caller: 2 per stream) in the family's map.
+            self.entry.setdefault("nft_elements_after_priming", []).append(nft_elements())
+            log(f"   nft elements after priming: {self.entry['nft_elements_after_priming'][-1]}")
         return None
+
+    def check_kernel_end(self):
+        if self.mode == "kernel" and self.relay.proc and self.relay.proc.poll() is None:
+            self.entry["nft_elements_at_end"] = nft_elements()
+            log(f"   nft elements at the end: {self.entry['nft_elements_at_end']}")
 
     def restart(self):
         self.close()
@@ -746,7 +833,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="")
-    ap.add_argument("--modes", default="baseline,kernel,userspace,rtpengine")
+    ap.add_argument("--modes", default="",
+                    help="baseline,kernel,userspace,rtpengine (the default), and bridge (IPv4 "
+                         "caller, IPv6 callee through mediaproxy's userspace path; in the "
+                         "default with --family 6)")
+    ap.add_argument("--family", type=int, choices=(4, 6), default=4,
+                    help="IP version of sender, relay and receiver (bridge: always 4 -> 6)")
     ap.add_argument("--streams", default="")
     ap.add_argument("--duration", type=float, default=0)
     ap.add_argument("--steps", type=int, default=0)
@@ -774,7 +866,16 @@ def main():
     a.overload_duration = a.overload_duration or (3.0 if q else 5.0)
     a.overload_calls = a.overload_calls or (100 if q else 200)
     ns_list = [int(x) for x in (a.streams or ("1,1000" if q else "1,1000,10000")).split(",")]
+    a.modes = a.modes or ("baseline,kernel,userspace,rtpengine" +
+                          (",bridge" if a.family == 6 else ""))
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    unknown = set(modes) - {"baseline", "kernel", "userspace", "rtpengine", "bridge"}
+    if unknown:
+        ap.error(f"unknown modes {sorted(unknown)}")
+    if (a.family == 6 or "bridge" in modes) and not (SND_IP6 and RCV_IP6 and RELAY_IP6):
+        ap.error("IPv6 needs the MPB_*_IP6 addresses that bench/run.sh sets up")
+    global A
+    A = Addresses(a.family)
     t_begin = time.time()
 
     # With autogroup scheduling (sched_autogroup_enabled=1) niceness only orders tasks within a
@@ -803,9 +904,19 @@ def main():
             "receiver_cpu": RECEIVER_CPU, "nice": NICE, "control_nice": CTL_NICE,
             "priority": meta_prio, "duration_s": a.duration,
             "burst": a.burst, "relay_cpu_quota_pct": a.relay_cpu_quota, "prime_rounds": a.prime, "loss_limit_pct": 100 * LOSS_LIMIT,
-            "payload_bytes": 172, "fd_cap": fd_cap(), "quick": q,
+            "payload_bytes": 172, "fd_cap": fd_cap(), "quick": q, "family": a.family,
+            "relay_ip": A.relay_ips,
             "receiver": "one socket per stream" if a.per_stream_rx else "one shared socket",
             "mediaproxy": MEDIAPROXY, "rtpengine": RTPENGINE}
+    # The relay side's veths must not segment UDP (run.sh turns it off; one feature for UDP
+    # over IPv4 and IPv6): a relay's GSO send then reaches the receiver as datagrams.
+    for dev in ("v-s", "v-r"):
+        r = subprocess.run(["ethtool", "-k", dev], capture_output=True, text=True)
+        st = re.search(r"^tx-udp-segmentation: (.*)$", r.stdout, re.M)
+        meta[f"{dev}_tx_udp_segmentation"] = st.group(1) if st else None
+        if st and not st.group(1).startswith("off"):
+            log(f"warning: tx-udp-segmentation is {st.group(1)} on {dev}: the receiver may count "
+                f"GSO super-packets, not datagrams")
     try:
         meta["mediaproxy_mtime"] = time.strftime("%Y-%m-%d %H:%M:%S",
                                                  time.localtime(os.path.getmtime(MEDIAPROXY)))
@@ -836,6 +947,11 @@ def main():
                     skipped["userspace"] = "not available: " + fw["userspace"]
             if fw["kernel"] is not None:
                 skipped["kernel"] = "not available: " + fw["kernel"]
+    if "bridge" in modes:
+        if "userspace" in skipped:
+            skipped["bridge"] = skipped["userspace"]
+        elif not MEDIAPROXY or not os.access(MEDIAPROXY, os.X_OK):
+            skipped["bridge"] = f"not available: no mediaproxy binary at {MEDIAPROXY!r}"
     if "rtpengine" in modes and (not RTPENGINE or not os.access(RTPENGINE, os.X_OK)):
         skipped["rtpengine"] = "not available: rtpengine not installed"
     for m, why in skipped.items():
@@ -854,7 +970,8 @@ def main():
             if mode in skipped:
                 entry["status"] = skipped[mode]
                 continue
-            log(f"== {mode}, {n} streams")
+            A = Addresses(a.family, bridge=(mode == "bridge"))
+            log(f"== {mode}, {n} streams ({A.snd} -> {A.rcv})")
             b = Bench(a)
             ctx = RunCtx(mode, n, b, userspace_option, entry)
             try:
@@ -883,6 +1000,14 @@ def main():
                         f"{c['p99_ms']} ms max {c['max_ms']} ms, answered "
                         f"{c['answered']}/{c['requests']}, timeouts {c['timeouts']}")
                     overloads.append(ov)
+                ctx.check_kernel_end()
+                if mode == "kernel":
+                    fam_map = "fwd6_map" if a.family == 6 else "fwd_map"
+                    got = [e.get(fam_map) for e in entry.get("nft_elements_after_priming", [])]
+                    if any(g is None or g < 2 * n for g in got):
+                        entry["note"] = ((entry["note"] + "; ") if entry["note"] else "") + (
+                            f"WARNING: {fam_map} had {got} elements after priming, not 2 per "
+                            f"stream ({2 * n}): streams did not reach the kernel")
                 if mode == "kernel" and best and best.get("relay_proc_us_per_pkt", 0) and \
                         best["relay_proc_us_per_pkt"] > 0.5:
                     entry["note"] += (" WARNING: relay process busy during the blast: packets "
@@ -967,7 +1092,8 @@ def fmt(v, nd=0):
 def print_table(s):
     m = s["meta"]
     print()
-    print(f"Forwarding benchmark {m['date']}  kernel {m['kernel']}  {m['ncpu']} CPUs  "
+    print(f"Forwarding benchmark {m['date']}  IPv{m.get('family', 4)} (relay_ip = "
+          f"{m.get('relay_ip')})  kernel {m['kernel']}  {m['ncpu']} CPUs  "
           f"sender on CPU {m['sender_cpu']}, relay on CPU {m['relay_cpu']}, receiver on CPU "
           f"{m['receiver_cpu']}; {m['payload_bytes']}-byte payloads, per-socket bursts of "
           f"{m['burst']}, trials of {m['duration_s']} s, zero loss = <= {m['loss_limit_pct']}%"
@@ -1025,6 +1151,10 @@ def print_table(s):
           "process it interrupts: with veth that is the sender for kernel paths). relay us: the "
           "relay process alone. bg CPU%: other load on the machine during the trial "
           "(/proc/stat busy minus ours), a noise indicator.")
+    if any(r["mode"] == "bridge" for r in s["results"]):
+        print("bridge: an IPv4 caller (sender) and an IPv6 callee (receiver) through mediaproxy "
+              "(forwarding = userspace; a bridged stream never enters the kernel), x base "
+              "against this run's baseline.")
     print(f"Elapsed {s['elapsed_s']} s.")
 
 

@@ -2,7 +2,7 @@
 //
 // A benchmark tool, not part of the product. Build: cc -O2 -Wall -o blast blast.c
 //
-//   blast send  --targets FILE | --dst IP:PORT   --streams N  --bind IP [--sport-base P]
+//   blast send  --targets FILE | --dst ADDR:PORT   --streams N  --bind ADDR [--sport-base P]
 //               [--pps R] [--duration S] [--burst B] [--count K] [--pt PT] [--run-id X]
 //               [--cpu-pids PID,PID,...]
 //       One UDP socket per stream (bound to IP:P+i, connected to the stream's target), packets
@@ -13,7 +13,7 @@
 //       rate and, with --cpu-pids, CPU deltas over the sending window: whole machine from
 //       /proc/stat and per process from /proc/PID/task/*/schedstat (exact run time, in seconds).
 //
-//   blast recv  --bind IP:PORT --streams N [--per-stream]  [--duration S] [--grace G]
+//   blast recv  --bind ADDR:PORT --streams N [--per-stream]  [--duration S] [--grace G]
 //               [--wait-first W] [--late L] [--run-id X]
 //               [--prime-targets FILE --prime K [--prime-pps R]]
 //               [--prime-only] [--ready-file F]
@@ -27,7 +27,9 @@
 //       how the callee side gets latched). Reports socket-queue drops (SO_RXQ_OVFL) so loss caused
 //       by the sink itself is visible. Prints one JSON object.
 //
-// Target files: one "IP PORT" per line, line i is stream i.
+// Addresses are IPv4 or IPv6 literals; the sockets' family follows --bind, and every target
+// must be of that family. ADDR:PORT is "10.0.0.1:9000" or "[fd00::1]:9000".
+// Target files: one "ADDR PORT" per line (an IPv6 address without brackets), line i is stream i.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -82,42 +84,73 @@ static void die(const char* what) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: blast send --targets FILE|--dst IP:PORT --streams N --bind IP [--sport-base P]\n"
+          "usage: blast send --targets FILE|--dst ADDR:PORT --streams N --bind ADDR [--sport-base P]\n"
           "                  [--pps R] [--duration S] [--burst B] [--count K] [--pt PT]\n"
           "                  [--run-id X] [--cpu-pids P,P,...]\n"
-          "       blast recv --bind IP:PORT --streams N [--per-stream] [--duration S] [--grace G]\n"
+          "       blast recv --bind ADDR:PORT --streams N [--per-stream] [--duration S] [--grace G]\n"
           "                  [--wait-first W] [--late L] [--run-id X] [--prime-targets FILE --prime K]\n"
           "                  [--prime-pps R] [--prime-only] [--ready-file F]\n");
   exit(2);
 }
 
-static int parse_ipport(const char* s, struct sockaddr_in* sa) {
-  char buf[64];
+// An IPv4 or IPv6 socket address (the family follows the address).
+typedef union {
+  struct sockaddr sa;
+  struct sockaddr_in v4;
+  struct sockaddr_in6 v6;
+} addr_t;
+
+static socklen_t addr_len(const addr_t* a) {
+  return a->sa.sa_family == AF_INET6 ? sizeof a->v6 : sizeof a->v4;
+}
+
+// A literal address of either family ("10.0.0.1", "fd00::1"; no brackets) and a port.
+static int parse_ip(const char* ip, int port, addr_t* a) {
+  memset(a, 0, sizeof *a);
+  if (inet_pton(AF_INET, ip, &a->v4.sin_addr) == 1) {
+    a->v4.sin_family = AF_INET;
+    a->v4.sin_port = htons((uint16_t)port);
+    return 0;
+  }
+  if (inet_pton(AF_INET6, ip, &a->v6.sin6_addr) == 1) {
+    a->v6.sin6_family = AF_INET6;
+    a->v6.sin6_port = htons((uint16_t)port);
+    return 0;
+  }
+  return -1;
+}
+
+// "IPv4:PORT" or "[IPv6]:PORT".
+static int parse_ipport(const char* s, addr_t* a) {
+  char buf[80];
   snprintf(buf, sizeof buf, "%s", s);
   char* colon = strrchr(buf, ':');
   if (!colon) return -1;
   *colon = 0;
-  memset(sa, 0, sizeof *sa);
-  sa->sin_family = AF_INET;
-  if (inet_pton(AF_INET, buf, &sa->sin_addr) != 1) return -1;
-  sa->sin_port = htons((uint16_t)atoi(colon + 1));
-  return 0;
+  char* ip = buf;
+  if (ip[0] == '[') {
+    size_t n = strlen(ip);
+    if (n < 2 || ip[n - 1] != ']') return -1;
+    ip[n - 1] = 0;
+    ip++;
+  } else if (strchr(ip, ':')) {
+    return -1;  // an IPv6 address needs its brackets here
+  }
+  return parse_ip(ip, atoi(colon + 1), a);
 }
 
-// Reads "IP PORT" lines; returns the number read (at most max).
-static int read_targets(const char* path, struct sockaddr_in* out, int max) {
+// Reads "IP PORT" lines (IPv4 or IPv6 address, no brackets); returns the number read (at most
+// max).
+static int read_targets(const char* path, addr_t* out, int max) {
   FILE* f = fopen(path, "r");
   if (!f) die(path);
   char ip[64];
   int port, n = 0;
   while (n < max && fscanf(f, "%63s %d", ip, &port) == 2) {
-    memset(&out[n], 0, sizeof out[n]);
-    out[n].sin_family = AF_INET;
-    if (inet_pton(AF_INET, ip, &out[n].sin_addr) != 1) {
+    if (parse_ip(ip, port, &out[n])) {
       fprintf(stderr, "blast: bad address %s in %s\n", ip, path);
       exit(2);
     }
-    out[n].sin_port = htons((uint16_t)port);
     n++;
   }
   fclose(f);
@@ -259,7 +292,7 @@ static int cmd_send(int argc, char** argv) {
   if (burst > MAX_BURST) burst = MAX_BURST;
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 
-  struct sockaddr_in* tgt = calloc((size_t)streams, sizeof *tgt);
+  addr_t* tgt = calloc((size_t)streams, sizeof *tgt);
   if (targets) {
     int n = read_targets(targets, tgt, streams);
     if (n < streams) {
@@ -267,7 +300,7 @@ static int cmd_send(int argc, char** argv) {
       return 2;
     }
   } else {
-    struct sockaddr_in sa;
+    addr_t sa;
     if (parse_ipport(dst, &sa)) usage();
     for (int i = 0; i < streams; i++) tgt[i] = sa;
   }
@@ -280,18 +313,24 @@ static int cmd_send(int argc, char** argv) {
   if (g_npids < MAX_PIDS) g_pids[g_npids++] = getpid();
 
   int* fds = malloc(sizeof(int) * (size_t)streams);
-  struct in_addr bind_addr;
-  if (inet_pton(AF_INET, bind_ip, &bind_addr) != 1) usage();
+  addr_t bind_addr;
+  if (parse_ip(bind_ip, 0, &bind_addr)) usage();
   for (int i = 0; i < streams; i++) {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    if (tgt[i].sa.sa_family != bind_addr.sa.sa_family) {
+      fprintf(stderr, "blast: target %d is not of the family of --bind %s\n", i, bind_ip);
+      return 2;
+    }
+    int fd = socket(bind_addr.sa.sa_family, SOCK_DGRAM | SOCK_NONBLOCK, 0);
     if (fd < 0) die("socket");
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     set_bufsize(fd, SO_SNDBUFFORCE, SO_SNDBUF, 1 << 20);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr = bind_addr};
-    sa.sin_port = htons((uint16_t)(sport_base ? sport_base + i : 0));
-    if (bind(fd, (struct sockaddr*)&sa, sizeof sa)) die("bind");
-    if (connect(fd, (struct sockaddr*)&tgt[i], sizeof tgt[i])) die("connect");
+    addr_t sa = bind_addr;
+    uint16_t port = htons((uint16_t)(sport_base ? sport_base + i : 0));
+    if (sa.sa.sa_family == AF_INET6) sa.v6.sin6_port = port;
+    else sa.v4.sin_port = port;
+    if (bind(fd, &sa.sa, addr_len(&sa))) die("bind");
+    if (connect(fd, &tgt[i].sa, addr_len(&tgt[i]))) die("connect");
     fds[i] = fd;
   }
 
@@ -449,7 +488,7 @@ static int cmd_recv(int argc, char** argv) {
     i++;
   }
   if (!bind_s || streams <= 0) usage();
-  struct sockaddr_in base;
+  addr_t base;
   if (parse_ipport(bind_s, &base)) usage();
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 
@@ -462,15 +501,16 @@ static int cmd_recv(int argc, char** argv) {
     if (ep < 0) die("epoll_create1");
   }
   for (int i = 0; i < nfd; i++) {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    int fd = socket(base.sa.sa_family, SOCK_DGRAM | SOCK_NONBLOCK, 0);
     if (fd < 0) die("socket");
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
     set_bufsize(fd, SO_RCVBUFFORCE, SO_RCVBUF, per_stream ? (1 << 20) : (32 << 20));
-    struct sockaddr_in sa = base;
-    sa.sin_port = htons((uint16_t)(ntohs(base.sin_port) + (per_stream ? i : 0)));
-    if (bind(fd, (struct sockaddr*)&sa, sizeof sa)) die("bind");
+    addr_t sa = base;
+    uint16_t* port = sa.sa.sa_family == AF_INET6 ? &sa.v6.sin6_port : &sa.v4.sin_port;
+    *port = htons((uint16_t)(ntohs(*port) + (per_stream ? i : 0)));
+    if (bind(fd, &sa.sa, addr_len(&sa))) die("bind");
     if (per_stream) {
       struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
       if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev)) die("epoll_ctl");
@@ -481,19 +521,24 @@ static int cmd_recv(int argc, char** argv) {
   // Priming: K rounds of one packet per stream, sent from the stream's socket to its target.
   long long prime_sent = 0;
   if (prime_targets && prime > 0) {
-    struct sockaddr_in* tgt = calloc((size_t)streams, sizeof *tgt);
+    addr_t* tgt = calloc((size_t)streams, sizeof *tgt);
     int n = read_targets(prime_targets, tgt, streams);
     if (n < streams) {
       fprintf(stderr, "blast: %s has %d targets, %d streams\n", prime_targets, n, streams);
       return 2;
     }
+    for (int i = 0; i < streams; i++)
+      if (tgt[i].sa.sa_family != base.sa.sa_family) {
+        fprintf(stderr, "blast: prime target %d is not of the family of --bind %s\n", i, bind_s);
+        return 2;
+      }
     uint8_t pkt[PKT_LEN];
     double t0 = now_mono();
     for (int r = 0; r < prime; r++) {
       for (int i = 0; i < streams; i++) {
         fill_packet(pkt, 13, (uint16_t)r, (uint32_t)r * 160u, (uint32_t)i, run_id);
         int fd = fds[per_stream ? i : 0];
-        if (sendto(fd, pkt, PKT_LEN, 0, (struct sockaddr*)&tgt[i], sizeof tgt[i]) == PKT_LEN)
+        if (sendto(fd, pkt, PKT_LEN, 0, &tgt[i].sa, addr_len(&tgt[i])) == PKT_LEN)
           prime_sent++;
         double due = t0 + (double)(prime_sent + 1) / prime_pps;
         if (due > now_mono() + 0.0005) sleep_until(due);

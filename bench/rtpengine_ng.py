@@ -60,8 +60,9 @@ def bdecode(b, i=0):
 
 
 def sdp_for(ip, port):
-    """A one-stream PCMU offer/answer for ip:port."""
-    return (f"v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
+    """A one-stream PCMU offer/answer for ip:port (IPv4 or IPv6)."""
+    fam = "IP6" if ":" in ip else "IP4"
+    return (f"v=0\r\no=- 1 1 IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\n"
             f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n")
 
 
@@ -100,7 +101,7 @@ class NgClient:
             raise RuntimeError(f"ng error: {resp}")
         sdp = resp["sdp"].decode()
         m = re.search(r"^m=audio (\d+) ", sdp, re.M)
-        c = re.search(r"^c=IN IP4 (\S+)", sdp, re.M)
+        c = re.search(r"^c=IN IP[46] (\S+)", sdp, re.M)
         if not m or not c:
             raise RuntimeError(f"unexpected SDP from rtpengine: {sdp!r}")
         return c.group(1), int(m.group(1))

@@ -1,5 +1,6 @@
 #!/bin/bash
-# Forwarding benchmark: plain IP routing vs mediaproxy (kernel, userspace) vs rtpengine 10.5.
+# Forwarding benchmark: plain IP routing vs mediaproxy (kernel, userspace) vs rtpengine 10.5,
+# over IPv4 or (--family 6) IPv6.
 # See bench/README.md.
 #
 #   bench/run.sh [--quick] [--out FILE.json] [--build] [other options of bench/bench.py]
@@ -21,7 +22,8 @@ for a in "$@"; do
     --build) BUILD=1 ;;
     -h|--help)
       sed -n '2,10p' "$0"; echo
-      echo "bench.py options: --quick --out FILE --modes baseline,kernel,userspace,rtpengine"
+      echo "bench.py options: --quick --out FILE --family 4|6"
+      echo "  --modes baseline,kernel,userspace,rtpengine[,bridge]"
       echo "  --streams 1,1000,10000 --duration S --steps K --burst B --prime K"
       echo "  --overload-streams N --overload-duration S --overload-calls K --no-overload"
       echo "  --per-stream-rx"
@@ -102,11 +104,19 @@ trap 'exit 143' TERM
 cc -O2 -Wall -o "$WORK/blast" "$HERE/blast.c"
 
 # sender 10.201.1.2 --- 10.201.1.1 [relay, 10.201.0.1 on lo] 10.201.2.1 --- 10.201.2.2 receiver
+# and the same in IPv6 (fd00:201:1::2 --- fd00:201:1::1 [fd00:201::1 on lo] fd00:201:2::1 ---
+# fd00:201:2::2), used by --family 6 and the bridge mode; an IPv4 run leaves it idle.
 SND_IP=10.201.1.2
 RCV_IP=10.201.2.2
 RELAY_IP=10.201.0.1
+SND_IP6=fd00:201:1::2
+RCV_IP6=fd00:201:2::2
+RELAY_IP6=fd00:201::1
 for ns in "$NS_SND" "$NS_RLY" "$NS_RCV"; do
   ip netns add "$ns"
+  # No duplicate-address detection on the interfaces made below (link-local addresses too):
+  # IPv6 addresses are usable at once instead of "tentative" for a second or two.
+  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
   ip -n "$ns" link set lo up
 done
 ip link add name v-snd netns "$NS_SND" type veth peer name v-s netns "$NS_RLY"
@@ -116,23 +126,43 @@ ip -n "$NS_RLY" addr add 10.201.1.1/24 dev v-s
 ip -n "$NS_RLY" addr add 10.201.2.1/24 dev v-r
 ip -n "$NS_RLY" addr add $RELAY_IP/32 dev lo
 ip -n "$NS_RCV" addr add $RCV_IP/24 dev v-rcv
+ip -n "$NS_SND" addr add $SND_IP6/64 dev v-snd nodad
+ip -n "$NS_RLY" addr add fd00:201:1::1/64 dev v-s nodad
+ip -n "$NS_RLY" addr add fd00:201:2::1/64 dev v-r nodad
+ip -n "$NS_RLY" addr add $RELAY_IP6/128 dev lo nodad
+ip -n "$NS_RCV" addr add $RCV_IP6/64 dev v-rcv nodad
 for l in "$NS_SND v-snd" "$NS_RLY v-s" "$NS_RLY v-r" "$NS_RCV v-rcv"; do
   set -- $l; ip -n "$1" link set "$2" up
   # No UDP segmentation offload: a relay's GSO send is cut into datagrams in
   # software on its own CPU, as on a NIC without USO (issue 14), and the
-  # receiver counts datagrams, not super-packets.
+  # receiver counts datagrams, not super-packets. (One feature for UDP over
+  # IPv4 and IPv6 alike: NETIF_F_GSO_UDP_L4.)
   ip netns exec "$1" ethtool -K "$2" tx-udp-segmentation off 2>/dev/null ||
     echo "warning: cannot turn off tx-udp-segmentation on $2 (ethtool missing?)" >&2
 done
 ip -n "$NS_SND" route add default via 10.201.1.1
 ip -n "$NS_RCV" route add default via 10.201.2.1
-ip netns exec "$NS_RLY" sysctl -qw net.ipv4.ip_forward=1
+ip -n "$NS_SND" -6 route add default via fd00:201:1::1
+ip -n "$NS_RCV" -6 route add default via fd00:201:2::1
+ip netns exec "$NS_RLY" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
 for ns in "$NS_SND" "$NS_RLY" "$NS_RCV"; do
   ip netns exec "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
 done
+# Wait (bounded: 50 x 0.1 s) until no IPv6 address is tentative in any namespace, instead of
+# sleeping a guessed time: a tentative address cannot be bound or used as a source.
+for i in $(seq 50); do
+  tentative=""
+  for ns in "$NS_SND" "$NS_RLY" "$NS_RCV"; do
+    tentative+=$(ip -n "$ns" -6 addr show tentative)
+  done
+  [ -z "$tentative" ] && break
+  [ "$i" = 50 ] && { echo "run.sh: IPv6 addresses still tentative after 5 s: $tentative" >&2; exit 1; }
+  sleep 0.1
+done
 
 export MPB_NS_SND=$NS_SND MPB_NS_RCV=$NS_RCV MPB_SND_IP=$SND_IP MPB_RCV_IP=$RCV_IP \
-  MPB_RELAY_IP=$RELAY_IP MPB_BLAST=$WORK/blast MPB_MEDIAPROXY=$MEDIAPROXY \
+  MPB_RELAY_IP=$RELAY_IP MPB_SND_IP6=$SND_IP6 MPB_RCV_IP6=$RCV_IP6 MPB_RELAY_IP6=$RELAY_IP6 \
+  MPB_BLAST=$WORK/blast MPB_MEDIAPROXY=$MEDIAPROXY \
   MPB_RTPENGINE=$RTPENGINE MPB_WORK=$WORK
 # In the background + wait, so that INT/TERM run the trap at once instead of after the benchmark.
 ip netns exec "$NS_RLY" python3 "$HERE/bench.py" "${ARGS[@]}" &
