@@ -40,8 +40,9 @@ TEST_CASE("fwd_map keys and values have the IPv4 register layout", "[nft]") {
   REQUIRE(v.len == kFwdValueLen);
   std::vector<uint8_t> want{10, 200, 0, 1, 10, 200, 2, 2, 0x9c, 0x42, 0x13, 0x88, 10, 200, 2, 9};
   uint32_t ifindex = 0x01020304;  // host order, as fwd reads it
-  const auto* p = reinterpret_cast<const uint8_t*>(&ifindex);
-  want.insert(want.end(), p, p + 4);
+  uint8_t host_order[4];
+  std::memcpy(host_order, &ifindex, sizeof host_order);
+  for (uint8_t byte : host_order) want.push_back(byte);
   CHECK(bytes(v.bytes, v.len) == want);
   const auto back = parse_fwd_value(v.bytes, v.len);
   REQUIRE(back);
