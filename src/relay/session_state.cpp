@@ -25,6 +25,9 @@ constexpr size_t kMaxOffers = 2;    // current and previous
 // refused at restart.)
 constexpr size_t kMaxStringBytes = 65536;
 constexpr double kMaxMillis = 9007199254740992.0;  // 2^53: exact in a double
+// Times are Unix seconds (or monotonic ones converted to them): up to 2096,
+// where microseconds still fit a double's 53 bits.
+constexpr double kMaxTimeSeconds = 4e9;
 
 void put_endpoint(JsonWriter& w, std::string_view key, const IpEndpoint& e) {
   w.field(key, format_ip_endpoint(e));
@@ -206,7 +209,13 @@ struct Reader {
     }
     if (!v->IsNumber() || !std::isfinite(v->GetDouble()))
       return fail(std::string("'") + key + "' is not a number");
-    out = v->GetDouble();
+    // Every number here is a time in seconds: bounded, and kept to the
+    // microsecond, so that a record re-encodes to itself (a 16-digit
+    // decimal parses back exactly; rapidjson's exact parser is not UB-free).
+    const double d = v->GetDouble();
+    if (d < -kMaxTimeSeconds || d > kMaxTimeSeconds)
+      return fail(std::string("'") + key + "' is not a time");
+    out = std::round(d * 1e6) / 1e6;
     return true;
   }
   bool opt_num(const Value& o, const char* key, std::optional<double>& out) {
@@ -408,8 +417,7 @@ bool session_state_from_json(std::string_view json, SessionState& out, std::stri
   error.clear();
   out = SessionState{};
   rapidjson::Document d;
-  d.Parse<rapidjson::kParseFullPrecisionFlag>(json.data(),
-                                              json.size());  // times round-trip exactly
+  d.Parse(json.data(), json.size());
   if (d.HasParseError() || !d.IsObject()) {
     error = "not a JSON object";
     return false;
