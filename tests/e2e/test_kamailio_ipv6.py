@@ -140,6 +140,30 @@ def udp_packets(pcap):
             for m in map(LINE.search, out.splitlines()) if m]
 
 
+def check_relayed(caller_pcap, callee_pcap, caller, callee, relay_for_caller, p_caller,
+                  relay_for_callee, p_callee, diag):
+    """What tcpdump saw on the relay's two veths: every RTP packet of each
+    phone (media port 6000; SIP excluded) went to the relay port it was
+    given, at least MIN_FORWARDED reached the other phone from its relay
+    port, and nothing went phone to phone. `caller`/`callee` are (address,
+    port 6000) owners' addresses. Returns the counts as text for logs."""
+    pc, pe = udp_packets(caller_pcap), udp_packets(callee_pcap)
+    c2r = [p for p in pc if p[:2] == (caller, 6000) and p[3] != 5060]
+    r2c = [p for p in pc if p[2:] == (caller, 6000)]
+    e2r = [p for p in pe if p[:2] == (callee, 6000) and p[3] != 5060]
+    r2e = [p for p in pe if p[2:] == (callee, 6000)]
+    figures = (f"caller->relay {len(c2r)}, relay->callee {len(r2e)}, "
+               f"callee->relay {len(e2r)}, relay->caller {len(r2c)}")
+    assert set(c2r) == {(caller, 6000, relay_for_caller, p_caller)}, f"{figures}{diag()}"
+    assert set(e2r) == {(callee, 6000, relay_for_callee, p_callee)}, f"{figures}{diag()}"
+    assert len(c2r) == PACKETS and len(e2r) == PACKETS, f"{figures}{diag()}"
+    assert set(r2e) == {(relay_for_callee, p_callee, callee, 6000)}, f"{figures}{diag()}"
+    assert set(r2c) == {(relay_for_caller, p_caller, caller, 6000)}, f"{figures}{diag()}"
+    assert MIN_FORWARDED <= len(r2e) <= PACKETS, f"caller->callee: {figures}{diag()}"
+    assert MIN_FORWARDED <= len(r2c) <= PACKETS, f"callee->caller: {figures}{diag()}"
+    return figures
+
+
 def session_record(log, call_id):
     for line in reversed(Path(log).read_text(errors="replace").splitlines()):
         m = re.search(r"session ended: (\{.*\})$", line)
@@ -263,22 +287,10 @@ def test_kamailio_call_over_ipv6(call, forwarding, tmp_path):
         for p in (p_callee, p_caller):
             assert p is not None and PORT_LO <= p < PORT_HI, (at_callee, at_caller)
 
-        pc, pe = udp_packets(d / "caller.pcap"), udp_packets(d / "callee.pcap")
-        c2r = [p for p in pc if p[:2] == (caller.ip, 6000) and p[3] != 5060]
-        r2c = [p for p in pc if p[2:] == (caller.ip, 6000)]
-        e2r = [p for p in pe if p[:2] == (callee.ip6, 6000) and p[3] != 5060]
-        r2e = [p for p in pe if p[2:] == (callee.ip6, 6000)]
-        figures = (f"caller->relay {len(c2r)}, relay->callee {len(r2e)}, "
-                   f"callee->relay {len(e2r)}, relay->caller {len(r2c)}")
+        figures = check_relayed(d / "caller.pcap", d / "callee.pcap", caller.ip, callee.ip6,
+                                caller_relay, p_caller, RELAY_IP6, p_callee, diag)
         print(f"{call}/{forwarding}: SDP at callee {at_callee}, at caller {at_caller}; "
               f"{figures}")
-        assert set(c2r) == {(caller.ip, 6000, caller_relay, p_caller)}, f"{figures}{diag()}"
-        assert set(e2r) == {(callee.ip6, 6000, RELAY_IP6, p_callee)}, f"{figures}{diag()}"
-        assert len(c2r) == PACKETS and len(e2r) == PACKETS, f"{figures}{diag()}"
-        assert set(r2e) == {(RELAY_IP6, p_callee, callee.ip6, 6000)}, f"{figures}{diag()}"
-        assert set(r2c) == {(caller_relay, p_caller, caller.ip, 6000)}, f"{figures}{diag()}"
-        assert MIN_FORWARDED <= len(r2e) <= PACKETS, f"caller->callee: {figures}{diag()}"
-        assert MIN_FORWARDED <= len(r2c) <= PACKETS, f"callee->caller: {figures}{diag()}"
 
         rec = session_record(mp_log, call_id)
         st = rec["streams"][0]
