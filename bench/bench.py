@@ -371,7 +371,7 @@ class Relay:
 class Mediaproxy(Relay):
     kind = "mediaproxy"
 
-    def __init__(self, forwarding):
+    def __init__(self, forwarding, media_io=None):
         self.forwarding = forwarding
         self.dir = tempfile.mkdtemp(prefix="mp-", dir=WORK)
         self.ini = os.path.join(self.dir, "mediaproxy.ini")
@@ -382,6 +382,8 @@ class Mediaproxy(Relay):
                     "stream_timeout = 600\n")
             if forwarding:
                 f.write(f"forwarding = {forwarding}\n")
+            if media_io:
+                f.write(f"media_io = {media_io}\n")
         self.sock_path = os.path.join(self.dir, "dispatcher.sock")
         self.errlog = os.path.join(self.dir, "stderr.log")
 
@@ -757,7 +759,10 @@ class RunCtx:
         if mode == "rtpengine":
             self.relay = Rtpengine()
         else:
-            self.relay = Mediaproxy("kernel" if mode == "kernel" else self.userspace_option)
+            # "syscalls": the userspace path without io_uring (media_io = syscalls), the
+            # baseline of the batched I/O in the same run.
+            self.relay = Mediaproxy("kernel" if mode == "kernel" else self.userspace_option,
+                                    "syscalls" if mode == "syscalls" else None)
         why = self.relay.start()
         if why:
             return why
@@ -834,7 +839,8 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="")
     ap.add_argument("--modes", default="",
-                    help="baseline,kernel,userspace,rtpengine (the default), and bridge (IPv4 "
+                    help="baseline,kernel,userspace,rtpengine (the default), syscalls (userspace "
+                         "without io_uring: media_io = syscalls) and bridge (IPv4 "
                          "caller, IPv6 callee through mediaproxy's userspace path; in the "
                          "default with --family 6)")
     ap.add_argument("--family", type=int, choices=(4, 6), default=4,
@@ -869,7 +875,7 @@ def main():
     a.modes = a.modes or ("baseline,kernel,userspace,rtpengine" +
                           (",bridge" if a.family == 6 else ""))
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
-    unknown = set(modes) - {"baseline", "kernel", "userspace", "rtpengine", "bridge"}
+    unknown = set(modes) - {"baseline", "kernel", "userspace", "syscalls", "rtpengine", "bridge"}
     if unknown:
         ap.error(f"unknown modes {sorted(unknown)}")
     if (a.family == 6 or "bridge" in modes) and not (SND_IP6 and RCV_IP6 and RELAY_IP6):

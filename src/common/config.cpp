@@ -272,6 +272,18 @@ std::vector<std::pair<std::string, Section>> option_table() {
                             "expected auto, kernel or userspace, got '" + std::string(v) + "'");
               return true;
             }}},
+           {"media_io", {[](std::string_view v, Config& c, std::string& error) {
+              if (v == "auto")
+                c.relay.media_io = MediaIo::Auto;
+              else if (v == "io_uring")
+                c.relay.media_io = MediaIo::IoUring;
+              else if (v == "syscalls")
+                c.relay.media_io = MediaIo::Syscalls;
+              else
+                return fail(error,
+                            "expected auto, io_uring or syscalls, got '" + std::string(v) + "'");
+              return true;
+            }}},
            {"nft_table", {[](std::string_view v, Config& c, std::string& error) {
               if (!check_nft_table_name(v, error)) return false;
               c.relay.nft_table = std::string(v);

@@ -57,6 +57,11 @@ struct DispatcherConfig {
 enum class Forwarding { Auto, Kernel, Userspace };
 std::string_view forwarding_name(Forwarding f);
 
+// How the userspace media path reads and writes its sockets
+// (relay/media_pump.h): io_uring where it can (auto), io_uring or refuse to
+// start, or one recvmmsg/sendmmsg per socket.
+enum class MediaIo { Auto, IoUring, Syscalls };
+
 struct RelayConfig {
   std::optional<Ipv4> relay_ip;             // IPv4 media address; nullopt: detected
   std::optional<IpAddress> relay_ip6;       // IPv6 media address; nullopt: no IPv6 media
@@ -72,6 +77,7 @@ struct RelayConfig {
   int traffic_sampling_period = 15;
   std::optional<log::Level> log_level;
   Forwarding forwarding = Forwarding::Auto;
+  MediaIo media_io = MediaIo::Auto;
   std::vector<Endpoint> dispatchers;  // relay role: where to connect
   std::string passport;               // checked on dispatcher certificates
   int keepalive_interval = 10;

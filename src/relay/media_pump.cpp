@@ -6,10 +6,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "common/log.h"
+#include "relay/batched_io.h"
 #include "relay/media_socket.h"
 
 namespace mp::relay {
@@ -21,7 +23,29 @@ mmsghdr g_rx_msgs[MediaPump::kBatch];
 iovec g_rx_iov[MediaPump::kBatch];
 SocketAddress g_from[MediaPump::kBatch];
 epoll_event g_events[MediaPump::kEvents];
+// Batched reads: one buffer per receive of a round.
+alignas(64) unsigned char g_round_rx[MediaPump::kRoundReads][MediaPump::kMaxDatagram];
+msghdr g_round_msgs[MediaPump::kRoundReads];
+iovec g_round_iov[MediaPump::kRoundReads];
+SocketAddress g_round_from[MediaPump::kRoundReads];
+MediaSocket* g_round_socket[MediaPump::kRoundReads];
+int g_round_result[MediaPump::kRoundReads];
+// Completions of one submission (receives of a round, or sends of a flush).
+constexpr unsigned kMaxOps = MediaPump::kRoundReads + 8;
 }  // namespace
+
+MediaPump::~MediaPump() = default;
+
+bool MediaPump::use_batched_io(std::string& error) {
+  if (!batched_) batched_ = BatchedIo::create(kMaxOps, error);
+  return batched_ != nullptr;
+}
+
+void MediaPump::stop_batched_io(int err) {
+  LOG_WARN("io_uring submission failed (%s): media goes back to one system call per socket",
+           std::strerror(err));
+  batched_.reset();
+}
 
 MediaPump* MediaPump::create(uv_loop_t* loop, std::string& error) {
   int epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -162,13 +186,22 @@ void MediaPump::run_pass() {
   while (handled < kPassBudget) {
     int n = epoll_wait(epfd_, g_events, kEvents, 0);
     if (n <= 0) break;
-    // Sockets fetched but not read stay ready (level-triggered): the next
-    // pass gets them.
-    for (int i = 0; i < n && handled < kPassBudget; ++i) {
-      auto* s = static_cast<MediaSocket*>(g_events[i].data.ptr);
-      // Idle sockets (no owner) are read too: their datagrams are dropped.
-      if (s->fd_ >= 0) handled += read_batch(s);
+    ++rounds_;
+    if (batched_) {
+      handled += read_ready_batched(n, kPassBudget - handled);
+    } else {
+      // Sockets fetched but not read stay ready (level-triggered): the next
+      // pass gets them.
+      for (int i = 0; i < n && handled < kPassBudget; ++i) {
+        auto* s = static_cast<MediaSocket*>(g_events[i].data.ptr);
+        // Idle sockets (no owner) are read too: their datagrams are dropped.
+        if (s->fd_ >= 0) handled += read_batch(s);
+      }
     }
+    // Every ready socket was served: what arrives from now on makes the
+    // epoll descriptor readable again, and the loop calls back, so another
+    // epoll_wait() here would mostly find nothing.
+    if (n < kEvents) break;
   }
   in_pass_ = false;
   for (MediaSocket* s : graveyard_) delete s;
@@ -210,6 +243,85 @@ unsigned MediaPump::read_batch(MediaSocket* s) {
   return static_cast<unsigned>(n);
 }
 
+unsigned MediaPump::read_ready_batched(int n, unsigned budget) {
+  // Sockets past the budget are not read: they stay ready (level-triggered)
+  // for the next pass.
+  const unsigned limit = std::min(kRoundReads, budget);
+  unsigned queued = 0;
+  for (int i = 0; i < n && queued < limit; ++i) {
+    auto* s = static_cast<MediaSocket*>(g_events[i].data.ptr);
+    if (s->fd_ < 0) continue;
+    // A socket full at its last round, and ready again at once, holds a
+    // burst: read more of it per round (as recvmmsg would), at least one
+    // receive kept for each socket still to come.
+    const unsigned later = static_cast<unsigned>(n - 1 - i);
+    const unsigned room = limit - queued > later ? limit - queued - later : 1;
+    const unsigned want = std::min<unsigned>(s->reads_wanted_, room);
+    for (unsigned k = 0; k < want; ++k) {
+      const unsigned x = queued++;
+      g_round_iov[x].iov_base = g_round_rx[x];
+      g_round_iov[x].iov_len = kMaxDatagram;
+      msghdr& h = g_round_msgs[x];
+      h = msghdr{};
+      h.msg_name = &g_round_from[x].sa;
+      h.msg_namelen = sizeof g_round_from[x].v6;
+      h.msg_iov = &g_round_iov[x];
+      h.msg_iovlen = 1;
+      g_round_socket[x] = s;
+      batched_->recv(s->fd_, &h, x);
+    }
+  }
+  BatchedIo::Completion done[kMaxOps];
+  const int got = batched_->complete(done);
+  if (got < 0) {
+    // Nothing was read: the sockets are still ready and the next round
+    // reads them one system call at a time.
+    stop_batched_io(-got);
+    return 1;
+  }
+  for (unsigned x = 0; x < queued; ++x) g_round_result[x] = -EAGAIN;
+  for (int i = 0; i < got; ++i)
+    if (done[i].tag < queued) g_round_result[done[i].tag] = done[i].result;
+  unsigned handled = 0;
+  for (unsigned x = 0; x < queued;) {
+    MediaSocket* s = g_round_socket[x];
+    unsigned end = x + 1;
+    while (end < queued && g_round_socket[end] == s) ++end;
+    const unsigned asked = end - x;
+    unsigned filled = 0;
+    for (; x < end; ++x) {
+      const int r = g_round_result[x];
+      // An error (a pending ICMP one) is cleared by reading it, as with
+      // recvmmsg; the socket counts as one unit of the pass's budget.
+      if (r < 0) {
+        if (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR)
+          LOG_DEBUG("receive error on %s: %s", format_ip_endpoint(s->local_).c_str(),
+                    std::strerror(-r));
+        if (filled == 0) ++handled;
+        continue;
+      }
+      ++filled;
+      ++handled;
+      ++received_;
+      // r is the datagram's full length (MSG_TRUNC): larger than the buffer
+      // means truncated, dropped as by read_batch.
+      const sa_family_t family = g_round_from[x].sa.sa_family;
+      if (!s->owner_ || static_cast<size_t>(r) > kMaxDatagram ||
+          (family != AF_INET && family != AF_INET6))
+        continue;
+      g_round_from[x].len = family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+      s->owner_->on_datagram(s->tag_, g_round_from[x], g_round_rx[x], static_cast<size_t>(r));
+    }
+    if (filled == asked && s->last_round_ + 1 == rounds_)
+      s->reads_wanted_ = static_cast<uint8_t>(std::min(asked * 2, kBatch));
+    else if (filled < asked)
+      s->reads_wanted_ = static_cast<uint8_t>(std::max(filled, 1u));
+    s->last_round_ = rounds_;
+  }
+  flush();  // before the buffers are read into again
+  return handled;
+}
+
 void MediaPump::send(int fd, const SocketAddress& to, const uint8_t* data, size_t len,
                      SendFailureSink* sink, int cookie) {
   if (!in_pass_) {
@@ -234,96 +346,122 @@ bool same_destination(const SocketAddress& a, const SocketAddress& b) {
 }
 }  // namespace
 
-// Sends the queue: one sendmmsg() per run of datagrams leaving the same
-// socket (normally the whole batch, as one stream's packets go one way).
-// Consecutive datagrams of one length to one destination (RTP of one
-// stream) become a single UDP GSO send (UDP_SEGMENT): the kernel builds and
-// routes one buffer and cuts it into the same datagrams on the way out,
-// which costs much less than sending them one by one. Where GSO is refused
-// (old kernel, IPsec route) it is switched off and the datagrams go singly.
+// Sends the queue. Consecutive datagrams of one length from one socket to
+// one destination (RTP of one stream) become a single UDP GSO send
+// (UDP_SEGMENT): the kernel builds and routes one buffer and cuts it into
+// the same datagrams on the way out, which costs much less than sending them
+// one by one. The messages then go in one io_uring submission, or in one
+// sendmmsg() per run of messages leaving the same socket. Where GSO is
+// refused (old kernel, IPsec route) it is switched off and the datagrams go
+// singly.
+namespace {
+mmsghdr g_msgs[kMaxOps];
+iovec g_iov[kMaxOps];
+int g_msg_fd[kMaxOps];
+unsigned g_group_begin[kMaxOps];
+unsigned g_group_end[kMaxOps];
+alignas(cmsghdr) char g_control[kMaxOps][CMSG_SPACE(sizeof(uint16_t))];
+}  // namespace
+
 void MediaPump::flush() {
-  constexpr unsigned kMax = sizeof out_ / sizeof out_[0];
-  static mmsghdr msgs[kMax];
-  static iovec iov[kMax];
-  static unsigned group_begin[kMax];
-  static unsigned group_end[kMax];
-  alignas(cmsghdr) static char control[kMax][CMSG_SPACE(sizeof(uint16_t))];
-  unsigned i = 0;
-  while (i < out_count_) {
-    const int fd = out_[i].fd;
-    unsigned end = i + 1;
-    while (end < out_count_ && out_[end].fd == fd) ++end;
-    // Group [i, end) into messages.
-    unsigned m = 0;
-    for (unsigned j = i; j < end;) {
-      unsigned k = j + 1;
-      if (gso_ && out_[j].len <= kGsoMaxSegment) {
-        // All segments but the last have the GSO size; the last may be shorter.
-        while (k < end && same_destination(out_[k].to, out_[j].to) &&
-               out_[k - 1].len == out_[j].len && out_[k].len <= out_[j].len)
-          ++k;
-      }
-      for (unsigned x = j; x < k; ++x) {
-        iov[x].iov_base = const_cast<uint8_t*>(out_[x].data);
-        iov[x].iov_len = out_[x].len;
-      }
-      msghdr& h = msgs[m].msg_hdr;
-      h = msghdr{};
-      h.msg_name = const_cast<sockaddr*>(&out_[j].to.sa);
-      h.msg_namelen = out_[j].to.len;
-      h.msg_iov = &iov[j];
-      h.msg_iovlen = k - j;
-      if (k - j > 1) {
-        h.msg_control = control[m];
-        h.msg_controllen = sizeof control[m];
-        cmsghdr* c = CMSG_FIRSTHDR(&h);
-        c->cmsg_level = SOL_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        const uint16_t segment = static_cast<uint16_t>(out_[j].len);
-        std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
-      }
-      group_begin[m] = j;
-      group_end[m] = k;
-      ++m;
-      j = k;
+  static_assert(sizeof out_ / sizeof out_[0] <= kMaxOps);
+  unsigned m = 0;
+  for (unsigned j = 0; j < out_count_;) {
+    unsigned k = j + 1;
+    if (gso_ && out_[j].len <= kGsoMaxSegment) {
+      // All segments but the last have the GSO size; the last may be shorter.
+      while (k < out_count_ && out_[k].fd == out_[j].fd &&
+             same_destination(out_[k].to, out_[j].to) && out_[k - 1].len == out_[j].len &&
+             out_[k].len <= out_[j].len)
+        ++k;
     }
-    for (unsigned g = 0; g < m;) {
-      int r = ::sendmmsg(fd, &msgs[g], m - g, MSG_DONTWAIT | MSG_NOSIGNAL);
+    for (unsigned x = j; x < k; ++x) {
+      g_iov[x].iov_base = const_cast<uint8_t*>(out_[x].data);
+      g_iov[x].iov_len = out_[x].len;
+    }
+    msghdr& h = g_msgs[m].msg_hdr;
+    h = msghdr{};
+    h.msg_name = const_cast<sockaddr*>(&out_[j].to.sa);
+    h.msg_namelen = out_[j].to.len;
+    h.msg_iov = &g_iov[j];
+    h.msg_iovlen = k - j;
+    if (k - j > 1) {
+      h.msg_control = g_control[m];
+      h.msg_controllen = sizeof g_control[m];
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      const uint16_t segment = static_cast<uint16_t>(out_[j].len);
+      std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+    }
+    g_msg_fd[m] = out_[j].fd;
+    g_group_begin[m] = j;
+    g_group_end[m] = k;
+    ++m;
+    j = k;
+  }
+  if (batched_)
+    send_batched(m);
+  else
+    send_each_socket(m);
+  out_count_ = 0;
+}
+
+void MediaPump::send_batched(unsigned messages) {
+  for (unsigned g = 0; g < messages; ++g) batched_->send(g_msg_fd[g], &g_msgs[g].msg_hdr, g);
+  BatchedIo::Completion done[kMaxOps];
+  const int got = batched_->complete(done);
+  if (got < 0) {
+    stop_batched_io(-got);
+    send_each_socket(messages);
+    return;
+  }
+  for (int i = 0; i < got; ++i)
+    if (done[i].result < 0 && done[i].tag < messages) send_failed(done[i].tag, -done[i].result);
+}
+
+void MediaPump::send_each_socket(unsigned messages) {
+  for (unsigned g = 0; g < messages;) {
+    const int fd = g_msg_fd[g];
+    unsigned end = g + 1;
+    while (end < messages && g_msg_fd[end] == fd) ++end;
+    while (g < end) {
+      int r = ::sendmmsg(fd, &g_msgs[g], end - g, MSG_DONTWAIT | MSG_NOSIGNAL);
       if (r > 0) {
         g += static_cast<unsigned>(r);
         continue;
       }
-      // Message g was refused (buffer full, ICMP error pending...).
-      const int err = errno;
-      const bool gso_refused =
-          group_end[g] - group_begin[g] > 1 &&
-          (err == EINVAL || err == EIO || err == EOPNOTSUPP || err == ENOPROTOOPT);
-      // Those errors may be about GSO or about the datagrams (port 0...):
-      // send them singly, and if that works, GSO was the problem.
-      bool singly_ok = false;
-      for (unsigned x = group_begin[g]; x < group_end[g]; ++x) {
-        if (gso_refused) {
-          ssize_t one = ::sendto(fd, out_[x].data, out_[x].len, MSG_DONTWAIT | MSG_NOSIGNAL,
-                                 &out_[x].to.sa, out_[x].to.len);
-          if (one >= 0) {
-            singly_ok = true;
-            continue;
-          }
-        }
-        ++send_failures_;
-        if (out_[x].sink) out_[x].sink->on_send_failed(out_[x].cookie, out_[x].len);
-      }
-      if (singly_ok && gso_) {
-        gso_ = false;
-        LOG_WARN("UDP segmentation offload refused (%s): media datagrams are sent one by one",
-                 std::strerror(err));
-      }
+      send_failed(g, errno);  // message g was refused (buffer full, ICMP error pending...)
       ++g;
     }
-    i = end;
   }
-  out_count_ = 0;
+}
+
+void MediaPump::send_failed(unsigned g, int err) {
+  const int fd = g_msg_fd[g];
+  const bool gso_refused = g_group_end[g] - g_group_begin[g] > 1 &&
+                           (err == EINVAL || err == EIO || err == EOPNOTSUPP || err == ENOPROTOOPT);
+  // Those errors may be about GSO or about the datagrams (port 0...): send
+  // them singly, and if that works, GSO was the problem.
+  bool singly_ok = false;
+  for (unsigned x = g_group_begin[g]; x < g_group_end[g]; ++x) {
+    if (gso_refused) {
+      ssize_t one = ::sendto(fd, out_[x].data, out_[x].len, MSG_DONTWAIT | MSG_NOSIGNAL,
+                             &out_[x].to.sa, out_[x].to.len);
+      if (one >= 0) {
+        singly_ok = true;
+        continue;
+      }
+    }
+    ++send_failures_;
+    if (out_[x].sink) out_[x].sink->on_send_failed(out_[x].cookie, out_[x].len);
+  }
+  if (singly_ok && gso_) {
+    gso_ = false;
+    LOG_WARN("UDP segmentation offload refused (%s): media datagrams are sent one by one",
+             std::strerror(err));
+  }
 }
 
 }  // namespace mp::relay

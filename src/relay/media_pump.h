@@ -3,15 +3,24 @@
 //
 // All media sockets are registered (level-triggered) in one epoll instance
 // of their own, and that epoll descriptor is the only thing the libuv loop
-// watches for media. When it is readable, one *pass* runs: epoll_wait() for
-// up to kEvents ready sockets, one recvmmsg() batch from each, the owners'
-// forwarding decisions queued as outgoing datagrams, and the queue flushed
-// with sendmmsg() after each socket's batch. A pass stops after kPassBudget
-// datagrams, and the loop turns before the next one, so control sockets and
-// timers are served at least every few milliseconds however hot the media
-// path is (an update's latency under overload no longer grows with the
-// number of busy streams). Level-triggered epoll hands out ready sockets
+// watches for media. When it is readable, one *pass* runs: rounds of
+// epoll_wait() for up to kEvents ready sockets, the datagrams waiting on
+// them read, the owners' forwarding decisions queued as outgoing datagrams,
+// and the queue flushed before the buffers are read into again. A pass
+// stops after kPassBudget datagrams, or when a round found fewer than
+// kEvents sockets ready, and the loop turns before the next one, so control
+// sockets and timers are served at least every few milliseconds however hot
+// the media path is. Level-triggered epoll hands out ready sockets
 // round-robin, so one hot stream cannot starve the others.
+//
+// Two ways to read and write (use_batched_io): with io_uring (batched_io.h)
+// a round's receives from every ready socket go to the kernel in one system
+// call, and its sends in another, whatever the number of sockets; without
+// it, one recvmmsg() per ready socket and one sendmmsg() per socket the
+// datagrams leave by. Real RTP puts one datagram at a time on each socket,
+// so the second way pays two system calls per packet. A socket that keeps
+// being ready with full reads (one hot stream) is given more receives per
+// round, up to kBatch, as recvmmsg() would read.
 //
 // Buffers are static and shared (one loop runs the relay; passes run one at
 // a time): nothing is allocated per packet. A socket closed during a pass is
@@ -32,6 +41,7 @@
 
 namespace mp::relay {
 
+class BatchedIo;
 class MediaSocket;
 
 // Told when a datagram it had queued could not be sent (socket buffer full,
@@ -54,9 +64,17 @@ class MediaPump {
   static constexpr unsigned kPassBudget = 1024;
   // Largest datagram relayed; larger ones are truncated and dropped.
   static constexpr size_t kMaxDatagram = 2048;
+  // Receives queued per round with batched I/O, all sockets together.
+  static constexpr unsigned kRoundReads = 256;
 
   // nullptr with `error` if the epoll instance cannot be created.
   static MediaPump* create(uv_loop_t* loop, std::string& error);
+  // Reads and writes through io_uring from now on (see above). False with
+  // the reason when io_uring cannot be used; the pump then goes on with
+  // recvmmsg()/sendmmsg().
+  bool use_batched_io(std::string& error);
+  bool batched_io() const { return batched_ != nullptr; }
+
   // Stops watching and frees the pump once libuv has let go of its handle.
   // Every socket must have been closed before.
   void close();
@@ -111,12 +129,20 @@ class MediaPump {
 
  private:
   MediaPump() = default;
+  ~MediaPump();
   static void on_ready(uv_poll_t* p, int status, int events);
   static void on_closed(uv_handle_t* h);
   void run_pass();
   // Reads one batch from `s` and hands each datagram to its owner.
   unsigned read_batch(MediaSocket* s);
+  // Reads the `n` ready sockets of g_events through io_uring, at most
+  // `budget` datagrams.
+  unsigned read_ready_batched(int n, unsigned budget);
   void flush();
+  void send_batched(unsigned messages);
+  void send_each_socket(unsigned messages);
+  void send_failed(unsigned message, int err);
+  void stop_batched_io(int err);
 
   struct Outgoing {
     int fd;
@@ -138,7 +164,9 @@ class MediaPump {
   void (*pass_end_)(void*) = nullptr;
   void* pass_end_arg_ = nullptr;
   size_t idle_capacity_ = 0;
-  Outgoing out_[kBatch + 8];  // one batch plus the STUN queue's slots
+  std::unique_ptr<BatchedIo> batched_;
+  uint64_t rounds_ = 0;
+  Outgoing out_[kRoundReads + 8];  // one round plus the STUN queue's slots
   unsigned out_count_ = 0;
   uint64_t received_ = 0;
   uint64_t send_failures_ = 0;

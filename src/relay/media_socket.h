@@ -65,6 +65,10 @@ class MediaSocket {
   IpEndpoint local_;
   MediaSocketOwner* owner_ = nullptr;
   int tag_ = 0;
+  // Batched reads (media_pump.cpp): how many receives the next round queues
+  // for this socket, and the round it was last read in.
+  uint8_t reads_wanted_ = 1;
+  uint64_t last_round_ = 0;
 };
 
 }  // namespace mp::relay

@@ -105,6 +105,19 @@ bool RelayEngine::start_forwarding(std::string& error) {
     return false;
   }
   ctx_.handover_packets = cfg_.kernel_handover_packets;
+  if (cfg_.media_io != MediaIo::Syscalls) {
+    std::string why;
+    if (pump_->use_batched_io(why)) {
+      LOG_INFO("media I/O: io_uring (the receives of all ready sockets in one system call)");
+    } else if (cfg_.media_io == MediaIo::IoUring) {
+      error = "media_io = io_uring, but " + why;
+      return false;
+    } else {
+      LOG_INFO("media I/O: one system call per socket (%s)", why.c_str());
+    }
+  } else {
+    LOG_INFO("media I/O: one system call per socket (configured)");
+  }
   load_state();
   if (cfg_.forwarding == Forwarding::Userspace) {
     LOG_INFO("forwarding: userspace (configured)");

@@ -70,6 +70,7 @@ OPTION_SECTION.update({
     "management_allow_remote_plain": "Dispatcher",
     "advertised_ip": "Relay", "routable_private_ranges": "Relay",
     "userspace_transmit_every": "Relay", "traffic_sampling_period": "Relay",
+    "media_io": "Relay",
 })
 
 

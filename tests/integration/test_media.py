@@ -30,6 +30,30 @@ def test_setup_and_media_both_ways(mp):
     assert d.remove() == "removed"
 
 
+@pytest.mark.parametrize("media_io,logged", [
+    ("io_uring", "media I/O: io_uring"),
+    ("syscalls", "media I/O: one system call per socket (configured)"),
+])
+def test_media_both_ways_with_each_media_io(mp_factory, media_io, logged):
+    """Both ways of reading and writing media sockets (media_io) relay RTP
+    and RTCP of several calls at once, each datagram whole and to its party."""
+    mp = mp_factory(media_io=media_io)
+    assert logged in mp.stderr_text()
+    c = mp.client()
+    calls = []
+    for i in range(4):
+        caller = MediaPort(f"127.0.0.{10 + 2 * i}")
+        callee = MediaPort(f"127.0.0.{11 + 2 * i}")
+        d = Dialog(c)
+        p = parse_ports(d.invite(caller.sdp()), 1, port_range=mp.port_range)[0]
+        q = parse_ports(d.answer(callee.sdp()), 1, port_range=mp.port_range)[0]
+        calls.append((d, caller, callee, p, q))
+    for d, caller, callee, p, q in calls:
+        assert_media_flows(caller, q, callee, p, n=30, rtcp=True)
+    for d, *_ in calls:
+        assert d.remove() == "removed"
+
+
 def test_worked_example_a11_byte_exact(mp):
     """Spec A.11 / D.1: a fresh relay allocates caller pair first, 4 ports per
     stream, so the INVITE gets base+2 and base+6, the 200 OK base and 0."""

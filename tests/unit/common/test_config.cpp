@@ -39,6 +39,7 @@ TEST_CASE("defaults follow AG MediaProxy where it has the option", "[config]") {
   CHECK(c.dispatcher.listen_management->port == 25061);
   CHECK(c.dispatcher.management_use_tls);
   CHECK(c.relay.forwarding == mp::Forwarding::Auto);
+  CHECK(c.relay.media_io == mp::MediaIo::Auto);
   CHECK_FALSE(c.metrics.listen);
 }
 
@@ -63,6 +64,7 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
       "port_range = 50000:50100\n"
       "routable_private_ranges = 10.0.0.0/8, 172.16.0.0/12 192.168.1.0/24\n"
       "forwarding = kernel\n"
+      "media_io = syscalls\n"
       "nft_table = mp_1\n"
       "[Metrics]\n"
       "listen = any:9999\n");
@@ -82,6 +84,7 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
   CHECK(l.cfg.relay.port_end == 50100);
   CHECK(l.cfg.relay.routable_private_ranges.size() == 3);
   CHECK(l.cfg.relay.forwarding == mp::Forwarding::Kernel);
+  CHECK(l.cfg.relay.media_io == mp::MediaIo::Syscalls);
   CHECK(l.cfg.relay.nft_table == "mp_1");
   REQUIRE(l.cfg.metrics.listen);
   CHECK(l.cfg.metrics.listen->ip.is_any());
@@ -110,6 +113,7 @@ TEST_CASE("mistakes stop start-up with the file and line", "[config]") {
       {"[Relay]\nrelay_ip = ::ffff:192.0.2.5\n", "test.ini:2: relay_ip:"},
       {"[Relay]\nadvertised_ip = [2001:db8::1]\n", "test.ini:2: advertised_ip:"},
       {"[Relay]\nforwarding = fast\n", "test.ini:2: forwarding:"},
+      {"[Relay]\nmedia_io = uring\n", "test.ini:2: media_io: expected auto, io_uring or syscalls"},
       {"[Relay]\nnft_table = bad name\n", "test.ini:2: nft_table:"},
       {"[Relay]\nnft_table = 1abc\n", "test.ini:2: nft_table: expected a table name"},
       {"[Relay]\nroutable_private_ranges = 10.0.0.0/33\n", "test.ini:2: routable_private_ranges:"},

@@ -1,6 +1,7 @@
 // The relay's data path (relay/media_pump.h) over real UDP sockets on
 // 127.0.0.1: bounded passes, nothing lost between passes, sockets closed in
-// the middle of a pass, and refused sends reported to their owner.
+// the middle of a pass, and refused sends reported to their owner; each test
+// with io_uring and with one system call per socket.
 #include <arpa/inet.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -38,11 +39,18 @@ struct Recorder final : MediaSocketOwner {
 struct Loop {
   uv_loop_t loop;
   MediaPump* pump = nullptr;
-  Loop() {
+  // batched: reads and writes through io_uring (use_batched_io), else one
+  // system call per socket; every test runs both ways.
+  explicit Loop(bool batched) {
     uv_loop_init(&loop);
     std::string error;
     pump = MediaPump::create(&loop, error);
     REQUIRE(pump != nullptr);
+    if (batched) {
+      INFO(error);
+      REQUIRE(pump->use_batched_io(error));
+    }
+    CHECK(pump->batched_io() == batched);
   }
   ~Loop() {
     pump->close();
@@ -78,7 +86,7 @@ int total(const Recorder& r) {
 }  // namespace
 
 TEST_CASE("a pass reads at most its budget and the rest arrives on later loop turns") {
-  Loop l;
+  Loop l(GENERATE(false, true));
   constexpr int kSockets = 200;
   constexpr int kEach = 20;
   Recorder rec(kSockets);
@@ -116,7 +124,7 @@ TEST_CASE("a pass reads at most its budget and the rest arrives on later loop tu
 }
 
 TEST_CASE("a socket closed during a pass is neither read nor freed before the pass ends") {
-  Loop l;
+  Loop l(GENERATE(false, true));
   Recorder rec(2);
   int err = 0;
   MediaSocket* a = MediaSocket::open(l.pump, local(47300), &rec, 0, err);
@@ -138,7 +146,7 @@ TEST_CASE("a socket closed during a pass is neither read nor freed before the pa
 }
 
 TEST_CASE("a datagram the kernel refuses to send is reported to its owner with its cookie") {
-  Loop l;
+  Loop l(GENERATE(false, true));
   Recorder rec(1);
   int err = 0;
   MediaSocket* s = MediaSocket::open(l.pump, local(47310), &rec, 0, err);
@@ -157,7 +165,7 @@ TEST_CASE("a datagram the kernel refuses to send is reported to its owner with i
 }
 
 TEST_CASE("datagrams forwarded in a pass leave in order") {
-  Loop l;
+  Loop l(GENERATE(false, true));
   Recorder rec(1);
   int err = 0;
   MediaSocket* s = MediaSocket::open(l.pump, local(47320), &rec, 0, err);
@@ -186,10 +194,50 @@ TEST_CASE("datagrams forwarded in a pass leave in order") {
   s->close();
 }
 
+TEST_CASE("each datagram is handed over with its sender and length; oversized ones are dropped") {
+  Loop l(GENERATE(false, true));
+  struct Seen final : MediaSocketOwner {
+    std::vector<std::pair<uint16_t, size_t>> got;  // sender port, length
+    void on_datagram(int, const mp::SocketAddress& from, const uint8_t*, size_t len) override {
+      REQUIRE(from.sa.sa_family == AF_INET);
+      CHECK(from.len == sizeof(sockaddr_in));
+      CHECK(ntohl(from.v4.sin_addr.s_addr) == 0x7f000001);
+      got.emplace_back(ntohs(from.v4.sin_port), len);
+    }
+    void on_send_failed(int, size_t) override {}
+  } seen;
+  int err = 0;
+  MediaSocket* s = MediaSocket::open(l.pump, local(47330), &seen, 0, err);
+  REQUIRE(s != nullptr);
+  std::vector<int> senders;
+  std::vector<std::pair<uint16_t, size_t>> sent;
+  static unsigned char big[MediaPump::kMaxDatagram + 100];
+  sockaddr_in to = local(47330).to_sockaddr();
+  for (uint16_t i = 0; i < 3; ++i) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in from = local(static_cast<uint16_t>(47331 + i)).to_sockaddr();
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
+    senders.push_back(fd);
+  }
+  // sender 0: 100 bytes; sender 1: too large (dropped); sender 2: exactly the largest
+  const size_t lengths[] = {100, MediaPump::kMaxDatagram + 1, MediaPump::kMaxDatagram};
+  for (int round = 0; round < 4; ++round)
+    for (size_t i = 0; i < 3; ++i) {
+      REQUIRE(sendto(senders[i], big, lengths[i], 0, reinterpret_cast<sockaddr*>(&to), sizeof to) ==
+              static_cast<ssize_t>(lengths[i]));
+      if (i != 1) sent.emplace_back(static_cast<uint16_t>(47331 + i), lengths[i]);
+    }
+  for (int turn = 0; turn < 50 && l.pump->received() < 12; ++turn) uv_run(&l.loop, UV_RUN_NOWAIT);
+  CHECK(l.pump->received() == 12);  // all read, the oversized ones not handed over
+  CHECK(seen.got == sent);
+  for (int fd : senders) close(fd);
+  s->close();
+}
+
 TEST_CASE("datagrams of mixed lengths forwarded in one batch arrive whole and in order") {
   // Runs of equal length go out as one segmented (GSO) send: the receiver
   // must still see every datagram with its own length.
-  Loop l;
+  Loop l(GENERATE(false, true));
   Recorder rec(1);
   int err = 0;
   MediaSocket* s = MediaSocket::open(l.pump, local(47330), &rec, 0, err);
@@ -227,7 +275,7 @@ TEST_CASE("datagrams of mixed lengths forwarded in one batch arrive whole and in
 }
 
 TEST_CASE("a closed socket stays bound as its port's idle socket and is taken back") {
-  Loop l;
+  Loop l(GENERATE(false, true));
   l.pump->set_idle_capacity(1);
   Recorder first(1), second(1);
   int err = 0;
@@ -262,7 +310,7 @@ TEST_CASE("a closed socket stays bound as its port's idle socket and is taken ba
 }
 
 TEST_CASE("parked sockets give way when descriptors run out") {
-  Loop l;
+  Loop l(GENERATE(false, true));
   l.pump->set_idle_capacity(1000);
   Recorder owner(1);
   int err = 0;
