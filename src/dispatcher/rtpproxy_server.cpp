@@ -1,6 +1,7 @@
 // Listeners and framing of the rtpproxy front end (rtpproxy_server.h).
 #include "dispatcher/rtpproxy_server.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,11 +20,17 @@ using protocol::kMaxRtpproxyCookie;
 namespace rtpp_error = protocol::rtpp_error;
 
 constexpr size_t kMaxDatagram = 65536;
+// libuv reads a UDP socket with recvmmsg() when the buffer holds several
+// 64 KiB slots (UV_UDP_RECVMMSG): one system call for up to this many
+// commands.
+constexpr size_t kDatagramsPerRead = 16;
+// Replies produced in one loop iteration go out together (sendmmsg).
+constexpr size_t kRepliesPerFlush = 64;
 constexpr size_t kMaxCacheEntries = 200000;
 constexpr size_t kMaxStreamBuffer = kMaxRtpproxyCommand + kMaxRtpproxyCookie + 2;
 constexpr size_t kMaxStreamConnections = 4096;
 
-char g_udp_buffer[kMaxDatagram];
+char g_udp_buffer[kDatagramsPerRead * kMaxDatagram];
 char g_stream_buffer[64 * 1024];
 
 std::string address_of(const sockaddr* sa) {
@@ -52,6 +59,20 @@ struct UdpSend {
 struct RtpproxyServer::Udp {
   RtpproxyServer* server = nullptr;
   uv_udp_t handle;
+  // Replies wait here until the loop iteration's check phase, then leave
+  // with one sendmmsg(): with several clients, a burst of commands read in
+  // one go is answered with one system call instead of one per reply.
+  // A reply decided outside the poll phase (a timer: a relay that did not
+  // answer) must not wait for the next event: an active idle handle makes
+  // that iteration's poll return at once.
+  uv_check_t flusher;
+  uv_idle_t waker;
+  struct Queued {
+    sockaddr_storage to;
+    std::string data;  // capacity kept between flushes
+  };
+  Queued queued[kRepliesPerFlush];
+  size_t queued_count = 0;
   std::string name;
   bool open = false;
   // The retransmission cache is keyed by a digest of (sender address and
@@ -101,6 +122,50 @@ struct RtpproxyServer::Udp {
   double now() const { return static_cast<double>(uv_now(server->loop())) / 1000.0; }
 
   void send_to(const sockaddr_storage& to, const std::string& data) {
+    if (!open) return;
+    if (queued_count == kRepliesPerFlush) flush();
+    if (queued_count == 0) uv_idle_start(&waker, [](uv_idle_t*) {});
+    Queued& q = queued[queued_count++];
+    q.to = to;
+    q.data.assign(data);
+  }
+
+  static socklen_t length_of(const sockaddr_storage& sa) {
+    return sa.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  }
+
+  // Sends the queue: sendmmsg() while libuv has nothing queued of its own
+  // (else the order of replies would change), and whatever it refuses
+  // through libuv one by one.
+  void flush() {
+    size_t done = 0;
+    int fd = -1;
+    if (open && handle.send_queue_count == 0 &&
+        uv_fileno(reinterpret_cast<uv_handle_t*>(&handle), &fd) == 0) {
+      mmsghdr msgs[kRepliesPerFlush];
+      iovec iov[kRepliesPerFlush];
+      for (size_t i = 0; i < queued_count; ++i) {
+        iov[i].iov_base = queued[i].data.data();
+        iov[i].iov_len = queued[i].data.size();
+        msgs[i].msg_hdr = msghdr{};
+        msgs[i].msg_hdr.msg_name = &queued[i].to;
+        msgs[i].msg_hdr.msg_namelen = length_of(queued[i].to);
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+      }
+      while (done < queued_count) {
+        int r = ::sendmmsg(fd, msgs + done, static_cast<unsigned>(queued_count - done),
+                           MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (r <= 0) break;
+        done += static_cast<size_t>(r);
+      }
+    }
+    for (size_t i = done; i < queued_count; ++i) send_one(queued[i].to, queued[i].data);
+    queued_count = 0;
+    uv_idle_stop(&waker);
+  }
+
+  void send_one(const sockaddr_storage& to, const std::string& data) {
     if (!open) return;
     uv_buf_t b = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
     int r = uv_udp_try_send(&handle, &b, 1, reinterpret_cast<const sockaddr*>(&to));
@@ -340,11 +405,23 @@ bool RtpproxyServer::listen_udp(const RtpproxyListen& l, std::string& error) {
     error = "bad address";
     return false;
   }
-  uv_udp_init(loop_, &u->handle);
+  int r = uv_udp_init_ex(loop_, &u->handle, sa.ss_family | UV_UDP_RECVMMSG);
+  if (r != 0) {
+    error = uv_strerror(r);
+    return false;
+  }
   u->handle.data = u.get();
+  uv_check_init(loop_, &u->flusher);
+  u->flusher.data = u.get();
+  uv_idle_init(loop_, &u->waker);
+  uv_check_start(&u->flusher, [](uv_check_t* c) {
+    auto* udp = static_cast<Udp*>(c->data);
+    if (udp->queued_count > 0) udp->flush();
+  });
+  u->cache.reserve(kMaxCacheEntries);  // a full cache never rehashes on the command path
   u->open = true;
   udp_.push_back(u);
-  int r = uv_udp_bind(&u->handle, reinterpret_cast<sockaddr*>(&sa), 0);
+  r = uv_udp_bind(&u->handle, reinterpret_cast<sockaddr*>(&sa), 0);
   if (r == 0)
     r = uv_udp_recv_start(
         &u->handle,
@@ -353,6 +430,8 @@ bool RtpproxyServer::listen_udp(const RtpproxyListen& l, std::string& error) {
           buf->len = sizeof g_udp_buffer;
         },
         [](uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const sockaddr* from, unsigned flags) {
+          // nread 0 without an address: the socket is drained, or (with
+          // UV_UDP_MMSG_FREE) libuv is done with a recvmmsg() buffer.
           if (nread <= 0 || !from) return;
           auto* udp = static_cast<Udp*>(h->data);
           if (flags & UV_UDP_PARTIAL) {
@@ -460,10 +539,17 @@ bool RtpproxyServer::listen_stream(const RtpproxyListen& l, std::string& error) 
 void RtpproxyServer::close() {
   for (auto& u : udp_) {
     if (!u->open) continue;
+    u->flush();  // replies already decided still go out
     u->open = false;
     auto* holder = new std::shared_ptr<Udp>(u);
     u->handle.data = holder;
+    u->flusher.data = new std::shared_ptr<Udp>(u);
     uv_close(reinterpret_cast<uv_handle_t*>(&u->handle),
+             [](uv_handle_t* h) { delete static_cast<std::shared_ptr<Udp>*>(h->data); });
+    uv_close(reinterpret_cast<uv_handle_t*>(&u->flusher),
+             [](uv_handle_t* h) { delete static_cast<std::shared_ptr<Udp>*>(h->data); });
+    u->waker.data = new std::shared_ptr<Udp>(u);
+    uv_close(reinterpret_cast<uv_handle_t*>(&u->waker),
              [](uv_handle_t* h) { delete static_cast<std::shared_ptr<Udp>*>(h->data); });
   }
   udp_.clear();

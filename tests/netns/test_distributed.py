@@ -458,6 +458,28 @@ def test_rtpproxy_protocol_calls_use_the_relay_fleet_with_failover(service):
         ctl.close()
 
 
+def test_rtpproxy_error_decided_by_a_timer_is_answered_at_once(service):
+    """With every relay stopped, the dispatcher's answer to an rtpproxy U is
+    decided when the last relay_timeout (0.2 s) fires: the reply goes out at
+    once, not when some later event wakes the loop (replies are coalesced
+    per loop iteration)."""
+    ctl = service.lan.udp("caller")
+    stopped = list(service.relays.values())
+    for r in stopped:
+        r.send(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        ctl.sendto(b"7001_1 Uc0 timer@x 10.201.0.50 4000 ft;1", (DISPATCHER_IP, 22222))
+        reply = ctl.recv(4096).decode()
+        elapsed = time.monotonic() - t0
+        assert reply.startswith("7001_1 E"), reply
+        assert elapsed < 0.2 * len(stopped) + 0.3, f"answered after {elapsed:.3f} s"
+    finally:
+        for r in stopped:
+            r.send(signal.SIGCONT)
+        ctl.close()
+
+
 def test_calls_a_restarted_relay_lost_are_hung_up_and_accounted(service, tmp_path):
     """A relay killed and restarted comes back without its calls (spec B.7):
     the dispatcher asks the proxy to end each answered dialog (Kamailio's
