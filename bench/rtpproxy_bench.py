@@ -404,6 +404,11 @@ def print_report(meta, trials, summary, ours, base):
                 p(f"  setups/s >= 2 x {base}: {'met' if rate >= 2 else 'NOT met'} ({rate:.2f})")
                 p(f"  U p99 lower than {base}: {'met' if p99 < 1 else 'NOT met'} "
                   f"({fmt(o['u_p99_us'])} vs {fmt(b['u_p99_us'])} us)")
+                p(f"  issue 14: setups/s >= 3 x {base}: {'met' if rate >= 3 else 'NOT met'} "
+                  f"({rate:.2f})")
+                cps = o["cpu_us_per_setup"]
+                p(f"  issue 14: CPU per setup <= 40 us: {'met' if cps <= 40 else 'NOT met'} "
+                  f"({cps:.1f} us)")
     if ours in summary and "mediaproxy-nostate" in summary:
         o, b = summary[ours], summary["mediaproxy-nostate"]
         p("")

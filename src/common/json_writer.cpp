@@ -68,10 +68,23 @@ size_t decode_utf8(std::string_view s, size_t i, uint32_t& cp) {
   return len;
 }
 
+bool plain(unsigned char c) {
+  return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+}
+
 void append_quoted(std::string& out, std::string_view s) {
   out.push_back('"');
   size_t i = 0;
   while (i < s.size()) {
+    // Runs of characters that need no escape (nearly every string) are
+    // copied at once.
+    size_t run = i;
+    while (run < s.size() && plain(static_cast<unsigned char>(s[run]))) ++run;
+    if (run > i) {
+      out.append(s.data() + i, run - i);
+      i = run;
+      continue;
+    }
     const unsigned char c = static_cast<unsigned char>(s[i]);
     if (c >= 0x20 && c < 0x7f) {
       if (c == '"' || c == '\\') out.push_back('\\');
