@@ -187,7 +187,9 @@ void MediaPump::run_pass() {
     int n = epoll_wait(epfd_, g_events, kEvents, 0);
     if (n <= 0) break;
     ++rounds_;
-    if (batched_) {
+    // One ready socket costs one receive call either way, and recvmmsg
+    // takes a burst in it: io_uring pays off from two sockets on.
+    if (batched_ && n > 1) {
       handled += read_ready_batched(n, kPassBudget - handled);
     } else {
       // Sockets fetched but not read stay ready (level-triggered): the next
@@ -401,7 +403,10 @@ void MediaPump::flush() {
     ++m;
     j = k;
   }
-  if (batched_)
+  // Messages leaving by one socket take one sendmmsg() anyway.
+  bool one_socket = true;
+  for (unsigned g = 1; g < m && one_socket; ++g) one_socket = g_msg_fd[g] == g_msg_fd[0];
+  if (batched_ && !one_socket)
     send_batched(m);
   else
     send_each_socket(m);

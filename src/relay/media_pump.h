@@ -20,7 +20,9 @@
 // datagrams leave by. Real RTP puts one datagram at a time on each socket,
 // so the second way pays two system calls per packet. A socket that keeps
 // being ready with full reads (one hot stream) is given more receives per
-// round, up to kBatch, as recvmmsg() would read.
+// round, up to kBatch, as recvmmsg() would read. A round with one ready
+// socket, and sends that all leave by one socket, use recvmmsg()/sendmmsg()
+// even with io_uring: one call either way, and the plain one is cheaper.
 //
 // Buffers are static and shared (one loop runs the relay; passes run one at
 // a time): nothing is allocated per packet. A socket closed during a pass is

@@ -195,24 +195,28 @@ TEST_CASE("datagrams forwarded in a pass leave in order") {
 }
 
 TEST_CASE("each datagram is handed over with its sender and length; oversized ones are dropped") {
+  // Two receiving sockets, so that rounds find more than one ready (with
+  // io_uring, a lone ready socket is read with recvmmsg).
   Loop l(GENERATE(false, true));
   struct Seen final : MediaSocketOwner {
-    std::vector<std::pair<uint16_t, size_t>> got;  // sender port, length
-    void on_datagram(int, const mp::SocketAddress& from, const uint8_t*, size_t len) override {
+    std::vector<std::pair<uint16_t, size_t>> got[2];  // per socket: sender port, length
+    void on_datagram(int tag, const mp::SocketAddress& from, const uint8_t*, size_t len) override {
       REQUIRE(from.sa.sa_family == AF_INET);
       CHECK(from.len == sizeof(sockaddr_in));
       CHECK(ntohl(from.v4.sin_addr.s_addr) == 0x7f000001);
-      got.emplace_back(ntohs(from.v4.sin_port), len);
+      got[tag].emplace_back(ntohs(from.v4.sin_port), len);
     }
     void on_send_failed(int, size_t) override {}
   } seen;
   int err = 0;
-  MediaSocket* s = MediaSocket::open(l.pump, local(47330), &seen, 0, err);
-  REQUIRE(s != nullptr);
+  MediaSocket* a = MediaSocket::open(l.pump, local(47330), &seen, 0, err);
+  MediaSocket* b = MediaSocket::open(l.pump, local(47334), &seen, 1, err);
+  REQUIRE(a != nullptr);
+  REQUIRE(b != nullptr);
   std::vector<int> senders;
   std::vector<std::pair<uint16_t, size_t>> sent;
   static unsigned char big[MediaPump::kMaxDatagram + 100];
-  sockaddr_in to = local(47330).to_sockaddr();
+  sockaddr_in to[2] = {local(47330).to_sockaddr(), local(47334).to_sockaddr()};
   for (uint16_t i = 0; i < 3; ++i) {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     sockaddr_in from = local(static_cast<uint16_t>(47331 + i)).to_sockaddr();
@@ -223,15 +227,18 @@ TEST_CASE("each datagram is handed over with its sender and length; oversized on
   const size_t lengths[] = {100, MediaPump::kMaxDatagram + 1, MediaPump::kMaxDatagram};
   for (int round = 0; round < 4; ++round)
     for (size_t i = 0; i < 3; ++i) {
-      REQUIRE(sendto(senders[i], big, lengths[i], 0, reinterpret_cast<sockaddr*>(&to), sizeof to) ==
-              static_cast<ssize_t>(lengths[i]));
+      for (const sockaddr_in& t : to)
+        REQUIRE(sendto(senders[i], big, lengths[i], 0, reinterpret_cast<const sockaddr*>(&t),
+                       sizeof t) == static_cast<ssize_t>(lengths[i]));
       if (i != 1) sent.emplace_back(static_cast<uint16_t>(47331 + i), lengths[i]);
     }
-  for (int turn = 0; turn < 50 && l.pump->received() < 12; ++turn) uv_run(&l.loop, UV_RUN_NOWAIT);
-  CHECK(l.pump->received() == 12);  // all read, the oversized ones not handed over
-  CHECK(seen.got == sent);
+  for (int turn = 0; turn < 50 && l.pump->received() < 24; ++turn) uv_run(&l.loop, UV_RUN_NOWAIT);
+  CHECK(l.pump->received() == 24);  // all read, the oversized ones not handed over
+  CHECK(seen.got[0] == sent);
+  CHECK(seen.got[1] == sent);
   for (int fd : senders) close(fd);
-  s->close();
+  a->close();
+  b->close();
 }
 
 TEST_CASE("datagrams of mixed lengths forwarded in one batch arrive whole and in order") {
