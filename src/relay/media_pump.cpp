@@ -186,7 +186,6 @@ void MediaPump::run_pass() {
   while (handled < kPassBudget) {
     int n = epoll_wait(epfd_, g_events, kEvents, 0);
     if (n <= 0) break;
-    ++rounds_;
     // One ready socket costs one receive call either way, and recvmmsg
     // takes a burst in it: io_uring pays off from two sockets on.
     if (batched_ && n > 1) {
@@ -253,9 +252,9 @@ unsigned MediaPump::read_ready_batched(int n, unsigned budget) {
   for (int i = 0; i < n && queued < limit; ++i) {
     auto* s = static_cast<MediaSocket*>(g_events[i].data.ptr);
     if (s->fd_ < 0) continue;
-    // A socket full at its last round, and ready again at once, holds a
-    // burst: read more of it per round (as recvmmsg would), at least one
-    // receive kept for each socket still to come.
+    // A socket whose last reads were full holds a backlog: read more of it
+    // per round (as recvmmsg would), at least one receive kept for each
+    // socket still to come.
     const unsigned later = static_cast<unsigned>(n - 1 - i);
     const unsigned room = limit - queued > later ? limit - queued - later : 1;
     const unsigned want = std::min<unsigned>(s->reads_wanted_, room);
@@ -314,11 +313,17 @@ unsigned MediaPump::read_ready_batched(int n, unsigned budget) {
       g_round_from[x].len = family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
       s->owner_->on_datagram(s->tag_, g_round_from[x], g_round_rx[x], static_cast<size_t>(r));
     }
-    if (filled == asked && s->last_round_ + 1 == rounds_)
-      s->reads_wanted_ = static_cast<uint8_t>(std::min(asked * 2, kBatch));
-    else if (filled < asked)
+    // Two reads in a row that found as many datagrams as they asked for
+    // mean a backlog (a hot stream, or a relay that fell behind): ask for
+    // twice as many next time. One datagram per visit, RTP's normal case,
+    // then costs an empty receive every third visit at most.
+    if (filled == asked) {
+      if (s->full_reads_ < 2) ++s->full_reads_;
+      if (s->full_reads_ == 2) s->reads_wanted_ = static_cast<uint8_t>(std::min(asked * 2, kBatch));
+    } else {
+      s->full_reads_ = 0;
       s->reads_wanted_ = static_cast<uint8_t>(std::max(filled, 1u));
-    s->last_round_ = rounds_;
+    }
   }
   flush();  // before the buffers are read into again
   return handled;

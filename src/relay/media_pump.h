@@ -18,9 +18,9 @@
 // call, and its sends in another, whatever the number of sockets; without
 // it, one recvmmsg() per ready socket and one sendmmsg() per socket the
 // datagrams leave by. Real RTP puts one datagram at a time on each socket,
-// so the second way pays two system calls per packet. A socket that keeps
-// being ready with full reads (one hot stream) is given more receives per
-// round, up to kBatch, as recvmmsg() would read. A round with one ready
+// so the second way pays two system calls per packet. A socket whose reads
+// keep finding all they asked for (a hot stream, a backlog) is given more
+// receives per round, up to kBatch, as recvmmsg() would read. A round with one ready
 // socket, and sends that all leave by one socket, use recvmmsg()/sendmmsg()
 // even with io_uring: one call either way, and the plain one is cheaper.
 //
@@ -167,7 +167,6 @@ class MediaPump {
   void* pass_end_arg_ = nullptr;
   size_t idle_capacity_ = 0;
   std::unique_ptr<BatchedIo> batched_;
-  uint64_t rounds_ = 0;
   Outgoing out_[kRoundReads + 8];  // one round plus the STUN queue's slots
   unsigned out_count_ = 0;
   uint64_t received_ = 0;

@@ -66,9 +66,9 @@ class MediaSocket {
   MediaSocketOwner* owner_ = nullptr;
   int tag_ = 0;
   // Batched reads (media_pump.cpp): how many receives the next round queues
-  // for this socket, and the round it was last read in.
+  // for this socket, and how many reads in a row found all they asked for.
   uint8_t reads_wanted_ = 1;
-  uint64_t last_round_ = 0;
+  uint8_t full_reads_ = 0;
 };
 
 }  // namespace mp::relay
