@@ -141,6 +141,12 @@ class Dispatcher {
     for (auto& cb : end_observers_) cb(call_id, timed_out);
   }
   std::unordered_map<std::string, Record> sessions_;
+  // Sessions per relay for candidates(): recounted from sessions_ at most
+  // every kLoadRecount seconds, counted up as calls are placed in between
+  // (ends show at the next recount: the order is a heuristic, not a quota).
+  static constexpr double kLoadRecount = 0.1;
+  mutable std::unordered_map<const RelayLink*, size_t> load_;
+  mutable double load_counted_at_ = -1e9;
   uv_timer_t cleanup_timer_;
 
   std::map<std::pair<std::string, std::string>, uint64_t> requests_;  // (command, result)
