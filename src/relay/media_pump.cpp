@@ -248,6 +248,10 @@ unsigned MediaPump::read_ready_batched(int n, unsigned budget) {
   // Sockets past the budget are not read: they stay ready (level-triggered)
   // for the next pass.
   const unsigned limit = std::min(kRoundReads, budget);
+  // A full epoll_wait() means the relay is behind: sockets then hold more
+  // than one datagram each, and reading them one per visit would cost an
+  // epoll event and a receive per datagram (and lose GSO on the way out).
+  const bool behind = n == kEvents;
   unsigned queued = 0;
   for (int i = 0; i < n && queued < limit; ++i) {
     auto* s = static_cast<MediaSocket*>(g_events[i].data.ptr);
@@ -257,7 +261,8 @@ unsigned MediaPump::read_ready_batched(int n, unsigned budget) {
     // socket still to come.
     const unsigned later = static_cast<unsigned>(n - 1 - i);
     const unsigned room = limit - queued > later ? limit - queued - later : 1;
-    const unsigned want = std::min<unsigned>(s->reads_wanted_, room);
+    const unsigned want = std::min<unsigned>(
+        behind ? std::max<unsigned>(s->reads_wanted_, kBehindReads) : s->reads_wanted_, room);
     for (unsigned k = 0; k < want; ++k) {
       const unsigned x = queued++;
       g_round_iov[x].iov_base = g_round_rx[x];

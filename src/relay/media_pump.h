@@ -68,6 +68,8 @@ class MediaPump {
   static constexpr size_t kMaxDatagram = 2048;
   // Receives queued per round with batched I/O, all sockets together.
   static constexpr unsigned kRoundReads = 256;
+  // Receives per socket at least when a round finds kEvents ready sockets.
+  static constexpr unsigned kBehindReads = kRoundReads / kEvents;
 
   // nullptr with `error` if the epoll instance cannot be created.
   static MediaPump* create(uv_loop_t* loop, std::string& error);
