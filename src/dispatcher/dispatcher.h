@@ -144,7 +144,9 @@ class Dispatcher {
   // Sessions per relay for candidates(): recounted from sessions_ at most
   // every kLoadRecount seconds, counted up as calls are placed in between
   // (ends show at the next recount: the order is a heuristic, not a quota).
-  static constexpr double kLoadRecount = 0.1;
+  // At 50,000 calls a recount every 0.1 s put a scan of the table in front
+  // of 1 offer in 20: offers' p99 9.6 ms, 2.5-3.1 ms with 1 s.
+  static constexpr double kLoadRecount = 1.0;
   mutable std::unordered_map<const RelayLink*, size_t> load_;
   mutable double load_counted_at_ = -1e9;
   uv_timer_t cleanup_timer_;
