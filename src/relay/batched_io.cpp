@@ -54,25 +54,30 @@ std::unique_ptr<BatchedIo> BatchedIo::create(unsigned entries, std::string& erro
   return std::unique_ptr<BatchedIo>(new BatchedIo(std::move(ring), entries));
 }
 
+// The next free submission entry, tagged, or nullptr when `entries_` are
+// queued already.
+static io_uring_sqe* next_entry(io_uring* ring, unsigned& queued, unsigned entries) {
+  if (queued >= entries) return nullptr;
+  io_uring_sqe* sqe = io_uring_get_sqe(ring);
+  if (sqe) ++queued;
+  return sqe;
+}
+
 bool BatchedIo::recv(int fd, msghdr* msg, uint32_t tag) {
-  if (queued_ >= entries_) return false;
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_->ring);
+  io_uring_sqe* sqe = next_entry(&ring_->ring, queued_, entries_);
   if (!sqe) return false;
   // MSG_TRUNC: the result is the datagram's real length, so a datagram
   // larger than the buffer is recognised without reading msg_flags back.
   io_uring_prep_recvmsg(sqe, fd, msg, MSG_DONTWAIT | MSG_TRUNC);
   io_uring_sqe_set_data64(sqe, tag);
-  ++queued_;
   return true;
 }
 
 bool BatchedIo::send(int fd, const msghdr* msg, uint32_t tag) {
-  if (queued_ >= entries_) return false;
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_->ring);
+  io_uring_sqe* sqe = next_entry(&ring_->ring, queued_, entries_);
   if (!sqe) return false;
   io_uring_prep_sendmsg(sqe, fd, msg, MSG_DONTWAIT | MSG_NOSIGNAL);
   io_uring_sqe_set_data64(sqe, tag);
-  ++queued_;
   return true;
 }
 
