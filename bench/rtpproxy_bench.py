@@ -409,6 +409,13 @@ def print_report(meta, trials, summary, ours, base):
                 cps = o["cpu_us_per_setup"]
                 p(f"  issue 14: CPU per setup <= 40 us: {'met' if cps <= 40 else 'NOT met'} "
                   f"({cps:.1f} us)")
+    if ours in summary and "mediaproxy-baseline" in summary:
+        o, b = summary[ours], summary["mediaproxy-baseline"]
+        p("")
+        p(f"{ours} / mediaproxy-baseline (--baseline binary, same run): setups/s "
+          f"x{o['setups_per_s'] / b['setups_per_s']:.2f}, CPU per setup "
+          f"x{o['cpu_us_per_setup'] / b['cpu_us_per_setup']:.2f} "
+          f"({o['cpu_us_per_setup'] - b['cpu_us_per_setup']:+.1f} us per call set-up)")
     if ours in summary and "mediaproxy-nostate" in summary:
         o, b = summary[ours], summary["mediaproxy-nostate"]
         p("")
@@ -458,6 +465,10 @@ def main():
     ap.add_argument("--rtpengine", default=E.get("RTPENGINE", "") or "/usr/bin/rtpengine",
                     help="if missing (and root), rtpengine-daemon is installed as run.sh does")
     ap.add_argument("--mediaproxy", default=E.get("MEDIAPROXY", ""))
+    ap.add_argument("--baseline", default="",
+                    help="another mediaproxy binary (an older build) run as server "
+                         "`mediaproxy-baseline`, alternating with the others: a same-run "
+                         "before/after ratio")
     ap.add_argument("--build", action="store_true",
                     help="build the current sources into --build-dir first (meson release)")
     ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"))
@@ -525,14 +536,19 @@ def main():
                              for n in a.rtpengine_threads.split(",")]
             elif s in ("mediaproxy", "mediaproxy+sqlite", "mediaproxy-nostate"):
                 variants.append((s, 0, mp_bin))
+            elif s == "mediaproxy-baseline":
+                sys.exit("mediaproxy-baseline is added by --baseline BIN")
             else:
                 sys.exit(f"unknown server {s}")
+        if a.baseline:
+            variants.append(("mediaproxy-baseline", 0, a.baseline))
         meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "kernel": os.uname().release,
                 "ncpu": NCPU, "load_cpu": a.load_cpu, "server_cpu": a.server_cpu,
                 "clients": a.clients, "calls": a.calls, "trials": a.trials,
                 "priority": prio + (f", SCHED_FIFO {a.rt}" if a.rt else ""),
                 "command": shlex.join([sys.argv[0]] + sys.argv[1:]),
-                "mediaproxy": mp_bin, "rtpengine": a.rtpengine}
+                "mediaproxy": mp_bin, "baseline": a.baseline or None,
+                "rtpengine": a.rtpengine}
         try:
             head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                   capture_output=True, text=True, timeout=10).stdout.strip()

@@ -10,13 +10,9 @@ InProcessLink::InProcessLink(relay::RelayEngine& engine, std::string relay_ip, u
 
 void InProcessLink::send(const std::string& command, const std::vector<protocol::Header>& headers,
                          ReplyCallback on_reply) {
-  protocol::RelayCommand cmd;
-  cmd.name = command;
-  cmd.seq = next_seq_++;
-  // As serialize_command() does: a header with an empty value is not sent.
-  cmd.headers.reserve(headers.size());
-  for (const protocol::Header& h : headers)
-    if (!h.value.empty()) cmd.headers.push_back(h);
+  // The dispatcher's headers as they are: the view skips empty values, as
+  // serialize_command() leaves them out of a command on the wire.
+  const protocol::RelayCommandView cmd{command, next_seq_++, headers};
   on_reply(engine_.handle(cmd, owner_));
 }
 

@@ -1,9 +1,11 @@
 // The relay link of the combined role: dispatcher and relay in one process.
 //
-// Every command reaches the RelayEngine as the RelayCommand that the TLS
-// link's parser would make of its bytes (spec B.2), and the engine's reply
-// payload comes back as is: no text round trip, which cost about a tenth of
-// a call set-up's CPU. The wire format itself is exercised by the
+// Every command reaches the RelayEngine as a RelayCommandView over the
+// dispatcher's own headers, not a copy; the view skips empty values, so the
+// engine reads what the TLS link's parser would make of the bytes (spec B.2,
+// where serialize_command() leaves them out). The engine's reply payload
+// comes back as is: no text round trip, which cost about a tenth of a call
+// set-up's CPU. The wire format itself is exercised by the
 // distributed roles' tests and the protocol unit tests.
 //
 // It lives in app/, where both roles are wired, because it joins them: the

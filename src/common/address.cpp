@@ -56,10 +56,16 @@ std::optional<Ipv4> parse_ipv4(std::string_view text) {
 }
 
 std::string format_ipv4(Ipv4 ip) {
+  // Dotted quad by hand: glibc's inet_ntop(AF_INET) formats with sprintf,
+  // and this runs for every reply and record.
+  const auto* b = reinterpret_cast<const unsigned char*>(&ip.be);
   char buf[INET_ADDRSTRLEN];
-  in_addr a{ip.be};
-  inet_ntop(AF_INET, &a, buf, sizeof buf);
-  return buf;
+  char* p = buf;
+  for (int i = 0; i < 4; ++i) {
+    if (i) *p++ = '.';
+    p = std::to_chars(p, buf + sizeof buf, b[i]).ptr;
+  }
+  return std::string(buf, static_cast<size_t>(p - buf));
 }
 
 std::optional<uint16_t> parse_port(std::string_view text) {

@@ -182,10 +182,11 @@ void append_double(std::string& out, double v) {
     negative = true;
     mantissa.remove_prefix(1);
   }
-  std::string digits;
-  digits.reserve(mantissa.size());
+  char digit_buf[sizeof sci];  // the mantissa without its point: no allocation
+  size_t n_digits = 0;
   for (char ch : mantissa)
-    if (ch != '.') digits.push_back(ch);
+    if (ch != '.') digit_buf[n_digits++] = ch;
+  const std::string_view digits(digit_buf, n_digits);
   if (negative) out.push_back('-');
   if (exponent < 0) {
     out += "0.";
@@ -199,9 +200,9 @@ void append_double(std::string& out, double v) {
     out.append(int_len - digits.size(), '0');
     out += ".0";
   } else {
-    out.append(digits, 0, int_len);
+    out += digits.substr(0, int_len);
     out.push_back('.');
-    out.append(digits, int_len, std::string::npos);
+    out += digits.substr(int_len);
   }
 }
 

@@ -22,6 +22,13 @@ namespace mp {
 
 class JsonWriter {
  public:
+  JsonWriter() : out_(own_) {}
+  // Appends to `target` (a record buffer, say) instead of a string of its
+  // own; str() and take() then refer to `target`.
+  explicit JsonWriter(std::string& target) : out_(target) {}
+  JsonWriter(const JsonWriter&) = delete;
+  JsonWriter& operator=(const JsonWriter&) = delete;
+
   void begin_object();
   void end_object();
   void begin_array();
@@ -59,7 +66,8 @@ class JsonWriter {
 
  private:
   void separator();
-  std::string out_;
+  std::string own_;
+  std::string& out_;
   bool need_comma_ = false;
   bool after_key_ = false;
 };

@@ -117,15 +117,18 @@ std::vector<RelayLink*> Dispatcher::candidates(const std::string& preferred) con
   return out;
 }
 
-void Dispatcher::handle(const protocol::Request& req, Done inner, log::LimitSource* source) {
+void Dispatcher::handle(protocol::Request request, Done inner, log::LimitSource* source) {
   // Count every answer and time updates from request to reply.
   const uint64_t started = uv_hrtime();
-  const std::string command =
-      req.command == "update" || req.command == "remove" ? req.command : "other";
+  auto req_ptr = std::make_shared<const protocol::Request>(std::move(request));
+  const protocol::Request& req = *req_ptr;
+  const char* command = req.command == "update"   ? "update"
+                        : req.command == "remove" ? "remove"
+                                                  : "other";
   Done done = [this, command, started, inner = std::move(inner)](std::string reply) {
     const char* result = reply == "error" ? "error" : "ok";
     ++requests_[{command, result}];
-    if (command == "update")
+    if (command[0] == 'u')
       update_latency_.observe(static_cast<double>(uv_hrtime() - started) / 1e9);
     inner(std::move(reply));
   };
@@ -144,8 +147,6 @@ void Dispatcher::handle(const protocol::Request& req, Done inner, log::LimitSour
     done("error");
     return;
   }
-  std::vector<protocol::Header> headers = req.headers;
-
   auto it = sessions_.find(*call_id);
   if (it != sessions_.end() && !it->second.expired_at) {
     if (!it->second.relay) {  // its relay is disconnected: no failover for live calls
@@ -156,12 +157,12 @@ void Dispatcher::handle(const protocol::Request& req, Done inner, log::LimitSour
       done("error");
       return;
     }
-    forward(it->second, req, std::move(headers), std::move(done));
+    forward(it->second, std::move(req_ptr), std::move(done));
     return;
   }
   if (req.command == "update") {
     const std::string* preferred = req.find("media_relay");
-    update_new_session(req, std::move(headers), candidates(preferred ? *preferred : ""), 0,
+    update_new_session(std::move(req_ptr), candidates(preferred ? *preferred : ""), 0,
                        std::move(done));
     return;
   }
@@ -176,10 +177,9 @@ void Dispatcher::handle(const protocol::Request& req, Done inner, log::LimitSour
   done("error");
 }
 
-void Dispatcher::update_new_session(const protocol::Request& req,
-                                    std::vector<protocol::Header> headers,
-                                    std::vector<RelayLink*> cands, size_t index, Done done) {
-  const std::string call_id = *req.find("call_id");
+void Dispatcher::update_new_session(SharedRequest req, std::vector<RelayLink*> cands, size_t index,
+                                    Done done) {
+  const std::string& call_id = *req->find("call_id");
   if (index >= cands.size()) {
     LOG_LIMITED(Error, nullptr, "no relay could take call %s (%zu tried): answered with error",
                 log_safe(call_id).c_str(), cands.size());
@@ -191,45 +191,46 @@ void Dispatcher::update_new_session(const protocol::Request& req,
   // one was being tried: only relays still registered and usable are asked.
   if (std::find(relays_.begin(), relays_.end(), cands[index]) == relays_.end() ||
       !cands[index]->usable()) {
-    update_new_session(req, std::move(headers), std::move(cands), index + 1, std::move(done));
+    update_new_session(std::move(req), std::move(cands), index + 1, std::move(done));
     return;
   }
   RelayLink* relay = cands[index];
-  const std::string* dialog = req.find("dialog_id");
-  const std::string dialog_id = dialog ? *dialog : std::string();
-  relay->send(
-      "update", headers,
-      [this, req, headers, cands, index, done, relay, call_id,
-       dialog_id](std::optional<std::string> payload) mutable {
-        if (!payload || *payload == "error" || *payload == "halting") {
-          if (payload && *payload == "halting") relay->mark_halting();
-          LOG_LIMITED(Warning, nullptr, "relay %s refused call %s (%s); trying the next relay",
-                      relay->relay_ip().c_str(), log_safe(call_id).c_str(),
-                      payload ? log_safe(*payload).c_str() : "no answer");
-          update_new_session(req, std::move(headers), std::move(cands), index + 1, std::move(done));
-          return;
-        }
-        Record& rec = sessions_[call_id];
-        rec = Record{};
-        rec.relay = relay;
-        rec.relay_ip = relay->relay_ip();
-        ++load_[relay];  // until the next count (candidates)
-        rec.dialog_id = dialog_id;
-        note_request(rec, req);
-        done(std::move(*payload));
-      });
+  const protocol::Request& request = *req;
+  relay->send("update", request.headers,
+              [this, req = std::move(req), cands = std::move(cands), index, done = std::move(done),
+               relay](std::optional<std::string> payload) mutable {
+                const std::string& call = *req->find("call_id");
+                if (!payload || *payload == "error" || *payload == "halting") {
+                  if (payload && *payload == "halting") relay->mark_halting();
+                  LOG_LIMITED(Warning, nullptr,
+                              "relay %s refused call %s (%s); trying the next relay",
+                              relay->relay_ip().c_str(), log_safe(call).c_str(),
+                              payload ? log_safe(*payload).c_str() : "no answer");
+                  update_new_session(std::move(req), std::move(cands), index + 1, std::move(done));
+                  return;
+                }
+                Record& rec = sessions_[call];
+                rec = Record{};
+                rec.relay = relay;
+                rec.relay_ip = relay->relay_ip();
+                ++load_[relay];  // until the next count (candidates)
+                if (const std::string* dialog = req->find("dialog_id")) rec.dialog_id = *dialog;
+                note_request(rec, *req);
+                done(std::move(*payload));
+              });
 }
 
-void Dispatcher::forward(Record& rec, const protocol::Request& req,
-                         std::vector<protocol::Header> headers, Done done) {
+void Dispatcher::forward(Record& rec, SharedRequest req, Done done) {
   RelayLink* relay = rec.relay;
-  const std::string call_id = *req.find("call_id");
-  const std::string command = req.command;
-  if (const std::string* dialog = req.find("dialog_id"); dialog && rec.dialog_id.empty())
+  const protocol::Request& request = *req;
+  if (const std::string* dialog = request.find("dialog_id"); dialog && rec.dialog_id.empty())
     rec.dialog_id = *dialog;
   relay->send(
-      command, headers,
-      [this, command, call_id, relay, done, req](std::optional<std::string> payload) {
+      request.command, request.headers,
+      [this, relay, done = std::move(done),
+       req = std::move(req)](std::optional<std::string> payload) {
+        const std::string& call_id = *req->find("call_id");
+        const std::string& command = req->command;
         if (!payload || *payload == "error" || *payload == "halting") {
           LOG_LIMITED(Warning, nullptr, "relay %s answered %s for %s of call %s",
                       relay->relay_ip().c_str(), payload ? log_safe(*payload).c_str() : "nothing",
@@ -239,14 +240,14 @@ void Dispatcher::forward(Record& rec, const protocol::Request& req,
         }
         if (command == "update") {
           if (auto it = sessions_.find(call_id); it != sessions_.end())
-            note_request(it->second, req);
+            note_request(it->second, *req);
           done(std::move(*payload));
           return;
         }
         auto it = sessions_.find(call_id);
         std::string dialog_id = it != sessions_.end() ? it->second.dialog_id : std::string();
         if (it != sessions_.end()) sessions_.erase(it);
-        account(*payload, dialog_id, false, std::nullopt);
+        account(std::move(*payload), dialog_id, false, std::nullopt);
         notify_end(call_id, false);
         done("removed");
       });
@@ -353,9 +354,10 @@ void Dispatcher::lose_session(const std::string& call_id, const Record& rec, con
 
 // Appends the dispatcher's fields to the relay's record (spec D.13), writes it
 // to the log and hands it to the record sink (accounting).
-void Dispatcher::account(const std::string& json, const std::string& dialog_id, bool timed_out,
+void Dispatcher::account(std::string record, const std::string& dialog_id, bool timed_out,
                          std::optional<bool> all_streams_ice) {
-  std::string record = json;
+  // Nobody to tell (no accounting backend, INFO not logged): nothing to build.
+  if (!record_sink_ && !log::enabled(log::Level::Info)) return;
   if (!record.empty() && record.back() == '}') {
     record.pop_back();
     const size_t last = record.find_last_not_of(" \t\r\n");

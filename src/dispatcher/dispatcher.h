@@ -55,8 +55,10 @@ class Dispatcher {
 
   // Answers one module request; `done` gets the reply line without CRLF.
   // Warnings about the request are rate-limited per `source` (its client).
+  // The request is moved in once and shared by the steps that follow
+  // (relay replies, failover), never copied.
   using Done = std::function<void(std::string reply)>;
-  void handle(const protocol::Request& request, Done done, log::LimitSource* source = nullptr);
+  void handle(protocol::Request request, Done done, log::LimitSource* source = nullptr);
 
   // One live session's figures from its relay (the `query` relay command,
   // used by the rtpproxy front end's Q); `done` gets the JSON or "error".
@@ -116,12 +118,12 @@ class Dispatcher {
   void lose_session(const std::string& call_id, const Record& rec, const char* why);
   void note_request(Record& rec, const protocol::Request& req);
 
-  void update_new_session(const protocol::Request& req, std::vector<protocol::Header> headers,
-                          std::vector<RelayLink*> candidates, size_t index, Done done);
-  void forward(Record& rec, const protocol::Request& req, std::vector<protocol::Header> headers,
-               Done done);
+  using SharedRequest = std::shared_ptr<const protocol::Request>;
+  void update_new_session(SharedRequest req, std::vector<RelayLink*> candidates, size_t index,
+                          Done done);
+  void forward(Record& rec, SharedRequest req, Done done);
   void on_expired(RelayLink* relay, const std::string& json);
-  void account(const std::string& json, const std::string& dialog_id, bool timed_out,
+  void account(std::string record, const std::string& dialog_id, bool timed_out,
                std::optional<bool> all_streams_ice);
   std::vector<RelayLink*> candidates(const std::string& preferred) const;
   // Sends `command` to every relay and joins the replies (nullopt: failed).

@@ -198,7 +198,7 @@ void ModuleServer::on_read(Connection* c, std::string_view data) {
       reply("error");
       return;
     }
-    dispatcher_.handle(*parsed.request, reply, &c->log_limit);
+    dispatcher_.handle(std::move(*parsed.request), std::move(reply), &c->log_limit);
   });
   if (feed_status == protocol::RequestFramer::Status::LineTooLong) {
     LOG_LIMITED(Warning, nullptr,

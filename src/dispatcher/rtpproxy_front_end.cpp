@@ -318,36 +318,37 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
         {"families", std::string{family_digit(party_ip->family), ',', family_digit(wanted)}});
   if (req.headers[2].value.empty()) req.headers.erase(req.headers.begin() + 2);
   const bool created = call.cseq[0] == 1 && call.cseq[1] == 0 && !retransmission && side == 0;
-  dispatcher_.handle(req, [this, key, n, created, side, retransmission, before = std::move(before),
-                           p = std::move(p)](std::string r) mutable {
-    std::string ip;
-    uint16_t port = 0;
-    if (!rtpproxy_pick_port(r, n - 1, ip, port)) {
-      LOG_WARN("rtpproxy: %s for call %s: the relay answered '%s'; answered E%d",
-               p.cmd.letters.c_str(), log_safe(p.cmd.call_id).c_str(), log_safe(r).c_str(),
-               rtpp_error::kNoPorts);
-      auto it = calls_.find(key);
-      if (it != calls_.end() && !retransmission) {
-        Call& c = it->second;
-        c.cseq[side] = before.cseq;
-        c.sdp[side] = std::move(before.sdp);
-        c.offerer = before.offerer;
-        c.answered = before.answered;
-      }
-      if (created && it != calls_.end() && !dispatcher_.has_session(it->second.call_id)) {
-        // Nothing was allocated: forget the call (a flood of refused calls
-        // leaves no state behind; a retry starts afresh).
-        erase_call(key);
-        p.reply(protocol::format_rtpproxy_error(rtpp_error::kNoPorts));
-        return;
-      }
-      finish(key, p.reply, protocol::format_rtpproxy_error(rtpp_error::kNoPorts));
-      return;
-    }
-    if (created) ++created_;
-    finish(key, p.reply,
-           protocol::format_rtpproxy_port(port, ip, rtpproxy_reply_family_token(p.cmd, ip)));
-  });
+  dispatcher_.handle(
+      std::move(req), [this, key, n, created, side, retransmission, before = std::move(before),
+                       p = std::move(p)](std::string r) mutable {
+        std::string ip;
+        uint16_t port = 0;
+        if (!rtpproxy_pick_port(r, n - 1, ip, port)) {
+          LOG_WARN("rtpproxy: %s for call %s: the relay answered '%s'; answered E%d",
+                   p.cmd.letters.c_str(), log_safe(p.cmd.call_id).c_str(), log_safe(r).c_str(),
+                   rtpp_error::kNoPorts);
+          auto it = calls_.find(key);
+          if (it != calls_.end() && !retransmission) {
+            Call& c = it->second;
+            c.cseq[side] = before.cseq;
+            c.sdp[side] = std::move(before.sdp);
+            c.offerer = before.offerer;
+            c.answered = before.answered;
+          }
+          if (created && it != calls_.end() && !dispatcher_.has_session(it->second.call_id)) {
+            // Nothing was allocated: forget the call (a flood of refused calls
+            // leaves no state behind; a retry starts afresh).
+            erase_call(key);
+            p.reply(protocol::format_rtpproxy_error(rtpp_error::kNoPorts));
+            return;
+          }
+          finish(key, p.reply, protocol::format_rtpproxy_error(rtpp_error::kNoPorts));
+          return;
+        }
+        if (created) ++created_;
+        finish(key, p.reply,
+               protocol::format_rtpproxy_port(port, ip, rtpproxy_reply_family_token(p.cmd, ip)));
+      });
 }
 
 void RtpproxyFrontEnd::lookup(Call& call, const std::string& key, Pending& p) {
@@ -398,7 +399,7 @@ void RtpproxyFrontEnd::lookup(Call& call, const std::string& key, Pending& p) {
                  {"media_index", std::to_string(n)},
                  {"media", rtpproxy_media_item(cmd.address, cmd.port, cmd.modifiers.asymmetric)}};
   if (req.headers[2].value.empty()) req.headers.erase(req.headers.begin() + 2);
-  dispatcher_.handle(req, [this, key, n, p = std::move(p)](std::string r) mutable {
+  dispatcher_.handle(std::move(req), [this, key, n, p = std::move(p)](std::string r) mutable {
     std::string ip;
     uint16_t port = 0;
     if (!rtpproxy_pick_port(r, n - 1, ip, port)) {
@@ -421,7 +422,7 @@ void RtpproxyFrontEnd::remove(Call& call, const std::string& key, Pending& p) {
   if (p.cmd.from_tag.media_number || (p.cmd.to_tag && p.cmd.to_tag->media_number))
     LOG_DEBUG("rtpproxy: D with a media number for call %s deletes the whole session",
               log_safe(call.call_id).c_str());
-  dispatcher_.handle(req, [this, key, p = std::move(p)](std::string r) mutable {
+  dispatcher_.handle(std::move(req), [this, key, p = std::move(p)](std::string r) mutable {
     if (calls_.count(key)) erase_call(key);
     if (r == "removed") {
       p.reply("0");

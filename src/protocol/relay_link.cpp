@@ -35,6 +35,12 @@ std::optional<uint64_t> parse_seq(std::string_view text) {
 
 }  // namespace
 
+const std::string* RelayCommandView::find(std::string_view header) const {
+  for (auto it = headers.rbegin(); it != headers.rend(); ++it)
+    if (it->name == header && !it->value.empty()) return &it->value;
+  return nullptr;
+}
+
 std::string serialize_command(const RelayCommand& cmd) {
   std::string out = cmd.name;
   out.push_back(' ');

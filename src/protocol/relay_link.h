@@ -21,11 +21,24 @@ namespace mp::protocol {
 inline constexpr size_t kMaxRelayLineAtRelay = 16384;                 // spec B.2
 inline constexpr size_t kMaxRelayLineAtDispatcher = 4 * 1024 * 1024;  // spec B.2
 
+// A command as the relay engine reads it, without owning the headers: a
+// RelayCommand parsed off the wire, or the dispatcher's own request handed
+// over in process. Those headers may hold empty values, which
+// serialize_command() leaves out; find() skips them, so both read the same.
+struct RelayCommandView {
+  std::string_view name;
+  uint64_t seq = 0;
+  const std::vector<Header>& headers;
+  // The value of the last header named `header` with a non-empty value.
+  const std::string* find(std::string_view header) const;
+};
+
 struct RelayCommand {
   std::string name;  // update, remove, summary, sessions
   uint64_t seq = 0;
   std::vector<Header> headers;
   friend bool operator==(const RelayCommand&, const RelayCommand&) = default;
+  RelayCommandView view() const { return {name, seq, headers}; }
 };
 
 // "<name> <seq>\r\n" + "h: v\r\n"... + "\r\n". Headers with empty values are skipped.

@@ -26,7 +26,9 @@ std::optional<uint64_t> parse_number(std::string_view text) {
 const std::string* header(const std::vector<Header>& headers, std::string_view name) {
   const std::string* found = nullptr;
   for (const Header& h : headers)
-    if (h.name == name) found = &h.value;  // the last one wins, as Request::find
+    // The last one wins, as Request::find; an empty value is no value (it is
+    // never sent, and RelayCommandView::find skips it too).
+    if (h.name == name && !h.value.empty()) found = &h.value;
   return found;
 }
 

@@ -229,7 +229,7 @@ void DispatcherClient::Peer::on_request(protocol::ParseResult&& parsed) {
              name.c_str(), why.c_str());
     return;
   }
-  const std::string payload = owner_client->engine_.handle(*cmd, owner);
+  const std::string payload = owner_client->engine_.handle(cmd->view(), owner);
   if (conn && conn->is_open()) conn->write(protocol::serialize_reply(cmd->seq, payload));
 }
 

@@ -196,7 +196,7 @@ void RelayEngine::close() {
   uv_close(reinterpret_cast<uv_handle_t*>(&sample_timer_), nullptr);
 }
 
-std::string RelayEngine::handle(const protocol::RelayCommand& cmd, uint64_t owner) {
+std::string RelayEngine::handle(const protocol::RelayCommandView& cmd, uint64_t owner) {
   if (cmd.name == "update") return handle_update(cmd, owner);
   if (cmd.name == "remove") return handle_remove(cmd);
   if (cmd.name == "query") return handle_query(cmd);
@@ -215,31 +215,30 @@ Session* RelayEngine::find(const std::string& call_id, const std::string& from_t
   return it == sessions_.end() ? nullptr : it->second.get();
 }
 
-std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64_t owner) {
-  protocol::Request view{cmd.name, cmd.headers};
+std::string RelayEngine::handle_update(const protocol::RelayCommandView& cmd, uint64_t owner) {
   UpdateRequest req;
   const char* required[] = {"call_id", "from_tag",   "from_uri", "to_uri",
                             "cseq",    "user_agent", "type"};
   for (const char* name : required) {
-    if (!view.find(name)) {
+    if (!cmd.find(name)) {
       LOG_LIMITED(Warning, nullptr, "relay: update without '%s' header answered with error", name);
       return "error";
     }
   }
-  req.call_id = *view.find("call_id");
-  req.from_tag = *view.find("from_tag");
-  if (const std::string* t = view.find("to_tag")) req.to_tag = *t;
-  req.from_uri = *view.find("from_uri");
-  req.to_uri = *view.find("to_uri");
-  req.user_agent = *view.find("user_agent");
-  const std::string& type = *view.find("type");
+  req.call_id = *cmd.find("call_id");
+  req.from_tag = *cmd.find("from_tag");
+  if (const std::string* t = cmd.find("to_tag")) req.to_tag = *t;
+  req.from_uri = *cmd.find("from_uri");
+  req.to_uri = *cmd.find("to_uri");
+  req.user_agent = *cmd.find("user_agent");
+  const std::string& type = *cmd.find("type");
   if (type != "request" && type != "reply") {
     LOG_LIMITED(Warning, nullptr, "relay: update %s with type '%s' (expected request or reply)",
                 log_safe(req.call_id).c_str(), log_safe(type).c_str());
     return "error";
   }
   req.is_request = type == "request";
-  if (const std::string* latching = view.find("latching")) {
+  if (const std::string* latching = cmd.find("latching")) {
     if (*latching != "strict" && *latching != "normal") {
       LOG_LIMITED(Warning, nullptr,
                   "relay: update %s with latching '%s' (expected strict or normal)",
@@ -248,7 +247,7 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
     }
     req.strict_latching = *latching == "strict";
   }
-  if (const std::string* index = view.find("media_index")) {
+  if (const std::string* index = cmd.find("media_index")) {
     auto [q, err] = std::from_chars(index->data(), index->data() + index->size(), req.media_index);
     if (err != std::errc() || q != index->data() + index->size() || req.media_index == 0 ||
         req.media_index > protocol::kMaxMediaItems) {
@@ -257,9 +256,9 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
       return "error";
     }
   }
-  if (const std::string* dialog = view.find("dialog_id"); dialog && dialog->size() <= 256)
+  if (const std::string* dialog = cmd.find("dialog_id"); dialog && dialog->size() <= 256)
     req.dialog_id = *dialog;  // (longer: not a dialog id the module makes; not kept)
-  if (const std::string* families = view.find("families")) {
+  if (const std::string* families = cmd.find("families")) {
     // "<a>,<b>": this party's family, then the family the reply must have.
     const size_t comma = families->find(',');
     const auto a = parse_family_digit(std::string_view(*families).substr(0, comma));
@@ -273,15 +272,15 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
     }
     req.reply_family = *b;
   }
-  const std::string& cseq = *view.find("cseq");
+  const std::string& cseq = *cmd.find("cseq");
   auto [p, ec] = std::from_chars(cseq.data(), cseq.data() + cseq.size(), req.cseq);
   if (ec != std::errc() || p != cseq.data() + cseq.size() || req.cseq < 0) {
     LOG_LIMITED(Warning, nullptr, "relay: update %s with non-numeric cseq '%s'",
                 log_safe(req.call_id).c_str(), log_safe(cseq).c_str());
     return "error";
   }
-  if (const std::string* sig = view.find("signaling_ip")) parse_signaling_ip(*sig, req);
-  if (const std::string* m = view.find("media")) {
+  if (const std::string* sig = cmd.find("signaling_ip")) parse_signaling_ip(*sig, req);
+  if (const std::string* m = cmd.find("media")) {
     std::string why;
     req.media = protocol::parse_media(*m, why);
     if (!req.media) {
@@ -316,15 +315,14 @@ std::string RelayEngine::handle_update(const protocol::RelayCommand& cmd, uint64
   return reply;
 }
 
-std::string RelayEngine::handle_remove(const protocol::RelayCommand& cmd) {
-  protocol::Request view{cmd.name, cmd.headers};
-  const std::string* call_id = view.find("call_id");
-  const std::string* from_tag = view.find("from_tag");
+std::string RelayEngine::handle_remove(const protocol::RelayCommandView& cmd) {
+  const std::string* call_id = cmd.find("call_id");
+  const std::string* from_tag = cmd.find("from_tag");
   if (!call_id || !from_tag) {
     LOG_LIMITED(Warning, nullptr, "relay: remove without call_id/from_tag answered with error");
     return "error";
   }
-  const std::string* to_tag = view.find("to_tag");
+  const std::string* to_tag = cmd.find("to_tag");
   Session* s = find(*call_id, *from_tag, to_tag ? *to_tag : std::string());
   if (!s) {
     LOG_LIMITED(Info, nullptr, "relay: remove for unknown session %s", log_safe(*call_id).c_str());
@@ -341,12 +339,11 @@ std::string RelayEngine::handle_remove(const protocol::RelayCommand& cmd) {
 // One session's live figures for the rtpproxy front end's Q command:
 // packets from each party, relayed and dropped, and the seconds left before
 // the expiry policy below would end it.
-std::string RelayEngine::handle_query(const protocol::RelayCommand& cmd) {
-  protocol::Request view{cmd.name, cmd.headers};
-  const std::string* call_id = view.find("call_id");
-  const std::string* from_tag = view.find("from_tag");
+std::string RelayEngine::handle_query(const protocol::RelayCommandView& cmd) {
+  const std::string* call_id = cmd.find("call_id");
+  const std::string* from_tag = cmd.find("from_tag");
   if (!call_id || !from_tag) return "error";
-  const std::string* to_tag = view.find("to_tag");
+  const std::string* to_tag = cmd.find("to_tag");
   Session* s = find(*call_id, *from_tag, to_tag ? *to_tag : std::string());
   if (!s) return "error";
   const double now = ctx_.now();

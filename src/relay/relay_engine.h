@@ -62,7 +62,10 @@ class RelayEngine final : public StateSink {
   RelayEngine& operator=(const RelayEngine&) = delete;
 
   // Answers one command from dispatcher `owner` with the reply payload.
-  std::string handle(const protocol::RelayCommand& cmd, uint64_t owner);
+  std::string handle(const protocol::RelayCommandView& cmd, uint64_t owner);
+  std::string handle(const protocol::RelayCommand& cmd, uint64_t owner) {
+    return handle(cmd.view(), owner);
+  }
 
   // Where `expired <json>` reports go.
   using ExpiredSink = std::function<void(uint64_t owner, const std::string& json)>;
@@ -102,13 +105,13 @@ class RelayEngine final : public StateSink {
   const PortPool& ports() const { return pool_; }
 
  private:
-  std::string handle_update(const protocol::RelayCommand& cmd, uint64_t owner);
-  std::string handle_remove(const protocol::RelayCommand& cmd);
-  std::string handle_query(const protocol::RelayCommand& cmd);
+  std::string handle_update(const protocol::RelayCommandView& cmd, uint64_t owner);
+  std::string handle_remove(const protocol::RelayCommandView& cmd);
+  std::string handle_query(const protocol::RelayCommandView& cmd);
   std::string summary_json() const;
   // The `sessions` list, whole or in batches (session_listing.cpp).
   std::string sessions_json() const;
-  std::string sessions_batch(const protocol::RelayCommand& cmd) const;
+  std::string sessions_batch(const protocol::RelayCommandView& cmd) const;
   void list(Session* s);    // a new session joins the listing order
   void unlist(Session* s);  // before it is erased
 

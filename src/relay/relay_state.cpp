@@ -229,7 +229,8 @@ void RelayEngine::flush_state() {
     return;
   }
   for (Session* s : dirty_) {
-    journal_->put_session(s->state_id, session_state_to_json(s->capture()));
+    journal_->put_session_with(
+        s->state_id, [s](std::string& out) { append_session_state_json(out, s->capture()); });
     s->state_dirty = false;
     s->state_traffic = s->traffic_total();
   }
@@ -287,7 +288,9 @@ void RelayEngine::compact_state() {
   std::string content = state_identity().header() + '\n';
   for (auto& [key, s] : sessions_) {
     if (!s->state_id) s->state_id = next_state_id_++;
-    StateJournal::append_line(content, 'S', s->state_id, session_state_to_json(s->capture()));
+    StateJournal::append_line_with(content, 'S', s->state_id, [&s](std::string& out) {
+      append_session_state_json(out, s->capture());
+    });
     s->state_traffic = s->traffic_total();
   }
   std::string error;

@@ -43,7 +43,7 @@ std::string RelayEngine::sessions_json() const {
   return out;
 }
 
-std::string RelayEngine::sessions_batch(const protocol::RelayCommand& cmd) const {
+std::string RelayEngine::sessions_batch(const protocol::RelayCommandView& cmd) const {
   std::string why;
   const auto q = protocol::parse_sessions_from(cmd.headers, why);
   if (!q) {

@@ -361,7 +361,13 @@ struct Reader {
 }  // namespace
 
 std::string session_state_to_json(const SessionState& s) {
-  JsonWriter w;
+  std::string out;
+  append_session_state_json(out, s);
+  return out;
+}
+
+void append_session_state_json(std::string& out, const SessionState& s) {
+  JsonWriter w(out);
   w.begin_object();
   w.field("call_id", s.call_id);
   w.field("from_tag", s.from_tag);
@@ -410,7 +416,6 @@ std::string session_state_to_json(const SessionState& s) {
   for (const StreamState& st : s.streams) write_stream(w, st);
   w.end_array();
   w.end_object();
-  return w.take();
 }
 
 bool session_state_from_json(std::string_view json, SessionState& out, std::string& error) {

@@ -93,6 +93,8 @@ struct SessionState {
 
 // One JSON object, written with JsonWriter (byte strings survive).
 std::string session_state_to_json(const SessionState& s);
+// The same object appended to `out` (a journal's record buffer).
+void append_session_state_json(std::string& out, const SessionState& s);
 // The inverse. false with `error` when the text is not such an object, a
 // field has the wrong type or a value is out of its range.
 bool session_state_from_json(std::string_view json, SessionState& out, std::string& error);

@@ -24,7 +24,9 @@ std::string Session::stats_json() const {
       reported.begin(), reported.end(),
       [](const MediaStream* a, const MediaStream* b) { return *a->start_wall < *b->start_wall; });
 
-  JsonWriter w;
+  std::string out;
+  out.reserve(1024);  // one allocation for a typical two-stream record
+  JsonWriter w(out);
   w.begin_object();
   w.field("call_id", call_id_);
   w.field("from_tag", from_tag_);
@@ -37,8 +39,8 @@ std::string Session::stats_json() const {
   w.field("to_uri", to_uri_);
   w.field("start_time", start_wall_);
   w.field("duration", duration);
-  w.field("caller_ua", caller_ua_.empty() ? std::string("Unknown") : caller_ua_);
-  w.field("callee_ua", callee_ua_.empty() ? std::string("Unknown") : callee_ua_);
+  w.field("caller_ua", caller_ua_.empty() ? std::string_view("Unknown") : caller_ua_);
+  w.field("callee_ua", callee_ua_.empty() ? std::string_view("Unknown") : callee_ua_);
   w.field("username", username_);
   w.key("streams");
   w.begin_array();
@@ -101,7 +103,7 @@ std::string Session::stats_json() const {
   }
   w.end_array();
   w.end_object();
-  return w.take();
+  return out;
 }
 
 std::string Session::listing_json() const {

@@ -75,7 +75,8 @@ void BackgroundCompaction::work(uv_work_t* req) {
   chunk.reserve(kWriteChunk + 64 * 1024);
   bool ok = true;
   for (const auto& [id, state] : job.snapshot) {
-    StateJournal::append_line(chunk, 'S', id, session_state_to_json(state));
+    StateJournal::append_line_with(
+        chunk, 'S', id, [&state](std::string& out) { append_session_state_json(out, state); });
     if (chunk.size() < kWriteChunk) continue;
     ok = StateJournal::write_fully(job.fd, chunk, job.error);
     if (!ok) break;

@@ -60,18 +60,28 @@ std::string StateIdentity::header() const {
 }
 
 void StateJournal::append_line(std::string& out, char type, uint64_t id, std::string_view payload) {
-  char head[40];
-  const size_t start = out.size();
-  out.append(9, ' ');  // checksum and its space, filled below
-  out += type;
-  out += ' ';
-  auto [p, ec] = std::to_chars(head, head + sizeof head, id);
-  out.append(head, p);
+  const size_t start = begin_line(out, type, id);
   if (!payload.empty()) {
     out += ' ';
     out.append(payload);
   }
+  end_line(out, start);
+}
+
+size_t StateJournal::begin_line(std::string& out, char type, uint64_t id) {
+  const size_t start = out.size();
+  out.append(9, ' ');  // checksum and its space, filled by end_line()
+  out += type;
+  out += ' ';
+  char digits[24];
+  auto [p, ec] = std::to_chars(digits, digits + sizeof digits, id);
+  out.append(digits, p);
+  return start;
+}
+
+void StateJournal::end_line(std::string& out, size_t start) {
   const uint32_t sum = line_sum(std::string_view(out).substr(start + 9));
+  char head[16];
   std::snprintf(head, sizeof head, "%08x", sum);
   out.replace(start, 8, head, 8);
   out += '\n';

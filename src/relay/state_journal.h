@@ -67,6 +67,12 @@ class StateJournal {
 
   // Queue one record; written by flush().
   void put_session(uint64_t id, std::string_view json) { append_line(pending_, 'S', id, json); }
+  // An S record whose JSON `write_json(std::string&)` appends in place (no
+  // copy of a finished string).
+  template <typename WriteJson>
+  void put_session_with(uint64_t id, WriteJson&& write_json) {
+    append_line_with(pending_, 'S', id, write_json);
+  }
   void put_counters(uint64_t id, std::string_view text) { append_line(pending_, 'C', id, text); }
   void put_delete(uint64_t id) { append_line(pending_, 'D', id, {}); }
   bool has_pending() const { return !pending_.empty(); }
@@ -102,8 +108,22 @@ class StateJournal {
 
   // One record line (with its newline) appended to `out`.
   static void append_line(std::string& out, char type, uint64_t id, std::string_view payload);
+  // The same with a payload that `write_payload(std::string&)` appends.
+  template <typename WritePayload>
+  static void append_line_with(std::string& out, char type, uint64_t id,
+                               WritePayload&& write_payload) {
+    const size_t start = begin_line(out, type, id);
+    out += ' ';
+    write_payload(out);
+    end_line(out, start);
+  }
 
  private:
+  // The two halves of a line: its head (checksum room, type, id), returning
+  // where it starts, and the checksum and newline once the payload is in.
+  static size_t begin_line(std::string& out, char type, uint64_t id);
+  static void end_line(std::string& out, size_t start);
+
   int fd_ = -1;
   std::string path_;
   std::string pending_;

@@ -49,6 +49,19 @@ TEST_CASE("format_ipv4 round-trips", "[address]") {
   CHECK(format_ipv4(Ipv4{}) == "0.0.0.0");
 }
 
+TEST_CASE("format_ipv4 writes what inet_ntop writes", "[address]") {
+  // Every octet value in every position, against the C library.
+  for (uint32_t v = 0; v < 256; ++v) {
+    for (int shift : {0, 8, 16, 24}) {
+      const Ipv4 a = Ipv4::from_host_order((v << shift) | (shift == 0 ? 0x0a000000u : 7u));
+      char expected[INET_ADDRSTRLEN];
+      in_addr in{a.be};
+      REQUIRE(inet_ntop(AF_INET, &in, expected, sizeof expected));
+      CHECK(format_ipv4(a) == expected);
+    }
+  }
+}
+
 TEST_CASE("parse_port", "[address]") {
   CHECK(parse_port("0") == uint16_t{0});
   CHECK(parse_port("40000") == uint16_t{40000});

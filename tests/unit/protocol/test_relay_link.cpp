@@ -113,6 +113,29 @@ TEST_CASE("serialize_command then frame + to_relay_command round-trips", "[relay
   CHECK(bytewise == commands);
 }
 
+TEST_CASE("RelayCommandView::find reads what the command on the wire carries", "[relay_link]") {
+  // The in-process link hands the dispatcher's headers over as they are,
+  // empty values included; the relay must read what it would have read from
+  // the serialised command, where they are left out.
+  const std::vector<Header> headers{{"call_id", "c"}, {"to_tag", ""},     {"from_tag", "f1"},
+                                    {"from_tag", ""}, {"media", "audio"}, {"call_id", "c2"},
+                                    {"dialog_id", ""}};
+  const RelayCommandView in_process{"update", 5, headers};
+  const auto wire = decode_commands(serialize_command({"update", 5, headers}));
+  REQUIRE(wire.size() == 1);
+  const RelayCommandView from_wire = wire[0].view();
+  for (const char* name : {"call_id", "to_tag", "from_tag", "media", "dialog_id", "absent"}) {
+    INFO(name);
+    const std::string* a = in_process.find(name);
+    const std::string* b = from_wire.find(name);
+    REQUIRE((a == nullptr) == (b == nullptr));
+    if (a) CHECK(*a == *b);
+  }
+  CHECK(*in_process.find("call_id") == "c2");
+  CHECK(*in_process.find("from_tag") == "f1");
+  CHECK(in_process.find("to_tag") == nullptr);
+}
+
 TEST_CASE("decode the B.10 commands", "[relay_link]") {
   auto cmds = decode_commands("sessions 0\r\n\r\n" + kUpdate1 + kRemove3);
   REQUIRE(cmds.size() == 3);
