@@ -15,8 +15,10 @@
 // end_*) is the caller's bug and is not diagnosed.
 #include "common/json_writer.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <system_error>
 
 namespace mp {
@@ -150,6 +152,21 @@ void append_double(std::string& out, double v) {
     out += v < 0 ? "-Infinity" : "Infinity";
     return;
   }
+  // Where CPython writes positional notation (decimal exponent -4..15, and
+  // zero), to_chars' shortest round-trip digits in fixed form are its text
+  // (the same digits as the scientific form below), plus ".0" when there is
+  // no fraction. Wall-clock times, the bulk of the relay's records, go here.
+  const double magnitude = std::fabs(v);
+  if (magnitude == 0 || (magnitude >= 1e-4 && magnitude < 1e16)) {
+    char fixed[64];
+    const auto r = std::to_chars(fixed, fixed + sizeof fixed, v, std::chars_format::fixed);
+    if (r.ec == std::errc()) {
+      const std::string_view text(fixed, static_cast<size_t>(r.ptr - fixed));
+      out += text;
+      if (text.find('.') == std::string_view::npos) out += ".0";
+      return;
+    }
+  }
   // Shortest round-trip digits in scientific form: [-]d[.ddd]e(+|-)XX[X].
   char sci[64];
   const auto res = std::to_chars(sci, sci + sizeof sci, v, std::chars_format::scientific);
@@ -247,8 +264,19 @@ void JsonWriter::end_array() {
 
 void JsonWriter::key(std::string_view k) {
   separator();
-  append_quoted(out_, k);
-  out_ += ": ";
+  // Keys are nearly always short names that need no escape: one append.
+  char buf[64];
+  if (k.size() <= sizeof buf - 4 && std::all_of(k.begin(), k.end(), [](char c) {
+        return plain(static_cast<unsigned char>(c));
+      })) {
+    buf[0] = '"';
+    std::memcpy(buf + 1, k.data(), k.size());
+    std::memcpy(buf + 1 + k.size(), "\": ", 3);
+    out_.append(buf, k.size() + 4);
+  } else {
+    append_quoted(out_, k);
+    out_ += ": ";
+  }
   after_key_ = true;
 }
 

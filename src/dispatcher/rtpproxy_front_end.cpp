@@ -303,20 +303,22 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
   const IpAddress::Family wanted = rtpproxy_reply_family(cmd, *party_ip);
   protocol::Request req;
   req.command = "update";
-  req.headers = {{"call_id", call.call_id},
-                 {"from_tag", call.tag[side]},
-                 {"to_tag", call.tag[1 - side]},
-                 {"from_uri", "unknown"},
-                 {"to_uri", "unknown"},
-                 {"user_agent", "rtpproxy client"},
-                 {"type", "request"},
-                 {"cseq", std::to_string(call.cseq[side])},
-                 {"signaling_ip", cmd.address},
-                 {"media", media}};
+  // Built in place (an initializer list would copy every string twice).
+  std::vector<protocol::Header>& h = req.headers;
+  h.reserve(11);
+  h.push_back({"call_id", call.call_id});
+  h.push_back({"from_tag", call.tag[side]});
+  if (!call.tag[1 - side].empty()) h.push_back({"to_tag", call.tag[1 - side]});
+  h.push_back({"from_uri", "unknown"});
+  h.push_back({"to_uri", "unknown"});
+  h.push_back({"user_agent", "rtpproxy client"});
+  h.push_back({"type", "request"});
+  h.push_back({"cseq", std::to_string(call.cseq[side])});
+  h.push_back({"signaling_ip", cmd.address});
+  h.push_back({"media", std::move(media)});
   if (wanted != party_ip->family)  // a bridge: "<this party's family>,<the reply's>"
-    req.headers.push_back(
+    h.push_back(
         {"families", std::string{family_digit(party_ip->family), ',', family_digit(wanted)}});
-  if (req.headers[2].value.empty()) req.headers.erase(req.headers.begin() + 2);
   const bool created = call.cseq[0] == 1 && call.cseq[1] == 0 && !retransmission && side == 0;
   dispatcher_.handle(
       std::move(req), [this, key, n, created, side, retransmission, before = std::move(before),
@@ -387,18 +389,19 @@ void RtpproxyFrontEnd::lookup(Call& call, const std::string& key, Pending& p) {
 
   protocol::Request req;
   req.command = "update";
-  req.headers = {{"call_id", call.call_id},
-                 {"from_tag", call.tag[offerer]},
-                 {"to_tag", call.tag[answerer]},
-                 {"from_uri", "unknown"},
-                 {"to_uri", "unknown"},
-                 {"user_agent", "rtpproxy client"},
-                 {"type", "reply"},
-                 {"cseq", std::to_string(call.cseq[offerer])},
-                 {"signaling_ip", cmd.address},
-                 {"media_index", std::to_string(n)},
-                 {"media", rtpproxy_media_item(cmd.address, cmd.port, cmd.modifiers.asymmetric)}};
-  if (req.headers[2].value.empty()) req.headers.erase(req.headers.begin() + 2);
+  std::vector<protocol::Header>& h = req.headers;
+  h.reserve(11);
+  h.push_back({"call_id", call.call_id});
+  h.push_back({"from_tag", call.tag[offerer]});
+  if (!call.tag[answerer].empty()) h.push_back({"to_tag", call.tag[answerer]});
+  h.push_back({"from_uri", "unknown"});
+  h.push_back({"to_uri", "unknown"});
+  h.push_back({"user_agent", "rtpproxy client"});
+  h.push_back({"type", "reply"});
+  h.push_back({"cseq", std::to_string(call.cseq[offerer])});
+  h.push_back({"signaling_ip", cmd.address});
+  h.push_back({"media_index", std::to_string(n)});
+  h.push_back({"media", rtpproxy_media_item(cmd.address, cmd.port, cmd.modifiers.asymmetric)});
   dispatcher_.handle(std::move(req), [this, key, n, p = std::move(p)](std::string r) mutable {
     std::string ip;
     uint16_t port = 0;
@@ -417,7 +420,9 @@ void RtpproxyFrontEnd::lookup(Call& call, const std::string& key, Pending& p) {
 void RtpproxyFrontEnd::remove(Call& call, const std::string& key, Pending& p) {
   protocol::Request req;
   req.command = "remove";
-  req.headers = {{"call_id", call.call_id}, {"from_tag", call.tag[0]}};
+  req.headers.reserve(3);
+  req.headers.push_back({"call_id", call.call_id});
+  req.headers.push_back({"from_tag", call.tag[0]});
   if (!call.tag[1].empty()) req.headers.push_back({"to_tag", call.tag[1]});
   if (p.cmd.from_tag.media_number || (p.cmd.to_tag && p.cmd.to_tag->media_number))
     LOG_DEBUG("rtpproxy: D with a media number for call %s deletes the whole session",
