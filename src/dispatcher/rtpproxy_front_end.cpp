@@ -25,7 +25,12 @@ constexpr double kIdleBeforeSweep = 120;  // seconds a call state may outlive it
 constexpr size_t kMaxQueuedPerCall = 64;
 
 std::string key_of(const std::string& call_id, const std::string& tag) {
-  return call_id + '\n' + tag;
+  std::string key;
+  key.reserve(call_id.size() + 1 + tag.size());  // one allocation
+  key += call_id;
+  key += '\n';
+  key += tag;
+  return key;
 }
 
 const char* verb_name(RtpproxyVerb v) {

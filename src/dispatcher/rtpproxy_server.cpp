@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/address.h"
 #include "common/log.h"
 #include "protocol/rtpproxy_command.h"
 
@@ -34,10 +35,11 @@ char g_udp_buffer[kDatagramsPerRead * kMaxDatagram];
 char g_stream_buffer[64 * 1024];
 
 std::string address_of(const sockaddr* sa) {
-  char text[INET6_ADDRSTRLEN] = "";
+  // IPv4 (every datagram of a typical proxy) without inet_ntop's sprintf.
   if (sa->sa_family == AF_INET)
-    uv_ip4_name(reinterpret_cast<const sockaddr_in*>(sa), text, sizeof text);
-  else if (sa->sa_family == AF_INET6)
+    return format_ipv4(Ipv4{reinterpret_cast<const sockaddr_in*>(sa)->sin_addr.s_addr});
+  char text[INET6_ADDRSTRLEN] = "";
+  if (sa->sa_family == AF_INET6)
     uv_ip6_name(reinterpret_cast<const sockaddr_in6*>(sa), text, sizeof text);
   return text;
 }

@@ -31,7 +31,15 @@ constexpr double kKernelFastPollInterval = 0.25;
 
 // Length-prefixed, so that no call-id/tag pair can spell another's key.
 std::string key_of(const std::string& call_id, const std::string& tag) {
-  return std::to_string(call_id.size()) + ':' + call_id + tag;
+  char length[24];
+  const auto end = std::to_chars(length, length + sizeof length, call_id.size()).ptr;
+  std::string key;
+  key.reserve(static_cast<size_t>(end - length) + 1 + call_id.size() + tag.size());
+  key.append(length, end);  // "<length>:<call_id><tag>", built with one allocation
+  key += ':';
+  key += call_id;
+  key += tag;
+  return key;
 }
 
 // signaling_ip forms (spec A.4): JSON object, "SRC_DST", or a plain address.
