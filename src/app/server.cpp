@@ -1,8 +1,13 @@
-// Process start-up, role wiring, signals and shutdown (server.h).
+// Process start-up, role wiring and shutdown (server.h): checks the
+// configuration and the host (runtime directory, relay address, open-file
+// limit), daemonises, takes over a predecessor's sockets on --upgrade, builds
+// the parts of the chosen role into a Process (server_process.h) and joins
+// them, opens the listeners with the module socket last, runs the event loop
+// and tears the parts down in order. The signal handlers are in
+// server_signals.cpp, the orderly stop in server_process.cpp.
 #include "app/server.h"
 
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -20,6 +25,7 @@
 #include "app/config_check.h"
 #include "app/daemon.h"
 #include "app/in_process_link.h"
+#include "app/server_process.h"
 #include "app/service_notify.h"
 #include "app/upgrade.h"
 #include "common/log.h"
@@ -41,6 +47,8 @@
 namespace mp::app {
 
 namespace {
+
+using server::Process;
 
 constexpr uint64_t kInProcessOwner = 1;
 
@@ -77,81 +85,6 @@ rlim_t raise_file_limit() {
   }
   return rl.rlim_cur;
 }
-
-struct Process {
-  uv_loop_t* loop = nullptr;
-  Config cfg;
-  log::Level configured_level = log::Level::Info;
-  std::unique_ptr<relay::RelayEngine> engine;
-  std::unique_ptr<app::InProcessLink> link;
-  std::unique_ptr<dispatcher::Dispatcher> dispatcher;
-  std::unique_ptr<accounting::Accounting> accounting;
-  std::unique_ptr<dispatcher::HangupClient> hangup;
-  std::unique_ptr<dispatcher::ModuleServer> module_server;
-  std::unique_ptr<dispatcher::RtpproxyFrontEnd> rtpproxy;
-  std::unique_ptr<dispatcher::RtpproxyServer> rtpproxy_server;
-  std::unique_ptr<management::ManagementServer> management;
-  std::unique_ptr<metrics::HttpServer> metrics_http;
-  std::unique_ptr<dispatcher::RelayListener> relay_listener;
-  std::unique_ptr<relay::DispatcherClient> dispatcher_client;
-  std::unique_ptr<app::UpgradeListener> upgrade;
-  std::unique_ptr<app::ServiceNotifier> notifier;
-  bool handed_over = false;  // a new process took the sockets and calls over
-  uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
-  uv_timer_t halt_timer;
-  bool stopping = false;
-
-  void stop(const char* why) {
-    if (stopping) return;
-    stopping = true;
-    LOG_INFO("shutting down (%s)", why);
-    if (notifier) notifier->stopping();
-    if (module_server) module_server->close();
-    if (rtpproxy_server) rtpproxy_server->close();
-    if (management) management->close();
-    if (metrics_http) metrics_http->close();
-    if (relay_listener) relay_listener->close();
-    if (upgrade) upgrade->close();
-    // every session ends now and is reported, unless a successor carries them on
-    if (engine && !handed_over) engine->shutdown();
-    if (dispatcher_client) dispatcher_client->close();  // after the reports are queued
-    if (engine) engine->close();
-    if (rtpproxy) rtpproxy->close();
-    if (dispatcher) dispatcher->close();
-    if (hangup) hangup->close();
-    // Closing a libuv signal handle restores the default action; a second
-    // SIGTERM during shutdown must not kill us, so ignore them first with the
-    // signals blocked in between.
-    sigset_t block, old;
-    sigemptyset(&block);
-    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) sigaddset(&block, sig);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    for (uv_signal_t* s : {&sig_term, &sig_int, &sig_hup, &sig_usr1})
-      uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
-    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1}) signal(sig, SIG_IGN);
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  }
-
-  // The STATUS= line systemctl status shows (ServiceNotifier).
-  std::string status_text() const {
-    auto n = [](size_t count, const char* what) {
-      return std::to_string(count) + " " + what + (count == 1 ? "" : "s");
-    };
-    if (engine && engine->halting())
-      return "halting (SIGHUP): " + n(engine->session_count(), "session") +
-             " left, exits when the last ends";
-    if (cfg.role == Role::Combined)
-      return n(engine->session_count(), "session") + ", " +
-             (engine->kernel_forwarding() ? "kernel" : "userspace") + " forwarding";
-    if (cfg.role == Role::Dispatcher)
-      return n(dispatcher->live_session_count(), "session") + ", " +
-             n(dispatcher->usable_relay_count(), "relay") + " taking calls of " +
-             std::to_string(dispatcher->relay_count()) + " connected";
-    return n(engine->session_count(), "session") + ", " +
-           std::to_string(dispatcher_client ? dispatcher_client->connected_count() : 0) + " of " +
-           n(cfg.relay.dispatchers.size(), "dispatcher") + " connected";
-  }
-};
 
 }  // namespace
 
@@ -362,54 +295,7 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
     });
   }
 
-  for (auto [sig, handle] : {std::pair{SIGTERM, &p.sig_term}, std::pair{SIGINT, &p.sig_int},
-                             std::pair{SIGHUP, &p.sig_hup}, std::pair{SIGUSR1, &p.sig_usr1}}) {
-    uv_signal_init(p.loop, handle);
-    handle->data = &p;
-    uv_signal_start(
-        handle,
-        [](uv_signal_t* h, int signum) {
-          auto* proc = static_cast<Process*>(h->data);
-          switch (signum) {
-            case SIGTERM:
-              proc->stop("SIGTERM");
-              break;
-            case SIGINT:
-              proc->stop("SIGINT");
-              break;
-            case SIGUSR1: {
-              log::Level l = log::toggle_debug(proc->configured_level);
-              log::write(log::Level::Info, "SIGUSR1: log level is now %s",
-                         std::string(log::level_name(l)).c_str());
-              break;
-            }
-            case SIGHUP:
-              if (!proc->engine) {  // dispatcher role: as AG, SIGHUP terminates
-                proc->stop("SIGHUP");
-                break;
-              }
-              if (proc->engine->halting()) break;
-              LOG_INFO("SIGHUP: graceful halt, exiting when the last session ends");
-              // The last session usually ends inside a `remove`: stop on the
-              // next loop turn, once its reply has been written.
-              proc->engine->halt([proc] {
-                uv_timer_init(proc->loop, &proc->halt_timer);
-                proc->halt_timer.data = proc;
-                uv_timer_start(
-                    &proc->halt_timer,
-                    [](uv_timer_t* t) {
-                      auto* pr = static_cast<Process*>(t->data);
-                      uv_close(reinterpret_cast<uv_handle_t*>(t), nullptr);
-                      pr->stop("halted, last session ended");
-                    },
-                    0, 0);
-              });
-              proc->notifier->status_changed();
-              break;
-          }
-        },
-        sig);
-  }
+  p.start_signal_handlers();
 
   bool ok = true;
   if (ok && cfg.role == Role::Dispatcher) {

@@ -261,28 +261,18 @@ std::vector<std::pair<std::string, Section>> option_table() {
               return set_level(v, c.relay.log_level, error);
             }}},
            {"forwarding", {[](std::string_view v, Config& c, std::string& error) {
-              if (v == "auto")
-                c.relay.forwarding = Forwarding::Auto;
-              else if (v == "kernel")
-                c.relay.forwarding = Forwarding::Kernel;
-              else if (v == "userspace")
-                c.relay.forwarding = Forwarding::Userspace;
-              else
-                return fail(error,
-                            "expected auto, kernel or userspace, got '" + std::string(v) + "'");
-              return true;
+              return set_choice(v, c.relay.forwarding,
+                                {{"auto", Forwarding::Auto},
+                                 {"kernel", Forwarding::Kernel},
+                                 {"userspace", Forwarding::Userspace}},
+                                error);
             }}},
            {"media_io", {[](std::string_view v, Config& c, std::string& error) {
-              if (v == "auto")
-                c.relay.media_io = MediaIo::Auto;
-              else if (v == "io_uring")
-                c.relay.media_io = MediaIo::IoUring;
-              else if (v == "syscalls")
-                c.relay.media_io = MediaIo::Syscalls;
-              else
-                return fail(error,
-                            "expected auto, io_uring or syscalls, got '" + std::string(v) + "'");
-              return true;
+              return set_choice(v, c.relay.media_io,
+                                {{"auto", MediaIo::Auto},
+                                 {"io_uring", MediaIo::IoUring},
+                                 {"syscalls", MediaIo::Syscalls}},
+                                error);
             }}},
            {"nft_table", {[](std::string_view v, Config& c, std::string& error) {
               if (!check_nft_table_name(v, error)) return false;
@@ -297,10 +287,8 @@ std::vector<std::pair<std::string, Section>> option_table() {
               return true;
             }}},
            {"latching", {[](std::string_view v, Config& c, std::string& error) {
-              if (v != "normal" && v != "strict")
-                return fail(error, "expected normal or strict, got '" + std::string(v) + "'");
-              c.relay.strict_latching = v == "strict";
-              return true;
+              return set_choice(v, c.relay.strict_latching, {{"normal", false}, {"strict", true}},
+                                error);
             }}},
            {"latch_window", {[](std::string_view v, Config& c, std::string& error) {
               return set_seconds(v, c.relay.latch_window, 0, 60, error);

@@ -127,4 +127,13 @@ bool set_listen(std::string_view v, std::optional<Endpoint>& out, uint16_t port,
   return true;
 }
 
+std::string expected_one_of(const std::vector<std::string_view>& words, std::string_view v) {
+  std::string list;
+  for (size_t i = 0; i < words.size(); ++i) {
+    if (i > 0) list += i + 1 == words.size() ? " or " : ", ";
+    list += words[i];
+  }
+  return "expected " + list + ", got '" + std::string(v) + "'";
+}
+
 }  // namespace mp::config_values

@@ -1,130 +1,38 @@
-// Implementation of the rtpproxy control protocol codec (rtpproxy_command.h).
+// Implementation of the rtpproxy control protocol codec (rtpproxy_command.h):
+// the command grammar.
 //
 // Owns the tokenizer (spaces, tabs, CRs and LFs separate tokens, empty tokens
 // vanish, as in rtpproxy's rtpp_command_split), the verb table with rtpproxy's
-// argument counts (rtpp_command_parse.c), the modifier grammars of each verb
-// (rpcpv1_ul.c for U/L, rpcpv1_delete.c, rpcpv1_query.c, ...); the reply
-// formats are in rtpproxy_reply.cpp. Checks run in rtpproxy's order, so a command with
-// several faults gets the code rtpproxy would send: token faults (E5, E25),
-// the verb (E0), the argument count (E1), modifiers on a verb that takes none
-// (E2), "&&" sub-commands (E3), then the verb's own modifiers (U/L: the notify
-// tag first, then the letters left to right), then the address and port, then
-// the tags. Where rtpproxy is lax this code is strict: media numbers must be
-// 1..1000, codec lists well-formed, addresses literal. Reasons quote the input
-// only through quoted(), so they never carry control or non-ASCII bytes.
+// argument counts (rtpp_command_parse.c), the one-letter modifiers of D, Q,
+// I, G, P, R, C and N (rpcpv1_delete.c, rpcpv1_query.c, ...), addresses,
+// ports and tags. The modifier grammar of U and L (rpcpv1_ul.c) is in
+// rtpproxy_modifiers.cpp, the lexical pieces both use in rtpproxy_syntax.h,
+// the reply formats in rtpproxy_reply.cpp. Checks run in rtpproxy's order,
+// so a command with several faults gets the code rtpproxy would send: token
+// faults (E5, E25), the verb (E0), the argument count (E1), modifiers on a
+// verb that takes none (E2), "&&" sub-commands (E3), then the verb's own
+// modifiers (U/L: the notify tag first, then the letters left to right), then
+// the address and port, then the tags. Where rtpproxy is lax this code is
+// strict: media numbers must be 1..1000, codec lists well-formed, addresses
+// literal. Reasons quote the input only through quoted(), so they never carry
+// control or non-ASCII bytes.
 #include "protocol/rtpproxy_command.h"
 
 #include <charconv>
 #include <system_error>
 
 #include "common/address.h"
+#include "protocol/rtpproxy_modifiers.h"
+#include "protocol/rtpproxy_syntax.h"
 
 namespace mp::protocol {
 
+using namespace rtpproxy_syntax;
+
 namespace {
 
-constexpr size_t kMaxReason = 200;      // characters of RtpproxyParseError::reason
-constexpr size_t kMaxQuoted = 40;       // input bytes quoted in a reason
 constexpr size_t kMaxSubcommands = 15;  // rtpproxy: MAX_SUBC_NUM - 1
 constexpr size_t kMaxQueryNames = 11;   // rtpproxy: RTPP_QUERY_NSTATS
-constexpr unsigned kMaxPtime = 999;     // z<ms>: rtpproxy accepts 1..999
-constexpr unsigned kMaxPayloadType = 127;
-
-bool is_separator(char c) {
-  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-bool is_digit(char c) {
-  return c >= '0' && c <= '9';
-}
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-std::string_view trim_trailing(std::string_view s) {
-  while (!s.empty() && is_separator(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-// `bytes` in double quotes for a reason: bytes outside 0x20-0x7e, the quote
-// and the backslash become \xNN; more than kMaxQuoted bytes are cut with "...".
-std::string quoted(std::string_view bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  const size_t n = bytes.size() > kMaxQuoted ? kMaxQuoted : bytes.size();
-  for (size_t i = 0; i < n; ++i) {
-    const auto c = static_cast<unsigned char>(bytes[i]);
-    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  out += '"';
-  if (bytes.size() > n) out += "...";
-  return out;
-}
-
-// Plain decimal digits (at least one, no sign) with a value <= max.
-bool parse_number(std::string_view text, unsigned max, unsigned& out) {
-  if (text.empty()) return false;
-  uint64_t v = 0;
-  for (char c : text) {
-    if (!is_digit(c)) return false;
-    v = v * 10 + static_cast<unsigned>(c - '0');
-    if (v > max) return false;
-  }
-  out = static_cast<unsigned>(v);
-  return true;
-}
-
-// An IPv6 literal as getaddrinfo(AI_NUMERICHOST) takes it, minus zone ids:
-// up to eight groups of 1-4 hex digits, at most one "::", optionally ending in
-// a dotted quad that stands for two groups.
-bool is_ipv6_literal(std::string_view s) {
-  if (s.size() < 2 || s.size() > 45) return false;
-  size_t groups = 0;
-  bool compressed = false;
-  size_t i = 0;
-  if (s.substr(0, 2) == "::") {
-    compressed = true;
-    i = 2;
-    if (i == s.size()) return true;
-  } else if (s[0] == ':') {
-    return false;
-  }
-  for (;;) {
-    const size_t end = s.find(':', i);
-    const std::string_view group = s.substr(i, end == std::string_view::npos ? end : end - i);
-    if (group.find('.') != std::string_view::npos) {
-      if (end != std::string_view::npos || !parse_ipv4(group)) return false;
-      groups += 2;
-      break;
-    }
-    if (group.empty() || group.size() > 4) return false;
-    for (char c : group)
-      if (hex_value(c) < 0) return false;
-    ++groups;
-    if (end == std::string_view::npos) break;
-    i = end + 1;
-    if (i < s.size() && s[i] == ':') {
-      if (compressed) return false;
-      compressed = true;
-      ++i;
-      if (i == s.size()) break;
-    } else if (i == s.size()) {
-      return false;  // a single trailing ':'
-    }
-  }
-  return compressed ? groups <= 7 : groups == 8;
-}
 
 // Argument table, from rtpproxy's fill_cmd_props(); counts include the
 // command token.
@@ -175,7 +83,7 @@ class TokenList {
 
 class Parser {
  public:
-  explicit Parser(RtpproxyParseError& error) : error_(error) {}
+  explicit Parser(RtpproxyParseError& error) : faults_(error) {}
 
   std::optional<RtpproxyCommand> run(std::string_view text) {
     if (!parse(text)) return std::nullopt;
@@ -183,15 +91,7 @@ class Parser {
   }
 
  private:
-  bool fail(int code, std::string reason) {
-    if (reason.size() > kMaxReason) {
-      reason.resize(kMaxReason - 3);
-      reason += "...";
-    }
-    error_.code = code;
-    error_.reason = std::move(reason);
-    return false;
-  }
+  bool fail(int code, std::string reason) { return faults_.fail(code, std::move(reason)); }
 
   bool parse(std::string_view text) {
     text = trim_trailing(text);
@@ -422,7 +322,7 @@ class Parser {
       cmd_.notify_socket.assign(tokens_[notify_pos]);
       cmd_.notify_tag = std::move(*tag);
     }
-    if (!parse_ul_modifiers(mods, cmd_.modifiers)) return false;
+    if (!parse_ul_modifiers(mods, name_, faults_, cmd_.modifiers)) return false;
 
     const std::string_view address = tokens_[2];
     if (cmd_.modifiers.ipv6 ? !is_ipv6_literal(address) : !parse_ipv4(address))
@@ -439,136 +339,7 @@ class Parser {
     return parse_tags(4, to_pos);
   }
 
-  bool parse_codecs(std::string_view list, std::vector<unsigned>& codecs) {
-    const auto bad = [&](const std::string& why) {
-      return fail(rtpp_error::kBadCodecs, name_ + ": codec list " + quoted(list) + " " + why);
-    };
-    if (list.empty()) return bad("is empty");
-    size_t start = 0;
-    for (;;) {
-      const size_t comma = list.find(',', start);
-      const std::string_view item =
-          list.substr(start, comma == std::string_view::npos ? comma : comma - start);
-      unsigned pt = 0;
-      if (!parse_number(item, kMaxPayloadType, pt))
-        return bad("has an item that is not a payload type 0..127");
-      if (codecs.size() == kMaxRtpproxyCodecs)
-        return bad("has more than " + std::to_string(kMaxRtpproxyCodecs) + " items");
-      codecs.push_back(pt);
-      if (comma == std::string_view::npos) return true;
-      start = comma + 1;
-    }
-  }
-
-  // l<addr> / r<addr>: as rtpproxy's extractaddr(), the address runs over
-  // digits and dots, or is an IPv6 literal of hex digits and colons in
-  // brackets; the next modifier letter follows directly.
-  bool parse_address_modifier(std::string_view mods, size_t& i, RtpproxyModifiers& m) {
-    const bool local = lower(mods[i]) == 'l';
-    const int syntax_code = local ? rtpp_error::kBadLocalModifier : rtpp_error::kBadRemoteModifier;
-    const char* which = local ? "local address (l)" : "remote address (r)";
-    size_t j = i + 1;
-    if (local && j < mods.size() && mods[j] == '{') {
-      const size_t close = mods.find('}', j + 1);
-      if (close == std::string_view::npos || close == j + 1)
-        return fail(syntax_code, name_ + ": malformed address label in " + quoted(mods));
-      return fail(rtpp_error::kBadArgument, name_ + ": address labels (l{...}) are not supported");
-    }
-    std::string_view address;
-    bool v6 = false;
-    size_t next = j;
-    if (j < mods.size() && mods[j] == '[') {
-      size_t k = j + 1;
-      while (k < mods.size() && (hex_value(mods[k]) >= 0 || mods[k] == ':')) ++k;
-      if (k == mods.size() || mods[k] != ']' || k == j + 1)
-        return fail(syntax_code, name_ + ": malformed " + which + " in " + quoted(mods));
-      address = mods.substr(j + 1, k - j - 1);
-      v6 = true;
-      next = k + 1;
-    } else {
-      size_t k = j;
-      while (k < mods.size() && (is_digit(mods[k]) || mods[k] == '.')) ++k;
-      if (k == j) return fail(syntax_code, name_ + ": no " + which + " in " + quoted(mods));
-      address = mods.substr(j, k - j);
-      next = k;
-    }
-    if (v6 ? !is_ipv6_literal(address) : !parse_ipv4(address))
-      return fail(local ? rtpp_error::kBadArgument : rtpp_error::kBadRemoteAddress,
-                  name_ + ": invalid " + which + " " + quoted(address));
-    (local ? m.local_address : m.remote_address).assign(address);
-    i = next - 1;
-    return true;
-  }
-
-  bool parse_ul_modifiers(std::string_view mods, RtpproxyModifiers& m) {
-    bool have_codecs = false;
-    for (size_t i = 0; i < mods.size(); ++i) {
-      const char c = lower(mods[i]);
-      switch (c) {
-        case 'a':
-          m.asymmetric = true;
-          m.symmetric = false;
-          break;
-        case 's':
-          m.symmetric = true;
-          m.asymmetric = false;
-          break;
-        case 'w':
-          m.weak = true;
-          break;
-        case 'i':
-        case 'e':
-          if (m.bridge.size() >= 2)
-            return fail(c == 'e' ? rtpp_error::kBridgeExternal : rtpp_error::kBridgeInternal,
-                        name_ + ": more than two i/e letters in " + quoted(mods));
-          m.bridge.push_back(c);
-          (c == 'i' ? m.internal : m.external) = true;
-          break;
-        case '6':
-          m.ipv6 = true;
-          m.ipv4 = false;
-          break;
-        case '4':
-          m.ipv4 = true;
-          m.ipv6 = false;
-          break;
-        case 'n':
-          m.new_port = true;
-          break;
-        case 'z': {
-          size_t j = i + 1;
-          while (j < mods.size() && is_digit(mods[j])) ++j;
-          unsigned ms = 0;
-          if (!parse_number(mods.substr(i + 1, j - i - 1), kMaxPtime, ms) || ms == 0)
-            return fail(rtpp_error::kBadPtime,
-                        name_ + ": z needs a packetization time of 1..999 ms in " + quoted(mods));
-          m.repacketize_ms = ms;
-          i = j - 1;
-          break;
-        }
-        case 'c': {
-          if (have_codecs)
-            return fail(rtpp_error::kBadCodecs, name_ + ": two codec lists in " + quoted(mods));
-          size_t j = i + 1;
-          while (j < mods.size() && (is_digit(mods[j]) || mods[j] == ',')) ++j;
-          if (!parse_codecs(mods.substr(i + 1, j - i - 1), m.codecs)) return false;
-          have_codecs = true;
-          i = j - 1;
-          break;
-        }
-        case 'l':
-        case 'r':
-          if (!parse_address_modifier(mods, i, m)) return false;
-          break;
-        default:
-          return fail(rtpp_error::kUnknownModifier,
-                      name_ + ": unknown modifier " + quoted(mods.substr(i, 1)));
-      }
-    }
-    return true;
-  }
-
-  RtpproxyParseError& error_;
+  Faults faults_;
   TokenList tokens_;  // of the command before any "&&"
   size_t subcommands_ = 0;
   std::string name_;  // the verb's name, for reasons (short: no allocation)
