@@ -31,7 +31,11 @@ Then two phases of --seconds each:
   dumps   the same probe, while a dumper process asks `sessions` on one management connection
           over and over (at most --max-dumps), reading each answer as fast as it can.
 
-Reported per phase: offer latency p50/p99/max (ms); for the dumps: how many completed, their
+Reported per phase: offer latency p50/p99/max (ms); the server's event-loop turns (the
+dispatcher's, in the distributed mode) from its metrics endpoint: how many kept the loop busy
+longer than 5 ms and the bucket of the longest (a turn is what an offer can wait behind; an
+offer's latency also holds the time the server was not running at all, which no turn shows);
+for the dumps: how many completed, their
 mean time and size, the server's CPU per dump (CPU of the dump phase minus that of the quiet
 phase, divided by the dumps), and the server's RSS growth (highest RSS sampled every 5 ms
 during the phase minus RSS before it). Every loop is bounded in count and time. Standard
@@ -314,9 +318,41 @@ def start(binary, ini_text, work, name):
     return p
 
 
+def loop_turns(metrics_port):
+    """The server's mediaproxy_event_loop_turn_seconds histogram: {le: cumulative count}
+    ({} when the binary does not export it)."""
+    try:
+        with socket.create_connection(("127.0.0.1", metrics_port), timeout=10) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError:
+        return {}
+    out = {}
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith('mediaproxy_event_loop_turn_seconds_bucket{le="'):
+            le, count = line[len('mediaproxy_event_loop_turn_seconds_bucket{le="'):].split('"} ')
+            out[float(le)] = int(float(count))
+    return out
+
+
+def turns_between(before, after):
+    """Turns of a phase longer than 5 ms, and the upper bound (ms) of the longest one's
+    bucket (inf: above the last bound; None: no histogram)."""
+    if not before or not after:
+        return None, None
+    delta = {le: after[le] - before.get(le, 0) for le in after}
+    total = delta[float("inf")]
+    over_5ms = total - delta.get(0.005, 0)
+    longest = min((le for le, c in delta.items() if c == total), default=float("inf"))
+    return over_5ms, longest * 1e3
+
+
 def start_combined(binary, n, args, work, port):
     ports = args.ports or ports_for(n, args.spare_ports)
     p = start(binary, f"[General]\nrole = combined\nruntime_dir = {work}/run\nlog_level = warning\n\n"
+              f"[Metrics]\nlisten = 127.0.0.1:{port + 1}\n\n"
               f"[Dispatcher]\nsocket_path = dispatcher.sock\n"
               f"listen_management = 127.0.0.1:{port}\nmanagement_use_tls = no\n\n"
               f"[Relay]\nrelay_ip = {args.relay_ip}\nport_range = {ports}\n"
@@ -338,6 +374,7 @@ def start_distributed(binary, n, args, work, port):
     rpc = os.path.join(work, "proxy-rpc.sock")  # nobody listens: hang-up notices go nowhere
     disp = start(binary, f"[General]\nrole = dispatcher\nruntime_dir = {work}/disp\n"
                  "log_level = warning\n\n"
+                 f"[Metrics]\nlisten = 127.0.0.1:{port + 1}\n\n"
                  f"[Dispatcher]\nsocket_path = dispatcher.sock\nlisten = any:{args.relay_port}\n"
                  + (f"relay_timeout = {args.relay_timeout}\n" if args.relay_timeout else "") +
                  f"listen_management = 127.0.0.1:{port}\nmanagement_use_tls = no\n\n"
@@ -400,9 +437,12 @@ def run_one(name, binary, n, args):
                "fill_s": fill_s}
         rss0 = proc_rss(p.pid)
         cpu0, rcpu0 = proc_cpu(p.pid), cpu_of(relays)
+        turns0 = loop_turns(port + 1)
         lat, peak, errs = probe_in_process(path, p.pid, args.seconds, args.rate, 10_000_000)
         cpu_quiet, rcpu_quiet = proc_cpu(p.pid) - cpu0, cpu_of(relays) - rcpu0
+        over, longest = turns_between(turns0, loop_turns(port + 1))
         res["quiet"] = {"p50_ms": pct(lat, .5) * 1e3, "p99_ms": pct(lat, .99) * 1e3,
+                        "turns_over_5ms": over, "longest_turn_le_ms": longest,
                         "max_ms": max(lat) * 1e3, "offers": len(lat),
                         "rss_growth_mb": (peak - rss0) / 2**20, "errors": errs,
                         "table_after": table_size(port)[0]}
@@ -410,12 +450,15 @@ def run_one(name, binary, n, args):
         d = mpr.Process(target=dumper, args=(port, args.seconds, args.max_dumps, q))
         rss0 = proc_rss(p.pid)
         cpu0, rcpu0 = proc_cpu(p.pid), cpu_of(relays)
+        turns0 = loop_turns(port + 1)
         d.start()
         lat, peak, errs = probe_in_process(path, p.pid, args.seconds, args.rate, 20_000_000)
         dumps = q.get(timeout=600)
         d.join(timeout=10)
         cpu_dumps, rcpu_dumps = proc_cpu(p.pid) - cpu0, cpu_of(relays) - rcpu0
+        over, longest = turns_between(turns0, loop_turns(port + 1))
         res["dumps"] = {"p50_ms": pct(lat, .5) * 1e3, "p99_ms": pct(lat, .99) * 1e3,
+                        "turns_over_5ms": over, "longest_turn_le_ms": longest,
                         "max_ms": max(lat) * 1e3, "offers": len(lat),
                         "rss_growth_mb": (peak - rss0) / 2**20,
                         "dumps": len(dumps),
@@ -519,7 +562,8 @@ def main():
                 p.kill()
     hdr = (f"{'binary':8} {'sessions':>8} {'relays':>6} | {'quiet p50/p99/max ms':>22} | "
            f"{'during dumps p50/p99/max ms':>28} | {'dumps':>5} {'ms/dump':>8} {'MB/dump':>8} "
-           f"{'CPU ms/dump':>11} {'RSS +MB':>8} {'listed':>7} {'errors':>6}")
+           f"{'CPU ms/dump':>11} {'RSS +MB':>8} {'listed':>7} {'errors':>6} | "
+           f"{'turns >5ms quiet/dumps':>22} {'longest turn <= ms q/d':>22}")
     print(hdr)
     print("-" * len(hdr))
     for r in results:
@@ -532,7 +576,9 @@ def main():
               f"{d['max_ms']:9.2f} | {d['dumps']:>5} {d['dump_ms'] or 0:8.1f} "
               f"{d['dump_mb'] or 0:8.2f} {d['cpu_ms_per_dump'] or 0:11.1f} "
               f"{d['rss_growth_mb']:8.1f} {str(r['listed'])[:7]:>7} "
-              f"{len(q['errors']) + len(d['errors']):>6}")
+              f"{len(q['errors']) + len(d['errors']):>6} | "
+              f"{str(q['turns_over_5ms']):>10}/{str(d['turns_over_5ms']):<11} "
+              f"{str(q['longest_turn_le_ms']):>10}/{str(d['longest_turn_le_ms']):<11}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)

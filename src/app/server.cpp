@@ -182,6 +182,7 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
 
   p.cfg = cfg;
   p.loop = uv_default_loop();
+  p.loop_turns = std::make_unique<metrics::LoopTurnMeter>(p.loop);
   p.notifier = std::make_unique<app::ServiceNotifier>(p.loop, [&p] { return p.status_text(); });
   // Live upgrade: the running process hands its sockets over, writes its
   // state file and exits; the calls are restored from that file on them.
@@ -397,6 +398,7 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
       e.counter("mediaproxy_log_lines_suppressed_total",
                 "Log lines about bad input held back by the rate limit.",
                 static_cast<double>(log::suppressed_total()));
+      if (p.loop_turns) p.loop_turns->write_metrics(e);
       if (p.dispatcher) p.dispatcher->write_metrics(e);
       if (p.accounting) p.accounting->write_metrics(e);
       if (p.hangup) p.hangup->write_metrics(e);

@@ -15,6 +15,7 @@ void Process::stop(const char* why) {
   if (rtpproxy_server) rtpproxy_server->close();
   if (management) management->close();
   if (metrics_http) metrics_http->close();
+  loop_turns.reset();  // its handle closes with the others
   if (relay_listener) relay_listener->close();
   if (upgrade) upgrade->close();
   // every session ends now and is reported, unless a successor carries them on

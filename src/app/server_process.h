@@ -25,6 +25,7 @@
 #include "dispatcher/rtpproxy_server.h"
 #include "management/management_server.h"
 #include "metrics/http_server.h"
+#include "metrics/loop_turns.h"
 #include "relay/dispatcher_client.h"
 #include "relay/relay_engine.h"
 
@@ -44,6 +45,7 @@ struct Process {
   std::unique_ptr<dispatcher::RtpproxyServer> rtpproxy_server;
   std::unique_ptr<management::ManagementServer> management;
   std::unique_ptr<metrics::HttpServer> metrics_http;
+  std::unique_ptr<metrics::LoopTurnMeter> loop_turns;
   std::unique_ptr<dispatcher::RelayListener> relay_listener;
   std::unique_ptr<relay::DispatcherClient> dispatcher_client;
   std::unique_ptr<app::UpgradeListener> upgrade;

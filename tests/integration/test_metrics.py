@@ -85,6 +85,25 @@ def test_metrics_follow_calls_and_traffic(mp):
 
 
 @pytest.mark.mediaproxy_config(**CONFIG)
+def test_event_loop_turns_are_counted(mp):
+    body = scrape()[2]
+    assert "# TYPE mediaproxy_event_loop_turn_seconds histogram" in body
+    turns0 = value(body, "mediaproxy_event_loop_turn_seconds_count")
+    c = mp.client()
+    d = Dialog(c)
+    d.setup(MediaPort("127.0.0.2"), MediaPort("127.0.0.3"))
+    assert d.remove() == "removed"
+    body = scrape()[2]
+    # Every request and every scrape is a turn of the loop at least.
+    assert value(body, "mediaproxy_event_loop_turn_seconds_count") >= turns0 + 3
+    # Cumulative buckets: the +Inf one holds every turn; the longest is a real duration.
+    assert value(body, "mediaproxy_event_loop_turn_seconds_bucket", le="+Inf") == \
+        value(body, "mediaproxy_event_loop_turn_seconds_count")
+    longest = value(body, "mediaproxy_event_loop_turn_longest_seconds")
+    assert 0 < longest < 5
+
+
+@pytest.mark.mediaproxy_config(**CONFIG)
 def test_metrics_endpoint_rejects_other_requests(mp):
     assert scrape("/other")[0] == 404
     conn = http.client.HTTPConnection("127.0.0.1", PORT, timeout=3)
