@@ -48,6 +48,7 @@ void Dispatcher::add_relay(RelayLink* link) {
 
 void Dispatcher::remove_relay(RelayLink* link) {
   relays_.erase(std::remove(relays_.begin(), relays_.end(), link), relays_.end());
+  load_.erase(link);  // its records lose their relay below
   for (auto& [id, rec] : sessions_)
     if (rec.relay == link) {
       rec.relay = nullptr;  // re-adopted by relay address on reconnect
@@ -64,7 +65,7 @@ void Dispatcher::adopt_sessions(RelayLink* link, const std::vector<AdoptedSessio
     const bool mine = rec.relay == link || (!rec.relay && rec.relay_ip == ip);
     if (mine && !held.count(it->first) && !rec.expired_at) {
       lose_session(it->first, rec, "is no longer on its relay after the relay reconnected");
-      it = sessions_.erase(it);
+      it = erase_record(it);
       continue;
     }
     ++it;
@@ -79,32 +80,43 @@ void Dispatcher::adopt_sessions(RelayLink* link, const std::vector<AdoptedSessio
     if (rec.to_tag.empty()) rec.to_tag = s.to_tag;
     if (!rec.answered_at) rec.answered_at = s.answered_at;
   }
+  recount_loads();  // relays changed for many records; this scanned the table anyway
+}
+
+Dispatcher::Sessions::iterator Dispatcher::erase_record(Sessions::iterator it) {
+  count_out(it->second);
+  if (it->second.expired_at) --expired_records_;
+  return sessions_.erase(it);
+}
+
+void Dispatcher::count_in(const Record& rec) {
+  if (rec.relay && !rec.expired_at) ++load_[rec.relay];
+}
+
+void Dispatcher::count_out(const Record& rec) {
+  if (!rec.relay || rec.expired_at) return;
+  auto it = load_.find(rec.relay);
+  if (it != load_.end() && it->second > 0) --it->second;
+}
+
+void Dispatcher::recount_loads() {
+  load_.clear();
+  for (const auto& [id, rec] : sessions_) count_in(rec);
+}
+
+size_t Dispatcher::load_of(const RelayLink* relay) const {
+  auto it = load_.find(relay);
+  return it == load_.end() ? 0 : it->second;
 }
 
 std::vector<RelayLink*> Dispatcher::candidates(const std::string& preferred) const {
   std::vector<RelayLink*> out;
   for (RelayLink* r : relays_)
     if (r->usable()) out.push_back(r);
-  if (out.size() > 1) {
-    // Every relay's load, counted in one pass over the table at most every
-    // kLoadRecount seconds, and counted up as new calls are placed in
-    // between. (Counting per new call made an offer at 50,000 calls cost a
-    // scan of the table: p99 8 ms with nothing else going on, found by
-    // bench/dump_bench.py --mode distributed; counting per comparison, before
-    // that, made filling a dispatcher of 12 relays quadratic.)
-    if (now() - load_counted_at_ >= kLoadRecount || load_.empty()) {
-      load_.clear();
-      for (const auto& [id, rec] : sessions_)
-        if (rec.relay && !rec.expired_at) ++load_[rec.relay];
-      load_counted_at_ = now();
-    }
-    auto load = [this](const RelayLink* r) {
-      auto it = load_.find(r);
-      return it == load_.end() ? size_t{0} : it->second;
-    };
-    std::stable_sort(out.begin(), out.end(),
-                     [&load](const RelayLink* a, const RelayLink* b) { return load(a) < load(b); });
-  }
+  if (out.size() > 1)  // least loaded first (load_ is kept exact, no scan here)
+    std::stable_sort(out.begin(), out.end(), [this](const RelayLink* a, const RelayLink* b) {
+      return load_of(a) < load_of(b);
+    });
   if (!preferred.empty()) {
     auto it = std::find_if(out.begin(), out.end(),
                            [&](const RelayLink* r) { return r->relay_ip() == preferred; });
@@ -167,7 +179,7 @@ void Dispatcher::handle(protocol::Request request, Done inner, log::LimitSource*
     return;
   }
   if (it != sessions_.end()) {  // remove for a session that already expired
-    sessions_.erase(it);
+    erase_record(it);
     done("removed");
     return;
   }
@@ -210,10 +222,12 @@ void Dispatcher::update_new_session(SharedRequest req, std::vector<RelayLink*> c
                   return;
                 }
                 Record& rec = sessions_[call];
+                count_out(rec);  // a record it replaces (e.g. an expired one) stops counting
+                if (rec.expired_at) --expired_records_;
                 rec = Record{};
                 rec.relay = relay;
                 rec.relay_ip = relay->relay_ip();
-                ++load_[relay];  // until the next count (candidates)
+                count_in(rec);
                 if (const std::string* dialog = req->find("dialog_id")) rec.dialog_id = *dialog;
                 note_request(rec, *req);
                 done(std::move(*payload));
@@ -246,7 +260,7 @@ void Dispatcher::forward(Record& rec, SharedRequest req, Done done) {
         }
         auto it = sessions_.find(call_id);
         std::string dialog_id = it != sessions_.end() ? it->second.dialog_id : std::string();
-        if (it != sessions_.end()) sessions_.erase(it);
+        if (it != sessions_.end()) erase_record(it);
         account(std::move(*payload), dialog_id, false, std::nullopt);
         notify_end(call_id, false);
         done("removed");
@@ -299,9 +313,11 @@ void Dispatcher::on_expired(RelayLink* relay, const std::string& json) {
   const bool answered = d.HasMember("start_time") && !d["start_time"].IsNull();
   if (!it->second.dialog_id.empty() && answered && !all_ice) {
     if (hangup_) hangup_(it->second.dialog_id, call_id);
+    count_out(it->second);
+    if (!it->second.expired_at) ++expired_records_;  // a repeated report counts once
     it->second.expired_at = now();
   } else {
-    sessions_.erase(it);
+    erase_record(it);
   }
 }
 
@@ -432,10 +448,7 @@ void Dispatcher::summary(Done done) {
 }
 
 size_t Dispatcher::live_session_count() const {
-  size_t live = 0;
-  for (const auto& [id, rec] : sessions_)
-    if (!rec.expired_at) ++live;
-  return live;
+  return sessions_.size() - expired_records_;  // no scan: a scrape at 50,000 calls took ~5 ms
 }
 
 size_t Dispatcher::usable_relay_count() const {
@@ -471,10 +484,10 @@ void Dispatcher::on_cleanup(uv_timer_t* t) {
   const double dead_limit = self->now() - self->cfg_.cleanup_dead_relays_after;
   for (auto it = self->sessions_.begin(); it != self->sessions_.end();) {
     if (it->second.expired_at && *it->second.expired_at < limit) {
-      it = self->sessions_.erase(it);
+      it = self->erase_record(it);
     } else if (it->second.orphaned_at && *it->second.orphaned_at < dead_limit) {
       self->lose_session(it->first, it->second, "was on a relay that never came back");
-      it = self->sessions_.erase(it);
+      it = self->erase_record(it);
     } else {
       ++it;
     }
