@@ -173,6 +173,7 @@ class RelayEngine final : public StateSink {
   std::optional<LoadedState> loaded_;  // read at start, consumed by restore_sessions()
   std::vector<kernel::AdoptedRule> adopted_;
   std::vector<Session*> dirty_;
+  SessionState state_scratch_;  // flush_state() captures each dirty session into it
   uint64_t next_state_id_ = 1;
   uv_prepare_t state_prepare_;
   uv_timer_t checkpoint_timer_;

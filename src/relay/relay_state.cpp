@@ -229,8 +229,10 @@ void RelayEngine::flush_state() {
     return;
   }
   for (Session* s : dirty_) {
-    journal_->put_session_with(
-        s->state_id, [s](std::string& out) { append_session_state_json(out, s->capture()); });
+    journal_->put_session_with(s->state_id, [this, s](std::string& out) {
+      s->capture_into(state_scratch_);
+      append_session_state_json(out, state_scratch_);
+    });
     s->state_dirty = false;
     s->state_traffic = s->traffic_total();
   }

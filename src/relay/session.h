@@ -89,6 +89,9 @@ class Session {
 
   // State kept across a restart of the process (session_restore.cpp).
   SessionState capture() const;
+  // The same into `out`, whose strings and lists are reused (the journal
+  // captures into one scratch state: no allocation once it is warm).
+  void capture_into(SessionState& out) const;
   CounterCheckpoint capture_counters() const;
   // Rebuilds a session with its sockets on the recorded ports (reserved in
   // the pool by the caller); nullptr with `error` if a port cannot be bound.

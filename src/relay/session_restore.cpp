@@ -63,8 +63,19 @@ void copy_leg(To& o, const From& l) {
 // ---- MediaStream -------------------------------------------------------------
 
 StreamState MediaStream::capture() const {
-  const Clock c = clock_of(ctx_);
   StreamState s;
+  capture_into(s);
+  return s;
+}
+
+void MediaStream::capture_into(StreamState& out) const {
+  const Clock c = clock_of(ctx_);
+  // A fresh state (every field as capture() always set it) that takes over
+  // out's string buffers: the assignments below then copy without allocating.
+  StreamState s;
+  s.media_type = std::move(out.media_type);
+  s.status = std::move(out.status);
+  s.codec = std::move(out.codec);
   s.id = id_;
   s.slot = slot_ ? slot_index_ : UINT32_MAX;
   s.media_type = media_type_;
@@ -80,7 +91,8 @@ StreamState MediaStream::capture() const {
   s.last_activity = c.to_wall(last_activity);
   s.hold_since = c.to_wall(hold_since);
   s.timeout_wait = timeout_wait;
-  s.codec = {codec[kCaller], codec[kCallee]};
+  s.codec[0] = codec[kCaller];
+  s.codec[1] = codec[kCallee];
   s.was_on_hold = was_on_hold_;
   s.kernel_refused = kernel_refused_;
   s.strict_latching = strict_latching_;
@@ -105,7 +117,7 @@ StreamState MediaStream::capture() const {
       o.in_kernel = l.kernel_id != 0 || l.kernel_claim;
       o.last_seen = c.to_wall(l.last_seen);
     }
-  return s;
+  out = std::move(s);
 }
 
 std::unique_ptr<MediaStream> MediaStream::restore(RelayContext& ctx, const StreamState& s,
@@ -246,8 +258,24 @@ void MediaStream::forget_kernel_claim(SubStream k, Side s) {
 // ---- Session ---------------------------------------------------------------
 
 SessionState Session::capture() const {
-  const Clock c = clock_of(ctx_);
   SessionState s;
+  capture_into(s);
+  return s;
+}
+
+void Session::capture_into(SessionState& out) const {
+  const Clock c = clock_of(ctx_);
+  SessionState s;  // as in MediaStream::capture_into: out's buffers, fresh values
+  s.call_id = std::move(out.call_id);
+  s.from_tag = std::move(out.from_tag);
+  s.to_tag = std::move(out.to_tag);
+  s.from_uri = std::move(out.from_uri);
+  s.to_uri = std::move(out.to_uri);
+  s.caller_ua = std::move(out.caller_ua);
+  s.callee_ua = std::move(out.callee_ua);
+  s.dialog_id = std::move(out.dialog_id);
+  s.streams = std::move(out.streams);
+  s.streams.resize(streams_.size());
   s.call_id = call_id_;
   s.from_tag = from_tag_;
   s.to_tag = to_tag_;
@@ -275,8 +303,8 @@ SessionState Session::capture() const {
     }
     s.offers.push_back(std::move(o));
   }
-  for (const auto& st : streams_) s.streams.push_back(st->capture());
-  return s;
+  for (size_t i = 0; i < streams_.size(); ++i) streams_[i]->capture_into(s.streams[i]);
+  out = std::move(s);
 }
 
 CounterCheckpoint Session::capture_counters() const {

@@ -163,6 +163,7 @@ class MediaStream final : public MediaSocketOwner {
   // State kept across a restart (session_restore.cpp). restore() binds the
   // recorded ports, which the caller has reserved in the pool.
   StreamState capture() const;
+  void capture_into(StreamState& out) const;  // reusing out's strings (Session::capture_into)
   static std::unique_ptr<MediaStream> restore(RelayContext& ctx, const StreamState& state,
                                               std::string& error);
   // After a restart: the rule of the previous process that forwards this
