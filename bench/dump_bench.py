@@ -34,7 +34,9 @@ Then two phases of --seconds each:
 Reported per phase: offer latency p50/p99/max (ms); the server's event-loop turns (the
 dispatcher's, in the distributed mode) from its metrics endpoint: how many kept the loop busy
 longer than 5 ms and the bucket of the longest (a turn is what an offer can wait behind; an
-offer's latency also holds the time the server was not running at all, which no turn shows);
+offer's latency also holds the time the server was not running at all, which no turn shows),
+and how often the server was preempted (involuntary context switches: a turn during which it
+was is partly the machine's doing, not the server's);
 for the dumps: how many completed, their
 mean time and size, the server's CPU per dump (CPU of the dump phase minus that of the quiet
 phase, divided by the dumps), and the server's RSS growth (highest RSS sampled every 5 ms
@@ -77,6 +79,21 @@ def proc_cpu(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_preempted(pid):
+    """Times the server was taken off the CPU while it wanted to run (involuntary context
+    switches, all threads): a loop turn that contains one was partly not the server's work."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("nonvoluntary_ctxt_switches:"):
+                        n += int(line.split()[1])
+        except OSError:
+            pass
+    return n
 
 
 def proc_rss(pid):
@@ -437,12 +454,13 @@ def run_one(name, binary, n, args):
                "fill_s": fill_s}
         rss0 = proc_rss(p.pid)
         cpu0, rcpu0 = proc_cpu(p.pid), cpu_of(relays)
-        turns0 = loop_turns(port + 1)
+        turns0, pre0 = loop_turns(port + 1), proc_preempted(p.pid)
         lat, peak, errs = probe_in_process(path, p.pid, args.seconds, args.rate, 10_000_000)
         cpu_quiet, rcpu_quiet = proc_cpu(p.pid) - cpu0, cpu_of(relays) - rcpu0
         over, longest = turns_between(turns0, loop_turns(port + 1))
         res["quiet"] = {"p50_ms": pct(lat, .5) * 1e3, "p99_ms": pct(lat, .99) * 1e3,
                         "turns_over_5ms": over, "longest_turn_le_ms": longest,
+                        "preempted": proc_preempted(p.pid) - pre0,
                         "max_ms": max(lat) * 1e3, "offers": len(lat),
                         "rss_growth_mb": (peak - rss0) / 2**20, "errors": errs,
                         "table_after": table_size(port)[0]}
@@ -450,7 +468,7 @@ def run_one(name, binary, n, args):
         d = mpr.Process(target=dumper, args=(port, args.seconds, args.max_dumps, q))
         rss0 = proc_rss(p.pid)
         cpu0, rcpu0 = proc_cpu(p.pid), cpu_of(relays)
-        turns0 = loop_turns(port + 1)
+        turns0, pre0 = loop_turns(port + 1), proc_preempted(p.pid)
         d.start()
         lat, peak, errs = probe_in_process(path, p.pid, args.seconds, args.rate, 20_000_000)
         dumps = q.get(timeout=600)
@@ -459,6 +477,7 @@ def run_one(name, binary, n, args):
         over, longest = turns_between(turns0, loop_turns(port + 1))
         res["dumps"] = {"p50_ms": pct(lat, .5) * 1e3, "p99_ms": pct(lat, .99) * 1e3,
                         "turns_over_5ms": over, "longest_turn_le_ms": longest,
+                        "preempted": proc_preempted(p.pid) - pre0,
                         "max_ms": max(lat) * 1e3, "offers": len(lat),
                         "rss_growth_mb": (peak - rss0) / 2**20,
                         "dumps": len(dumps),
@@ -563,7 +582,8 @@ def main():
     hdr = (f"{'binary':8} {'sessions':>8} {'relays':>6} | {'quiet p50/p99/max ms':>22} | "
            f"{'during dumps p50/p99/max ms':>28} | {'dumps':>5} {'ms/dump':>8} {'MB/dump':>8} "
            f"{'CPU ms/dump':>11} {'RSS +MB':>8} {'listed':>7} {'errors':>6} | "
-           f"{'turns >5ms quiet/dumps':>22} {'longest turn <= ms q/d':>22}")
+           f"{'turns >5ms quiet/dumps':>22} {'longest turn <= ms q/d':>22} "
+           f"{'preempted q/d':>13}")
     print(hdr)
     print("-" * len(hdr))
     for r in results:
@@ -578,7 +598,8 @@ def main():
               f"{d['rss_growth_mb']:8.1f} {str(r['listed'])[:7]:>7} "
               f"{len(q['errors']) + len(d['errors']):>6} | "
               f"{str(q['turns_over_5ms']):>10}/{str(d['turns_over_5ms']):<11} "
-              f"{str(q['longest_turn_le_ms']):>10}/{str(d['longest_turn_le_ms']):<11}")
+              f"{str(q['longest_turn_le_ms']):>10}/{str(d['longest_turn_le_ms']):<11} "
+              f"{q['preempted']:>6}/{d['preempted']:<6}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
