@@ -288,10 +288,12 @@ void RelayEngine::compact_state() {
   for (Session* s : dirty_) s->state_dirty = false;
   dirty_.clear();
   std::string content = state_identity().header() + '\n';
-  for (auto& [key, s] : sessions_) {
+  for (auto& entry : sessions_) {
+    Session* s = entry.second.get();  // a named pointer: lambdas cannot capture bindings (clang)
     if (!s->state_id) s->state_id = next_state_id_++;
-    StateJournal::append_line_with(content, 'S', s->state_id, [&s](std::string& out) {
-      append_session_state_json(out, s->capture());
+    StateJournal::append_line_with(content, 'S', s->state_id, [this, s](std::string& out) {
+      s->capture_into(state_scratch_);
+      append_session_state_json(out, state_scratch_);
     });
     s->state_traffic = s->traffic_total();
   }

@@ -74,9 +74,11 @@ void BackgroundCompaction::work(uv_work_t* req) {
   chunk += '\n';
   chunk.reserve(kWriteChunk + 64 * 1024);
   bool ok = true;
-  for (const auto& [id, state] : job.snapshot) {
-    StateJournal::append_line_with(
-        chunk, 'S', id, [&state](std::string& out) { append_session_state_json(out, state); });
+  for (const auto& entry : job.snapshot) {
+    const SessionState& state = entry.second;  // named: lambdas cannot capture bindings (clang)
+    StateJournal::append_line_with(chunk, 'S', entry.first, [&state](std::string& out) {
+      append_session_state_json(out, state);
+    });
     if (chunk.size() < kWriteChunk) continue;
     ok = StateJournal::write_fully(job.fd, chunk, job.error);
     if (!ok) break;
