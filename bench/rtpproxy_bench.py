@@ -409,20 +409,15 @@ def print_report(meta, trials, summary, ours, base):
                 cps = o["cpu_us_per_setup"]
                 p(f"  issue 14: CPU per setup <= 40 us: {'met' if cps <= 40 else 'NOT met'} "
                   f"({cps:.1f} us)")
-    if ours in summary and "mediaproxy-baseline" in summary:
-        o, b = summary[ours], summary["mediaproxy-baseline"]
-        p("")
-        p(f"{ours} / mediaproxy-baseline (--baseline binary, same run): setups/s "
-          f"x{o['setups_per_s'] / b['setups_per_s']:.2f}, CPU per setup "
-          f"x{o['cpu_us_per_setup'] / b['cpu_us_per_setup']:.2f} "
-          f"({o['cpu_us_per_setup'] - b['cpu_us_per_setup']:+.1f} us per call set-up)")
-    if ours in summary and "mediaproxy-nostate" in summary:
-        o, b = summary[ours], summary["mediaproxy-nostate"]
-        p("")
-        p(f"{ours} / mediaproxy-nostate (the relay state file journalling every session, same "
-          f"run): setups/s x{o['setups_per_s'] / b['setups_per_s']:.2f}, CPU per setup "
-          f"x{o['cpu_us_per_setup'] / b['cpu_us_per_setup']:.2f} "
-          f"(+{o['cpu_us_per_setup'] - b['cpu_us_per_setup']:.1f} us per call set-up)")
+    for other, what in (("mediaproxy-baseline", "--baseline binary"),
+                        ("mediaproxy-nostate", "the relay state file journalling every session")):
+        if ours in summary and other in summary:
+            o, b = summary[ours], summary[other]
+            p("")
+            p(f"{ours} / {other} ({what}, same run): setups/s "
+              f"x{o['setups_per_s'] / b['setups_per_s']:.2f}, CPU per setup "
+              f"x{o['cpu_us_per_setup'] / b['cpu_us_per_setup']:.2f} "
+              f"({o['cpu_us_per_setup'] - b['cpu_us_per_setup']:+.1f} us per call set-up)")
     if ours in summary and "mediaproxy+sqlite" in summary:
         o, w = summary[ours], summary["mediaproxy+sqlite"]
         drains = [t["accounting_drain_s"] for t in trials
