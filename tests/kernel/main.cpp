@@ -1,7 +1,7 @@
 // The kernel forwarding tests' main: needs root, builds the test namespaces
 // (harness.h), runs the Catch2 session in a child process and deletes the
 // namespaces however the child ends. Exits 77 (skipped) without root.
-#define CATCH_CONFIG_RUNNER
+#include "catch_runner.h"
 #include "harness.h"
 
 // ====================================================================== main
@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   if (pid == 0) {
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
-    int rc = Catch::Session().run(argc, argv);
+    int rc = mp::test::run_catch_session(argc, argv);
     std::fflush(stdout);
     _exit(rc > 255 ? 255 : rc);
   }
