@@ -7,8 +7,11 @@
 * run_expect_exit - run the binary on a config that must be refused.
 
 Binary: $MEDIAPROXY_BIN, default <repo>/build/mediaproxy.
-Relay ports: $MEDIAPROXY_TEST_PORT_BASE (default 42000) .. base+1000; tests run
-one instance at a time, so every instance may use the whole range.
+Relay ports: $MEDIAPROXY_TEST_PORT_BASE (default 42000) .. base+1000; a
+process runs one instance at a time, so every instance may use the whole
+range. Under pytest-xdist (`-n N`), worker gwK adds K * 1500 to the base:
+every port a test uses is derived from PORT_BASE (relays base..base+1000,
+RADIUS base+812.., PostgreSQL base+990) or is an ephemeral one.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import pytest
 from mpclient import RELAY_IP, ModuleClient
 
 REPO = Path(__file__).resolve().parents[2]
-PORT_BASE = int(os.environ.get("MEDIAPROXY_TEST_PORT_BASE", "42000"))
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...
+PORT_BASE = int(os.environ.get("MEDIAPROXY_TEST_PORT_BASE", "42000")) + (
+    1500 * int(_XDIST_WORKER[2:]) if _XDIST_WORKER[2:].isdigit() else 0)
 PORT_SPAN = 1000
 STARTUP_TIMEOUT = 10.0
 EXIT_TIMEOUT = 10.0
