@@ -14,9 +14,12 @@ std::optional<SessionRecord> parse_session_record(std::string_view json, std::st
     error = "not a JSON object";
     return std::nullopt;
   }
+  // Read through a const reference: with non-const iterators clang finds
+  // rapidjson's == and C++20's reversed candidate ambiguous.
+  const rapidjson::Document& doc = d;
   auto str = [&](const char* key) -> std::optional<std::string> {
-    auto it = d.FindMember(key);
-    if (it == d.MemberEnd() || !it->value.IsString()) return std::nullopt;
+    auto it = doc.FindMember(key);
+    if (it == doc.MemberEnd() || !it->value.IsString()) return std::nullopt;
     return json_string_bytes({it->value.GetString(), it->value.GetStringLength()});
   };
   SessionRecord r;
@@ -29,7 +32,7 @@ std::optional<SessionRecord> parse_session_record(std::string_view json, std::st
   r.call_id = std::move(*call_id);
   r.from_tag = std::move(*from_tag);
   r.to_tag = str("to_tag");
-  if (auto it = d.FindMember("start_time"); it != d.MemberEnd() && it->value.IsNumber())
+  if (auto it = doc.FindMember("start_time"); it != doc.MemberEnd() && it->value.IsNumber())
     r.start_time = it->value.GetDouble();
   r.json = std::string(json);
   return r;
