@@ -21,6 +21,9 @@ struct Clock {
   double mono, wall;
   double to_wall(double m) const { return wall - (mono - m); }
   double to_mono(double w) const { return mono - (wall - w); }
+  // Times whose 0 means "never" (a leg's last_seen, hold_since) stay 0.
+  double to_wall_or_zero(double m) const { return m == 0 ? 0 : to_wall(m); }
+  double to_mono_or_zero(double w) const { return w == 0 ? 0 : to_mono(w); }
   std::optional<double> to_wall(const std::optional<double>& m) const {
     return m ? std::optional<double>(to_wall(*m)) : std::nullopt;
   }
@@ -89,7 +92,7 @@ void MediaStream::capture_into(StreamState& out) const {
   s.end_wall = end_wall;
   s.first_media = c.to_wall(first_media);
   s.last_activity = c.to_wall(last_activity);
-  s.hold_since = c.to_wall(hold_since);
+  s.hold_since = c.to_wall_or_zero(hold_since);
   s.timeout_wait = timeout_wait;
   s.codec[0] = codec[kCaller];
   s.codec[1] = codec[kCallee];
@@ -115,7 +118,7 @@ void MediaStream::capture_into(StreamState& out) const {
       LegState& o = s.leg[k][side];
       copy_leg(o, l);
       o.in_kernel = l.kernel_id != 0 || l.kernel_claim;
-      o.last_seen = c.to_wall(l.last_seen);
+      o.last_seen = c.to_wall_or_zero(l.last_seen);
     }
   out = std::move(s);
 }
@@ -132,7 +135,7 @@ std::unique_ptr<MediaStream> MediaStream::restore(RelayContext& ctx, const Strea
   st->end_wall = s.end_wall;
   st->first_media = c.to_mono(s.first_media);
   st->last_activity = c.to_mono(s.last_activity);
-  st->hold_since = c.to_mono(s.hold_since);
+  st->hold_since = c.to_mono_or_zero(s.hold_since);
   st->timeout_wait = s.timeout_wait;
   st->codec[kCaller] = s.codec[0];
   st->codec[kCallee] = s.codec[1];
@@ -158,7 +161,7 @@ std::unique_ptr<MediaStream> MediaStream::restore(RelayContext& ctx, const Strea
       Leg& o = st->legs_[k][side];
       copy_leg(o, l);
       o.kernel_claim = l.in_kernel && s.alive;
-      o.last_seen = c.to_mono(l.last_seen);
+      o.last_seen = c.to_mono_or_zero(l.last_seen);
     }
   st->id_ = s.id;
   st->rtp_port_[kCaller] = s.rtp_port[0];

@@ -33,8 +33,14 @@ void put_endpoint(JsonWriter& w, std::string_view key, const IpEndpoint& e) {
   w.field(key, format_ip_endpoint(e));
 }
 
-// Zero and false are left out (the reader's defaults): most legs of a call
-// being set up are empty, and a record is written at every change.
+// Unset values (zero, false, null) are left out everywhere: the reader takes
+// a missing key as its default, older versions too. Most fields of a call
+// being set up are unset, and a record is written at every change.
+template <typename T>
+void put_if_set(JsonWriter& w, std::string_view key, const std::optional<T>& v) {
+  if (v) w.field(key, *v);
+}
+
 void write_leg(JsonWriter& w, const LegState& l) {
   w.begin_object();
   if (l.learned) {
@@ -87,7 +93,7 @@ void write_stream(JsonWriter& w, const StreamState& s) {
   }
   w.field("type", s.media_type);
   w.field("status", s.status);
-  w.field("alive", s.alive);
+  if (s.alive) w.field("alive", true);
   w.key("ports");
   w.begin_array();
   w.value(static_cast<int64_t>(s.rtp_port[0]));
@@ -101,13 +107,13 @@ void write_stream(JsonWriter& w, const StreamState& s) {
     w.end_array();
   }
   w.field("created", s.created);
-  w.field("start", s.start_wall);
-  w.field("confirmed", s.confirmed);
-  w.field("end", s.end_wall);
-  w.field("first_media", s.first_media);
+  put_if_set(w, "start", s.start_wall);
+  put_if_set(w, "confirmed", s.confirmed);
+  put_if_set(w, "end", s.end_wall);
+  put_if_set(w, "first_media", s.first_media);
   w.field("activity", s.last_activity);
-  w.field("hold_since", s.hold_since);
-  w.field("wait", static_cast<int64_t>(s.timeout_wait));
+  if (s.hold_since != 0) w.field("hold_since", s.hold_since);
+  if (s.timeout_wait) w.field("wait", static_cast<int64_t>(s.timeout_wait));
   w.key("codec");
   w.begin_array();
   w.value(s.codec[0]);
@@ -115,7 +121,7 @@ void write_stream(JsonWriter& w, const StreamState& s) {
   w.end_array();
   if (s.was_on_hold) w.field("on_hold", true);
   if (s.kernel_refused) w.field("kref", true);
-  w.field("strict", s.strict_latching);
+  put_if_set(w, "strict", s.strict_latching);
   w.key("party");
   w.begin_array();
   write_party(w, s.party[0]);
@@ -376,19 +382,16 @@ void append_session_state_json(std::string& out, const SessionState& s) {
   w.field("to_uri", s.to_uri);
   w.field("caller_ua", s.caller_ua);
   w.field("callee_ua", s.callee_ua);
-  w.field("username", s.username);
+  put_if_set(w, "username", s.username);
   if (!s.dialog_id.empty()) w.field("dialog_id", s.dialog_id);
-  w.field("strict", s.strict_latching);
-  w.field("owner", s.owner);
+  put_if_set(w, "strict", s.strict_latching);
+  if (s.owner) w.field("owner", s.owner);
   w.field("created", s.created);
-  w.field("start", s.start_wall);
-  w.field("ended", s.ended_wall);
+  put_if_set(w, "start", s.start_wall);
+  put_if_set(w, "ended", s.ended_wall);
   for (auto [key, c] : {std::pair{"cseq", &s.cseq}, std::pair{"prev_cseq", &s.previous_cseq}}) {
+    if (!*c) continue;
     w.key(key);
-    if (!*c) {
-      w.null();
-      continue;
-    }
     w.begin_array();
     w.value((*c)->first);
     w.value((*c)->second);

@@ -109,6 +109,53 @@ TEST_CASE("a session's state survives its JSON byte for byte", "[relay][state]")
   CHECK(session_state_to_json(back) == json);  // the whole record round-trips
 }
 
+TEST_CASE("unset values are left out of a record and read back unset", "[relay][state]") {
+  // A call just offered: most of its record is unset. Unset values are not
+  // written (a record is written at every change of every call), and what
+  // is missing reads back as unset: the reader's defaults, which older
+  // versions share, so files of either version are read by the other.
+  SessionState s;
+  s.call_id = "c";
+  s.from_tag = "f";
+  s.created = 1796340000.25;
+  StreamState a;
+  a.media_type = "audio";
+  a.status = "unselected";
+  a.rtp_port = {40000, 0};
+  a.created = 1796340000.5;
+  a.last_activity = 1796340000.5;
+  a.codec = {"Unknown", "Unknown"};
+  s.streams = {a};
+  const std::string json = session_state_to_json(s);
+  for (const char* absent : {"null", "username", "strict", "owner", "\"start\"", "ended", "cseq",
+                             "confirmed", "first_media", "hold_since", "wait", "alive", "\"ls\""})
+    CHECK(json.find(absent) == std::string::npos);
+  SessionState back;
+  std::string error;
+  REQUIRE(session_state_from_json(json, back, error));
+  CHECK_FALSE(back.username);
+  CHECK_FALSE(back.strict_latching);
+  CHECK_FALSE(back.start_wall);
+  CHECK_FALSE(back.cseq);
+  CHECK(back.owner == 0);
+  CHECK_FALSE(back.streams[0].alive);
+  CHECK_FALSE(back.streams[0].confirmed);
+  CHECK_FALSE(back.streams[0].first_media);
+  CHECK(back.streams[0].hold_since == 0);
+  CHECK(back.streams[0].timeout_wait == 0);
+  CHECK(back.streams[0].leg[0][0].last_seen == 0);
+  CHECK(session_state_to_json(back) == json);
+
+  // A record of the previous version, which wrote them as nulls, zeros and
+  // false, reads back the same.
+  std::string old = json;
+  old.insert(old.size() - 1,
+             ", \"username\": null, \"strict\": null, \"start\": null, "
+             "\"ended\": null, \"cseq\": null, \"prev_cseq\": null");
+  REQUIRE(session_state_from_json(old, back, error));
+  CHECK(session_state_to_json(back) == json);
+}
+
 TEST_CASE("an IPv6 and a bridged stream keep their families and addresses", "[relay][state]") {
   SessionState s = sample_session();
   s.streams[0].family = {mp::IpAddress::Family::V6, mp::IpAddress::Family::V6};
