@@ -95,7 +95,14 @@ struct RtpproxyServer::Udp {
     double at = 0;
   };
   std::unordered_map<uint64_t, Entry> cache;
-  std::deque<uint64_t> order;  // cache digests, oldest first
+  // Cache digests with their entries' times, oldest first: expiry reads the
+  // time here and touches the table only to erase (a table of 200,000
+  // entries is a cache miss per lookup).
+  struct Aged {
+    uint64_t digest;
+    double at;
+  };
+  std::deque<Aged> order;
 
   static Sender sender_of(const sockaddr* sa) {
     Sender k;
@@ -188,10 +195,10 @@ struct RtpproxyServer::Udp {
 
   void expire() {
     const double limit = now() - server->config().retransmit_cache;
-    while (!order.empty()) {
-      auto it = cache.find(order.front());
-      if (it != cache.end() && it->second.at >= limit && cache.size() <= kMaxCacheEntries) break;
-      if (it != cache.end()) cache.erase(it);
+    while (!order.empty() && (order.front().at < limit || cache.size() > kMaxCacheEntries)) {
+      auto it = cache.find(order.front().digest);
+      // (an entry of the same digest cached again later is not this one)
+      if (it != cache.end() && it->second.at == order.front().at) cache.erase(it);
       order.pop_front();
     }
   }
@@ -217,18 +224,18 @@ struct RtpproxyServer::Udp {
     const uint64_t digest = digest_of(sender, cookie);
     expire();
     bool cached = true;
-    if (auto it = cache.find(digest); it != cache.end()) {
+    if (auto [it, fresh] = cache.try_emplace(digest); !fresh) {
       if (it->second.sender == sender && it->second.cookie == cookie) {
         if (!it->second.reply.empty()) send_to(to, it->second.reply);  // else: still pending
         return;
       }
       cached = false;  // another request with the same digest: answer, do not cache
     } else {
-      Entry& e = cache[digest];
+      Entry& e = it->second;
       e.sender = sender;
       e.cookie.assign(cookie);
       e.at = now();
-      order.push_back(digest);
+      order.push_back({digest, e.at});
     }
     std::string prefix(cookie);
     prefix += ' ';
