@@ -16,7 +16,32 @@ constexpr uint64_t kIpUdpHeader = 28;  // counters are IP-layer bytes, like the 
 int tag_of(SubStream k, Side s) {
   return k * 2 + s;
 }
+
+// The memory of ended streams, per thread (streams live on the loop's).
+struct KeptStreams {
+  void* blocks[MediaStream::kKeptStreams];
+  size_t count = 0;
+  ~KeptStreams() {
+    while (count) ::operator delete(blocks[--count]);
+  }
+};
+thread_local KeptStreams t_kept_streams;
 }  // namespace
+
+void* MediaStream::operator new(size_t size) {
+  KeptStreams& kept = t_kept_streams;
+  if (size == sizeof(MediaStream) && kept.count) return kept.blocks[--kept.count];
+  return ::operator new(size);
+}
+
+void MediaStream::operator delete(void* p, size_t size) noexcept {
+  KeptStreams& kept = t_kept_streams;
+  if (size == sizeof(MediaStream) && kept.count < kKeptStreams) {
+    kept.blocks[kept.count++] = p;
+    return;
+  }
+  ::operator delete(p);
+}
 
 bool PendingQueue::push(const uint8_t* data, size_t len) {
   if (count_ >= kSlots || len > kMaxLen) return false;
