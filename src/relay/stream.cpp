@@ -18,6 +18,18 @@ int tag_of(SubStream k, Side s) {
 }
 
 // The memory of ended streams, per thread (streams live on the loop's).
+// Not under AddressSanitizer: memory kept here would not be poisoned, and a
+// use of an ended stream would go unreported.
+#if defined(__SANITIZE_ADDRESS__)
+#define MP_KEEP_STREAM_MEMORY 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MP_KEEP_STREAM_MEMORY 0
+#endif
+#endif
+#ifndef MP_KEEP_STREAM_MEMORY
+#define MP_KEEP_STREAM_MEMORY 1
+#endif
 struct KeptStreams {
   void* blocks[MediaStream::kKeptStreams];
   size_t count = 0;
@@ -30,13 +42,14 @@ thread_local KeptStreams t_kept_streams;
 
 void* MediaStream::operator new(size_t size) {
   KeptStreams& kept = t_kept_streams;
-  if (size == sizeof(MediaStream) && kept.count) return kept.blocks[--kept.count];
+  if (MP_KEEP_STREAM_MEMORY && size == sizeof(MediaStream) && kept.count)
+    return kept.blocks[--kept.count];
   return ::operator new(size);
 }
 
 void MediaStream::operator delete(void* p, size_t size) noexcept {
   KeptStreams& kept = t_kept_streams;
-  if (size == sizeof(MediaStream) && kept.count < kKeptStreams) {
+  if (MP_KEEP_STREAM_MEMORY && size == sizeof(MediaStream) && kept.count < kKeptStreams) {
     kept.blocks[kept.count++] = p;
     return;
   }

@@ -119,7 +119,8 @@ class MediaStream final : public MediaSocketOwner {
   MediaStream& operator=(const MediaStream&) = delete;
   // A stream is larger than malloc's per-thread cache takes (1,424 bytes
   // against 1,032), so each new and delete went through malloc's bins: the
-  // memory of ended streams is kept (up to kKeptStreams) for the next ones.
+  // memory of ended streams is kept (up to kKeptStreams) for the next ones
+  // (not in AddressSanitizer builds, which must see every free).
   static constexpr size_t kKeptStreams = 4096;
   static void* operator new(size_t size);
   static void operator delete(void* p, size_t size) noexcept;
