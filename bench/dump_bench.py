@@ -35,6 +35,8 @@ Reported per phase: offer latency p50/p99/max (ms); the server's event-loop turn
 dispatcher's, in the distributed mode) from its metrics endpoint: how many kept the loop busy
 longer than 5 ms and the bucket of the longest (a turn is what an offer can wait behind; an
 offer's latency also holds the time the server was not running at all, which no turn shows),
+the same for the turns' CPU time (`turn_cpu = yes`: a turn long in wall time but short in CPU
+time waited for a CPU, one long in both is the server's own work),
 and how often the server was preempted (involuntary context switches: a turn during which it
 was is partly the machine's doing, not the server's);
 for the dumps: how many completed, their
@@ -336,8 +338,9 @@ def start(binary, ini_text, work, name):
 
 
 def loop_turns(metrics_port):
-    """The server's mediaproxy_event_loop_turn_seconds histogram: {le: cumulative count}
-    ({} when the binary does not export it)."""
+    """The server's event-loop turn histograms: {"wall": {le: cumulative count}, "cpu": ...}
+    (mediaproxy_event_loop_turn_seconds and, with turn_cpu, ..._turn_cpu_seconds; {} for a
+    histogram the binary does not export)."""
     try:
         with socket.create_connection(("127.0.0.1", metrics_port), timeout=10) as s:
             s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
@@ -345,12 +348,15 @@ def loop_turns(metrics_port):
             while chunk := s.recv(65536):
                 data += chunk
     except OSError:
-        return {}
-    out = {}
+        return {"wall": {}, "cpu": {}}
+    out = {"wall": {}, "cpu": {}}
+    prefixes = {"wall": 'mediaproxy_event_loop_turn_seconds_bucket{le="',
+                "cpu": 'mediaproxy_event_loop_turn_cpu_seconds_bucket{le="'}
     for line in data.decode(errors="replace").splitlines():
-        if line.startswith('mediaproxy_event_loop_turn_seconds_bucket{le="'):
-            le, count = line[len('mediaproxy_event_loop_turn_seconds_bucket{le="'):].split('"} ')
-            out[float(le)] = int(float(count))
+        for kind, prefix in prefixes.items():
+            if line.startswith(prefix):
+                le, count = line[len(prefix):].split('"} ')
+                out[kind][float(le)] = int(float(count))
     return out
 
 
@@ -366,10 +372,16 @@ def turns_between(before, after):
     return over_5ms, longest * 1e3
 
 
+def metrics_extra(args):
+    """The servers' [Metrics] lines beyond listen: each turn's CPU time too, unless the binary
+    predates turn_cpu (--no-turn-cpu)."""
+    return "" if args.no_turn_cpu else "turn_cpu = yes\n"
+
+
 def start_combined(binary, n, args, work, port):
     ports = args.ports or ports_for(n, args.spare_ports)
     p = start(binary, f"[General]\nrole = combined\nruntime_dir = {work}/run\nlog_level = warning\n\n"
-              f"[Metrics]\nlisten = 127.0.0.1:{port + 1}\n\n"
+              f"[Metrics]\nlisten = 127.0.0.1:{port + 1}\n{metrics_extra(args)}\n"
               f"[Dispatcher]\nsocket_path = dispatcher.sock\n"
               f"listen_management = 127.0.0.1:{port}\nmanagement_use_tls = no\n\n"
               f"[Relay]\nrelay_ip = {args.relay_ip}\nport_range = {ports}\n"
@@ -391,7 +403,7 @@ def start_distributed(binary, n, args, work, port):
     rpc = os.path.join(work, "proxy-rpc.sock")  # nobody listens: hang-up notices go nowhere
     disp = start(binary, f"[General]\nrole = dispatcher\nruntime_dir = {work}/disp\n"
                  "log_level = warning\n\n"
-                 f"[Metrics]\nlisten = 127.0.0.1:{port + 1}\n\n"
+                 f"[Metrics]\nlisten = 127.0.0.1:{port + 1}\n{metrics_extra(args)}\n"
                  f"[Dispatcher]\nsocket_path = dispatcher.sock\nlisten = any:{args.relay_port}\n"
                  + (f"relay_timeout = {args.relay_timeout}\n" if args.relay_timeout else "") +
                  f"listen_management = 127.0.0.1:{port}\nmanagement_use_tls = no\n\n"
@@ -457,9 +469,12 @@ def run_one(name, binary, n, args):
         turns0, pre0 = loop_turns(port + 1), proc_preempted(p.pid)
         lat, peak, errs = probe_in_process(path, p.pid, args.seconds, args.rate, 10_000_000)
         cpu_quiet, rcpu_quiet = proc_cpu(p.pid) - cpu0, cpu_of(relays) - rcpu0
-        over, longest = turns_between(turns0, loop_turns(port + 1))
+        turns1 = loop_turns(port + 1)
+        over, longest = turns_between(turns0["wall"], turns1["wall"])
+        over_cpu, longest_cpu = turns_between(turns0["cpu"], turns1["cpu"])
         res["quiet"] = {"p50_ms": pct(lat, .5) * 1e3, "p99_ms": pct(lat, .99) * 1e3,
                         "turns_over_5ms": over, "longest_turn_le_ms": longest,
+                        "cpu_turns_over_5ms": over_cpu, "longest_cpu_turn_le_ms": longest_cpu,
                         "preempted": proc_preempted(p.pid) - pre0,
                         "max_ms": max(lat) * 1e3, "offers": len(lat),
                         "rss_growth_mb": (peak - rss0) / 2**20, "errors": errs,
@@ -474,9 +489,12 @@ def run_one(name, binary, n, args):
         dumps = q.get(timeout=600)
         d.join(timeout=10)
         cpu_dumps, rcpu_dumps = proc_cpu(p.pid) - cpu0, cpu_of(relays) - rcpu0
-        over, longest = turns_between(turns0, loop_turns(port + 1))
+        turns1 = loop_turns(port + 1)
+        over, longest = turns_between(turns0["wall"], turns1["wall"])
+        over_cpu, longest_cpu = turns_between(turns0["cpu"], turns1["cpu"])
         res["dumps"] = {"p50_ms": pct(lat, .5) * 1e3, "p99_ms": pct(lat, .99) * 1e3,
                         "turns_over_5ms": over, "longest_turn_le_ms": longest,
+                        "cpu_turns_over_5ms": over_cpu, "longest_cpu_turn_le_ms": longest_cpu,
                         "preempted": proc_preempted(p.pid) - pre0,
                         "max_ms": max(lat) * 1e3, "offers": len(lat),
                         "rss_growth_mb": (peak - rss0) / 2**20,
@@ -546,6 +564,9 @@ def main():
     ap.add_argument("--server-nice", type=int, default=0,
                     help="nice value of the mediaproxy processes (negative: root; so that other "
                     "users' builds on a shared machine do not starve them)")
+    ap.add_argument("--no-turn-cpu", action="store_true",
+                    help="do not ask the servers for each turn's CPU time (binaries older than "
+                    "[Metrics] turn_cpu refuse the option)")
     ap.add_argument("--no-netns", action="store_true", help="run in the current namespace")
     ap.add_argument("--out", help="write the results as JSON here too")
     args = ap.parse_args()
@@ -583,6 +604,7 @@ def main():
            f"{'during dumps p50/p99/max ms':>28} | {'dumps':>5} {'ms/dump':>8} {'MB/dump':>8} "
            f"{'CPU ms/dump':>11} {'RSS +MB':>8} {'listed':>7} {'errors':>6} | "
            f"{'turns >5ms quiet/dumps':>22} {'longest turn <= ms q/d':>22} "
+           f"{'CPU turns >5ms q/d':>18} {'longest CPU turn <= ms q/d':>26} "
            f"{'preempted q/d':>13}")
     print(hdr)
     print("-" * len(hdr))
@@ -599,6 +621,8 @@ def main():
               f"{len(q['errors']) + len(d['errors']):>6} | "
               f"{str(q['turns_over_5ms']):>10}/{str(d['turns_over_5ms']):<11} "
               f"{str(q['longest_turn_le_ms']):>10}/{str(d['longest_turn_le_ms']):<11} "
+              f"{str(q['cpu_turns_over_5ms']):>8}/{str(d['cpu_turns_over_5ms']):<9} "
+              f"{str(q['longest_cpu_turn_le_ms']):>12}/{str(d['longest_cpu_turn_le_ms']):<13} "
               f"{q['preempted']:>6}/{d['preempted']:<6}")
     if args.out:
         with open(args.out, "w") as f:

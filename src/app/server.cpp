@@ -184,7 +184,8 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
   p.loop = uv_default_loop();
   // Only where someone can read it: the meter costs a few clock reads per
   // loop turn (~0.15 us), which the media path pays too.
-  if (cfg.metrics.listen) p.loop_turns = std::make_unique<metrics::LoopTurnMeter>(p.loop);
+  if (cfg.metrics.listen)
+    p.loop_turns = std::make_unique<metrics::LoopTurnMeter>(p.loop, cfg.metrics.turn_cpu);
   p.notifier = std::make_unique<app::ServiceNotifier>(p.loop, [&p] { return p.status_text(); });
   // Live upgrade: the running process hands its sockets over, writes its
   // state file and exits; the calls are restored from that file on them.

@@ -385,6 +385,9 @@ std::vector<std::pair<std::string, Section>> option_table() {
                    {"listen", {[](std::string_view v, Config& c, std::string& error) {
                       return set_listen(v, c.metrics.listen, 9465, error);
                     }}},
+                   {"turn_cpu", {[](std::string_view v, Config& c, std::string& error) {
+                      return set_bool(v, c.metrics.turn_cpu, error);
+                    }}},
                }});
   t.push_back({"TLS",
                {{"certs_path", {[](std::string_view v, Config& c, std::string& error) {

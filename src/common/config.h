@@ -181,6 +181,7 @@ bool set_hangup_socket(std::string_view value, std::string& out, std::string& er
 
 struct MetricsConfig {
   std::optional<Endpoint> listen;  // nullopt: no Prometheus endpoint
+  bool turn_cpu = false;           // also the CPU time of each loop turn
 };
 
 struct TlsConfig {

@@ -41,6 +41,7 @@ TEST_CASE("defaults follow AG MediaProxy where it has the option", "[config]") {
   CHECK(c.relay.forwarding == mp::Forwarding::Auto);
   CHECK(c.relay.media_io == mp::MediaIo::Auto);
   CHECK_FALSE(c.metrics.listen);
+  CHECK_FALSE(c.metrics.turn_cpu);
 }
 
 TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
@@ -67,7 +68,8 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
       "media_io = syscalls\n"
       "nft_table = mp_1\n"
       "[Metrics]\n"
-      "listen = any:9999\n");
+      "listen = any:9999\n"
+      "turn_cpu = yes\n");
   REQUIRE(l.ok);
   CHECK(l.cfg.log_level == mp::log::Level::Debug);
   CHECK(l.cfg.module_socket_path() == "/tmp/x.sock");
@@ -89,6 +91,7 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
   REQUIRE(l.cfg.metrics.listen);
   CHECK(l.cfg.metrics.listen->ip.is_any());
   CHECK(l.cfg.metrics.listen->port == 9999);
+  CHECK(l.cfg.metrics.turn_cpu);
   CHECK(l.cfg.warnings.empty());
 }
 

@@ -1,6 +1,7 @@
 // Unit tests for LoopTurnMeter (metrics/loop_turns.h): a turn that keeps the
 // loop busy is measured as such, time the loop spends waiting in its poll is
 // not, and the metrics come out as a histogram and a gauge.
+#include <time.h>
 #include <uv.h>
 
 #include <catch2/catch.hpp>
@@ -60,6 +61,62 @@ TEST_CASE("LoopTurnMeter: a busy turn counts, waiting in the poll does not", "[m
     uv_run(&loop, UV_RUN_DEFAULT);
   }
   uv_run(&loop, UV_RUN_DEFAULT);  // the meter's close callback
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("LoopTurnMeter: CPU time tells work from waiting for a CPU", "[metrics]") {
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+  {
+    LoopTurnMeter meter(&loop, true);
+    REQUIRE(meter.measures_cpu());
+    // One turn computes for 20 ms; another is off the CPU for 40 ms inside
+    // its callback, as a process is when another one has the CPU: both are
+    // long in wall time, only the first in CPU time.
+    uv_timer_t work;
+    uv_timer_t wait;
+    uv_timer_init(&loop, &work);
+    uv_timer_init(&loop, &wait);
+    uv_timer_start(
+        &work, [](uv_timer_t*) { busy_for(20'000'000); }, 30, 0);
+    uv_timer_start(
+        &wait,
+        [](uv_timer_t*) {
+          timespec t{0, 40'000'000};
+          while (nanosleep(&t, &t) != 0) {
+          }
+        },
+        90, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(meter.longest_seconds() >= 0.04);      // the waiting turn, by the wall clock
+    CHECK(meter.longest_cpu_seconds() >= 0.01);  // the computing turn (preemption tolerated)
+    CHECK(meter.longest_cpu_seconds() < 0.035);  // the 40 ms off the CPU are not CPU time
+    CHECK(count_above(meter.turns_cpu(), 0.005) == 1);
+
+    mp::metrics::Exposition e;
+    meter.write_metrics(e);
+    CHECK(e.text().find("# TYPE mediaproxy_event_loop_turn_cpu_seconds histogram") !=
+          std::string::npos);
+    CHECK(e.text().find("mediaproxy_event_loop_turn_longest_cpu_seconds 0.0") != std::string::npos);
+    uv_close(reinterpret_cast<uv_handle_t*>(&work), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&wait), nullptr);
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("LoopTurnMeter: without measure_cpu no CPU metrics are exported", "[metrics]") {
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+  {
+    LoopTurnMeter meter(&loop);
+    CHECK_FALSE(meter.measures_cpu());
+    mp::metrics::Exposition e;
+    meter.write_metrics(e);
+    CHECK(e.text().find("turn_cpu_seconds") == std::string::npos);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
 }
 
