@@ -10,6 +10,7 @@
 
 #include "common/address.h"
 #include "common/log.h"
+#include "dispatcher/rtpproxy_retransmit_cache.h"
 #include "protocol/rtpproxy_command.h"
 
 namespace mp::dispatcher {
@@ -77,32 +78,9 @@ struct RtpproxyServer::Udp {
   size_t queued_count = 0;
   std::string name;
   bool open = false;
-  // The retransmission cache is keyed by a digest of (sender address and
-  // port, cookie); each entry keeps the sender and the cookie themselves, so
-  // a digest collision is recognised (that request then goes uncached).
-  // Neither a lookup nor an insertion formats or allocates a key.
-  struct Sender {
-    uint8_t bytes[18];  // IPv4 or IPv6 address, then the port
-    uint8_t len = 0;
-    bool operator==(const Sender& o) const {
-      return len == o.len && std::memcmp(bytes, o.bytes, len) == 0;
-    }
-  };
-  struct Entry {
-    Sender sender;
-    std::string cookie;
-    std::string reply;  // with cookie and newline; empty while pending
-    double at = 0;
-  };
-  std::unordered_map<uint64_t, Entry> cache;
-  // Cache digests with their entries' times, oldest first: expiry reads the
-  // time here and touches the table only to erase (a table of 200,000
-  // entries is a cache miss per lookup).
-  struct Aged {
-    uint64_t digest;
-    double at;
-  };
-  std::deque<Aged> order;
+  // Replies of recent commands, for the proxy's retransmissions.
+  RtpproxyRetransmitCache cache{kMaxCacheEntries};
+  using Sender = RtpproxyRetransmitCache::Sender;
 
   static Sender sender_of(const sockaddr* sa) {
     Sender k;
@@ -118,14 +96,6 @@ struct RtpproxyServer::Udp {
       k.len = 18;
     }
     return k;
-  }
-
-  static uint64_t digest_of(const Sender& sender, std::string_view cookie) {
-    char buf[sizeof sender.bytes + kMaxRtpproxyCookie];
-    const size_t n = std::min(cookie.size(), kMaxRtpproxyCookie);
-    std::memcpy(buf, sender.bytes, sender.len);
-    std::memcpy(buf + sender.len, cookie.data(), n);
-    return std::hash<std::string_view>{}(std::string_view(buf, sender.len + n));
   }
 
   double now() const { return static_cast<double>(uv_now(server->loop())) / 1000.0; }
@@ -193,16 +163,6 @@ struct RtpproxyServer::Udp {
       delete s;
   }
 
-  void expire() {
-    const double limit = now() - server->config().retransmit_cache;
-    while (!order.empty() && (order.front().at < limit || cache.size() > kMaxCacheEntries)) {
-      auto it = cache.find(order.front().digest);
-      // (an entry of the same digest cached again later is not this one)
-      if (it != cache.end() && it->second.at == order.front().at) cache.erase(it);
-      order.pop_front();
-    }
-  }
-
   void on_datagram(const char* data, size_t len, const sockaddr* from) {
     std::string_view text(data, len);
     std::string_view cookie, command;
@@ -221,35 +181,28 @@ struct RtpproxyServer::Udp {
     }
     const std::string client = address_of(from);
     const Sender sender = sender_of(from);
-    const uint64_t digest = digest_of(sender, cookie);
-    expire();
-    bool cached = true;
-    if (auto [it, fresh] = cache.try_emplace(digest); !fresh) {
-      if (it->second.sender == sender && it->second.cookie == cookie) {
-        if (!it->second.reply.empty()) send_to(to, it->second.reply);  // else: still pending
+    const auto seen =
+        cache.begin(sender, cookie, now(), static_cast<double>(server->config().retransmit_cache));
+    switch (seen.found) {
+      case RtpproxyRetransmitCache::Found::Replied:
+        send_to(to, *seen.reply);
         return;
-      }
-      cached = false;  // another request with the same digest: answer, do not cache
-    } else {
-      Entry& e = it->second;
-      e.sender = sender;
-      e.cookie.assign(cookie);
-      e.at = now();
-      order.push_back({digest, e.at});
+      case RtpproxyRetransmitCache::Found::Pending:
+        return;
+      case RtpproxyRetransmitCache::Found::Fresh:
+      case RtpproxyRetransmitCache::Found::Collision:  // answered, not cached
+        break;
     }
+    const uint64_t ticket = seen.ticket;  // 0: not cached
     std::string prefix(cookie);
     prefix += ' ';
     std::weak_ptr<Udp> weak = self;
-    server->dispatch(command, client, [weak, digest, cached, to, prefix](std::string reply) {
+    server->dispatch(command, client, [weak, ticket, to, prefix](std::string reply) {
       auto live = weak.lock();
       if (!live || !live->open) return;
       std::string out = prefix + reply + "\n";
       live->send_to(to, out);
-      if (!cached) return;
-      auto it = live->cache.find(digest);
-      if (it != live->cache.end() &&
-          it->second.cookie == std::string_view(prefix).substr(0, prefix.size() - 1))
-        it->second.reply = std::move(out);
+      if (ticket != 0) live->cache.complete(ticket, out);
     });
   }
   std::weak_ptr<Udp> self;
@@ -427,7 +380,6 @@ bool RtpproxyServer::listen_udp(const RtpproxyListen& l, std::string& error) {
     auto* udp = static_cast<Udp*>(c->data);
     if (udp->queued_count > 0) udp->flush();
   });
-  u->cache.reserve(kMaxCacheEntries);  // a full cache never rehashes on the command path
   u->open = true;
   udp_.push_back(u);
   r = uv_udp_bind(&u->handle, reinterpret_cast<sockaddr*>(&sa), 0);
