@@ -603,6 +603,14 @@ class Bench:
                     run_ctx.restart()
             return t
 
+        if self.a.fixed_pps:
+            # One trial at the rate given: the costs of two runs (two binaries, say) compare
+            # at the same load, where the ladder's best trials may sit at different rates.
+            t = run(self.a.fixed_pps)
+            if not self.passes(t, n):
+                notes.append(f"fixed rate {self.a.fixed_pps} pps: {t['loss_pct']}% lost, "
+                             f"{t['late_pct']}% late (not zero loss)")
+            return t, trials, "; ".join(notes)
         best, lo, hi = None, 0.0, None
         r = float(self.a.start_pps)
         while True:
@@ -852,6 +860,8 @@ def main():
     # interleaved): a relay sees one datagram per socket per readiness event (issue 14).
     ap.add_argument("--burst", type=int, default=1)
     ap.add_argument("--start-pps", type=int, default=0)
+    ap.add_argument("--fixed-pps", type=int, default=0,
+                    help="one trial at this rate instead of the zero-loss search (A/B of costs)")
     ap.add_argument("--max-pps", type=int, default=400000)
     ap.add_argument("--prime", type=int, default=5)
     ap.add_argument("--prime-pps", type=int, default=40000)

@@ -24,7 +24,7 @@ for a in "$@"; do
       sed -n '2,10p' "$0"; echo
       echo "bench.py options: --quick --out FILE --family 4|6"
       echo "  --modes baseline,kernel,userspace,rtpengine[,bridge]"
-      echo "  --streams 1,1000,10000 --duration S --steps K --burst B --prime K"
+      echo "  --streams 1,1000,10000 --duration S --steps K --burst B --prime K --fixed-pps R"
       echo "  --overload-streams N --overload-duration S --overload-calls K --no-overload"
       echo "  --per-stream-rx"
       echo "environment: MEDIAPROXY, RTPENGINE, SENDER_CPU, RELAY_CPU, RECEIVER_CPU, NICE"
