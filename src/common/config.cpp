@@ -274,6 +274,13 @@ std::vector<std::pair<std::string, Section>> option_table() {
                                  {"syscalls", MediaIo::Syscalls}},
                                 error);
             }}},
+           {"media_send", {[](std::string_view v, Config& c, std::string& error) {
+              return set_choice(v, c.relay.media_send,
+                                {{"auto", MediaSend::Auto},
+                                 {"raw", MediaSend::Raw},
+                                 {"sockets", MediaSend::Sockets}},
+                                error);
+            }}},
            {"nft_table", {[](std::string_view v, Config& c, std::string& error) {
               if (!check_nft_table_name(v, error)) return false;
               c.relay.nft_table = std::string(v);

@@ -61,6 +61,7 @@ std::string_view forwarding_name(Forwarding f);
 // (relay/media_pump.h): io_uring where it can (auto), io_uring or refuse to
 // start, or one recvmmsg/sendmmsg per socket.
 enum class MediaIo { Auto, IoUring, Syscalls };
+enum class MediaSend { Auto, Raw, Sockets };
 
 struct RelayConfig {
   std::optional<Ipv4> relay_ip;             // IPv4 media address; nullopt: detected
@@ -78,6 +79,7 @@ struct RelayConfig {
   std::optional<log::Level> log_level;
   Forwarding forwarding = Forwarding::Auto;
   MediaIo media_io = MediaIo::Auto;
+  MediaSend media_send = MediaSend::Auto;
   std::vector<Endpoint> dispatchers;  // relay role: where to connect
   std::string passport;               // checked on dispatcher certificates
   int keepalive_interval = 10;

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "relay/batched_io.h"
 #include "relay/media_socket.h"
+#include "relay/raw_udp_sender.h"
 
 namespace mp::relay {
 
@@ -39,6 +40,11 @@ MediaPump::~MediaPump() = default;
 bool MediaPump::use_batched_io(std::string& error) {
   if (!batched_) batched_ = BatchedIo::create(kMaxOps, error);
   return batched_ != nullptr;
+}
+
+bool MediaPump::use_raw_send(std::string& error) {
+  if (!raw_) raw_ = RawUdpSender::open(error);
+  return raw_ != nullptr;
 }
 
 void MediaPump::stop_batched_io(int err) {
@@ -334,8 +340,8 @@ unsigned MediaPump::read_ready_batched(int n, unsigned budget) {
   return handled;
 }
 
-void MediaPump::send(int fd, const SocketAddress& to, const uint8_t* data, size_t len,
-                     SendFailureSink* sink, int cookie) {
+void MediaPump::send(int fd, const IpEndpoint* from, const SocketAddress& to, const uint8_t* data,
+                     size_t len, SendFailureSink* sink, int cookie) {
   if (!in_pass_) {
     ssize_t r = ::sendto(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL, &to.sa, to.len);
     if (r < 0) {
@@ -345,7 +351,7 @@ void MediaPump::send(int fd, const SocketAddress& to, const uint8_t* data, size_
     return;
   }
   if (out_count_ == sizeof out_ / sizeof out_[0]) flush();
-  out_[out_count_++] = Outgoing{fd, to, data, len, sink, cookie};
+  out_[out_count_++] = Outgoing{fd, from, to, data, len, sink, cookie};
 }
 
 namespace {
@@ -373,7 +379,47 @@ int g_msg_fd[kMaxOps];
 unsigned g_group_begin[kMaxOps];
 unsigned g_group_end[kMaxOps];
 alignas(cmsghdr) char g_control[kMaxOps][CMSG_SPACE(sizeof(uint16_t))];
+// The raw path's messages: headers and payload of each, and its out_ index.
+mmsghdr g_raw_msgs[kMaxOps];
+iovec g_raw_iov[kMaxOps][2];
+uint8_t g_raw_headers[kMaxOps][RawUdpSender::kHeaderBytes];
+unsigned g_raw_out[kMaxOps];
 }  // namespace
+
+bool MediaPump::queue_raw(unsigned j) {
+  const Outgoing& o = out_[j];
+  if (!raw_ || !RawUdpSender::suits(*o.from, o.to, o.len)) return false;
+  const unsigned r = raw_count_++;
+  RawUdpSender::write_headers(g_raw_headers[r], *o.from, o.to.v4, o.data, o.len, raw_->ttl());
+  g_raw_iov[r][0] = iovec{g_raw_headers[r], RawUdpSender::kHeaderBytes};
+  g_raw_iov[r][1] = iovec{const_cast<uint8_t*>(o.data), o.len};
+  msghdr& h = g_raw_msgs[r].msg_hdr;
+  h = msghdr{};
+  h.msg_name = const_cast<sockaddr*>(&o.to.sa);
+  h.msg_namelen = o.to.len;
+  h.msg_iov = g_raw_iov[r];
+  h.msg_iovlen = 2;
+  g_raw_out[r] = j;
+  return true;
+}
+
+void MediaPump::send_raw() {
+  if (raw_count_ == 0) return;
+  raw_->send(g_raw_msgs, raw_count_, raw_failed, this);
+  raw_count_ = 0;
+}
+
+void MediaPump::raw_failed(unsigned message, int err, void* arg) {
+  auto* self = static_cast<MediaPump*>(arg);
+  const Outgoing& o = self->out_[g_raw_out[message]];
+  // Larger than the route's MTU: the port's own socket fragments it, as it
+  // would have without the raw path.
+  if (err == EMSGSIZE &&
+      ::sendto(o.fd, o.data, o.len, MSG_DONTWAIT | MSG_NOSIGNAL, &o.to.sa, o.to.len) >= 0)
+    return;
+  ++self->send_failures_;
+  if (o.sink) o.sink->on_send_failed(o.cookie, o.len);
+}
 
 void MediaPump::flush() {
   static_assert(sizeof out_ / sizeof out_[0] <= kMaxOps);
@@ -386,6 +432,12 @@ void MediaPump::flush() {
              same_destination(out_[k].to, out_[j].to) && out_[k - 1].len == out_[j].len &&
              out_[k].len <= out_[j].len)
         ++k;
+    }
+    // A datagram that goes alone (RTP's shape: one per stream and pass)
+    // takes the raw path when there is one; GSO runs stay on their socket.
+    if (k == j + 1 && queue_raw(j)) {
+      j = k;
+      continue;
     }
     for (unsigned x = j; x < k; ++x) {
       g_iov[x].iov_base = const_cast<uint8_t*>(out_[x].data);
@@ -416,6 +468,7 @@ void MediaPump::flush() {
   // Messages leaving by one socket take one sendmmsg() anyway.
   bool one_socket = true;
   for (unsigned g = 1; g < m && one_socket; ++g) one_socket = g_msg_fd[g] == g_msg_fd[0];
+  send_raw();
   if (batched_ && !one_socket)
     send_batched(m);
   else

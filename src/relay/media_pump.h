@@ -23,6 +23,9 @@
 // receives per round, up to kBatch, as recvmmsg() would read. A round with one ready
 // socket, and sends that all leave by one socket, use recvmmsg()/sendmmsg()
 // even with io_uring: one call either way, and the plain one is cheaper.
+// IPv4 datagrams that go alone can instead all leave through one raw socket
+// (use_raw_send, raw_udp_sender.h): one sendmmsg() for a pass's datagrams of
+// every stream, without the per-socket wake-ups of UDP sockets' sends.
 //
 // Buffers are static and shared (one loop runs the relay; passes run one at
 // a time): nothing is allocated per packet. A socket closed during a pass is
@@ -45,6 +48,7 @@ namespace mp::relay {
 
 class BatchedIo;
 class MediaSocket;
+class RawUdpSender;
 
 // Told when a datagram it had queued could not be sent (socket buffer full,
 // unreachable destination): the owner counts it as dropped, not forwarded.
@@ -78,6 +82,11 @@ class MediaPump {
   // recvmmsg()/sendmmsg().
   bool use_batched_io(std::string& error);
   bool batched_io() const { return batched_ != nullptr; }
+  // Sends IPv4 datagrams of one pass through one raw socket
+  // (raw_udp_sender.h). False with the reason when no raw socket can be
+  // opened (no CAP_NET_RAW); the pump then sends through each port's socket.
+  bool use_raw_send(std::string& error);
+  bool raw_send() const { return raw_ != nullptr; }
 
   // Stops watching and frees the pump once libuv has let go of its handle.
   // Every socket must have been closed before.
@@ -123,8 +132,10 @@ class MediaPump {
   // Queues one datagram for sending from `fd` to `to`. The data must stay
   // valid until the queue is flushed, which happens before the pass reads
   // again. Outside a pass it is sent at once.
-  void send(int fd, const SocketAddress& to, const uint8_t* data, size_t len, SendFailureSink* sink,
-            int cookie);
+  // `from` is the socket's local address (the raw path's source); it must
+  // stay valid until the flush, as a socket's address does.
+  void send(int fd, const IpEndpoint* from, const SocketAddress& to, const uint8_t* data,
+            size_t len, SendFailureSink* sink, int cookie);
 
   // Counters of the whole data path.
   uint64_t received() const { return received_; }
@@ -146,10 +157,15 @@ class MediaPump {
   void send_batched(unsigned messages);
   void send_each_socket(unsigned messages);
   void send_failed(unsigned message, int err);
+  // Queues out_[j] on the raw path if it suits; false if not.
+  bool queue_raw(unsigned j);
+  void send_raw();
+  static void raw_failed(unsigned message, int err, void* pump);
   void stop_batched_io(int err);
 
   struct Outgoing {
     int fd;
+    const IpEndpoint* from;
     SocketAddress to;
     const uint8_t* data;
     size_t len;
@@ -169,6 +185,8 @@ class MediaPump {
   void* pass_end_arg_ = nullptr;
   size_t idle_capacity_ = 0;
   std::unique_ptr<BatchedIo> batched_;
+  std::unique_ptr<RawUdpSender> raw_;
+  unsigned raw_count_ = 0;
   Outgoing out_[kRoundReads + 8];  // one round plus the STUN queue's slots
   unsigned out_count_ = 0;
   uint64_t received_ = 0;

@@ -45,7 +45,7 @@ class MediaSocket {
   // a failure is reported to `sink` with `cookie`.
   void forward(const SocketAddress& to, const uint8_t* data, size_t len, SendFailureSink* sink,
                int cookie) {
-    pump_->send(fd_, to, data, len, sink, cookie);
+    pump_->send(fd_, &local_, to, data, len, sink, cookie);
   }
   // Sends one datagram at once; false if the kernel refused it.
   bool send_now(const SocketAddress& to, const uint8_t* data, size_t len);

@@ -126,6 +126,17 @@ bool RelayEngine::start_forwarding(std::string& error) {
   } else {
     LOG_INFO("media I/O: one system call per socket (configured)");
   }
+  if (cfg_.media_send != MediaSend::Sockets) {
+    std::string why;
+    if (pump_->use_raw_send(why)) {
+      LOG_INFO("media sends: IPv4 datagrams of a pass through one raw socket");
+    } else if (cfg_.media_send == MediaSend::Raw) {
+      error = "media_send = raw, but " + why + " (CAP_NET_RAW is needed)";
+      return false;
+    } else {
+      LOG_INFO("media sends: through each port's socket (%s)", why.c_str());
+    }
+  }
   load_state();
   if (cfg_.forwarding == Forwarding::Userspace) {
     LOG_INFO("forwarding: userspace (configured)");

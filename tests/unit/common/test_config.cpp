@@ -40,6 +40,7 @@ TEST_CASE("defaults follow AG MediaProxy where it has the option", "[config]") {
   CHECK(c.dispatcher.management_use_tls);
   CHECK(c.relay.forwarding == mp::Forwarding::Auto);
   CHECK(c.relay.media_io == mp::MediaIo::Auto);
+  CHECK(c.relay.media_send == mp::MediaSend::Auto);
   CHECK_FALSE(c.metrics.listen);
   CHECK_FALSE(c.metrics.turn_cpu);
 }
@@ -66,6 +67,7 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
       "routable_private_ranges = 10.0.0.0/8, 172.16.0.0/12 192.168.1.0/24\n"
       "forwarding = kernel\n"
       "media_io = syscalls\n"
+      "media_send = sockets\n"
       "nft_table = mp_1\n"
       "[Metrics]\n"
       "listen = any:9999\n"
@@ -87,6 +89,7 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
   CHECK(l.cfg.relay.routable_private_ranges.size() == 3);
   CHECK(l.cfg.relay.forwarding == mp::Forwarding::Kernel);
   CHECK(l.cfg.relay.media_io == mp::MediaIo::Syscalls);
+  CHECK(l.cfg.relay.media_send == mp::MediaSend::Sockets);
   CHECK(l.cfg.relay.nft_table == "mp_1");
   REQUIRE(l.cfg.metrics.listen);
   CHECK(l.cfg.metrics.listen->ip.is_any());
