@@ -371,7 +371,9 @@ bool same_destination(const SocketAddress& a, const SocketAddress& b) {
 // one by one. The messages then go in one io_uring submission, or in one
 // sendmmsg() per run of messages leaving the same socket. Where GSO is
 // refused (old kernel, IPsec route) it is switched off and the datagrams go
-// singly.
+// singly. With raw sends (use_raw_send), a datagram that goes alone takes
+// the raw path instead (queue_raw), all of them in one sendmmsg() per IP
+// version.
 namespace {
 mmsghdr g_msgs[kMaxOps];
 iovec g_iov[kMaxOps];
@@ -379,39 +381,54 @@ int g_msg_fd[kMaxOps];
 unsigned g_group_begin[kMaxOps];
 unsigned g_group_end[kMaxOps];
 alignas(cmsghdr) char g_control[kMaxOps][CMSG_SPACE(sizeof(uint16_t))];
-// The raw path's messages: headers and payload of each, and its out_ index.
-mmsghdr g_raw_msgs[kMaxOps];
-iovec g_raw_iov[kMaxOps][2];
-uint8_t g_raw_headers[kMaxOps][RawUdpSender::kHeaderBytes];
-unsigned g_raw_out[kMaxOps];
+// The raw path's messages, per IP version (0: IPv4, 1: IPv6): headers and
+// payload of each, and its out_ index.
+mmsghdr g_raw_msgs[2][kMaxOps];
+iovec g_raw_iov[2][kMaxOps][2];
+uint8_t g_raw_headers[2][kMaxOps][RawUdpSender::kMaxHeaderBytes];
+unsigned g_raw_out[2][kMaxOps];
+// IPv6 destinations with port 0: a raw IPv6 socket takes the port as the
+// protocol number and refuses anything above 255.
+sockaddr_in6 g_raw_to6[kMaxOps];
 }  // namespace
 
 bool MediaPump::queue_raw(unsigned j) {
   const Outgoing& o = out_[j];
-  if (!raw_ || !RawUdpSender::suits(*o.from, o.to, o.len)) return false;
-  const unsigned r = raw_count_++;
-  RawUdpSender::write_headers(g_raw_headers[r], *o.from, o.to.v4, o.data, o.len, raw_->ttl());
-  g_raw_iov[r][0] = iovec{g_raw_headers[r], RawUdpSender::kHeaderBytes};
-  g_raw_iov[r][1] = iovec{const_cast<uint8_t*>(o.data), o.len};
-  msghdr& h = g_raw_msgs[r].msg_hdr;
+  if (!raw_ || !raw_->suits(*o.from, o.to, o.len)) return false;
+  const unsigned v6 = o.from->ip.is_v6() ? 1 : 0;
+  const unsigned r = raw_count_[v6]++;
+  const size_t header = RawUdpSender::write_headers(g_raw_headers[v6][r], *o.from, o.to, o.data,
+                                                    o.len, raw_->hop_limit(v6 != 0));
+  g_raw_iov[v6][r][0] = iovec{g_raw_headers[v6][r], header};
+  g_raw_iov[v6][r][1] = iovec{const_cast<uint8_t*>(o.data), o.len};
+  msghdr& h = g_raw_msgs[v6][r].msg_hdr;
   h = msghdr{};
-  h.msg_name = const_cast<sockaddr*>(&o.to.sa);
+  if (v6) {
+    g_raw_to6[r] = o.to.v6;
+    g_raw_to6[r].sin6_port = 0;
+    h.msg_name = &g_raw_to6[r];
+  } else {
+    h.msg_name = const_cast<sockaddr*>(&o.to.sa);
+  }
   h.msg_namelen = o.to.len;
-  h.msg_iov = g_raw_iov[r];
+  h.msg_iov = g_raw_iov[v6][r];
   h.msg_iovlen = 2;
-  g_raw_out[r] = j;
+  g_raw_out[v6][r] = j;
   return true;
 }
 
 void MediaPump::send_raw() {
-  if (raw_count_ == 0) return;
-  raw_->send(g_raw_msgs, raw_count_, raw_failed, this);
-  raw_count_ = 0;
+  for (unsigned v6 = 0; v6 < 2; ++v6) {
+    if (raw_count_[v6] == 0) continue;
+    raw_sending_v6_ = v6;
+    raw_->send(v6 != 0, g_raw_msgs[v6], raw_count_[v6], raw_failed, this);
+    raw_count_[v6] = 0;
+  }
 }
 
 void MediaPump::raw_failed(unsigned message, int err, void* arg) {
   auto* self = static_cast<MediaPump*>(arg);
-  const Outgoing& o = self->out_[g_raw_out[message]];
+  const Outgoing& o = self->out_[g_raw_out[self->raw_sending_v6_][message]];
   // Larger than the route's MTU: the port's own socket fragments it, as it
   // would have without the raw path.
   if (err == EMSGSIZE &&

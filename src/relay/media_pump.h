@@ -23,9 +23,10 @@
 // receives per round, up to kBatch, as recvmmsg() would read. A round with one ready
 // socket, and sends that all leave by one socket, use recvmmsg()/sendmmsg()
 // even with io_uring: one call either way, and the plain one is cheaper.
-// IPv4 datagrams that go alone can instead all leave through one raw socket
-// (use_raw_send, raw_udp_sender.h): one sendmmsg() for a pass's datagrams of
-// every stream, without the per-socket wake-ups of UDP sockets' sends.
+// Datagrams that go alone can instead all leave through a raw socket per IP
+// version (use_raw_send, raw_udp_sender.h): one sendmmsg() for a pass's
+// datagrams of every stream, without the per-socket wake-ups of UDP
+// sockets' sends.
 //
 // Buffers are static and shared (one loop runs the relay; passes run one at
 // a time): nothing is allocated per packet. A socket closed during a pass is
@@ -82,7 +83,7 @@ class MediaPump {
   // recvmmsg()/sendmmsg().
   bool use_batched_io(std::string& error);
   bool batched_io() const { return batched_ != nullptr; }
-  // Sends IPv4 datagrams of one pass through one raw socket
+  // Sends the datagrams of a pass through a raw socket per IP version
   // (raw_udp_sender.h). False with the reason when no raw socket can be
   // opened (no CAP_NET_RAW); the pump then sends through each port's socket.
   bool use_raw_send(std::string& error);
@@ -186,8 +187,9 @@ class MediaPump {
   size_t idle_capacity_ = 0;
   std::unique_ptr<BatchedIo> batched_;
   std::unique_ptr<RawUdpSender> raw_;
-  unsigned raw_count_ = 0;
-  Outgoing out_[kRoundReads + 8];  // one round plus the STUN queue's slots
+  unsigned raw_count_[2] = {0, 0};  // queued raw messages, IPv4 and IPv6
+  unsigned raw_sending_v6_ = 0;     // the version send_raw() is sending
+  Outgoing out_[kRoundReads + 8];   // one round plus the STUN queue's slots
   unsigned out_count_ = 0;
   uint64_t received_ = 0;
   uint64_t send_failures_ = 0;

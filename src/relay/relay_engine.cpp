@@ -129,7 +129,7 @@ bool RelayEngine::start_forwarding(std::string& error) {
   if (cfg_.media_send != MediaSend::Sockets) {
     std::string why;
     if (pump_->use_raw_send(why)) {
-      LOG_INFO("media sends: IPv4 datagrams of a pass through one raw socket");
+      LOG_INFO("media sends: the datagrams of a pass through a raw socket per IP version");
     } else if (cfg_.media_send == MediaSend::Raw) {
       error = "media_send = raw, but " + why + " (CAP_NET_RAW is needed)";
       return false;

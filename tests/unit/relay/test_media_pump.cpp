@@ -250,6 +250,53 @@ TEST_CASE("through the raw socket, datagrams leave from their own port, checksum
   s[1]->close();
 }
 
+TEST_CASE("through the IPv6 raw socket, datagrams leave from their own port, checksummed") {
+  Loop l(GENERATE(false, true));
+  std::string why;
+  if (!l.pump->use_raw_send(why)) {
+    WARN("no raw socket here (" << why << "): not tested");
+    return;
+  }
+  const mp::IpAddress loop6 = *mp::parse_ip("::1");
+  Recorder rec(1);
+  int err = 0;
+  MediaSocket* s = MediaSocket::open(l.pump, mp::IpEndpoint{loop6, 47370}, &rec, 0, err);
+  if (!s) {
+    WARN("no IPv6 loopback here: not tested");
+    return;
+  }
+  int sink = socket(AF_INET6, SOCK_DGRAM, 0);
+  const mp::SocketAddress sink_to = mp::SocketAddress::of(mp::IpEndpoint{loop6, 47371});
+  REQUIRE(bind(sink, &sink_to.sa, sink_to.len) == 0);
+  rec.on_packet = [&](int, const uint8_t* data, size_t len) {
+    s->forward(sink_to, data, len, &rec, 0);
+  };
+  // Lengths change every datagram: each goes alone, through the raw socket.
+  int src = socket(AF_INET6, SOCK_DGRAM, 0);
+  const mp::SocketAddress to = mp::SocketAddress::of(mp::IpEndpoint{loop6, 47370});
+  const int kCount = 12;
+  for (int i = 0; i < kCount; ++i) {
+    std::vector<uint8_t> d(static_cast<size_t>(160 + i), static_cast<uint8_t>(i));
+    REQUIRE(sendto(src, d.data(), d.size(), 0, &to.sa, to.len) == static_cast<ssize_t>(d.size()));
+  }
+  for (int turn = 0; turn < 50 && total(rec) < kCount; ++turn) uv_run(&l.loop, UV_RUN_NOWAIT);
+  REQUIRE(total(rec) == kCount);
+  for (int i = 0; i < kCount; ++i) {
+    uint8_t buf[512];
+    sockaddr_in6 from{};
+    socklen_t from_len = sizeof from;
+    const ssize_t n = recvfrom(sink, buf, sizeof buf, MSG_DONTWAIT,
+                               reinterpret_cast<sockaddr*>(&from), &from_len);
+    REQUIRE(n == 160 + buf[0]);
+    CHECK(buf[0] == i);
+    CHECK(ntohs(from.sin6_port) == 47370);
+  }
+  CHECK(rec.failed_cookies.empty());
+  close(src);
+  close(sink);
+  s->close();
+}
+
 TEST_CASE("each datagram is handed over with its sender and length; oversized ones are dropped") {
   // Two receiving sockets, so that rounds find more than one ready (with
   // io_uring, a lone ready socket is read with recvmmsg).
