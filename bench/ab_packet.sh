@@ -10,15 +10,18 @@
 #   bench/ab_packet.sh A_BINARY B_BINARY [PAIRS [STREAMS [PPS]]]
 #
 # Defaults: 8 pairs, 1,000 streams, 150,000 pps (below the relay's limit on
-# the team's VM: both binaries carry the same load). Prints each trial's relay
-# us per packet, the B/A ratio of each pair, the median ratio, and in how many
-# pairs B used less CPU. Needs root (bench/run.sh).
+# the team's VM: both binaries carry the same load). A_MODE and B_MODE (bench
+# modes, default userspace) compare configurations instead, e.g. one binary
+# with A_MODE=userspace B_MODE=syscalls (io_uring or not). Prints each trial's
+# relay us per packet, the B/A ratio of each pair, the median ratio, and in
+# how many pairs B used less CPU. Needs root (bench/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$1 B=$2 PAIRS=${3:-8} STREAMS=${4:-1000} PPS=${5:-150000}
+A_MODE=${A_MODE:-userspace} B_MODE=${B_MODE:-userspace}
 declare -a ratios
-trial() {  # trial BINARY -> relay us per packet
-  MEDIAPROXY=$1 bash bench/run.sh --modes userspace --streams "$STREAMS" --fixed-pps "$PPS" \
+trial() {  # trial BINARY MODE -> relay us per packet
+  MEDIAPROXY=$1 bash bench/run.sh --modes "$2" --streams "$STREAMS" --fixed-pps "$PPS" \
     --duration 3 --prime 2 --no-overload --out /tmp/ab_packet.$$.json >/dev/null 2>&1 || true
   python3 - /tmp/ab_packet.$$.json <<'PY'
 import json, sys
@@ -32,9 +35,9 @@ PY
 }
 for ((k = 0; k < PAIRS; k++)); do
   if ((k % 2 == 0)); then
-    read -r a an < <(trial "$A"); read -r b bn < <(trial "$B")
+    read -r a an < <(trial "$A" "$A_MODE"); read -r b bn < <(trial "$B" "$B_MODE")
   else
-    read -r b bn < <(trial "$B"); read -r a an < <(trial "$A")
+    read -r b bn < <(trial "$B" "$B_MODE"); read -r a an < <(trial "$A" "$A_MODE")
   fi
   r=$(python3 -c "print(round($b / $a, 3))" 2>/dev/null || echo nan)
   ratios+=("$r")
