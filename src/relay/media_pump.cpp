@@ -390,6 +390,8 @@ unsigned g_raw_out[2][kMaxOps];
 // IPv6 destinations with port 0: a raw IPv6 socket takes the port as the
 // protocol number and refuses anything above 255.
 sockaddr_in6 g_raw_to6[kMaxOps];
+// Sockets with a GSO run in the flush being sent.
+int g_gso_fd[kMaxOps];
 }  // namespace
 
 bool MediaPump::queue_raw(unsigned j) {
@@ -438,21 +440,37 @@ void MediaPump::raw_failed(unsigned message, int err, void* arg) {
   if (o.sink) o.sink->on_send_failed(o.cookie, o.len);
 }
 
+unsigned MediaPump::run_end(unsigned j) const {
+  unsigned k = j + 1;
+  if (gso_ && out_[j].len <= kGsoMaxSegment) {
+    // All segments but the last have the GSO size; the last may be shorter.
+    while (k < out_count_ && out_[k].fd == out_[j].fd && same_destination(out_[k].to, out_[j].to) &&
+           out_[k - 1].len == out_[j].len && out_[k].len <= out_[j].len)
+      ++k;
+  }
+  return k;
+}
+
 void MediaPump::flush() {
   static_assert(sizeof out_ / sizeof out_[0] <= kMaxOps);
+  // A datagram that goes alone (RTP's shape: one per stream and pass) takes
+  // the raw path when there is one, unless its socket also sends a GSO run
+  // in this flush: the raw datagrams leave first, and must not overtake
+  // their socket's earlier ones.
+  unsigned gso_fds = 0;
+  if (raw_) {
+    for (unsigned j = 0; j < out_count_;) {
+      const unsigned k = run_end(j);
+      if (k > j + 1 && std::find(g_gso_fd, g_gso_fd + gso_fds, out_[j].fd) == g_gso_fd + gso_fds)
+        g_gso_fd[gso_fds++] = out_[j].fd;
+      j = k;
+    }
+  }
   unsigned m = 0;
   for (unsigned j = 0; j < out_count_;) {
-    unsigned k = j + 1;
-    if (gso_ && out_[j].len <= kGsoMaxSegment) {
-      // All segments but the last have the GSO size; the last may be shorter.
-      while (k < out_count_ && out_[k].fd == out_[j].fd &&
-             same_destination(out_[k].to, out_[j].to) && out_[k - 1].len == out_[j].len &&
-             out_[k].len <= out_[j].len)
-        ++k;
-    }
-    // A datagram that goes alone (RTP's shape: one per stream and pass)
-    // takes the raw path when there is one; GSO runs stay on their socket.
-    if (k == j + 1 && queue_raw(j)) {
+    const unsigned k = run_end(j);
+    if (k == j + 1 && std::find(g_gso_fd, g_gso_fd + gso_fds, out_[j].fd) == g_gso_fd + gso_fds &&
+        queue_raw(j)) {
       j = k;
       continue;
     }

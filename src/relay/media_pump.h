@@ -158,6 +158,8 @@ class MediaPump {
   void send_batched(unsigned messages);
   void send_each_socket(unsigned messages);
   void send_failed(unsigned message, int err);
+  // The end of the GSO run out_[j] starts (j + 1: it goes alone).
+  unsigned run_end(unsigned j) const;
   // Queues out_[j] on the raw path if it suits; false if not.
   bool queue_raw(unsigned j);
   void send_raw();

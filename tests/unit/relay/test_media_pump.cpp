@@ -346,8 +346,16 @@ TEST_CASE("each datagram is handed over with its sender and length; oversized on
 
 TEST_CASE("datagrams of mixed lengths forwarded in one batch arrive whole and in order") {
   // Runs of equal length go out as one segmented (GSO) send: the receiver
-  // must still see every datagram with its own length.
+  // must still see every datagram with its own length. With raw sends, the
+  // datagrams between the runs must not overtake them.
   Loop l(GENERATE(false, true));
+  if (GENERATE(false, true)) {
+    std::string why;
+    if (!l.pump->use_raw_send(why)) {
+      WARN("no raw socket here (" << why << "): raw sends not tested");
+      return;
+    }
+  }
   Recorder rec(1);
   int err = 0;
   MediaSocket* s = MediaSocket::open(l.pump, local(47330), &rec, 0, err);
@@ -359,7 +367,8 @@ TEST_CASE("datagrams of mixed lengths forwarded in one batch arrive whole and in
   rec.on_packet = [&](int, const uint8_t* data, size_t len) {
     s->forward(sink_to, data, len, &rec, 0);
   };
-  const std::vector<size_t> lengths = {172, 172, 172, 172, 50, 172, 172, 200, 200, 12, 172, 172};
+  const std::vector<size_t> lengths = {172, 172, 172, 172, 50,  172, 172, 200,
+                                       200, 12,  172, 172, 200, 300, 172, 172};
   int src = socket(AF_INET, SOCK_DGRAM, 0);
   sockaddr_in to = local(47330).to_sockaddr();
   for (size_t i = 0; i < lengths.size(); ++i) {
