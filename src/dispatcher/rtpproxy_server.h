@@ -16,10 +16,8 @@
 
 #include <uv.h>
 
-#include <deque>
 #include <memory>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "common/config.h"
