@@ -12,23 +12,25 @@
 # Defaults: 8 pairs, 1,000 streams, 150,000 pps (below the relay's limit on
 # the team's VM: both binaries carry the same load). A_MODE and B_MODE (bench
 # modes, default userspace) compare configurations instead, e.g. one binary
-# with A_MODE=userspace B_MODE=syscalls (io_uring or not). Prints each trial's
-# relay us per packet, the B/A ratio of each pair, the median ratio, and in
+# with A_MODE=userspace B_MODE=syscalls (io_uring or not). METRIC picks the
+# per-packet figure compared (default relay_proc_us_per_pkt; machine_us_per_pkt,
+# every CPU's busy time, compares the kernel path with plain routing:
+# A_MODE=baseline B_MODE=kernel). Prints each trial's figure, the B/A ratio of each pair, the median ratio, and in
 # how many pairs B used less CPU. Needs root (bench/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$1 B=$2 PAIRS=${3:-8} STREAMS=${4:-1000} PPS=${5:-150000}
-A_MODE=${A_MODE:-userspace} B_MODE=${B_MODE:-userspace}
+A_MODE=${A_MODE:-userspace} B_MODE=${B_MODE:-userspace} METRIC=${METRIC:-relay_proc_us_per_pkt}
 declare -a ratios
-trial() {  # trial BINARY MODE -> relay us per packet
+trial() {  # trial BINARY MODE -> METRIC (us per packet) and the trial's note
   MEDIAPROXY=$1 bash bench/run.sh --modes "$2" --streams "$STREAMS" --fixed-pps "$PPS" \
     --duration 3 --prime 2 --no-overload --out /tmp/ab_packet.$$.json >/dev/null 2>&1 || true
-  python3 - /tmp/ab_packet.$$.json <<'PY'
+  python3 - /tmp/ab_packet.$$.json "$METRIC" <<'PY'
 import json, sys
 try:
     r = json.load(open(sys.argv[1]))["results"][0]
     z = r.get("zero_loss") or {}
-    print(z.get("relay_proc_us_per_pkt") or "nan", (r.get("note") or "").replace(" ", "_") or "-")
+    print(z.get(sys.argv[2]) or "nan", (r.get("note") or "").replace(" ", "_") or "-")
 except Exception as e:
     print("nan", type(e).__name__)
 PY
@@ -43,11 +45,11 @@ for ((k = 0; k < PAIRS; k++)); do
   ratios+=("$r")
   echo "pair $((k + 1)): A $a us  B $b us  B/A $r  ${an#-} ${bn#-}"
 done
-python3 - "${ratios[@]}" <<'PY'
+python3 - "$METRIC" "${ratios[@]}" <<'PY'
 import statistics, sys
-rs = [float(x) for x in sys.argv[1:] if x != "nan"]
+rs = [float(x) for x in sys.argv[2:] if x != "nan"]
 if rs:
-    print(f"B/A relay CPU per packet: median {statistics.median(rs):.3f} over {len(rs)} pairs "
+    print(f"B/A {sys.argv[1]}: median {statistics.median(rs):.3f} over {len(rs)} pairs "
           f"(range {min(rs):.3f}-{max(rs):.3f}); B cheaper in {sum(r < 1 for r in rs)} of {len(rs)}")
 PY
 rm -f /tmp/ab_packet.$$.json
