@@ -58,7 +58,29 @@ def gen(d, n):
         o.append(f"    meta mark & 0xff000000 == 0x6d000000 ip saddr set {R}\n  }}")
         o.append("}")
         return "\n".join(o) + "\n"
-    if d in ("ip1p", "ip1s", "nd2", "nd2e"):
+    if d in ("nd2k", "nd2ke"):
+        # the key carries the relay address too (no separate daddr compare) and both ports
+        # as one 4-byte field: two payload loads fill it
+        def kp(i):
+            sp, dp = 30000 + i, 20000 + 4*i
+            return f"{sp >> 8}.{sp & 255}.{dp >> 8}.{dp & 255}"
+        def pp(i):
+            sp, dp = 20000 + 4*i + 2, DPORT
+            return f"{sp >> 8}.{sp & 255}.{dp >> 8}.{dp & 255}"
+        o.append("table netdev kx {")
+        if d == "nd2k":
+            o.append("  map fwdm { type ipv4_addr . ipv4_addr . ipv4_addr : ipv4_addr . ipv4_addr . ipv4_addr . ipv4_addr . iface_index; counter;")
+            o.append("    elements = { " + elems(n, lambda i: f"{S} . {R} . {kp(i)} : {R} . {D} . {pp(i)} . {D} . \"v-r\"") + " } }")
+        else:
+            macs = open(f"/tmp/kx-work/macs").read().strip()  # dst . src MAC as three ipv4_addr
+            # (nft's concatenations stop at 5 fields: MACs and output device (little-endian
+            # ifindex) are written as one IPv6 address)
+            o.append("  map fwdm { type ipv4_addr . ipv4_addr . ipv4_addr : ipv4_addr . ipv4_addr . ipv4_addr . ipv6_addr; counter;")
+            o.append("    elements = { " + elems(n, lambda i: f"{S} . {R} . {kp(i)} : {R} . {D} . {pp(i)} . {macs}") + " } }")
+        o.append('  chain in { type filter hook ingress devices = { "v-s", "v-r" } priority 0; policy accept; }')
+        o.append("}")
+        return "\n".join(o) + "\n"
+    if d in ("ip1p", "ip1s", "nd2", "nd2e", "nd2p"):
         def pp(i):  # sport|dport as 4 bytes shown as an ipv4_addr (network order)
             sp, dp = 20000 + 4*i + 2, DPORT
             return f"{sp >> 8}.{sp & 255}.{dp >> 8}.{dp & 255}"
@@ -72,7 +94,7 @@ def gen(d, n):
             o.append('  chain in { type filter hook ingress devices = { "v-s", "v-r" } priority 0; policy accept; }')
             o.append("}")
             return "\n".join(o) + "\n"
-        if d == "nd2":
+        if d in ("nd2", "nd2p"):
             o.append("table netdev kx {")
             o.append("  map fwdm { type ipv4_addr . inet_service . inet_service : ipv4_addr . ipv4_addr . ipv4_addr . ipv4_addr . iface_index; counter;")
             o.append("    elements = { " + elems(n, lambda i: f"{keyof(i)} : {R} . {D} . {pp(i)} . {D} . \"v-r\"") + " } }")

@@ -26,6 +26,17 @@ def load(design, n):
     t = time.time()
     os.makedirs(f"{K}/rs", exist_ok=True)
     path = f"{K}/rs/{design}-{n}.nft"
+    if design == "nd2ke":  # the receiver's and the relay's v-r MAC in the element values
+        mac = lambda ns, dev: open(f"/sys/class/net/{dev}/address").read() if False else subprocess.run(
+            ["ip", "netns", "exec", ns, "cat", f"/sys/class/net/{dev}/address"], capture_output=True,
+            text=True, check=True).stdout.strip()
+        b = mac("kx-rcv", "v-rcv").split(":") + mac("kx-rly", "v-r").split(":")
+        oif = int(subprocess.run(["ip", "netns", "exec", "kx-rly", "cat", "/sys/class/net/v-r/ifindex"],
+                                 capture_output=True, text=True, check=True).stdout)
+        raw = bytes(int(x, 16) for x in b) + oif.to_bytes(4, "little")
+        with open(f"{K}/macs", "w") as f:
+            f.write(":".join(raw[j:j + 2].hex() for j in range(0, 16, 2)))
+        if os.path.exists(path): os.unlink(path)
     if not os.path.exists(path):
         with open(path, "w") as f:
             f.write(subprocess.run(["python3", f"{HERE}/gen.py", design, str(n)], capture_output=True, text=True, check=True).stdout)
@@ -33,7 +44,7 @@ def load(design, n):
     for dev in ("v-s", "v-r"):
         subprocess.run(["ip", "netns", "exec", "kx-rly", "sysctl", "-qw", f"net.ipv4.conf.{dev}.accept_local={al}"], check=True)
     subprocess.run(["ip", "netns", "exec", "kx-rly", "nft", "-f", path], check=True)
-    kr = {"ip1": "ip1", "ip1_nocnt": "ip1", "nd1": "nd1", "nd1t": "nd1t", "ip1p": "ip1p", "ip1s": "ip1s", "nd2": "nd2", "nd2e": "nd2e"}.get(design)
+    kr = {"ip1": "ip1", "ip1_nocnt": "ip1", "nd1": "nd1", "nd1t": "nd1t", "ip1p": "ip1p", "ip1s": "ip1s", "nd2": "nd2", "nd2e": "nd2e", "nd2p": "nd2p", "nd2k": "nd2k", "nd2ke": "nd2ke"}.get(design)
     if kr:
         subprocess.run(["ip", "netns", "exec", "kx-rly", f"{K}/kxrule", kr, RELAY], check=True)
     _loaded[0] = (design, n)
@@ -46,7 +57,7 @@ def targets(n):
             for i in range(n): f.write(f"{RELAY} {20000+4*i}\n")
     return p
 
-def trial(design, n, pps=0, dur=2.0, burst=8):
+def trial(design, n, pps=0, dur=2.0, burst=int(os.environ.get("KX_BURST", "1"))):
     run_id[0] += 1; rid = run_id[0]
     ready = f"{K}/ready-{rid}"
     rx = subprocess.Popen(nsx("kx-rcv", 1, [BLAST, "recv", "--bind", f"{RCV}:9000", "--streams", str(n),
@@ -114,6 +125,34 @@ if __name__ == "__main__":
         t = trial(d, n, 0, 2.0)
         p.wait()
         print(d, n, round(t["fwd"]), round(t["us"], 3), flush=True)
+    if cmd == "perfpps":  # perf of CPU 0 for 4 s in the middle of a 6 s trial at a fixed rate
+        n, pps, d = int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+        load(d, n)
+        p = subprocess.Popen(["bash", "-c", f"sleep 1.5; perf record -q -e cpu-clock -C 0 -g -o {K}/perf-{d}-{n}.data -- sleep 4"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t = trial(d, n, pps, 6.0)
+        p.wait()
+        print(d, n, round(t["fwd"]), round(t["us"], 3), t["ok"], flush=True)
+    if cmd == "cpu":
+        # CPU per packet (sender, receiver, softirq threads) at one fixed rate that every design
+        # forwards without loss; each design trial is paired with the baseline trial run just
+        # before it, the order rotating every round: prints each ratio and the median
+        n, pps, reps = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+        designs = sys.argv[5].split(",")
+        ratios = {d: [] for d in designs}
+        for rep in range(reps):
+            order = designs[rep % len(designs):] + designs[:rep % len(designs)]
+            for d in order:
+                load("base", n); b = trial("base", n, pps, 3.0)
+                load(d, n); t = trial(d, n, pps, 3.0)
+                if t["ok"] and b["ok"]:
+                    ratios[d].append(t["us"] / b["us"])
+                print(f"rep {rep} n {n} {d:8} us {t['us']:.3f} base {b['us']:.3f} ratio {t['us'] / b['us']:.3f} ok {t['ok']} {b['ok']}", flush=True)
+        for d in designs:
+            r = sorted(ratios[d])
+            if r:
+                print(f"{d:8} CPU/pkt vs routing: median {statistics.median(r):.3f} [{r[0]:.3f}-{r[-1]:.3f}] "
+                      f"-> rate ratio {1 / statistics.median(r):.3f}", flush=True)
     if cmd == "matrix":
         ns = [int(x) for x in sys.argv[2].split(",")]
         reps = int(sys.argv[3])

@@ -88,10 +88,58 @@ int main(int argc, char** argv) {
     nftnl_rule_add_expr(r, meta(NFT_META_PROTOCOL, NFT_REG_1));
     nftnl_rule_add_expr(r, cmp(NFT_REG_1, &ethip, 2));
   }
+  if (!strncmp(v, "nd2k", 4)) {
+    // one 4-byte check for "not a fragment (MF flag and offset 0), UDP": flags/offset, TTL
+    // (ignored), protocol; then the key saddr . daddr . sport|dport from two loads
+    uint8_t mask[4] = {0x3f, 0xff, 0x00, 0xff}, want[4] = {0, 0, 0, 17}, zero[4] = {0};
+    nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_NETWORK_HEADER, 6, 4, NFT_REG_1));
+    struct nftnl_expr* bw = nftnl_expr_alloc("bitwise");
+    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, 4);
+    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, mask, 4);
+    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, zero, 4);
+    nftnl_rule_add_expr(r, bw);
+    nftnl_rule_add_expr(r, cmp(NFT_REG_1, want, 4));
+    nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_NETWORK_HEADER, 12, 8, NFT_REG32_00));
+    nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 4, NFT_REG32_02));
+    nftnl_rule_add_expr(r, lk("fwdm", NFT_REG32_00, NFT_REG32_00));
+    nftnl_rule_add_expr(r, pw(NFT_REG32_02, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 4, 0));
+    nftnl_rule_add_expr(r, pw(NFT_REG32_00, NFT_PAYLOAD_NETWORK_HEADER, 12, 8, 1));
+    struct nftnl_expr* f = nftnl_expr_alloc("fwd");
+    if (!strcmp(v, "nd2ke")) {
+      // regs: 00 saddr, 01 daddr, 02 ports, 03..05 destination and source MAC, 06 oif
+      struct nftnl_expr* e = nftnl_expr_alloc("payload");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_SREG, NFT_REG32_03);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_LL_HEADER);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, 0);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 12);
+      nftnl_rule_add_expr(r, e);
+      nftnl_expr_set_u32(f, NFTNL_EXPR_FWD_SREG_DEV, NFT_REG32_06);
+    } else {
+      nftnl_expr_set_u32(f, NFTNL_EXPR_FWD_SREG_DEV, NFT_REG32_04);
+      nftnl_expr_set_u32(f, NFTNL_EXPR_FWD_SREG_ADDR, NFT_REG32_03);
+      nftnl_expr_set_u32(f, NFTNL_EXPR_FWD_NFPROTO, NFPROTO_IPV4);
+    }
+    nftnl_rule_add_expr(r, f);
+    goto send;
+  }
   nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_NETWORK_HEADER, 16, 4, NFT_REG_1));
   nftnl_rule_add_expr(r, cmp(NFT_REG_1, &relay, 4));
   nftnl_rule_add_expr(r, meta(NFT_META_L4PROTO, NFT_REG_1));
   nftnl_rule_add_expr(r, cmp(NFT_REG_1, &udp, 1));
+  if (!strcmp(v, "nd2p")) {  // what mediaproxy's rule adds: fragments go to the stack
+    uint16_t frag = htons(0x3fff), zero = 0;
+    nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_NETWORK_HEADER, 6, 2, NFT_REG_1));
+    struct nftnl_expr* bw = nftnl_expr_alloc("bitwise");
+    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, 2);
+    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, &frag, 2);
+    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, &zero, 2);
+    nftnl_rule_add_expr(r, bw);
+    nftnl_rule_add_expr(r, cmp(NFT_REG_1, &zero, 2));
+  }
   nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG32_00));
   nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 2, NFT_REG32_01));
   nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_02));
@@ -135,7 +183,7 @@ int main(int argc, char** argv) {
     struct nftnl_expr* f = nftnl_expr_alloc("fwd");
     nftnl_expr_set_u32(f, NFTNL_EXPR_FWD_SREG_DEV, NFT_REG32_03);
     nftnl_rule_add_expr(r, f);
-  } else if (!strcmp(v, "nd2")) {
+  } else if (!strcmp(v, "nd2") || !strcmp(v, "nd2p")) {
     // regs: 00 saddr, 01 daddr, 02 sport|dport, 03 next hop, 04 oif
     nftnl_rule_add_expr(r, pw(NFT_REG32_02, NFT_PAYLOAD_TRANSPORT_HEADER, 0, 4, 0));
     nftnl_rule_add_expr(r, pw(NFT_REG32_00, NFT_PAYLOAD_NETWORK_HEADER, 12, 8, 1));
@@ -163,6 +211,7 @@ int main(int argc, char** argv) {
     nftnl_rule_add_expr(r, f);
   }
 
+send:;
   char buf[MNL_SOCKET_BUFFER_SIZE];
   uint32_t seq = (uint32_t)time(NULL);
   struct mnl_nlmsg_batch* b = mnl_nlmsg_batch_start(buf, sizeof buf);

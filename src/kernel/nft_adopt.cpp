@@ -48,7 +48,7 @@ bool NftForwarder::shape_matches(Impl& im, std::string& error) {
   err = im.nl.request(
       build_dump_rules(im.request_buf.data(), im.nl.take_seq(), im.table, kIngressChain),
       [&](const nlmsghdr* nlh) {
-        if (same && rules < want) same = ingress_rule_matches(nlh, rules, im.relay, error);
+        if (same && rules < want) same = ingress_rule_matches(nlh, rules, error);
         ++rules;
       });
   if (err) return fail(error, describe_errno(err, "cannot read the rules of its chain ingress"));
@@ -73,11 +73,12 @@ bool NftForwarder::adopt_elements(Impl& im, std::vector<AdoptedRule>& adopted, s
         build_dump_elements(im.request_buf.data(), im.nl.take_seq(), im.table, fwd_map_of(family));
     const int err = im.nl.request(req, [&](const nlmsghdr* nlh) {
       if (!parse_elements(nlh, [&](const ElementView& v) {
-            const std::optional<RuleKey> key = parse_fwd_key(v.key, v.key_len);
+            IpAddress key_relay;
+            const std::optional<RuleKey> key = parse_fwd_key(v.key, v.key_len, &key_relay);
             const std::optional<FwdTarget> value =
                 v.data ? parse_fwd_value(v.data, v.data_len) : std::nullopt;
             if (!key || !value || !v.has_counter || key->saddr.family != family ||
-                value->saddr != relay) {
+                key_relay != relay || value->saddr != relay) {
               malformed = true;
               return;
             }

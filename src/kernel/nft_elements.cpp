@@ -67,26 +67,25 @@ uint16_t port_at(const uint8_t* p) {
 
 }  // namespace
 
-FwdKey make_fwd_key(const RuleKey& key) {
+FwdKey make_fwd_key(const RuleKey& key, const IpAddress& relay) {
   FwdKey k{};
   const size_t n = address_len(key.saddr.family);
   k.len = n == 4 ? kFwdKeyLen : kFwd6KeyLen;
   std::memcpy(k.bytes, key.saddr.bytes.data(), n);
-  const uint16_t sp = htons(key.sport);
-  const uint16_t dp = htons(key.dport);
-  std::memcpy(k.bytes + n, &sp, 2);  // each port in its own 4-byte register
-  std::memcpy(k.bytes + n + 4, &dp, 2);
+  std::memcpy(k.bytes + n, relay.bytes.data(), n);
+  put_ports(k.bytes + 2 * n, key.sport, key.dport);
   return k;
 }
 
-std::optional<RuleKey> parse_fwd_key(const uint8_t* bytes, uint32_t len) {
+std::optional<RuleKey> parse_fwd_key(const uint8_t* bytes, uint32_t len, IpAddress* relay) {
   if (len != kFwdKeyLen && len != kFwd6KeyLen) return std::nullopt;
   const auto family = len == kFwdKeyLen ? IpAddress::Family::V4 : IpAddress::Family::V6;
   const size_t n = address_len(family);
   RuleKey k;
   k.saddr = address_at(bytes, family);
-  k.sport = port_at(bytes + n);
-  k.dport = port_at(bytes + n + 4);
+  if (relay) *relay = address_at(bytes + n, family);
+  k.sport = port_at(bytes + 2 * n);
+  k.dport = port_at(bytes + 2 * n + 2);
   return k;
 }
 

@@ -32,10 +32,12 @@ inline const char* fwd_map_of(IpAddress::Family family) {
   return family == IpAddress::Family::V4 ? kFwdMap : kFwd6Map;
 }
 
-// Key: source address . source port . destination port, each port padded
-// to 4 bytes (network order): 12 bytes for IPv4, 24 for IPv6.
+// Key: source address . destination (relay) address . source port and
+// destination port (4 bytes, network order): 12 bytes for IPv4, 36 for IPv6,
+// as the fields lie in the headers, so the rule fills it with two loads and
+// needs no separate compare of the destination address.
 inline constexpr uint32_t kFwdKeyLen = 12;
-inline constexpr uint32_t kFwd6KeyLen = 24;
+inline constexpr uint32_t kFwd6KeyLen = 36;
 // Value: new source address . new destination address . new source port
 // and destination port (4 bytes, network order) . next hop address .
 // output interface index (host order): 20 bytes for IPv4, 56 for IPv6.
@@ -59,9 +61,13 @@ struct FwdKey {
   uint8_t bytes[kFwd6KeyLen];
   uint32_t len;  // kFwdKeyLen or kFwd6KeyLen
 };
-FwdKey make_fwd_key(const RuleKey& key);
-// The inverse; nullopt if `len` is no key's length.
-std::optional<RuleKey> parse_fwd_key(const uint8_t* bytes, uint32_t len);
+// The key of packets from key.saddr:key.sport to `relay`:key.dport; `relay`
+// is of key.saddr's family.
+FwdKey make_fwd_key(const RuleKey& key, const IpAddress& relay);
+// The inverse; nullopt if `len` is no key's length. The relay address the
+// key names goes to `relay` when given.
+std::optional<RuleKey> parse_fwd_key(const uint8_t* bytes, uint32_t len,
+                                     IpAddress* relay = nullptr);
 
 // What a value says. The three addresses are of one family.
 struct FwdTarget {

@@ -176,6 +176,8 @@ struct NftForwarder::Impl {
   IpAddress relay_of(IpAddress::Family family) const {
     return family == IpAddress::Family::V4 ? IpAddress::from_v4(relay.ip) : *relay.ip6;
   }
+  // The map key of packets that `key` describes (they are sent to the relay's address).
+  FwdKey key_of(const RuleKey& key) const { return make_fwd_key(key, relay_of(key.saddr.family)); }
 
   Entry* find(uint32_t id) {
     auto it = entries.find(id);
@@ -259,7 +261,7 @@ struct NftForwarder::Impl {
           nlmsghdr* req = build_element_request(request_buf.data(), nl.take_seq());
           ElementWriter w(req, table, fwd_map_of(kMapFamilies[m]));
           for (size_t j = i; j < of_map.size() && j < i + chunk; ++j) {
-            const FwdKey k = make_fwd_key(entries.at(of_map[j]).key);
+            const FwdKey k = key_of(entries.at(of_map[j]).key);
             w.add(k.bytes, k.len);
           }
           w.finish();
@@ -389,13 +391,13 @@ struct NftForwarder::Impl {
     int map = 0;  // the map being written: deletions and additions of other maps are skipped
     auto del_key = [&](ElementWriter& w, const Unit& u) {
       if (!u.remove || map_of(u.remove) != map) return;
-      const FwdKey k = make_fwd_key(entries.at(u.remove).key);
+      const FwdKey k = key_of(entries.at(u.remove).key);
       w.add(k.bytes, k.len);
     };
     auto add_fwd = [&](ElementWriter& w, const Unit& u) {
       if (!u.add || map_of(u.add) != map) return;
       const Entry& e = entries.at(u.add);
-      const FwdKey k = make_fwd_key(e.key);
+      const FwdKey k = key_of(e.key);
       const FwdValue v = make_fwd_value(FwdTarget{relay_of(e.key.saddr.family), e.rule.to.ip,
                                                   e.rule.relay_out_port, e.rule.to.port, e.hop.via,
                                                   e.hop.ifindex});
@@ -439,7 +441,7 @@ struct NftForwarder::Impl {
   // Deletes, element by element, whatever of rule `id`'s elements exists.
   int delete_rule_elements(uint32_t id) {
     const Entry& e = entries.at(id);
-    const FwdKey k = make_fwd_key(e.key);
+    const FwdKey k = key_of(e.key);
     return delete_one(fwd_map_of(e.key.saddr.family), k.bytes, k.len);
   }
 

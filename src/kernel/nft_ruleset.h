@@ -73,7 +73,6 @@ nlmsghdr* build_dump_rules(char* buf, uint32_t seq, const std::string& table, co
 bool fwd_map_matches(const nlmsghdr* nlh, IpAddress::Family family, std::string& error);
 bool ingress_chain_matches(const nlmsghdr* nlh, std::string& error);
 size_t ingress_rule_count(const RelayAddresses& relay);
-bool ingress_rule_matches(const nlmsghdr* nlh, size_t index, const RelayAddresses& relay,
-                          std::string& error);
+bool ingress_rule_matches(const nlmsghdr* nlh, size_t index, std::string& error);
 
 }  // namespace mp::kernel::detail

@@ -109,11 +109,14 @@ def nft_map(net, table, name):
 
 def elem_key(elem):
     """(key, packets) of one fwd6_map element in `nft -j` form:
-    [{"elem": {"val": {"concat": [addr, port, relay port]}, "counter":
-    {...}}}, value]; key is (phone address, its port, the relay port it
-    sends to)."""
+    [{"elem": {"val": {"concat": [addr, relay addr, ports]}, "counter":
+    {...}}}, value], ports being the two ports (network order) printed as an
+    IPv4 address; key is (phone address, its port, the relay port it sends
+    to)."""
     e = elem[0]["elem"]
-    return tuple(e["val"]["concat"]), e.get("counter", {}).get("packets", 0)
+    addr, _relay, ports = e["val"]["concat"]
+    b = [int(x) for x in ports.split(".")]
+    return (addr, b[0] << 8 | b[1], b[2] << 8 | b[3]), e.get("counter", {}).get("packets", 0)
 
 
 def sdp_connections(body):

@@ -78,10 +78,10 @@ inline std::string fwd_value(uint16_t out_port, Endpoint to, Ipv4 via, const std
 }
 
 // Elements of `map` (fwd_map or fwd6_map) per `nft -j list table`, "saddr . sport . dport" ->
-// value and counter. The value is a concatenation that nft prints as
-// [saddr, daddr, "a.b.c.d", next hop, interface name]: the third member is
-// the new source and destination ports (network order) printed as an
-// address, the last the interface index resolved to a name.
+// value and counter (the key's relay address, checked for fwd_map, is left out). The value is a
+// concatenation that nft prints as [saddr, daddr, "a.b.c.d", next hop, interface name]: the third
+// member is the new source and destination ports (network order) printed as an address, the last
+// the interface index resolved to a name.
 inline std::map<std::string, NftElement> nft_fwd_elements(const std::string& table,
                                                           const std::string& map = "fwd_map") {
   std::map<std::string, NftElement> out;
@@ -94,12 +94,26 @@ inline std::map<std::string, NftElement> nft_fwd_elements(const std::string& tab
     const auto& m = item["map"];
     if (std::string(m["name"].GetString()) != map || !m.HasMember("elem")) continue;
     for (const auto& e : m["elem"].GetArray()) {
-      // [ {"elem": {"val": {"concat": [ip, sport, dport]}, "counter": {...}}},
+      // [ {"elem": {"val": {"concat": [ip, relay ip, ports]}, "counter": {...}}},
       //   {"concat": [saddr, daddr, ports, next hop, interface]} ]
+      // (ports: source and destination port, network order, printed as an address)
+      auto port_pair = [&json](const rapidjson::Value& x) {
+        auto a = x.IsString() ? mp::parse_ipv4(x.GetString()) : std::nullopt;
+        if (!a) FAIL("ports not printed as an address in nft -j output: " << json);
+        uint8_t b[4];
+        std::memcpy(b, &a->be, 4);
+        return std::pair<int, int>(b[0] << 8 | b[1], b[2] << 8 | b[3]);
+      };
       const auto& elem = e[0]["elem"];
       const auto& key = elem["val"]["concat"];
-      std::string k = std::string(key[0].GetString()) + " . " + std::to_string(key[1].GetInt()) +
-                      " . " + std::to_string(key[2].GetInt());
+      if (!key.IsArray() || key.Size() != 3)
+        FAIL("unexpected fwd_map key in nft -j output: " << json);
+      const std::string relay_ip = map == "fwd_map" ? mp::format_ipv4(kRelayIp) : std::string();
+      if (!relay_ip.empty() && key[1].GetString() != relay_ip)
+        FAIL("fwd_map key names " << key[1].GetString() << ", not the relay's address: " << json);
+      const auto [sport, dport] = port_pair(key[2]);
+      std::string k = std::string(key[0].GetString()) + " . " + std::to_string(sport) + " . " +
+                      std::to_string(dport);
       NftElement& el = out[k];
       if (elem.HasMember("counter")) {
         el.has_counter = true;
@@ -115,12 +129,9 @@ inline std::map<std::string, NftElement> nft_fwd_elements(const std::string& tab
                : x.IsInt64() ? std::to_string(x.GetInt64())
                              : std::string("?");
       };
-      auto ports = mp::parse_ipv4(text(v[2]));
-      if (!ports) FAIL("ports of fwd_map value not printed as an address: " << json);
-      uint8_t b[4];
-      std::memcpy(b, &ports->be, 4);
-      el.value = text(v[0]) + ":" + std::to_string(b[0] << 8 | b[1]) + " -> " + text(v[1]) + ":" +
-                 std::to_string(b[2] << 8 | b[3]) + " via " + text(v[3]) + " dev " + text(v[4]);
+      const auto [new_sport, new_dport] = port_pair(v[2]);
+      el.value = text(v[0]) + ":" + std::to_string(new_sport) + " -> " + text(v[1]) + ":" +
+                 std::to_string(new_dport) + " via " + text(v[3]) + " dev " + text(v[4]);
     }
   }
   return out;

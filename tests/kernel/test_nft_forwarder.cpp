@@ -490,10 +490,13 @@ TEST_CASE("the ruleset has the documented shape") {
   CHECK(text.find("comment \"mediaproxy relay 10.200.0.1: in-kernel forwarding of latched media "
                   "streams\"") != std::string::npos);
   CHECK(text.find("map fwd_map {") != std::string::npos);
-  CHECK(text.find("type ipv4_addr . inet_service . inet_service : ipv4_addr . ipv4_addr . "
+  CHECK(text.find("type ipv4_addr . ipv4_addr . ipv4_addr : ipv4_addr . ipv4_addr . "
                   "ipv4_addr . ipv4_addr . iface_index\n\t\tcounter\n") != std::string::npos);
-  CHECK(text.find("10.200.1.2 . 4000 . 40000 counter packets 0 bytes 0 : 10.200.0.1 . "
-                  "10.200.2.2 . 156.66.19.136 . 10.200.2.2 . \"vc\"") != std::string::npos);
+  // key: caller . relay . ports 4000, 40000 (15.160.156.64); value: relay .
+  // callee . ports 40002, 5000 (156.66.19.136) . next hop . interface
+  CHECK(text.find("10.200.1.2 . 10.200.0.1 . 15.160.156.64 counter packets 0 bytes 0 : "
+                  "10.200.0.1 . 10.200.2.2 . 156.66.19.136 . 10.200.2.2 . \"vc\"") !=
+        std::string::npos);
   // The chain hooks exactly the non-loopback interfaces: vs and vc, not lo.
   const std::string hook = "type filter hook ingress devices = { ";
   size_t h = text.find(hook);
@@ -546,26 +549,22 @@ TEST_CASE("the ruleset has the documented shape") {
   CHECK(chains == 1);
   CHECK(rules == 1);
 
-  // The rule as netlink expressions (nft --debug=netlink), relay address
-  // 10.200.0.1 (0x0100c80a as nft prints the register). The kernel reports
-  // 32-bit registers that start a 128-bit one by the 128-bit name: the
-  // rule's reg 9 (NFT_REG32_00) reads back as reg 1 and its reg 13
-  // (NFT_REG32_04) as reg 2; reg 10, 11 and 12 are themselves.
+  // The rule as netlink expressions (nft --debug=netlink). The kernel
+  // reports 32-bit registers that start a 128-bit one by the 128-bit name:
+  // NFT_REG32_00 reads back as reg 1 and NFT_REG32_04 as reg 2; NFT_REG32_02
+  // and _03 as reg 10 and 11. Bytes 6..9 of the IP header (flags and offset,
+  // TTL, protocol) masked with 3f ff 00 ff must be 00 00 00 11: UDP, not a
+  // fragment.
   std::string expressions = nft("--debug=netlink list chain netdev mpk_shape ingress");
   INFO(expressions);
   const std::string expected =
       "  [ meta load protocol => reg 1 ]\n"
       "  [ cmp eq reg 1 0x00000008 ]\n"
-      "  [ payload load 4b @ network header + 16 => reg 1 ]\n"
-      "  [ cmp eq reg 1 0x0100c80a ]\n"
-      "  [ meta load l4proto => reg 1 ]\n"
-      "  [ cmp eq reg 1 0x00000011 ]\n"
-      "  [ payload load 2b @ network header + 6 => reg 1 ]\n"
-      "  [ bitwise reg 1 = ( reg 1 & 0x0000ff3f ) ^ 0x00000000 ]\n"
-      "  [ cmp eq reg 1 0x00000000 ]\n"
-      "  [ payload load 4b @ network header + 12 => reg 1 ]\n"
-      "  [ payload load 2b @ transport header + 0 => reg 9 ]\n"
-      "  [ payload load 2b @ transport header + 2 => reg 10 ]\n"
+      "  [ payload load 4b @ network header + 6 => reg 1 ]\n"
+      "  [ bitwise reg 1 = ( reg 1 & 0xff00ff3f ) ^ 0x00000000 ]\n"
+      "  [ cmp eq reg 1 0x11000000 ]\n"
+      "  [ payload load 8b @ network header + 12 => reg 1 ]\n"
+      "  [ payload load 4b @ transport header + 0 => reg 10 ]\n"
       "  [ lookup reg 1 set fwd_map dreg 1 0x0 ]\n"
       "  [ payload write reg 10 => 4b @ transport header + 0 csum_type 0 csum_off 0 "
       "csum_flags 0x1 ]\n"
@@ -573,12 +572,12 @@ TEST_CASE("the ruleset has the documented shape") {
       "csum_flags 0x1 ]\n"
       "  [ fwd sreg_dev 2 sreg_addr 11 nfproto 2 ]\n";
   CHECK(expressions.find(expected) != std::string::npos);
-  // Nothing else: exactly 16 expressions in the listing.
+  // Nothing else: exactly 11 expressions in the listing.
   size_t n_expr = 0;
   for (size_t at = expressions.find("\n  [ "); at != std::string::npos;
        at = expressions.find("\n  [ ", at + 1))
     ++n_expr;
-  CHECK(n_expr == 16);
+  CHECK(n_expr == 11);
 
   fwd.reset();
   CHECK_FALSE(table_exists("mpk_shape"));
@@ -821,7 +820,7 @@ TEST_CASE("adopt() replaces a table that is not ours in the expected shape") {
     CHECK(nft_fwd_elements(table).empty());
     std::string text = nft("list table netdev " + table);
     CHECK(text.find(ours) != std::string::npos);
-    CHECK(text.find("type ipv4_addr . inet_service . inet_service : ipv4_addr . ipv4_addr . "
+    CHECK(text.find("type ipv4_addr . ipv4_addr . ipv4_addr : ipv4_addr . ipv4_addr . "
                     "ipv4_addr . ipv4_addr . iface_index\n\t\tcounter\n") != std::string::npos);
     CHECK(text.find("junk") == std::string::npos);
     REQUIRE(add_ok(*fwd, rule({kCallerIp, 4400}, 40400, 40402, {kCalleeIp, 5400})) != 0);
@@ -869,11 +868,22 @@ TEST_CASE("adopt() replaces a table that is not ours in the expected shape") {
     auto f = make("mpk_alien");
     f->keep_table_on_exit(true);
   }
-  nft("add element netdev mpk_alien fwd_map '{ 10.200.1.2 . 4402 . 40400 : 10.200.0.9 . "
-      "10.200.2.2 . 0.0.0.0 . 10.200.2.2 . \"vc\" }'",
+  // (key: caller . relay 10.200.0.9 . ports 4402 and 40400)
+  nft("add element netdev mpk_alien fwd_map '{ 10.200.1.2 . 10.200.0.9 . 17.50.157.208 : "
+      "10.200.0.9 . 10.200.2.2 . 0.0.0.0 . 10.200.2.2 . \"vc\" }'",
       &st);
   REQUIRE(st == 0);
   check_replaced("mpk_alien");
+  // 6. The same with only the key naming the other address.
+  {
+    auto f = make("mpk_alien_key");
+    f->keep_table_on_exit(true);
+  }
+  nft("add element netdev mpk_alien_key fwd_map '{ 10.200.1.2 . 10.200.0.9 . 17.50.157.208 : "
+      "10.200.0.1 . 10.200.2.2 . 0.0.0.0 . 10.200.2.2 . \"vc\" }'",
+      &st);
+  REQUIRE(st == 0);
+  check_replaced("mpk_alien_key");
 }
 
 TEST_CASE("adopted rules follow route changes, also those made while no forwarder ran") {
@@ -986,7 +996,8 @@ TEST_CASE("changes made behind the forwarder's back are healed") {
   // Someone deletes our element by hand: remove() still succeeds (ENOENT on
   // the read by key, then on the deletion), reporting the last counters read.
   int st = 0;
-  nft("delete element netdev mpk_heal fwd_map '{ 10.200.1.2 . 4100 . 42000 }'", &st);
+  // (key: caller . relay . ports 4100 and 42000 as nft prints them)
+  nft("delete element netdev mpk_heal fwd_map '{ 10.200.1.2 . 10.200.0.1 . 16.4.164.16 }'", &st);
   REQUIRE(st == 0);
   fwd->remove(a);
   CHECK(fwd->commit(finals.sink(), error));
@@ -998,7 +1009,7 @@ TEST_CASE("changes made behind the forwarder's back are healed") {
   // batch as two good rules: all three end up installed, ours wins.
   // (Its value sends to the right place from the wrong ports 258 and 772.)
   std::string out =
-      nft("add element netdev mpk_heal fwd_map '{ 10.200.1.2 . 4101 . 42000 : "
+      nft("add element netdev mpk_heal fwd_map '{ 10.200.1.2 . 10.200.0.1 . 16.5.164.16 : "
           "10.200.0.1 . 10.200.2.2 . 1.2.3.4 . 10.200.2.2 . \"vc\" }'",
           &st);
   INFO(out);

@@ -237,7 +237,8 @@ TEST_CASE("IPv6 streams are forwarded in the kernel with a valid UDP checksum") 
   // The chain holds both rules; the table names both addresses.
   const std::string listing = nft("list table netdev mpk6_fwd");
   CHECK(listing.find("map fwd6_map") != std::string::npos);
-  CHECK(listing.find("ipv6_addr . inet_service . inet_service") != std::string::npos);
+  CHECK(listing.find("type ipv6_addr . ipv6_addr . ipv4_addr : ipv6_addr . ipv6_addr . ipv4_addr "
+                     ". ipv6_addr . iface_index") != std::string::npos);
   CHECK(listing.find("10.200.0.1 and fd00:200::1") != std::string::npos);
 
   Finals finals;

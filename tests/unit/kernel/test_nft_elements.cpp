@@ -26,14 +26,17 @@ std::vector<uint8_t> bytes(const uint8_t* p, uint32_t n) {
 }  // namespace
 
 TEST_CASE("fwd_map keys and values have the IPv4 register layout", "[nft]") {
-  const FwdKey k = make_fwd_key(RuleKey{ip("10.200.1.2"), 4000, 40000});
+  const FwdKey k = make_fwd_key(RuleKey{ip("10.200.1.2"), 4000, 40000}, ip("10.200.0.1"));
   REQUIRE(k.len == kFwdKeyLen);
-  // address . sport (padded to 4) . dport (padded to 4), network order
+  // source address . relay address . sport . dport as they lie in the
+  // headers (two loads fill the key), network order
   CHECK(bytes(k.bytes, k.len) ==
-        std::vector<uint8_t>{10, 200, 1, 2, 0x0f, 0xa0, 0, 0, 0x9c, 0x40, 0, 0});
-  const auto key = parse_fwd_key(k.bytes, k.len);
+        std::vector<uint8_t>{10, 200, 1, 2, 10, 200, 0, 1, 0x0f, 0xa0, 0x9c, 0x40});
+  IpAddress relay;
+  const auto key = parse_fwd_key(k.bytes, k.len, &relay);
   REQUIRE(key);
   CHECK(*key == RuleKey{ip("10.200.1.2"), 4000, 40000});
+  CHECK(relay == ip("10.200.0.1"));
 
   const FwdValue v = make_fwd_value(
       FwdTarget{ip("10.200.0.1"), ip("10.200.2.2"), 40002, 5000, ip("10.200.2.9"), 0x01020304});
@@ -55,15 +58,18 @@ TEST_CASE("fwd_map keys and values have the IPv4 register layout", "[nft]") {
 }
 
 TEST_CASE("fwd6_map keys and values have the IPv6 register layout", "[nft]") {
-  const FwdKey k = make_fwd_key(RuleKey{ip("fd00:200:1::2"), 4000, 40000});
+  const FwdKey k = make_fwd_key(RuleKey{ip("fd00:200:1::2"), 4000, 40000}, ip("fd00:200::1"));
   REQUIRE(k.len == kFwd6KeyLen);
-  std::vector<uint8_t> want{0xfd, 0, 0x02, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2};
-  for (uint8_t b : {0x0f, 0xa0, 0, 0, 0x9c, 0x40, 0, 0}) want.push_back(b);
+  std::vector<uint8_t> want{0xfd, 0, 0x02, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
+                            0xfd, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  for (uint8_t b : {0x0f, 0xa0, 0x9c, 0x40}) want.push_back(b);
   CHECK(bytes(k.bytes, k.len) == want);
-  const auto key = parse_fwd_key(k.bytes, k.len);
+  IpAddress relay;
+  const auto key = parse_fwd_key(k.bytes, k.len, &relay);
   REQUIRE(key);
   CHECK_FALSE(key->saddr.is_v4());
   CHECK(*key == RuleKey{ip("fd00:200:1::2"), 4000, 40000});
+  CHECK(relay == ip("fd00:200::1"));
 
   const FwdValue v = make_fwd_value(
       FwdTarget{ip("fd00:200::1"), ip("fd00:200:2::2"), 40002, 5000, ip("fe80::2:2"), 7});
@@ -88,7 +94,7 @@ TEST_CASE("fwd6_map keys and values have the IPv6 register layout", "[nft]") {
 
 TEST_CASE("keys and values of no known length are refused", "[nft]") {
   const uint8_t zeros[64] = {};
-  for (uint32_t len : {0u, 4u, 11u, 13u, 20u, 23u, 25u, 64u})
+  for (uint32_t len : {0u, 4u, 11u, 13u, 16u, 24u, 35u, 37u, 40u, 64u})
     CHECK_FALSE(parse_fwd_key(zeros, len));
   for (uint32_t len : {0u, 12u, 19u, 21u, 24u, 55u, 57u, 64u})
     CHECK_FALSE(parse_fwd_value(zeros, len));
@@ -103,7 +109,7 @@ TEST_CASE("rule keys of the two families never collide", "[nft]") {
   const RuleKey v6{ip("ac8:102::"), 4000, 40000};
   REQUIRE(v4.saddr.bytes == v6.saddr.bytes);
   CHECK_FALSE(v4 == v6);
-  CHECK(make_fwd_key(v4).len != make_fwd_key(v6).len);
+  CHECK(make_fwd_key(v4, ip("10.200.0.1")).len != make_fwd_key(v6, ip("fd00:200::1")).len);
   CHECK(RuleKeyHash{}(v4) == RuleKeyHash{}(RuleKey{ip("10.200.1.2"), 4000, 40000}));
 }
 
