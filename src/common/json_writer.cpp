@@ -15,7 +15,6 @@
 // end_*) is the caller's bug and is not diagnosed.
 #include "common/json_writer.h"
 
-#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -232,14 +231,6 @@ void append_integer(std::string& out, Int v) {
 
 }  // namespace
 
-void JsonWriter::separator() {
-  if (after_key_) {
-    after_key_ = false;
-  } else if (need_comma_) {
-    out_ += ", ";
-  }
-}
-
 void JsonWriter::begin_object() {
   separator();
   out_.push_back('{');
@@ -262,21 +253,27 @@ void JsonWriter::end_array() {
   need_comma_ = true;
 }
 
-void JsonWriter::key(std::string_view k) {
+void JsonWriter::key(JsonKey k) {
   separator();
-  // Keys are nearly always short names that need no escape: one append.
-  char buf[64];
-  if (k.size() <= sizeof buf - 4 && std::all_of(k.begin(), k.end(), [](char c) {
-        return plain(static_cast<unsigned char>(c));
-      })) {
-    buf[0] = '"';
-    std::memcpy(buf + 1, k.data(), k.size());
-    std::memcpy(buf + 1 + k.size(), "\": ", 3);
-    out_.append(buf, k.size() + 4);
-  } else {
-    append_quoted(out_, k);
-    out_ += ": ";
-  }
+  // Checked at compile time: written in place, no scan. (Assembled in a
+  // stack buffer and scanned, a key cost ~20 ns, a tenth of a journal
+  // record's time.)
+  const std::string_view t = k.text();
+  const size_t at = out_.size();
+  out_.resize(at + t.size() + 4);
+  char* p = out_.data() + at;
+  p[0] = '"';
+  std::memcpy(p + 1, t.data(), t.size());
+  p[t.size() + 1] = '"';
+  p[t.size() + 2] = ':';
+  p[t.size() + 3] = ' ';
+  after_key_ = true;
+}
+
+void JsonWriter::key_text(std::string_view k) {
+  separator();
+  append_quoted(out_, k);
+  out_.append(": ", 2);
   after_key_ = true;
 }
 

@@ -17,8 +17,32 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace mp {
+
+// A key written as a string literal: checked when the program is compiled
+// (it must need no escape), so that JsonWriter copies it without scanning
+// it. Keys of records written per call (state journal, statistics) are all
+// literals; others go through the runtime overloads, which escape them.
+class JsonKey {
+ public:
+  template <size_t N>
+  consteval JsonKey(const char (&k)[N]) : text_(k, N - 1) {  // NOLINT: implicit on purpose
+    for (char c : text_)
+      if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+        throw "a JSON key literal must need no escape";  // a compile error
+  }
+  constexpr std::string_view text() const { return text_; }
+
+ private:
+  std::string_view text_;
+};
+
+// What the runtime key overloads take: strings, not string literals (those
+// are JsonKeys).
+template <typename S>
+concept RuntimeJsonKey = std::is_convertible_v<const S&, std::string_view> && !std::is_array_v<S>;
 
 class JsonWriter {
  public:
@@ -33,7 +57,12 @@ class JsonWriter {
   void end_object();
   void begin_array();
   void end_array();
-  void key(std::string_view k);  // inside an object, before each value
+  // Inside an object, before each value.
+  void key(JsonKey k);
+  template <RuntimeJsonKey S>
+  void key(const S& k) {
+    key_text(std::string_view(k));
+  }
 
   void value(std::string_view s);
   void value(const char* s) { value(std::string_view(s)); }
@@ -48,24 +77,46 @@ class JsonWriter {
   void raw(std::string_view json);
 
   template <typename T>
-  void field(std::string_view k, const T& v) {
+  void field(JsonKey k, const T& v) {
     key(k);
     value(v);
   }
   template <typename T>
-  void field(std::string_view k, const std::optional<T>& v) {
+  void field(JsonKey k, const std::optional<T>& v) {
     key(k);
-    if (v)
-      value(*v);
-    else
-      null();
+    optional_value(v);
+  }
+  template <RuntimeJsonKey S, typename T>
+  void field(const S& k, const T& v) {
+    key(k);
+    value(v);
+  }
+  template <RuntimeJsonKey S, typename T>
+  void field(const S& k, const std::optional<T>& v) {
+    key(k);
+    optional_value(v);
   }
 
   const std::string& str() const { return out_; }
   std::string take() { return std::move(out_); }
 
  private:
-  void separator();
+  void key_text(std::string_view k);  // escapes what needs it
+  template <typename T>
+  void optional_value(const std::optional<T>& v) {
+    if (v)
+      value(*v);
+    else
+      null();
+  }
+  // ", " before every item but the first of an object or array, nothing
+  // right after a key. Inline: it runs before every key and value.
+  void separator() {
+    if (after_key_)
+      after_key_ = false;
+    else if (need_comma_)
+      out_.append(", ", 2);
+  }
   std::string own_;
   std::string& out_;
   bool need_comma_ = false;

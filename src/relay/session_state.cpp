@@ -29,7 +29,7 @@ constexpr double kMaxMillis = 9007199254740992.0;  // 2^53: exact in a double
 // where microseconds still fit a double's 53 bits.
 constexpr double kMaxTimeSeconds = 4e9;
 
-void put_endpoint(JsonWriter& w, std::string_view key, const IpEndpoint& e) {
+void put_endpoint(JsonWriter& w, JsonKey key, const IpEndpoint& e) {
   w.field(key, format_ip_endpoint(e));
 }
 
@@ -37,7 +37,7 @@ void put_endpoint(JsonWriter& w, std::string_view key, const IpEndpoint& e) {
 // a missing key as its default, older versions too. Most fields of a call
 // being set up are unset, and a record is written at every change.
 template <typename T>
-void put_if_set(JsonWriter& w, std::string_view key, const std::optional<T>& v) {
+void put_if_set(JsonWriter& w, JsonKey key, const std::optional<T>& v) {
   if (v) w.field(key, *v);
 }
 
@@ -52,17 +52,21 @@ void write_leg(JsonWriter& w, const LegState& l) {
   if (l.has_ssrc) w.field("ssrc", static_cast<uint64_t>(l.ssrc));
   if (l.got_media) w.field("gm", true);
   if (l.in_kernel) w.field("k", true);
-  const std::pair<const char*, uint64_t> numbers[] = {{"ep", l.epoch},
-                                                      {"fe", l.followed_epoch},
-                                                      {"p", l.packets},
-                                                      {"b", l.bytes},
-                                                      {"d", l.dropped},
-                                                      {"f", l.foreign},
-                                                      {"ms", l.media_seen},
-                                                      {"kp", l.kernel_packets},
-                                                      {"kb", l.kernel_bytes},
-                                                      {"klp", l.kernel_live_packets},
-                                                      {"klb", l.kernel_live_bytes}};
+  struct Number {
+    JsonKey key;
+    uint64_t value;
+  };
+  const Number numbers[] = {{"ep", l.epoch},
+                            {"fe", l.followed_epoch},
+                            {"p", l.packets},
+                            {"b", l.bytes},
+                            {"d", l.dropped},
+                            {"f", l.foreign},
+                            {"ms", l.media_seen},
+                            {"kp", l.kernel_packets},
+                            {"kb", l.kernel_bytes},
+                            {"klp", l.kernel_live_packets},
+                            {"klb", l.kernel_live_bytes}};
   for (const auto& [key, value] : numbers)
     if (value) w.field(key, value);
   if (l.last_seen != 0) w.field("ls", l.last_seen);
@@ -389,7 +393,11 @@ void append_session_state_json(std::string& out, const SessionState& s) {
   w.field("created", s.created);
   put_if_set(w, "start", s.start_wall);
   put_if_set(w, "ended", s.ended_wall);
-  for (auto [key, c] : {std::pair{"cseq", &s.cseq}, std::pair{"prev_cseq", &s.previous_cseq}}) {
+  struct Cseq {
+    JsonKey key;
+    const std::optional<std::pair<int64_t, int64_t>>* c;
+  };
+  for (auto [key, c] : {Cseq{"cseq", &s.cseq}, Cseq{"prev_cseq", &s.previous_cseq}}) {
     if (!*c) continue;
     w.key(key);
     w.begin_array();

@@ -325,11 +325,36 @@ TEST_CASE("JsonWriter: nested containers use Python separators", "[json]") {
 }
 
 TEST_CASE("JsonWriter: keys are escaped like values", "[json]") {
+  // (A literal key that needs escaping does not compile: JsonKey; keys
+  // known only at run time go through the escaping overloads.)
   JsonWriter w;
   w.begin_object();
-  w.field("k\"\xc3\xa9", "v\n");
+  w.field(std::string_view("k\"\xc3\xa9"), "v\n");
+  w.key(std::string("t\tab"));
+  w.value(1);
   w.end_object();
-  CHECK(w.str() == "{\"k\\\"\\u00e9\": \"v\\n\"}");
+  CHECK(w.str() == "{\"k\\\"\\u00e9\": \"v\\n\", \"t\\tab\": 1}");
+}
+
+TEST_CASE("JsonWriter: literal and run-time keys write the same text", "[json]") {
+  JsonWriter literal, runtime;
+  const std::string names[] = {"a", "caller_packets", "x y-z.0", ""};
+  literal.begin_object();
+  literal.field("a", 1);
+  literal.field("caller_packets", std::optional<int64_t>{2});
+  literal.key("x y-z.0");
+  literal.value("v");
+  literal.field("", std::optional<int64_t>{});
+  literal.end_object();
+  runtime.begin_object();
+  runtime.field(names[0], 1);
+  runtime.field(std::string_view(names[1]), std::optional<int64_t>{2});
+  runtime.key(names[2]);
+  runtime.value("v");
+  runtime.field(names[3], std::optional<int64_t>{});
+  runtime.end_object();
+  CHECK(literal.str() == "{\"a\": 1, \"caller_packets\": 2, \"x y-z.0\": \"v\", \"\": null}");
+  CHECK(runtime.str() == literal.str());
 }
 
 TEST_CASE("JsonWriter: raw() inserts pre-serialised JSON as a value", "[json]") {
