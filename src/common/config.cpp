@@ -293,6 +293,9 @@ std::vector<std::pair<std::string, Section>> option_table() {
               c.relay.state_file = v == "none" ? std::string() : std::string(v);
               return true;
             }}},
+           {"state_write_interval", {[](std::string_view v, Config& c, std::string& error) {
+              return set_seconds(v, c.relay.state_write_interval, 0, 1, error);
+            }}},
            {"latching", {[](std::string_view v, Config& c, std::string& error) {
               return set_choice(v, c.relay.strict_latching, {{"normal", false}, {"strict", true}},
                                 error);

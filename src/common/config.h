@@ -88,6 +88,9 @@ struct RelayConfig {
   // Sessions kept across a restart of the process (state_journal.h); empty:
   // off. Relative: to Config::runtime_dir.
   std::string state_file = "relay.state";
+  // Seconds between two writes of state_file under load (0: every loop
+  // iteration writes what changed in it).
+  double state_write_interval = 0.001;
   int kernel_handover_packets = 1;
   bool strict_latching = false;  // latching = strict
   double latch_window = 0.5;     // seconds before an unknown source may latch

@@ -129,13 +129,18 @@ class RelayEngine final : public StateSink {
   void start_journal();
   void track(Session* s);   // a new session gets a record id and is written
   void forget(Session* s);  // an ended session's record is deleted
-  void flush_state();
+  // Queues the records of changed sessions; writes them now if the last
+  // write is state_write_interval old (or `now_or_never`), else arms
+  // state_write_timer_ for the rest of that interval.
+  void flush_state(bool now_or_never = false);
+  void write_state();
   void checkpoint_counters();
   void compact_state();  // now, on the loop (start, hand-over, after a failed write)
   void compact_state_in_background();
   void close_state();
   static void on_state_prepare(uv_prepare_t* h);
   static void on_checkpoint(uv_timer_t* t);
+  static void on_state_write(uv_timer_t* t);
   StateIdentity state_identity() const;
   static void on_sweep(uv_timer_t* t);
   static void on_network_change(uv_poll_t* p, int status, int events);
@@ -177,6 +182,9 @@ class RelayEngine final : public StateSink {
   uint64_t next_state_id_ = 1;
   uv_prepare_t state_prepare_;
   uv_timer_t checkpoint_timer_;
+  uv_timer_t state_write_timer_;  // a deferred write (flush_state)
+  bool state_write_armed_ = false;
+  uint64_t last_state_write_ns_ = 0;  // uv_hrtime() of the last write
   bool state_handles_ = false;
   bool state_broken_ = false;  // a write failed: compact at the next flush
   bool handed_over_ = false;   // hand_over() ran: write nothing more

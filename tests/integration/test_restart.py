@@ -279,3 +279,49 @@ def test_state_file_compacted_off_the_loop_restores_every_call(mp_factory):
     for d in calls[:10]:
         d.client = c
         assert d.remove() != "removed"
+
+
+def test_state_writes_under_load_wait_for_state_write_interval(mp_factory):
+    """Changes that come sooner than state_write_interval after the last write
+    wait for one write at the end of the interval (here 1 s, the largest
+    allowed, so that the test's own pace cannot blur it): the record is not in
+    the file right after the reply, is there by the end of the interval with
+    no further traffic, and a kill -9 inside an interval loses only the
+    changes of that interval."""
+    mp = mp_factory(**overrides(**{"Relay.state_write_interval": "1"}))
+    caller, callee = MediaPort("127.0.0.2"), MediaPort("127.0.0.3")
+    c = mp.client()
+
+    def in_file(d, records=1):
+        return sum(d.call_id.encode() in line for line in state_lines(mp)) >= records
+
+    def call():
+        d = Dialog(c)
+        parse_ports(d.invite(caller.sdp()), 1, port_range=mp.port_range)
+        parse_ports(d.answer(callee.sdp()), 1, port_range=mp.port_range)
+        return d
+
+    first = call()  # the offer written at once, the answer at the end of the interval
+    wait_until(lambda: in_file(first, 2), 3, "the first call's two records")
+    time.sleep(1.2)  # an interval without changes (what is under test is time itself)
+    second = call()  # the first write after 1.2 s idle: at once...
+    third = call()   # ...this one less than a second later: deferred
+    t_reply = time.monotonic()
+    assert in_file(second), "a change after an idle interval is written before the loop waits"
+    assert not in_file(third), "a change within the interval is written at its end, not at once"
+    wait_until(lambda: in_file(third), 3, "the deferred record")
+    assert time.monotonic() - t_reply <= 3
+
+    fourth = call()  # deferred again: the kill comes before its write
+    assert not in_file(fourth)
+    mp.kill_and_restart()
+    log = mp.stderr_text()
+    assert "3 session(s) restored, 0 not" in log, log
+    c = mp.client()
+    for d in (first, second, third):
+        d.client = c
+        assert d.remove() == "removed"
+    fourth.client = c
+    assert fourth.remove() != "removed"
+    for p in (caller, callee):
+        p.close()
