@@ -418,6 +418,18 @@ def print_report(meta, trials, summary, ours, base):
               f"x{o['setups_per_s'] / b['setups_per_s']:.2f}, CPU per setup "
               f"x{o['cpu_us_per_setup'] / b['cpu_us_per_setup']:.2f} "
               f"({o['cpu_us_per_setup'] - b['cpu_us_per_setup']:+.1f} us per call set-up)")
+            # Trial k of each ran seconds apart: the ratio within a pair cancels most of the
+            # VM's drift, which the ratio of two medians does not.
+            def by_trial(name):
+                return {t["trial"]: t for t in trials if t.get("server") == name
+                        and "error" not in t and t.get("server_cpu_us_per_setup")}
+            mine, theirs = by_trial(ours), by_trial(other)
+            pairs = [mine[k]["server_cpu_us_per_setup"] / theirs[k]["server_cpu_us_per_setup"]
+                     for k in sorted(mine) if k in theirs]
+            if pairs:
+                p(f"  per trial pair, CPU per setup: median x{statistics.median(pairs):.2f} "
+                  f"(x{min(pairs):.2f}-x{max(pairs):.2f}), lower in {sum(r < 1 for r in pairs)} "
+                  f"of {len(pairs)} pairs")
     if ours in summary and "mediaproxy+sqlite" in summary:
         o, w = summary[ours], summary["mediaproxy+sqlite"]
         drains = [t["accounting_drain_s"] for t in trials
