@@ -65,6 +65,25 @@ static struct nftnl_expr* lk(const char* set, uint32_t sreg, uint32_t dreg) {
   nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set);
   return e;
 }
+// reg 1 = reg 1 & mask (xor 0: `zero`, len bytes of zeros)
+static struct nftnl_expr* and_mask(const void* mask, const void* zero, uint32_t len) {
+  struct nftnl_expr* e = nftnl_expr_alloc("bitwise");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
+  nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
+  nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, zero, len);
+  return e;
+}
+// the 12 bytes of destination and source MAC from register sreg
+static struct nftnl_expr* ll_write(uint32_t sreg) {
+  struct nftnl_expr* e = nftnl_expr_alloc("payload");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_SREG, sreg);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_LL_HEADER);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, 0);
+  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 12);
+  return e;
+}
 static struct nftnl_expr* imm(uint32_t dreg, const void* d, uint32_t len) {
   struct nftnl_expr* e = nftnl_expr_alloc("immediate");
   nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, dreg);
@@ -93,13 +112,7 @@ int main(int argc, char** argv) {
     // (ignored), protocol; then the key saddr . daddr . sport|dport from two loads
     uint8_t mask[4] = {0x3f, 0xff, 0x00, 0xff}, want[4] = {0, 0, 0, 17}, zero[4] = {0};
     nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_NETWORK_HEADER, 6, 4, NFT_REG_1));
-    struct nftnl_expr* bw = nftnl_expr_alloc("bitwise");
-    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, 4);
-    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, mask, 4);
-    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, zero, 4);
-    nftnl_rule_add_expr(r, bw);
+    nftnl_rule_add_expr(r, and_mask(mask, zero, 4));
     nftnl_rule_add_expr(r, cmp(NFT_REG_1, want, 4));
     nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_NETWORK_HEADER, 12, 8, NFT_REG32_00));
     nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 4, NFT_REG32_02));
@@ -109,12 +122,7 @@ int main(int argc, char** argv) {
     struct nftnl_expr* f = nftnl_expr_alloc("fwd");
     if (!strcmp(v, "nd2ke")) {
       // regs: 00 saddr, 01 daddr, 02 ports, 03..05 destination and source MAC, 06 oif
-      struct nftnl_expr* e = nftnl_expr_alloc("payload");
-      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_SREG, NFT_REG32_03);
-      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_LL_HEADER);
-      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, 0);
-      nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 12);
-      nftnl_rule_add_expr(r, e);
+      nftnl_rule_add_expr(r, ll_write(NFT_REG32_03));
       nftnl_expr_set_u32(f, NFTNL_EXPR_FWD_SREG_DEV, NFT_REG32_06);
     } else {
       nftnl_expr_set_u32(f, NFTNL_EXPR_FWD_SREG_DEV, NFT_REG32_04);
@@ -131,13 +139,7 @@ int main(int argc, char** argv) {
   if (!strcmp(v, "nd2p")) {  // what mediaproxy's rule adds: fragments go to the stack
     uint16_t frag = htons(0x3fff), zero = 0;
     nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_NETWORK_HEADER, 6, 2, NFT_REG_1));
-    struct nftnl_expr* bw = nftnl_expr_alloc("bitwise");
-    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, 2);
-    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, &frag, 2);
-    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, &zero, 2);
-    nftnl_rule_add_expr(r, bw);
+    nftnl_rule_add_expr(r, and_mask(&frag, &zero, 2));
     nftnl_rule_add_expr(r, cmp(NFT_REG_1, &zero, 2));
   }
   nftnl_rule_add_expr(r, pl(NFT_PAYLOAD_NETWORK_HEADER, 12, 4, NFT_REG32_00));
@@ -174,12 +176,7 @@ int main(int argc, char** argv) {
     nftnl_rule_add_expr(r, pw(NFT_REG32_00, NFT_PAYLOAD_NETWORK_HEADER, 12, 8, 1));
     uint8_t macs[12] = {0x22,0xa1,0x4f,0xd7,0x86,0x4d, 0x8e,0xff,0x3a,0x63,0xdb,0xe4};
     nftnl_rule_add_expr(r, imm(NFT_REG32_04, macs, 12));
-    struct nftnl_expr* e = nftnl_expr_alloc("payload");
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_SREG, NFT_REG32_04);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_LL_HEADER);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, 0);
-    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 12);
-    nftnl_rule_add_expr(r, e);
+    nftnl_rule_add_expr(r, ll_write(NFT_REG32_04));
     struct nftnl_expr* f = nftnl_expr_alloc("fwd");
     nftnl_expr_set_u32(f, NFTNL_EXPR_FWD_SREG_DEV, NFT_REG32_03);
     nftnl_rule_add_expr(r, f);
