@@ -567,6 +567,11 @@ def test_relay_killed_and_restarted_keeps_its_calls(service):
     for cid, ip, _, legs in calls:
         assert ip == ip1 and media_flows(ip, legs)
     victim = service.relays["relay1"]
+    # A crash loses the changes of the last state_write_interval (1 ms, by
+    # design): the kill waits until the file holds every call's latches.
+    state = victim.dir / "run" / "relay.state"
+    wait_until(lambda: latches_recorded(state, [cid for cid, *_ in calls]), 5,
+               "the latches in the state file")
     victim.stop(signal.SIGKILL)
     victim.start()
     wait_until(lambda: "3 session(s) restored, 0 not" in victim.text(), 10, "sessions restored")
@@ -585,6 +590,20 @@ def test_relay_killed_and_restarted_keeps_its_calls(service):
         # 21 from the caller in each process; the callee's one datagram came
         # before the caller was latched and was dropped.
         assert (st["caller_packets"], st["callee_packets"]) == (42, 0), st
+
+
+def latches_recorded(state_file, call_ids):
+    """Whether the newest record of each call in a relay's state file has
+    both legs of its first stream latched."""
+    newest = {}
+    for line in state_file.read_text().splitlines()[1:]:
+        fields = line.split(" ", 3)
+        if len(fields) == 4 and fields[1] == "S":
+            record = json.loads(fields[3])
+            newest[record["call_id"]] = record
+    return all(cid in newest and
+               all(leg.get("l") for leg in newest[cid]["streams"][0]["leg"][:2])
+               for cid in call_ids)
 
 
 def media_flows_again(ip, legs, n=20):
