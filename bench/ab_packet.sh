@@ -15,15 +15,18 @@
 # with A_MODE=userspace B_MODE=syscalls (io_uring or not). METRIC picks the
 # per-packet figure compared (default relay_proc_us_per_pkt; machine_us_per_pkt,
 # every CPU's busy time, compares the kernel path with plain routing:
-# A_MODE=baseline B_MODE=kernel). Prints each trial's figure, the B/A ratio of each pair, the median ratio, and in
+# A_MODE=baseline B_MODE=kernel). A_RELAY and B_RELAY add [Relay] lines to
+# each side's configuration (';'-separated, e.g. B_RELAY="media_coalesce = 0").
+# Prints each trial's figure, the B/A ratio of each pair, the median ratio, and in
 # how many pairs B used less CPU. Needs root (bench/run.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$1 B=$2 PAIRS=${3:-8} STREAMS=${4:-1000} PPS=${5:-150000}
 A_MODE=${A_MODE:-userspace} B_MODE=${B_MODE:-userspace} METRIC=${METRIC:-relay_proc_us_per_pkt}
+A_RELAY=${A_RELAY:-} B_RELAY=${B_RELAY:-}
 declare -a ratios
-trial() {  # trial BINARY MODE -> METRIC (us per packet) and the trial's note
-  MEDIAPROXY=$1 bash bench/run.sh --modes "$2" --streams "$STREAMS" --fixed-pps "$PPS" \
+trial() {  # trial BINARY MODE [RELAY_LINES] -> METRIC (us per packet) and the trial's note
+  MPB_RELAY_EXTRA=${3:-} MEDIAPROXY=$1 bash bench/run.sh --modes "$2" --streams "$STREAMS" --fixed-pps "$PPS" \
     --duration 3 --prime 2 --no-overload --out /tmp/ab_packet.$$.json >/dev/null 2>&1 || true
   python3 - /tmp/ab_packet.$$.json "$METRIC" <<'PY'
 import json, sys
@@ -37,9 +40,9 @@ PY
 }
 for ((k = 0; k < PAIRS; k++)); do
   if ((k % 2 == 0)); then
-    read -r a an < <(trial "$A" "$A_MODE"); read -r b bn < <(trial "$B" "$B_MODE")
+    read -r a an < <(trial "$A" "$A_MODE" "$A_RELAY"); read -r b bn < <(trial "$B" "$B_MODE" "$B_RELAY")
   else
-    read -r b bn < <(trial "$B" "$B_MODE"); read -r a an < <(trial "$A" "$A_MODE")
+    read -r b bn < <(trial "$B" "$B_MODE" "$B_RELAY"); read -r a an < <(trial "$A" "$A_MODE" "$A_RELAY")
   fi
   r=$(python3 -c "print(round($b / $a, 3))" 2>/dev/null || echo nan)
   ratios+=("$r")

@@ -384,6 +384,10 @@ class Mediaproxy(Relay):
                 f.write(f"forwarding = {forwarding}\n")
             if media_io:
                 f.write(f"media_io = {media_io}\n")
+            # More [Relay] lines, ';'-separated (bench/ab_packet.sh A_RELAY/B_RELAY).
+            for line in E.get("MPB_RELAY_EXTRA", "").split(";"):
+                if line.strip():
+                    f.write(line.strip() + "\n")
         self.sock_path = os.path.join(self.dir, "dispatcher.sock")
         self.errlog = os.path.join(self.dir, "stderr.log")
 
@@ -1047,7 +1051,7 @@ def main():
             r["ratio_to_rtpengine"] = round(z["forwarded_pps"] / rt["forwarded_pps"], 3)
 
     summary = {"meta": meta, "caps": caps, "results": results, "overload": overloads,
-               "targets": check_targets(results, overloads),
+               "targets": check_targets(results, overloads, a.relay_cpu_quota),
                "elapsed_s": round(time.time() - t_begin, 1)}
     print_table(summary)
     if a.out:
@@ -1061,9 +1065,12 @@ def main():
         log(f"JSON written to {a.out}")
 
 
-def check_targets(results, overloads):
-    """The targets of issues 3 and 14, evaluated on this run's figures."""
+def check_targets(results, overloads, quota=0):
+    """The targets of issues 3 and 14, evaluated on this run's figures. With
+    the relays capped (quota, % of a CPU) the userspace figures are those of
+    a relay at its capacity: reads find several datagrams per socket."""
     out = []
+    capped = f"relays capped at {quota:g}% of a CPU: at capacity" if quota else ""
     by = {(r["mode"], r["streams"]): r for r in results}
     ns = sorted({r["streams"] for r in results})
     for n in ns:
@@ -1077,12 +1084,12 @@ def check_targets(results, overloads):
         if u and u.get("ratio_to_rtpengine") is not None:
             out.append({"target": f"userspace >= 2 x rtpengine at zero loss, {n} streams",
                         "value": u["ratio_to_rtpengine"], "met": u["ratio_to_rtpengine"] >= 2,
-                        "note": ""})
+                        "note": capped})
         z = (u or {}).get("zero_loss") or {}
         if z.get("relay_proc_us_per_pkt") is not None:
             out.append({"target": f"userspace relay CPU <= 3 us per packet, {n} streams",
                         "value": z["relay_proc_us_per_pkt"],
-                        "met": z["relay_proc_us_per_pkt"] <= 3, "note": ""})
+                        "met": z["relay_proc_us_per_pkt"] <= 3, "note": capped})
     for o in overloads:
         if o["mode"] != "userspace":
             continue
