@@ -281,6 +281,9 @@ std::vector<std::pair<std::string, Section>> option_table() {
                                  {"sockets", MediaSend::Sockets}},
                                 error);
             }}},
+           {"media_coalesce", {[](std::string_view v, Config& c, std::string& error) {
+              return set_seconds(v, c.relay.media_coalesce, 0, 0.005, error);
+            }}},
            {"nft_table", {[](std::string_view v, Config& c, std::string& error) {
               if (!check_nft_table_name(v, error)) return false;
               c.relay.nft_table = std::string(v);

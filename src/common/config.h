@@ -80,6 +80,9 @@ struct RelayConfig {
   Forwarding forwarding = Forwarding::Auto;
   MediaIo media_io = MediaIo::Auto;
   MediaSend media_send = MediaSend::Auto;
+  // Seconds a busy relay lets datagrams gather between two passes of its
+  // data path (media_pump.h, coalescing); 0: a pass per readiness event.
+  double media_coalesce = 0.0005;
   std::vector<Endpoint> dispatchers;  // relay role: where to connect
   std::string passport;               // checked on dispatcher certificates
   int keepalive_interval = 10;

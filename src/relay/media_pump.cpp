@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "relay/batched_io.h"
 #include "relay/media_socket.h"
+#include "relay/pass_timer.h"
 #include "relay/raw_udp_sender.h"
 
 namespace mp::relay {
@@ -47,6 +48,23 @@ bool MediaPump::use_raw_send(std::string& error) {
   return raw_ != nullptr;
 }
 
+bool MediaPump::set_coalesce(uint64_t period_ns, std::string& error) {
+  if (period_ns && !tick_) {
+    tick_ = PassTimer::create(loop_, on_tick, this, error);
+    if (!tick_) return false;
+  }
+  if (!period_ns && coalescing()) {
+    tick_->stop();
+    uv_poll_start(&poll_, UV_READABLE, on_ready);
+  }
+  coalesce_ns_ = period_ns;
+  return true;
+}
+
+bool MediaPump::coalescing() const {
+  return tick_ && tick_->running();
+}
+
 void MediaPump::stop_batched_io(int err) {
   LOG_WARN("io_uring submission failed (%s): media goes back to one system call per socket",
            std::strerror(err));
@@ -75,6 +93,8 @@ MediaPump* MediaPump::create(uv_loop_t* loop, std::string& error) {
 }
 
 void MediaPump::close() {
+  if (tick_) tick_->close();
+  tick_ = nullptr;
   uv_close(reinterpret_cast<uv_handle_t*>(&poll_), on_closed);
 }
 
@@ -182,10 +202,27 @@ MediaSocket* MediaPump::unpark(const IpEndpoint& local) {
 
 void MediaPump::on_ready(uv_poll_t* p, int status, int) {
   if (status < 0) return;
-  static_cast<MediaPump*>(p->data)->run_pass();
+  auto* self = static_cast<MediaPump*>(p->data);
+  const unsigned handled = self->run_pass();
+  // Work, but less than a full pass: more is on its way; let it gather.
+  if (self->coalesce_ns_ && handled > 0 && handled < kPassBudget && self->tick_) {
+    uv_poll_stop(&self->poll_);
+    self->tick_->start(self->coalesce_ns_);
+  }
 }
 
-void MediaPump::run_pass() {
+void MediaPump::on_tick(void* pump) {
+  auto* self = static_cast<MediaPump*>(pump);
+  const unsigned handled = self->run_pass();
+  // Quiet (nothing came in a whole period) or behind (a full pass): back to
+  // passes on readiness.
+  if (handled == 0 || handled >= kPassBudget || self->coalesce_ns_ == 0) {
+    self->tick_->stop();
+    uv_poll_start(&self->poll_, UV_READABLE, on_ready);
+  }
+}
+
+unsigned MediaPump::run_pass() {
   in_pass_ = true;
   ++passes_;
   unsigned handled = 0;
@@ -207,13 +244,16 @@ void MediaPump::run_pass() {
     }
     // Every ready socket was served: what arrives from now on makes the
     // epoll descriptor readable again, and the loop calls back, so another
-    // epoll_wait() here would mostly find nothing.
-    if (n < kEvents) break;
+    // epoll_wait() here would mostly find nothing. Not so for a pass on the
+    // coalescing timer: the next one is a period away, so this one takes
+    // all there is (a hot socket gives kBatch datagrams per visit).
+    if (n < kEvents && !coalescing()) break;
   }
   in_pass_ = false;
   for (MediaSocket* s : graveyard_) delete s;
   graveyard_.clear();
   if (pass_end_) pass_end_(pass_end_arg_);
+  return handled;
 }
 
 unsigned MediaPump::read_batch(MediaSocket* s) {

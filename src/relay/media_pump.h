@@ -28,6 +28,17 @@
 // datagrams of every stream, without the per-socket wake-ups of UDP
 // sockets' sends.
 //
+// Coalescing (set_coalesce, [Relay] media_coalesce): woken by every
+// datagram, a relay below its capacity spends most of its time going to
+// sleep and waking up (a pass finds one or two datagrams). With a period
+// set, a pass that found work but not its budget's worth stops the watch on
+// the epoll descriptor and the next passes run on a timer of that period
+// (pass_timer.h), each taking what arrived meanwhile; a pass that finds
+// nothing goes back to waiting for readiness, one that fills its budget
+// too (the relay is behind: passes run back to back). The first datagram
+// after a quiet spell is forwarded at once, later ones wait at most one
+// period.
+//
 // Buffers are static and shared (one loop runs the relay; passes run one at
 // a time): nothing is allocated per packet. A socket closed during a pass is
 // kept until the pass ends, because events already fetched may name it.
@@ -49,6 +60,7 @@ namespace mp::relay {
 
 class BatchedIo;
 class MediaSocket;
+class PassTimer;
 class RawUdpSender;
 
 // Told when a datagram it had queued could not be sent (socket buffer full,
@@ -88,6 +100,12 @@ class MediaPump {
   // opened (no CAP_NET_RAW); the pump then sends through each port's socket.
   bool use_raw_send(std::string& error);
   bool raw_send() const { return raw_ != nullptr; }
+  // Runs passes on a timer of `period_ns` while datagrams keep coming (see
+  // above); 0 turns it off. False with the reason if no timer can be made.
+  bool set_coalesce(uint64_t period_ns, std::string& error);
+  uint64_t coalesce_ns() const { return coalesce_ns_; }
+  // Whether passes currently run on the timer (tests, metrics).
+  bool coalescing() const;
 
   // Stops watching and frees the pump once libuv has let go of its handle.
   // Every socket must have been closed before.
@@ -147,8 +165,10 @@ class MediaPump {
   MediaPump() = default;
   ~MediaPump();
   static void on_ready(uv_poll_t* p, int status, int events);
+  static void on_tick(void* pump);
   static void on_closed(uv_handle_t* h);
-  void run_pass();
+  // Reads and forwards for one pass; returns the datagrams handled.
+  unsigned run_pass();
   // Reads one batch from `s` and hands each datagram to its owner.
   unsigned read_batch(MediaSocket* s);
   // Reads the `n` ready sockets of g_events through io_uring, at most
@@ -179,6 +199,8 @@ class MediaPump {
   uv_loop_t* loop_ = nullptr;
   uv_poll_t poll_;
   int epfd_ = -1;
+  PassTimer* tick_ = nullptr;  // coalescing's timer (set_coalesce)
+  uint64_t coalesce_ns_ = 0;
   bool in_pass_ = false;
   bool gso_ = true;  // UDP_SEGMENT sends; off after the kernel refused one
   std::vector<MediaSocket*> graveyard_;

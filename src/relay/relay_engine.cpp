@@ -137,6 +137,14 @@ bool RelayEngine::start_forwarding(std::string& error) {
       LOG_INFO("media sends: through each port's socket (%s)", why.c_str());
     }
   }
+  if (cfg_.media_coalesce > 0) {
+    std::string why;
+    if (pump_->set_coalesce(static_cast<uint64_t>(cfg_.media_coalesce * 1e9 + 0.5), why))
+      LOG_INFO("media passes: datagrams gather for up to %g ms while busy (media_coalesce)",
+               cfg_.media_coalesce * 1e3);
+    else
+      LOG_WARN("media_coalesce: %s; a pass per readiness event", why.c_str());
+  }
   load_state();
   if (cfg_.forwarding == Forwarding::Userspace) {
     LOG_INFO("forwarding: userspace (configured)");

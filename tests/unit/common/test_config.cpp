@@ -42,6 +42,7 @@ TEST_CASE("defaults follow AG MediaProxy where it has the option", "[config]") {
   CHECK(c.relay.media_io == mp::MediaIo::Auto);
   CHECK(c.relay.media_send == mp::MediaSend::Auto);
   CHECK(c.relay.state_write_interval == Approx(0.001));
+  CHECK(c.relay.media_coalesce == Approx(0.0005));
   CHECK_FALSE(c.metrics.listen);
   CHECK_FALSE(c.metrics.turn_cpu);
 }
@@ -70,6 +71,7 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
       "media_io = syscalls\n"
       "media_send = sockets\n"
       "state_write_interval = 0.05\n"
+      "media_coalesce = 0\n"
       "nft_table = mp_1\n"
       "[Metrics]\n"
       "listen = any:9999\n"
@@ -93,6 +95,7 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
   CHECK(l.cfg.relay.media_io == mp::MediaIo::Syscalls);
   CHECK(l.cfg.relay.media_send == mp::MediaSend::Sockets);
   CHECK(l.cfg.relay.state_write_interval == Approx(0.05));
+  CHECK(l.cfg.relay.media_coalesce == 0);
   CHECK(l.cfg.relay.nft_table == "mp_1");
   REQUIRE(l.cfg.metrics.listen);
   CHECK(l.cfg.metrics.listen->ip.is_any());
@@ -124,6 +127,8 @@ TEST_CASE("mistakes stop start-up with the file and line", "[config]") {
       {"[Relay]\nforwarding = fast\n", "test.ini:2: forwarding:"},
       {"[Relay]\nstate_write_interval = 2\n", "test.ini:2: state_write_interval:"},
       {"[Relay]\nstate_write_interval = -0.001\n", "test.ini:2: state_write_interval:"},
+      {"[Relay]\nmedia_coalesce = 0.006\n", "test.ini:2: media_coalesce:"},
+      {"[Relay]\nmedia_coalesce = -0.0001\n", "test.ini:2: media_coalesce:"},
       {"[Relay]\nmedia_io = uring\n", "test.ini:2: media_io: expected auto, io_uring or syscalls"},
       {"[Relay]\nnft_table = bad name\n", "test.ini:2: nft_table:"},
       {"[Relay]\nnft_table = 1abc\n", "test.ini:2: nft_table: expected a table name"},

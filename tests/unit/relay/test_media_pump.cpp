@@ -1,6 +1,7 @@
 // The relay's data path (relay/media_pump.h) over real UDP sockets on
 // 127.0.0.1: bounded passes, nothing lost between passes, sockets closed in
-// the middle of a pass, and refused sends reported to their owner; each test
+// the middle of a pass, refused sends reported to their owner, and passes
+// on a timer while datagrams keep coming (coalescing); each test
 // with io_uring and with one system call per socket.
 #include <arpa/inet.h>
 #include <sys/resource.h>
@@ -143,6 +144,50 @@ TEST_CASE("a socket closed during a pass is neither read nor freed before the pa
   uv_run(&l.loop, UV_RUN_NOWAIT);
   CHECK(total(rec) == 1);
   CHECK(a == nullptr);
+}
+
+TEST_CASE("with coalescing, a busy pump reads on a timer and goes back to readiness when quiet") {
+  Loop l(GENERATE(false, true));
+  // Long enough that no loop turn of this test reaches the timer by chance.
+  constexpr uint64_t kPeriod = 200'000'000;
+  std::string error;
+  REQUIRE(l.pump->set_coalesce(kPeriod, error));
+  Recorder rec(1);
+  int err = 0;
+  MediaSocket* s = MediaSocket::open(l.pump, local(47320), &rec, 0, err);
+  REQUIRE(s != nullptr);
+  const auto run_until = [&](const std::function<bool()>& done) {
+    const uint64_t deadline = uv_hrtime() + 5'000'000'000ull;
+    while (!done() && uv_hrtime() < deadline) uv_run(&l.loop, UV_RUN_ONCE);
+  };
+
+  // After a quiet spell the first datagram is read at once...
+  blast({47320}, 1);
+  uv_run(&l.loop, UV_RUN_NOWAIT);
+  CHECK(total(rec) == 1);
+  CHECK(l.pump->coalescing());
+  // ...the next ones wait for the timer, and one pass takes them all.
+  blast({47320}, 3);
+  uv_run(&l.loop, UV_RUN_NOWAIT);
+  CHECK(total(rec) == 1);
+  const uint64_t passes = l.pump->passes();
+  run_until([&] { return total(rec) == 4; });
+  CHECK(total(rec) == 4);
+  CHECK(l.pump->passes() == passes + 1);
+  // A period without datagrams: back to passes on readiness.
+  run_until([&] { return !l.pump->coalescing(); });
+  CHECK_FALSE(l.pump->coalescing());
+  blast({47320}, 1);
+  uv_run(&l.loop, UV_RUN_NOWAIT);
+  CHECK(total(rec) == 5);
+  // Turned off while the timer runs: readiness at once.
+  CHECK(l.pump->coalescing());
+  REQUIRE(l.pump->set_coalesce(0, error));
+  CHECK_FALSE(l.pump->coalescing());
+  blast({47320}, 2);
+  uv_run(&l.loop, UV_RUN_NOWAIT);
+  CHECK(total(rec) == 7);
+  s->close();
 }
 
 TEST_CASE("a datagram the kernel refuses to send is reported to its owner with its cookie") {
