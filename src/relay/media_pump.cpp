@@ -229,6 +229,7 @@ unsigned MediaPump::run_pass() {
   while (handled < kPassBudget) {
     int n = epoll_wait(epfd_, g_events, kEvents, 0);
     if (n <= 0) break;
+    const unsigned before = handled;
     // One ready socket costs one receive call either way, and recvmmsg
     // takes a burst in it: io_uring pays off from two sockets on.
     if (batched_ && n > 1) {
@@ -244,10 +245,12 @@ unsigned MediaPump::run_pass() {
     }
     // Every ready socket was served: what arrives from now on makes the
     // epoll descriptor readable again, and the loop calls back, so another
-    // epoll_wait() here would mostly find nothing. Not so for a pass on the
-    // coalescing timer: the next one is a period away, so this one takes
-    // all there is (a hot socket gives kBatch datagrams per visit).
-    if (n < kEvents && !coalescing()) break;
+    // epoll_wait() here would mostly find nothing. A pass on the coalescing
+    // timer goes on while sockets held more than one datagram each (a hot
+    // socket gives kBatch per visit; the next pass is a period away), but
+    // not for the few sockets that became ready meanwhile: chasing them
+    // round by round would pay a round's system calls for a datagram or two.
+    if (n < kEvents && (!coalescing() || handled - before <= static_cast<unsigned>(n))) break;
   }
   in_pass_ = false;
   for (MediaSocket* s : graveyard_) delete s;
