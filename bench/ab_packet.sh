@@ -17,6 +17,8 @@
 # every CPU's busy time, compares the kernel path with plain routing:
 # A_MODE=baseline B_MODE=kernel). A_RELAY and B_RELAY add [Relay] lines to
 # each side's configuration (';'-separated, e.g. B_RELAY="media_coalesce = 0").
+# AB_ARGS adds bench.py options to every trial (e.g. AB_ARGS=--delay with
+# METRIC=delay_p99_us compares the delay through the relay).
 # Prints each trial's figure, the B/A ratio of each pair, the median ratio, and in
 # how many pairs B used less CPU. Needs root (bench/run.sh).
 set -euo pipefail
@@ -27,7 +29,7 @@ A_RELAY=${A_RELAY:-} B_RELAY=${B_RELAY:-}
 declare -a ratios
 trial() {  # trial BINARY MODE [RELAY_LINES] -> METRIC (us per packet) and the trial's note
   MPB_RELAY_EXTRA=${3:-} MEDIAPROXY=$1 bash bench/run.sh --modes "$2" --streams "$STREAMS" --fixed-pps "$PPS" \
-    --duration 3 --prime 2 --no-overload --out /tmp/ab_packet.$$.json >/dev/null 2>&1 || true
+    --duration 3 --prime 2 --no-overload ${AB_ARGS:-} --out /tmp/ab_packet.$$.json >/dev/null 2>&1 || true
   python3 - /tmp/ab_packet.$$.json "$METRIC" <<'PY'
 import json, sys
 try:

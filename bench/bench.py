@@ -515,7 +515,8 @@ class Bench:
     def trial(self, n, relay, sender_target, pps, duration, burst=None):
         rid = next_run_id()
         ready = os.path.join(WORK, f"ready-{rid}")
-        rx = spawn(self.recv_argv(n, rid, duration, ["--ready-file", ready]),
+        delay = ["--delay"] if self.a.delay else []
+        rx = spawn(self.recv_argv(n, rid, duration, ["--ready-file", ready] + delay),
                    stdout=subprocess.PIPE, text=True)
         t0 = time.time()
         while not os.path.exists(ready) and rx.poll() is None and time.time() - t0 < 5:
@@ -527,6 +528,8 @@ class Bench:
                 str(burst or self.a.burst), "--run-id", str(rid), "--cpu-pids",
                 ",".join(str(p) for p in pids)]
         argv += ["--dst", sender_target] if ":" in sender_target else ["--targets", sender_target]
+        if self.a.delay:
+            argv.append("--stamp")
         snd = run(wrap(NS_SND, SENDER_CPU, argv), stdout=subprocess.PIPE, text=True, check=True)
         out, _ = rx.communicate(timeout=duration + 10)
         s, r = json.loads(snd.stdout), json.loads(out)
@@ -568,6 +571,9 @@ class Bench:
             "relay_cpu_pct": round(100 * relay_s / cpu["wall_s"], 1) if relay.pid else None,
             "per_cpu": cpu.get("per_cpu"),
             "bins_100ms": r["bins_100ms"],
+            # --delay: send to arrival at the receiving socket, microseconds
+            **({f"delay_{k}_us": v for k, v in r["delay_us"].items() if k != "packets"}
+               if r.get("delay_us") else {}),
         }
 
     def passes(self, t, n):
@@ -591,7 +597,10 @@ class Bench:
                 f"late {t['late_pct']:.3f}% "
                 f"cpu {t['cpu_us_per_pkt']} us/pkt relay {t['relay_cpu_pct']}% "
                 f"streams {t['streams_hit']}/{n} bg {t['background_cpu_pct']}% "
-                f"drops {t['drops']} wouldblock {t['send_wouldblock']}")
+                f"drops {t['drops']} wouldblock {t['send_wouldblock']}"
+                + (f" delay us p50 {t['delay_p50_us']} p99 {t['delay_p99_us']} "
+                   f"p99.9 {t['delay_p999_us']} max {t['delay_max_us']}"
+                   if "delay_p50_us" in t else ""))
             time.sleep(self.a.pause)
             if not self.passes(t, n) and run_ctx.relay.kind != "none":
                 # health check: 2 packets per stream (bursts of 1) at a low rate; every stream
@@ -878,6 +887,8 @@ def main():
     ap.add_argument("--overload-calls", type=int, default=0)
     ap.add_argument("--no-overload", action="store_true")
     ap.add_argument("--per-stream-rx", action="store_true")
+    ap.add_argument("--delay", action="store_true",
+                    help="stamp packets and report their delay through the relay (percentiles, us)")
     a = ap.parse_args()
     q = a.quick
     a.duration = a.duration or (1.0 if q else 2.0)

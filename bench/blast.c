@@ -4,7 +4,7 @@
 //
 //   blast send  --targets FILE | --dst ADDR:PORT   --streams N  --bind ADDR [--sport-base P]
 //               [--pps R] [--duration S] [--burst B] [--count K] [--pt PT] [--run-id X]
-//               [--cpu-pids PID,PID,...]
+//               [--cpu-pids PID,PID,...] [--stamp]
 //       One UDP socket per stream (bound to IP:P+i, connected to the stream's target), packets
 //       of 172 bytes shaped like RTP/PCMU (12-byte header + 160 bytes), sent with sendmmsg in
 //       per-socket batches of B, streams visited round-robin. Rate-controlled to R packets/s
@@ -12,11 +12,12 @@
 //       for priming). Stops by itself. Prints one JSON object with the count sent, the achieved
 //       rate and, with --cpu-pids, CPU deltas over the sending window: whole machine from
 //       /proc/stat and per process from /proc/PID/task/*/schedstat (exact run time, in seconds).
+//       --stamp writes the send time (CLOCK_REALTIME, ns) into bytes 24..31 of each packet.
 //
 //   blast recv  --bind ADDR:PORT --streams N [--per-stream]  [--duration S] [--grace G]
 //               [--wait-first W] [--late L] [--run-id X]
 //               [--prime-targets FILE --prime K [--prime-pps R]]
-//               [--prime-only] [--ready-file F]
+//               [--prime-only] [--ready-file F] [--delay]
 //       Receives with recvmmsg (polling: drain, sleep 0.5 ms) and counts packets per stream (stream = SSRC field, checked against
 //       a magic and the run id, so stale packets of an earlier trial are not counted). One shared
 //       socket by default; --per-stream binds N sockets at PORT+i and uses epoll. Counts packets
@@ -26,6 +27,10 @@
 //       priming packets per stream from its socket(s) to the relay ports listed in FILE (this is
 //       how the callee side gets latched). Reports socket-queue drops (SO_RXQ_OVFL) so loss caused
 //       by the sink itself is visible. Prints one JSON object.
+//
+//       --delay: each stamped packet's delay from its send time to its arrival at the receiving
+//       socket (the kernel's SO_TIMESTAMPNS, so the sink's own polling pause does not count),
+//       reported as percentiles in microseconds (1 us buckets up to 100 ms).
 //
 // Addresses are IPv4 or IPv6 literals; the sockets' family follows --bind, and every target
 // must be of that family. ADDR:PORT is "10.0.0.1:9000" or "[fd00::1]:9000".
@@ -86,10 +91,10 @@ static void usage(void) {
   fprintf(stderr,
           "usage: blast send --targets FILE|--dst ADDR:PORT --streams N --bind ADDR [--sport-base P]\n"
           "                  [--pps R] [--duration S] [--burst B] [--count K] [--pt PT]\n"
-          "                  [--run-id X] [--cpu-pids P,P,...]\n"
+          "                  [--run-id X] [--cpu-pids P,P,...] [--stamp]\n"
           "       blast recv --bind ADDR:PORT --streams N [--per-stream] [--duration S] [--grace G]\n"
           "                  [--wait-first W] [--late L] [--run-id X] [--prime-targets FILE --prime K]\n"
-          "                  [--prime-pps R] [--prime-only] [--ready-file F]\n");
+          "                  [--prime-pps R] [--prime-only] [--ready-file F] [--delay]\n");
   exit(2);
 }
 
@@ -268,8 +273,13 @@ static int cmd_send(int argc, char** argv) {
   double pps = 0, duration = 1.0;
   long count = 0;
   uint32_t run_id = 0;
+  int stamp = 0;
   for (int i = 0; i < argc; i++) {
     const char* a = argv[i];
+    if (!strcmp(a, "--stamp")) {
+      stamp = 1;
+      continue;
+    }
     const char* v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) usage();
     if (!strcmp(a, "--targets")) targets = v;
@@ -379,7 +389,14 @@ static int cmd_send(int argc, char** argv) {
     for (int rounds = 0; deficit > 0 && rounds < 64; rounds++) {
       int n = deficit < burst ? (int)deficit : burst;
       uint32_t ssrc = (uint32_t)cur;
+      uint64_t sent_ns = 0;
+      if (stamp) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sent_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+      }
       for (int k = 0; k < n; k++) {
+        if (stamp) memcpy(bufs[k] + 24, &sent_ns, 8);
         uint16_t s = seq[cur]++;
         bufs[k][2] = (uint8_t)(s >> 8);
         bufs[k][3] = (uint8_t)s;
@@ -425,7 +442,38 @@ struct rx_state {
   double duration;
   long long bins[1000];  // 100 ms bins from the first packet
   int nbins;
+  long long* delay_us;  // --delay: packets per microsecond of delay, DELAY_BUCKETS of them
+  long long delayed;
 };
+
+#define DELAY_BUCKETS 100000
+
+// One packet's delay: its kernel arrival time minus the send time stamped in it.
+static void rx_delay(struct rx_state* st, const uint8_t* p, int len, const struct timespec* at) {
+  if (len < 32 || p[0] != 0x80 || (p[1] & 0x7f) != 0) return;
+  uint64_t sent_ns;
+  memcpy(&sent_ns, p + 24, 8);
+  if (!sent_ns) return;
+  int64_t d = ((int64_t)at->tv_sec * 1000000000ll + at->tv_nsec - (int64_t)sent_ns) / 1000;
+  if (d < 0) d = 0;
+  if (d >= DELAY_BUCKETS) d = DELAY_BUCKETS - 1;
+  st->delay_us[d]++;
+  st->delayed++;
+}
+
+static long long delay_percentile(const struct rx_state* st, double q) {
+  if (q >= 1.0) {  // the largest delay seen
+    for (int i = DELAY_BUCKETS - 1; i > 0; i--)
+      if (st->delay_us[i]) return i;
+    return 0;
+  }
+  long long want = (long long)(q * (double)st->delayed), seen = 0;
+  for (int i = 0; i < DELAY_BUCKETS; i++) {
+    seen += st->delay_us[i];
+    if (seen > want) return i;
+  }
+  return DELAY_BUCKETS - 1;
+}
 
 static void rx_account(struct rx_state* st, const uint8_t* p, int len, double now) {
   if (len < 20 || p[0] != 0x80) {
@@ -461,6 +509,7 @@ static int cmd_recv(int argc, char** argv) {
   int streams = 0, per_stream = 0, prime = 0, prime_only = 0;
   double duration = 1.0, grace = 0.5, wait_first = 5.0, prime_pps = 50000, late_s = 0.05;
   uint32_t run_id = 0;
+  int delay = 0;
   for (int i = 0; i < argc; i++) {
     const char* a = argv[i];
     if (!strcmp(a, "--per-stream")) {
@@ -469,6 +518,10 @@ static int cmd_recv(int argc, char** argv) {
     }
     if (!strcmp(a, "--prime-only")) {
       prime_only = 1;
+      continue;
+    }
+    if (!strcmp(a, "--delay")) {
+      delay = 1;
       continue;
     }
     const char* v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -506,6 +559,7 @@ static int cmd_recv(int argc, char** argv) {
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
+    if (delay) setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     set_bufsize(fd, SO_RCVBUFFORCE, SO_RCVBUF, per_stream ? (1 << 20) : (32 << 20));
     addr_t sa = base;
     uint16_t* port = sa.sa.sa_family == AF_INET6 ? &sa.v6.sin6_port : &sa.v4.sin_port;
@@ -559,6 +613,7 @@ static int cmd_recv(int argc, char** argv) {
   st.late_s = late_s;
   st.per_stream = calloc((size_t)streams, sizeof(long long));
   st.nbins = (int)(duration * 10.0) + 1;
+  if (delay) st.delay_us = calloc(DELAY_BUCKETS, sizeof(long long));
   if (st.nbins > 1000) st.nbins = 1000;
 
   signal(SIGINT, on_signal);
@@ -610,6 +665,11 @@ static int cmd_recv(int argc, char** argv) {
               uint32_t d;
               memcpy(&d, CMSG_DATA(c), sizeof d);
               if (d > ovfl[idx]) ovfl[idx] = d;
+            } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_TIMESTAMPNS &&
+                       st.delay_us && st.started && t <= st.window_end) {
+              struct timespec at;
+              memcpy(&at, CMSG_DATA(c), sizeof at);
+              rx_delay(&st, rbuf[k], (int)msgs[k].msg_len, &at);
             }
         }
         if (n < RX_BATCH) break;
@@ -635,7 +695,13 @@ static int cmd_recv(int argc, char** argv) {
          mn < 0 ? 0 : mn, mx, drops, st.foreign, st.prime_rx, prime_sent,
          st.started ? "true" : "false");
   for (int b = 0; b < st.nbins; b++) printf("%s%lld", b ? "," : "", st.bins[b]);
-  printf("]}\n");
+  printf("]");
+  if (st.delay_us && st.delayed)
+    printf(",\"delay_us\":{\"packets\":%lld,\"p50\":%lld,\"p90\":%lld,\"p99\":%lld,"
+           "\"p999\":%lld,\"max\":%lld}",
+           st.delayed, delay_percentile(&st, 0.5), delay_percentile(&st, 0.9),
+           delay_percentile(&st, 0.99), delay_percentile(&st, 0.999), delay_percentile(&st, 1.0));
+  printf("}\n");
   fflush(stdout);
   return 0;
 }
