@@ -103,8 +103,7 @@ class MediaPump {
   // Runs passes on a timer of `period_ns` while datagrams keep coming (see
   // above); 0 turns it off. False with the reason if no timer can be made.
   bool set_coalesce(uint64_t period_ns, std::string& error);
-  uint64_t coalesce_ns() const { return coalesce_ns_; }
-  // Whether passes currently run on the timer (tests, metrics).
+  // Whether passes currently run on the timer (tests).
   bool coalescing() const;
 
   // Stops watching and frees the pump once libuv has let go of its handle.
