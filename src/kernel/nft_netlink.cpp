@@ -38,10 +38,10 @@ void Batch::begin(uint32_t seq) {
   used_ += NLMSG_ALIGN(nlh->nlmsg_len);
 }
 
-nlmsghdr* Batch::add(uint16_t nft_type, uint16_t flags) {
+nlmsghdr* Batch::add(uint16_t nft_type, uint16_t flags, uint16_t family) {
   // Room for this message plus BATCH_END.
   if (buf_.size() - used_ < kMaxMessage + 64) return nullptr;
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf_.data() + used_, nft_type, kTableFamily,
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf_.data() + used_, nft_type, family,
                                         static_cast<uint16_t>(flags | NLM_F_ACK), next_seq_++);
   types_.push_back(nft_type);
   return nlh;

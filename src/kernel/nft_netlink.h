@@ -44,7 +44,8 @@ class Batch {
   // Starts an nf_tables message of type `nft_type` (NFT_MSG_*) with `flags`
   // (NLM_F_ACK is added); the caller appends attributes, then calls close().
   // nullptr if the buffer has no room for another message.
-  nlmsghdr* add(uint16_t nft_type, uint16_t flags);
+  // `family`: NFPROTO_* of the message's table (the forwarder's: netdev).
+  nlmsghdr* add(uint16_t nft_type, uint16_t flags, uint16_t family = kTableFamily);
   void close(nlmsghdr* nlh);
   // Writes BATCH_END. false if the buffer is full.
   bool end();

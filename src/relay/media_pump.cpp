@@ -15,6 +15,7 @@
 #include "relay/media_socket.h"
 #include "relay/pass_timer.h"
 #include "relay/raw_udp_sender.h"
+#include "relay/tproxy_socket.h"
 
 namespace mp::relay {
 
@@ -32,6 +33,11 @@ iovec g_round_iov[MediaPump::kRoundReads];
 SocketAddress g_round_from[MediaPump::kRoundReads];
 MediaSocket* g_round_socket[MediaPump::kRoundReads];
 int g_round_result[MediaPump::kRoundReads];
+// Reads of a tproxy socket: headers and original-destination control
+// messages (the buffers and sources are the round's).
+mmsghdr g_tp_msgs[MediaPump::kTproxyBatch];
+alignas(cmsghdr) char g_tp_control[MediaPump::kTproxyBatch][kOriginalDestinationSpace];
+static_assert(MediaPump::kTproxyBatch <= MediaPump::kRoundReads);
 // Completions of one submission (receives of a round, or sends of a flush).
 constexpr unsigned kMaxOps = MediaPump::kRoundReads + 8;
 }  // namespace
@@ -105,6 +111,8 @@ void MediaPump::on_closed(uv_handle_t* h) {
     ::close(s->fd_);
     delete s;
   }
+  for (TproxySocket& t : p->tproxy_)
+    if (t.fd >= 0) ::close(t.fd);
   ::close(p->epfd_);
   delete p;
 }
@@ -114,11 +122,52 @@ int MediaPump::watch(int fd, MediaSocket* s) {
   ev.events = EPOLLIN;
   ev.data.ptr = s;
   if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) return -errno;
+  std::vector<MediaSocket*>& ports = by_port_[s->local_.ip.is_v6() ? 1 : 0];
+  if (ports.empty()) ports.assign(65536, nullptr);
+  ports[s->local_.port] = s;
   return 0;
 }
 
-void MediaPump::unwatch(int fd) {
-  epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+void MediaPump::unwatch(MediaSocket* s) {
+  epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd_, nullptr);
+  std::vector<MediaSocket*>& ports = by_port_[s->local_.ip.is_v6() ? 1 : 0];
+  if (!ports.empty() && ports[s->local_.port] == s) ports[s->local_.port] = nullptr;
+}
+
+bool MediaPump::add_tproxy_socket(int fd, const IpEndpoint& local, std::string& error) {
+  TproxySocket& t = tproxy_[local.ip.is_v6() ? 1 : 0];
+  if (t.fd >= 0) {
+    error = "a tproxy socket of that family is read already";
+    return false;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = &t;
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    error = std::string("cannot watch the tproxy socket: ") + std::strerror(errno);
+    return false;
+  }
+  t.fd = fd;
+  t.local = local;
+  t.watched = true;
+  ++tproxy_watched_;
+  return true;
+}
+
+std::vector<std::pair<IpEndpoint, int>> MediaPump::release_tproxy_sockets() {
+  std::vector<std::pair<IpEndpoint, int>> out;
+  for (TproxySocket& t : tproxy_) {
+    if (t.fd < 0) continue;
+    if (t.watched) epoll_ctl(epfd_, EPOLL_CTL_DEL, t.fd, nullptr);
+    t.watched = false;
+    out.emplace_back(t.local, t.fd);
+  }
+  tproxy_watched_ = 0;
+  return out;
+}
+
+size_t MediaPump::tproxy_sockets() const {
+  return tproxy_watched_;
 }
 
 void MediaPump::retire(MediaSocket* s) {
@@ -146,7 +195,7 @@ bool MediaPump::park(MediaSocket* s) {
 
 void MediaPump::close_idle() {
   for (auto& [key, s] : idle_) {
-    unwatch(s->fd_);
+    unwatch(s);
     ::close(s->fd_);
     s->fd_ = -1;
     retire(s);
@@ -159,7 +208,7 @@ size_t MediaPump::evict_idle(size_t n) {
   for (auto it = idle_.begin(); it != idle_.end() && closed < n; ++closed) {
     MediaSocket* s = it->second;
     it = idle_.erase(it);
-    unwatch(s->fd_);
+    unwatch(s);
     ::close(s->fd_);
     s->fd_ = -1;
     retire(s);
@@ -229,6 +278,10 @@ unsigned MediaPump::run_pass() {
   while (handled < kPassBudget) {
     int n = epoll_wait(epfd_, g_events, kEvents, 0);
     if (n <= 0) break;
+    const int ready = n;
+    // The tproxy sockets are drained here; the per-port sockets left in
+    // g_events are read below.
+    if (tproxy_watched_ > 0) handled += read_tproxy_events(n, kPassBudget - handled);
     const unsigned before = handled;
     // One ready socket costs one receive call either way, and recvmmsg
     // takes a burst in it: io_uring pays off from two sockets on.
@@ -250,7 +303,8 @@ unsigned MediaPump::run_pass() {
     // socket gives kBatch per visit; the next pass is a period away), but
     // not for the few sockets that became ready meanwhile: chasing them
     // round by round would pay a round's system calls for a datagram or two.
-    if (n < kEvents && (!coalescing() || handled - before <= static_cast<unsigned>(n))) break;
+    // A drained tproxy socket asks for no further round either.
+    if (ready < kEvents && (!coalescing() || handled - before <= static_cast<unsigned>(n))) break;
   }
   in_pass_ = false;
   for (MediaSocket* s : graveyard_) delete s;
@@ -291,6 +345,70 @@ unsigned MediaPump::read_batch(MediaSocket* s) {
   }
   flush();  // before the buffers are read into again
   return static_cast<unsigned>(n);
+}
+
+unsigned MediaPump::read_tproxy_events(int& n, unsigned budget) {
+  unsigned handled = 0;
+  int kept = 0;
+  for (int i = 0; i < n; ++i) {
+    void* p = g_events[i].data.ptr;
+    if (p == &tproxy_[0] || p == &tproxy_[1]) {
+      if (handled < budget)
+        handled += read_tproxy(*static_cast<TproxySocket*>(p), budget - handled);
+    } else {
+      g_events[kept++] = g_events[i];
+    }
+  }
+  n = kept;
+  return handled;
+}
+
+unsigned MediaPump::read_tproxy(TproxySocket& t, unsigned budget) {
+  const unsigned v6 = t.local.ip.is_v6() ? 1 : 0;
+  MediaSocket* const* ports = by_port_[v6].empty() ? nullptr : by_port_[v6].data();
+  unsigned handled = 0;
+  while (handled < budget) {
+    const unsigned want = std::min(kTproxyBatch, budget - handled);
+    for (unsigned i = 0; i < want; ++i) {
+      g_round_iov[i].iov_base = g_round_rx[i];
+      g_round_iov[i].iov_len = kMaxDatagram;
+      msghdr& h = g_tp_msgs[i].msg_hdr;
+      h.msg_name = &g_round_from[i].sa;
+      h.msg_namelen = sizeof g_round_from[i].v6;
+      h.msg_iov = &g_round_iov[i];
+      h.msg_iovlen = 1;
+      h.msg_control = g_tp_control[i];
+      h.msg_controllen = sizeof g_tp_control[i];
+      h.msg_flags = 0;
+    }
+    const int got = ::recvmmsg(t.fd, g_tp_msgs, want, MSG_DONTWAIT, nullptr);
+    if (got <= 0) {
+      if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        LOG_DEBUG("receive error on the tproxy socket %s: %s", format_ip_endpoint(t.local).c_str(),
+                  std::strerror(errno));
+      break;
+    }
+    handled += static_cast<unsigned>(got);
+    received_ += static_cast<unsigned>(got);
+    tproxy_received_ += static_cast<unsigned>(got);
+    for (int i = 0; i < got; ++i) {
+      const msghdr& h = g_tp_msgs[i].msg_hdr;
+      const sa_family_t family = g_round_from[i].sa.sa_family;
+      const uint16_t port = original_destination_port(h);
+      MediaSocket* s = ports && port ? ports[port] : nullptr;
+      // A port between two calls (no socket, or an idle one): nobody's.
+      if (!s || !s->owner_) {
+        ++tproxy_unclaimed_;
+        continue;
+      }
+      if ((h.msg_flags & MSG_TRUNC) || (family != AF_INET && family != AF_INET6)) continue;
+      g_round_from[i].len = h.msg_namelen;
+      s->owner_->on_datagram(s->tag_, g_round_from[i], g_round_rx[i], g_tp_msgs[i].msg_len);
+    }
+    flush();                                       // before the buffers are read into again
+    if (static_cast<unsigned>(got) < want) break;  // drained
+  }
+  return handled;
 }
 
 unsigned MediaPump::read_ready_batched(int n, unsigned budget) {

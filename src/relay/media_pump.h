@@ -39,6 +39,16 @@
 // after a quiet spell is forwarded at once, later ones wait at most one
 // period.
 //
+// Receiving through one socket per IP family (add_tproxy_socket, [Relay]
+// media_receive, tproxy_socket.h): an nftables rule steers the datagrams of
+// every media port to that socket, so a round's epoll_wait() usually names
+// it alone and it is drained with recvmmsg(), kTproxyBatch datagrams per
+// call, whatever the number of streams; each datagram's original
+// destination port names its socket (a flat table per family, kept by
+// watch() and unwatch()), whose owner gets it as if that socket had read
+// it. The per-port sockets stay registered: what still reaches them
+// (fragments, a rule removed) is read as before.
+//
 // Buffers are static and shared (one loop runs the relay; passes run one at
 // a time): nothing is allocated per packet. A socket closed during a pass is
 // kept until the pass ends, because events already fetched may name it.
@@ -54,6 +64,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace mp::relay {
@@ -87,6 +98,8 @@ class MediaPump {
   static constexpr unsigned kRoundReads = 256;
   // Receives per socket at least when a round finds kEvents ready sockets.
   static constexpr unsigned kBehindReads = kRoundReads / kEvents;
+  // Datagrams per recvmmsg() on a tproxy socket.
+  static constexpr unsigned kTproxyBatch = 64;
 
   // nullptr with `error` if the epoll instance cannot be created.
   static MediaPump* create(uv_loop_t* loop, std::string& error);
@@ -114,7 +127,17 @@ class MediaPump {
 
   // Registration of a socket's descriptor (MediaSocket only). 0 or -errno.
   int watch(int fd, MediaSocket* s);
-  void unwatch(int fd);
+  void unwatch(MediaSocket* s);
+
+  // Reads `fd`, a tproxy socket of `local`'s family bound at `local`
+  // (tproxy_socket.h), from now on; the pump closes it. One per family.
+  // False with the reason if it cannot be watched.
+  bool add_tproxy_socket(int fd, const IpEndpoint& local, std::string& error);
+  // Live upgrade: stops reading the tproxy sockets and returns them (local
+  // address and descriptor) for the successor; they are closed with the
+  // pump.
+  std::vector<std::pair<IpEndpoint, int>> release_tproxy_sockets();
+  size_t tproxy_sockets() const;
   // Frees `s` now, or at the end of the current pass if one is running.
   void retire(MediaSocket* s);
 
@@ -159,6 +182,10 @@ class MediaPump {
   uint64_t received() const { return received_; }
   uint64_t send_failures() const { return send_failures_; }
   uint64_t passes() const { return passes_; }
+  // Datagrams read from the tproxy sockets, and those of them for a port no
+  // stream has (dropped).
+  uint64_t tproxy_received() const { return tproxy_received_; }
+  uint64_t tproxy_unclaimed() const { return tproxy_unclaimed_; }
 
  private:
   MediaPump() = default;
@@ -170,6 +197,18 @@ class MediaPump {
   unsigned run_pass();
   // Reads one batch from `s` and hands each datagram to its owner.
   unsigned read_batch(MediaSocket* s);
+  struct TproxySocket {
+    int fd = -1;
+    IpEndpoint local;
+    bool watched = false;
+  };
+  // Reads the tproxy sockets among the `n` ready events of g_events, at most
+  // `budget` datagrams, and removes them from the list; returns the
+  // datagrams read and sets `n` to the events left.
+  unsigned read_tproxy_events(int& n, unsigned budget);
+  // Drains `t` (up to `budget` datagrams) and hands each datagram to the
+  // owner of the port it was sent to.
+  unsigned read_tproxy(TproxySocket& t, unsigned budget);
   // Reads the `n` ready sockets of g_events through io_uring, at most
   // `budget` datagrams.
   unsigned read_ready_batched(int n, unsigned budget);
@@ -205,6 +244,9 @@ class MediaPump {
   std::vector<MediaSocket*> graveyard_;
   std::unordered_map<uint64_t, MediaSocket*> idle_;  // by address << 16 | port
   std::unordered_map<uint64_t, int> inherited_;      // likewise
+  TproxySocket tproxy_[2];                           // IPv4, IPv6
+  unsigned tproxy_watched_ = 0;
+  std::vector<MediaSocket*> by_port_[2];  // watched sockets by local port, per family
   void (*pass_end_)(void*) = nullptr;
   void* pass_end_arg_ = nullptr;
   size_t idle_capacity_ = 0;
@@ -217,6 +259,8 @@ class MediaPump {
   uint64_t received_ = 0;
   uint64_t send_failures_ = 0;
   uint64_t passes_ = 0;
+  uint64_t tproxy_received_ = 0;
+  uint64_t tproxy_unclaimed_ = 0;
 };
 
 }  // namespace mp::relay

@@ -72,7 +72,7 @@ MediaSocket* MediaSocket::open(MediaPump* pump, const IpEndpoint& local, MediaSo
 void MediaSocket::close() {
   owner_ = nullptr;
   if (pump_->park(this)) return;  // kept bound for the port's next stream
-  pump_->unwatch(fd_);
+  pump_->unwatch(this);
   ::close(fd_);
   fd_ = -1;
   pump_->retire(this);

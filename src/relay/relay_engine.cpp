@@ -16,6 +16,7 @@
 #include "common/json_writer.h"
 #include "common/log.h"
 #include "kernel/nft_forwarder.h"
+#include "kernel/nft_tproxy.h"
 #include "protocol/session_batch.h"
 
 namespace mp::relay {
@@ -149,7 +150,7 @@ bool RelayEngine::start_forwarding(std::string& error) {
   if (cfg_.forwarding == Forwarding::Userspace) {
     LOG_INFO("forwarding: userspace (configured)");
     restore_sessions();
-    return true;
+    return start_tproxy(error);
   }
   std::string why;
   std::unique_ptr<kernel::NftForwarder> forwarder;
@@ -168,7 +169,7 @@ bool RelayEngine::start_forwarding(std::string& error) {
     }
     LOG_WARN("forwarding: userspace only, in-kernel forwarding is not available: %s", why.c_str());
     restore_sessions();
-    return true;
+    return start_tproxy(error);
   }
   offload_ = std::make_unique<KernelOffload>(std::move(forwarder), pool_.capacity() / 2);
   ctx_.offload = offload_.get();
@@ -188,7 +189,7 @@ bool RelayEngine::start_forwarding(std::string& error) {
       "packet(s) from each side)",
       cfg_.nft_table.c_str(), cfg_.kernel_handover_packets);
   restore_sessions();
-  return true;
+  return start_tproxy(error);
 }
 
 void RelayEngine::on_network_change(uv_poll_t* p, int, int) {
@@ -212,6 +213,7 @@ void RelayEngine::close() {
     uv_close(reinterpret_cast<uv_handle_t*>(&network_poll_), nullptr);
     network_poll_active_ = false;
   }
+  if (!handed_over_) stop_tproxy(nullptr);
   if (pump_) pump_->close();  // every socket is closed now
   pump_ = nullptr;
   ctx_.pump = nullptr;

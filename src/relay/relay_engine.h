@@ -32,6 +32,7 @@
 
 namespace mp::kernel {
 class NftForwarder;  // kernel/nft_forwarder.h, used only by relay_engine.cpp
+class NftTproxy;     // kernel/nft_tproxy.h, used by tproxy_setup.cpp
 struct AdoptedRule;  // and relay_state.cpp
 }  // namespace mp::kernel
 
@@ -90,7 +91,8 @@ class RelayEngine final : public StateSink {
   // for the successor and returns the media sockets (local address and
   // descriptor) to hand over. Afterwards close() ends no call and leaves the
   // state file. New process: `sockets` received are bound to ports the
-  // restore takes (inherit before start_forwarding()).
+  // restore takes (inherit before start_forwarding()); a tproxy socket
+  // among them (tproxy_socket.h) is read again as such.
   std::vector<std::pair<IpEndpoint, int>> hand_over();
   void inherit_sockets(const std::vector<std::pair<IpEndpoint, int>>& sockets);
 
@@ -126,6 +128,12 @@ class RelayEngine final : public StateSink {
   void load_state();
   void restore_sessions();
   void adopt_kernel_rules();
+  // The receive path through one socket per family (tproxy_setup.cpp), set
+  // up after the restore; false only when media_receive = tproxy cannot be
+  // had. stop_tproxy() deletes the nftables table, or with `hand_over_to`
+  // leaves it and adds the sockets for the successor.
+  bool start_tproxy(std::string& error);
+  void stop_tproxy(std::vector<std::pair<IpEndpoint, int>>* hand_over_to);
   void start_journal();
   void track(Session* s);   // a new session gets a record id and is written
   void forget(Session* s);  // an ended session's record is deleted
@@ -147,7 +155,9 @@ class RelayEngine final : public StateSink {
   static void on_sample(uv_timer_t* t);
 
   RelayConfig cfg_;
-  std::unique_ptr<KernelOffload> offload_;  // in-kernel forwarding, or nullptr
+  std::unique_ptr<KernelOffload> offload_;           // in-kernel forwarding, or nullptr
+  std::unique_ptr<kernel::NftTproxy> tproxy_table_;  // media_receive's rule, or nullptr
+  int inherited_tproxy_[2] = {-1, -1};               // handed over, per family
   double last_kernel_poll_ = 0;
   uv_poll_t network_poll_;  // route/link change notifications of the forwarder
   bool network_poll_active_ = false;

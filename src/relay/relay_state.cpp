@@ -389,17 +389,13 @@ std::vector<std::pair<IpEndpoint, int>> RelayEngine::hand_over() {
     offload_->forwarder().keep_table_on_exit(true);
   }
   if (pump_) pump_->close_idle();
+  stop_tproxy(&out);
   for (auto& [key, s] : sessions_)
     for (auto& st : s->streams()) st->hand_over_sockets(out);
   if (journal_) compact_state();
   handed_over_ = true;
   halting_ = true;  // anything still asked of this process is refused
   return out;
-}
-
-void RelayEngine::inherit_sockets(const std::vector<std::pair<IpEndpoint, int>>& sockets) {
-  if (!pump_) return;
-  for (const auto& [local, fd] : sockets) pump_->inherit(local, fd);
 }
 
 }  // namespace mp::relay

@@ -224,7 +224,7 @@ void MediaStream::hand_over_sockets(std::vector<std::pair<IpEndpoint, int>>& out
   for (auto& sub : legs_)
     for (Leg& l : sub) {
       if (!l.socket) continue;
-      ctx_.pump->unwatch(l.socket->fd());
+      ctx_.pump->unwatch(l.socket);
       out.emplace_back(l.socket->local(), l.socket->fd());
     }
 }

@@ -124,12 +124,19 @@ def prime(calls, relay):
         c.drain()
 
 
+@pytest.mark.parametrize("receive", ["sockets", "tproxy"])
 @pytest.mark.parametrize("how", ["kill", "upgrade"])
-def test_restart_under_load_loses_no_kernel_packet(hosts, tmp_path, how):
+def test_restart_under_load_loses_no_kernel_packet(hosts, tmp_path, how, receive):
     """how = kill: SIGKILL and a new start. how = upgrade: `mediaproxy
     --upgrade` takes the sockets over from the running process, so that no
-    stream loses a packet, in the kernel or in userspace."""
-    relay = Relay(hosts, tmp_path, "mpr_t1", port_range="40000:41000").wait_ready()
+    stream loses a packet, in the kernel or in userspace. receive = tproxy:
+    userspace media arrives through the one tproxy socket (media_receive),
+    which an upgrade hands over too (same port, what it queued read by the
+    new process) and a new start replaces; a clean exit deletes its table."""
+    relay = Relay(hosts, tmp_path, "mpr_t1", port_range="40000:41000",
+                  media_receive=receive).wait_ready()
+    steered = "media receive: every media port through one socket per IP family"
+    assert (steered in relay.text()) == (receive == "tproxy"), relay.text()
     client = ModuleClient(relay.sock)
     calls = [Call(client, hosts, n, local=n % 2 == 1) for n in range(CALLS)]
     prime(calls, relay)
@@ -154,11 +161,12 @@ def test_restart_under_load_loses_no_kernel_packet(hosts, tmp_path, how):
         down_at = time.monotonic()
         if how == "kill":
             relay.stop(signal.SIGKILL)
-            again = Relay(hosts, tmp_path, "mpr_t1", port_range="40000:41000")
+            again = Relay(hosts, tmp_path, "mpr_t1", port_range="40000:41000",
+                          media_receive=receive)
             again.wait_ready()
         else:
             again = Relay(hosts, tmp_path, "mpr_t1", port_range="40000:41000",
-                          extra_args=("--upgrade",))
+                          media_receive=receive, extra_args=("--upgrade",))
             assert relay.proc.wait(timeout=10) == 0, relay.text()
             wait_until(lambda: "started: role" in again.text(), 10, "the new process started")
         downtime = time.monotonic() - down_at
@@ -205,9 +213,17 @@ def test_restart_under_load_loses_no_kernel_packet(hosts, tmp_path, how):
             assert st["caller_packets"] == len(c.got["callee"]), (c.cid, st)
             assert st["callee_packets"] == len(c.got["caller"]), (c.cid, st)
             assert st["forwarding"] == ("kernel" if c.kernel else "userspace"), st
+        if receive == "tproxy":
+            assert steered in again.text(), again.text()
+            if how == "upgrade":  # the same socket, handed over
+                port = re.search(steered + r".* steers them to [0-9.]+:(\d+)", relay.text())[1]
+                assert re.search(steered + r".* steers them to [0-9.]+:" + port + r"\)",
+                                 again.text()), again.text()
     finally:
         assert again.stop() == 0
     assert not again.table_exists()
+    assert sh("ip", "netns", "exec", hosts.relay, "nft", "list", "table", "inet", "mpr_t1",
+              check=False).returncode != 0, "the tproxy table is deleted at a clean exit"
 
 
 def test_state_file_of_another_port_range_is_refused(hosts, tmp_path):

@@ -41,6 +41,7 @@ TEST_CASE("defaults follow AG MediaProxy where it has the option", "[config]") {
   CHECK(c.relay.forwarding == mp::Forwarding::Auto);
   CHECK(c.relay.media_io == mp::MediaIo::Auto);
   CHECK(c.relay.media_send == mp::MediaSend::Auto);
+  CHECK(c.relay.media_receive == mp::MediaReceive::Sockets);
   CHECK(c.relay.state_write_interval == Approx(0.001));
   CHECK(c.relay.media_coalesce == Approx(0.0005));
   CHECK_FALSE(c.metrics.listen);
@@ -70,6 +71,7 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
       "forwarding = kernel\n"
       "media_io = syscalls\n"
       "media_send = sockets\n"
+      "media_receive = tproxy\n"
       "state_write_interval = 0.05\n"
       "media_coalesce = 0\n"
       "nft_table = mp_1\n"
@@ -94,6 +96,7 @@ TEST_CASE("a full file is read, comments and blank lines ignored", "[config]") {
   CHECK(l.cfg.relay.forwarding == mp::Forwarding::Kernel);
   CHECK(l.cfg.relay.media_io == mp::MediaIo::Syscalls);
   CHECK(l.cfg.relay.media_send == mp::MediaSend::Sockets);
+  CHECK(l.cfg.relay.media_receive == mp::MediaReceive::Tproxy);
   CHECK(l.cfg.relay.state_write_interval == Approx(0.05));
   CHECK(l.cfg.relay.media_coalesce == 0);
   CHECK(l.cfg.relay.nft_table == "mp_1");
