@@ -282,9 +282,11 @@ std::vector<std::pair<std::string, Section>> option_table() {
                                 error);
             }}},
            {"media_receive", {[](std::string_view v, Config& c, std::string& error) {
-              return set_choice(
-                  v, c.relay.media_receive,
-                  {{"tproxy", MediaReceive::Tproxy}, {"sockets", MediaReceive::Sockets}}, error);
+              return set_choice(v, c.relay.media_receive,
+                                {{"auto", MediaReceive::Auto},
+                                 {"tproxy", MediaReceive::Tproxy},
+                                 {"sockets", MediaReceive::Sockets}},
+                                error);
             }}},
            {"media_coalesce", {[](std::string_view v, Config& c, std::string& error) {
               return set_seconds(v, c.relay.media_coalesce, 0, 0.005, error);

@@ -62,10 +62,11 @@ std::string_view forwarding_name(Forwarding f);
 // start, or one recvmmsg/sendmmsg per socket.
 enum class MediaIo { Auto, IoUring, Syscalls };
 enum class MediaSend { Auto, Raw, Sockets };
-// How media reaches the userspace path: through each port's own socket, or
-// through one socket per IP family an nftables tproxy rule steers every
-// media port to (relay/tproxy_socket.h; refuses to start without it).
-enum class MediaReceive { Sockets, Tproxy };
+// How media reaches the userspace path: through one socket per IP family an
+// nftables tproxy rule steers every media port to (relay/tproxy_socket.h)
+// where it can (auto), the same or refuse to start (tproxy), or through
+// each port's own socket.
+enum class MediaReceive { Auto, Tproxy, Sockets };
 
 struct RelayConfig {
   std::optional<Ipv4> relay_ip;             // IPv4 media address; nullopt: detected
@@ -84,7 +85,7 @@ struct RelayConfig {
   Forwarding forwarding = Forwarding::Auto;
   MediaIo media_io = MediaIo::Auto;
   MediaSend media_send = MediaSend::Auto;
-  MediaReceive media_receive = MediaReceive::Sockets;
+  MediaReceive media_receive = MediaReceive::Auto;
   // Seconds a busy relay lets datagrams gather between two passes of its
   // data path (media_pump.h, coalescing); 0: a pass per readiness event.
   double media_coalesce = 0.0005;

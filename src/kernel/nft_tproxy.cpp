@@ -2,6 +2,7 @@
 // with libnftnl and sent as one transaction through nft_netlink.h.
 #include "kernel/nft_tproxy.h"
 
+#include <libmnl/libmnl.h>
 #include <libnftnl/chain.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/rule.h>
@@ -18,6 +19,7 @@
 
 #include "common/log.h"
 #include "kernel/nft_netlink.h"
+#include "kernel/nft_ruleset.h"
 
 namespace mp::kernel {
 
@@ -98,6 +100,15 @@ bool put_rule(Batch& batch, const std::string& table, bool v6, const uint8_t* re
   nftnl_rule_add_expr(r, load(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
   nftnl_rule_add_expr(r, compare(NFT_CMP_GTE, &lo_be, 2));
   nftnl_rule_add_expr(r, compare(NFT_CMP_LTE, &hi_be, 2));
+  // Only a port whose socket is the relay's (transparent): a datagram for
+  // another program's socket on the relay's address, or for a port nobody
+  // has bound, goes on as if there were no rule.
+  nftnl_expr* sock = nftnl_expr_alloc("socket");
+  nftnl_expr_set_u32(sock, NFTNL_EXPR_SOCKET_KEY, NFT_SOCKET_TRANSPARENT);
+  nftnl_expr_set_u32(sock, NFTNL_EXPR_SOCKET_DREG, NFT_REG_1);
+  nftnl_rule_add_expr(r, sock);
+  const uint8_t transparent = 1;
+  nftnl_rule_add_expr(r, compare(NFT_CMP_EQ, &transparent, 1));
   nftnl_rule_add_expr(r, immediate(NFT_REG_2, relay, v6 ? 16 : 4));
   nftnl_rule_add_expr(r, immediate(NFT_REG_3, &port_be, 2));
   nftnl_expr* tp = nftnl_expr_alloc("tproxy");
@@ -152,12 +163,63 @@ bool put_chain(Batch& batch, const std::string& table) {
   return nlh != nullptr;
 }
 
-bool delete_table(const std::string& name, std::string& error) {
+constexpr const char* kCommentPrefix = "mediaproxy relay ";
+
+std::string ports_part(uint16_t port_lo, uint16_t port_hi) {
+  return ": media ports " + std::to_string(port_lo) + "-" + std::to_string(port_hi) +
+         " to one socket per family";
+}
+
+std::string comment_of(Ipv4 relay_ip, const std::optional<IpAddress>& relay_ip6, uint16_t port_lo,
+                       uint16_t port_hi) {
+  std::string comment = kCommentPrefix + format_ipv4(relay_ip);
+  if (relay_ip6) comment += " and " + format_ip(*relay_ip6);
+  return comment + ports_part(port_lo, port_hi);
+}
+
+// Whether table inet `name` may be replaced or deleted by the relay at
+// `relay_ip` with media ports [port_lo, port_hi]: there is none, or its
+// comment names that address and those ports (its IPv6 address may have
+// changed). Otherwise false with the reason: another relay instance on this
+// host (or something else) made it, and it is left alone.
+bool may_replace(Netlink& nl, const std::string& name, Ipv4 relay_ip, uint16_t port_lo,
+                 uint16_t port_hi, std::string& error) {
+  alignas(nlmsghdr) char buf[512];
+  nlmsghdr* req = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, kInet, NLM_F_ACK, nl.take_seq());
+  mnl_attr_put_strz(req, NFTA_TABLE_NAME, name.c_str());
+  std::string comment;
+  bool parsed = false;
+  const int err = nl.request(
+      req, [&](const nlmsghdr* nlh) { parsed = detail::parse_table_comment(nlh, comment); });
+  if (err == ENOENT) return true;
+  if (err != 0) {
+    error = describe_errno(err, "cannot read nftables table inet " + name);
+    return false;
+  }
+  const std::string who = kCommentPrefix + format_ipv4(relay_ip);
+  const std::string ports = ports_part(port_lo, port_hi);
+  const bool ours = parsed && comment.size() >= who.size() + ports.size() &&
+                    comment.compare(0, who.size(), who) == 0 &&
+                    comment.compare(comment.size() - ports.size(), ports.size(), ports) == 0 &&
+                    (comment[who.size()] == ' ' || comment[who.size()] == ':');
+  if (ours) return true;
+  error = "nftables table inet " + name + " exists and is not this relay's (" +
+          (comment.empty() ? std::string("it has no comment")
+                           : "its comment: \"" + log_safe(comment, 120) + "\"") +
+          "); it is left alone: set a different nft_table for the relay at " +
+          format_ipv4(relay_ip) + " with ports " + std::to_string(port_lo) + "-" +
+          std::to_string(port_hi);
+  return false;
+}
+
+bool delete_table(const std::string& name, Ipv4 relay_ip, uint16_t port_lo, uint16_t port_hi,
+                  std::string& error) {
   Netlink nl;
   if (int err = nl.open()) {
     error = describe_errno(err, "cannot open a netlink socket to nf_tables");
     return false;
   }
+  if (!may_replace(nl, name, relay_ip, port_lo, port_hi, error)) return false;
   Batch batch;
   BatchError be;
   const int err = nl.transact(
@@ -178,10 +240,8 @@ std::unique_ptr<NftTproxy> NftTproxy::create(const std::string& name, Ipv4 relay
     error = describe_errno(err, "cannot open a netlink socket to nf_tables");
     return nullptr;
   }
-  std::string comment = "mediaproxy relay " + format_ipv4(relay_ip);
-  if (relay_ip6) comment += " and " + format_ip(*relay_ip6);
-  comment += ": media ports " + std::to_string(port_lo) + "-" + std::to_string(port_hi) +
-             " to one socket per family";
+  if (!may_replace(nl, name, relay_ip, port_lo, port_hi, error)) return nullptr;
+  const std::string comment = comment_of(relay_ip, relay_ip6, port_lo, port_hi);
   uint8_t v4[4];
   std::memcpy(v4, &relay_ip.be, 4);
   Batch batch;
@@ -202,20 +262,23 @@ std::unique_ptr<NftTproxy> NftTproxy::create(const std::string& name, Ipv4 relay
   if (err != 0) {
     error = describe_errno(be.err ? be.err : err, "cannot create nftables table inet " + name);
     if (be.err == ENOENT || be.err == EOPNOTSUPP)
-      error += " (the kernel may lack nftables tproxy: CONFIG_NFT_TPROXY)";
+      error +=
+          " (the kernel may lack nftables tproxy or socket: CONFIG_NFT_TPROXY, "
+          "CONFIG_NFT_SOCKET)";
     return nullptr;
   }
-  return std::unique_ptr<NftTproxy>(new NftTproxy(name));
+  return std::unique_ptr<NftTproxy>(new NftTproxy(name, relay_ip, port_lo, port_hi));
 }
 
-bool NftTproxy::remove(const std::string& name, std::string& error) {
-  return delete_table(name, error);
+bool NftTproxy::remove(const std::string& name, Ipv4 relay_ip, uint16_t port_lo, uint16_t port_hi,
+                       std::string& error) {
+  return delete_table(name, relay_ip, port_lo, port_hi, error);
 }
 
 NftTproxy::~NftTproxy() {
   if (keep_) return;
   std::string error;
-  if (!delete_table(name_, error)) LOG_WARN("%s", error.c_str());
+  if (!delete_table(name_, relay_ip_, port_lo_, port_hi_, error)) LOG_WARN("%s", error.c_str());
 }
 
 }  // namespace mp::kernel

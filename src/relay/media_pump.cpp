@@ -121,8 +121,12 @@ int MediaPump::watch(int fd, MediaSocket* s) {
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.ptr = s;
+  const bool v6 = s->local_.ip.is_v6();
+  // Before the first datagram can be steered past it, or not at all.
+  if (transparent_ports_)
+    if (int err = make_transparent(fd, v6 ? AF_INET6 : AF_INET)) return -err;
   if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) return -errno;
-  std::vector<MediaSocket*>& ports = by_port_[s->local_.ip.is_v6() ? 1 : 0];
+  std::vector<MediaSocket*>& ports = by_port_[v6 ? 1 : 0];
   if (ports.empty()) ports.assign(65536, nullptr);
   ports[s->local_.port] = s;
   return 0;
@@ -164,6 +168,20 @@ std::vector<std::pair<IpEndpoint, int>> MediaPump::release_tproxy_sockets() {
   }
   tproxy_watched_ = 0;
   return out;
+}
+
+bool MediaPump::set_ports_transparent(bool on, std::string& error) {
+  transparent_ports_ = on;
+  for (int v6 = 0; v6 < 2 && on; ++v6)
+    for (MediaSocket* s : by_port_[v6])
+      if (s)
+        if (int err = make_transparent(s->fd_, v6 ? AF_INET6 : AF_INET)) {
+          error = "cannot make the media port socket " + format_ip_endpoint(s->local_) +
+                  " transparent: " + std::strerror(err);
+          transparent_ports_ = false;
+          return false;
+        }
+  return true;
 }
 
 size_t MediaPump::tproxy_sockets() const {

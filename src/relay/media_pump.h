@@ -47,7 +47,8 @@
 // destination port names its socket (a flat table per family, kept by
 // watch() and unwatch()), whose owner gets it as if that socket had read
 // it. The per-port sockets stay registered: what still reaches them
-// (fragments, a rule removed) is read as before.
+// (fragments, a rule removed) is read as before. They are transparent
+// (set_ports_transparent), the rule's sign that a port is the relay's.
 //
 // Buffers are static and shared (one loop runs the relay; passes run one at
 // a time): nothing is allocated per packet. A socket closed during a pass is
@@ -138,6 +139,11 @@ class MediaPump {
   // pump.
   std::vector<std::pair<IpEndpoint, int>> release_tproxy_sockets();
   size_t tproxy_sockets() const;
+  // With `on`, makes every port socket transparent, now and as they are
+  // watched, so that the tproxy rule steers their datagrams
+  // (tproxy_socket.h); false with the reason (and off again) if the kernel
+  // refused one. Off: sockets watched from now on stay as they are.
+  bool set_ports_transparent(bool on, std::string& error);
   // Frees `s` now, or at the end of the current pass if one is running.
   void retire(MediaSocket* s);
 
@@ -246,6 +252,7 @@ class MediaPump {
   std::unordered_map<uint64_t, int> inherited_;      // likewise
   TproxySocket tproxy_[2];                           // IPv4, IPv6
   unsigned tproxy_watched_ = 0;
+  bool transparent_ports_ = false;        // set_ports_transparent(true)
   std::vector<MediaSocket*> by_port_[2];  // watched sockets by local port, per family
   void (*pass_end_)(void*) = nullptr;
   void* pass_end_arg_ = nullptr;

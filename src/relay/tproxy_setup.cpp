@@ -9,6 +9,10 @@
 // that steers the media ports to them (kernel/nft_tproxy.h), created or
 // replaced in one transaction. Until that commit datagrams reach each
 // port's own socket, as they do whenever the rule or the socket is gone.
+// With media_receive = auto, anything in the way (no CAP_NET_ADMIN, a
+// kernel without nftables tproxy or socket, the table name taken by another
+// relay instance) leaves the relay on its per-port sockets with a warning;
+// with tproxy it refuses to start.
 // A live upgrade leaves the table to the successor; any other exit
 // deletes it.
 #include <unistd.h>
@@ -44,15 +48,17 @@ bool RelayEngine::start_tproxy(std::string& error) {
     // is gone), but it is ours to clear.
     // Only where the process may (CAP_NET_ADMIN); errors say nothing new.
     std::string why;
-    kernel::NftTproxy::remove(cfg_.nft_table, why);
+    kernel::NftTproxy::remove(cfg_.nft_table, ctx_.relay_ip, lo, hi, why);
     return true;
   }
+  const bool strict = cfg_.media_receive == MediaReceive::Tproxy;
   std::string why;
   int fd[2] = {inherited_tproxy_[0], inherited_tproxy_[1]};
   inherited_tproxy_[0] = inherited_tproxy_[1] = -1;
   IpEndpoint bound[2];
   const bool v6 = ctx_.relay_ip6.has_value();
-  bool ok = true;
+  // The ports first: the rule steers only what reaches a transparent socket.
+  bool ok = pump_->set_ports_transparent(true, why);
   for (int f = 0; f < (v6 ? 2 : 1) && ok; ++f) {
     const IpAddress ip = f == 0 ? IpAddress(ctx_.relay_ip) : *ctx_.relay_ip6;
     if (fd[f] >= 0 && is_tproxy_socket(fd[f], bound[f]) && bound[f].ip == ip) continue;
@@ -71,8 +77,15 @@ bool RelayEngine::start_tproxy(std::string& error) {
     tproxy_table_.reset();  // nothing steered to sockets the pump does not read
     for (int f = 0; f < 2; ++f)
       if (fd[f] >= 0) ::close(fd[f]);
-    error = "media_receive = tproxy, but " + why;
-    return false;
+    std::string ignored;
+    pump_->set_ports_transparent(false, ignored);
+    if (strict) {
+      error = "media_receive = tproxy, but " + why;
+      return false;
+    }
+    LOG_WARN("media receive: through each port's own socket (media_receive = auto: %s)",
+             why.c_str());
+    return true;
   }
   // Its port inside the media range (every port the kernel tried was):
   // that pair is not handed out.

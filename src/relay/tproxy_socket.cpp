@@ -92,13 +92,22 @@ bool is_tproxy_socket(int fd, IpEndpoint& bound) {
   if (::getsockname(fd, &got.sa, &got.len) != 0) return false;
   const int family = got.sa.sa_family;
   if (family != AF_INET && family != AF_INET6) return false;
-  int on = 0;
-  socklen_t len = sizeof on;
-  if (::getsockopt(fd, transparent_level(family), transparent_option(family), &on, &len) != 0 ||
-      !on)
-    return false;
+  for (int option : {transparent_option(family),
+                     family == AF_INET6 ? IPV6_RECVORIGDSTADDR : IP_RECVORIGDSTADDR}) {
+    int on = 0;
+    socklen_t len = sizeof on;
+    if (::getsockopt(fd, transparent_level(family), option, &on, &len) != 0 || !on) return false;
+  }
   bound = got.endpoint();
   return true;
+}
+
+int make_transparent(int fd, int family) {
+  const int on = 1;
+  return ::setsockopt(fd, transparent_level(family), transparent_option(family), &on, sizeof on) ==
+                 0
+             ? 0
+             : errno;
 }
 
 uint16_t original_destination_port(const msghdr& received) {

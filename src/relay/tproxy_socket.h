@@ -13,7 +13,8 @@
 //
 // This file owns the socket itself: opening it (IP_TRANSPARENT, which needs
 // CAP_NET_ADMIN), recognising one handed over by a live upgrade, and reading
-// the original destination port of a received datagram.
+// the original destination port of a received datagram; and the mark the
+// rule looks for on the per-port sockets (IP_TRANSPARENT too).
 #pragma once
 
 #include <sys/socket.h>
@@ -38,8 +39,14 @@ int open_tproxy_socket(const IpAddress& ip, uint16_t avoid_lo, uint16_t avoid_hi
                        std::string& error);
 
 // Whether `fd` is such a socket (a live upgrade hands it over with the
-// per-port ones), and its bound address in `bound`.
+// per-port ones, which are transparent too but do not ask for the original
+// destination), and its bound address in `bound`.
 bool is_tproxy_socket(int fd, IpEndpoint& bound);
+
+// Makes a port's socket of `family` transparent, which is what the tproxy
+// rule asks of the socket a datagram would otherwise reach before steering
+// it (kernel/nft_tproxy.h). 0 or errno.
+int make_transparent(int fd, int family);
 
 // The destination port a received datagram was addressed to, from its
 // IP_ORIGDSTADDR or IPV6_ORIGDSTADDR control message; 0 if it has none.

@@ -4,8 +4,9 @@
 // rule, datagrams for every port of the range are read from the one socket
 // and reach the owner of the port they were sent to, with the sender's
 // address; the per-port sockets read nothing; a port without a socket, or
-// whose socket was closed, drops its datagrams (counted); without the rule
-// the per-port sockets take over. IPv4 and IPv6, with and without io_uring.
+// whose socket was closed, is not steered, nor is a port another program's
+// socket holds; without the rule the per-port sockets take over. IPv4 and IPv6, with and without
+// io_uring.
 #include <uv.h>
 
 #include <chrono>
@@ -65,6 +66,7 @@ struct Relay {
       sockets.push_back(s);
     }
     if (!tproxy) return;
+    REQUIRE(pump->set_ports_transparent(true, error));
     const int fd = mp::relay::open_tproxy_socket(relay, kLo, kHi, bound, error);
     INFO(error);
     REQUIRE(fd >= 0);
@@ -149,7 +151,7 @@ TEST_CASE("through the tproxy socket, every port's datagrams reach their owner")
   CHECK(r.pump->received() == kPorts * kRounds);
   CHECK(r.pump->tproxy_unclaimed() == 0);
 
-  SECTION("a port without a socket, or whose socket closed, drops what it gets") {
+  SECTION("a port without a socket, or whose socket closed, is not steered") {
     r.sockets[3]->close();
     r.sockets[3] = nullptr;
     send_any(phone, IpEndpoint(relay, static_cast<uint16_t>(kLo + 3)), "closed");
@@ -159,7 +161,25 @@ TEST_CASE("through the tproxy socket, every port's datagrams reach their owner")
     r.run_for(100);
     CHECK(r.rec.total == kPorts * kRounds + 1);
     CHECK(r.rec.got[4].back().second == "open");
-    CHECK(r.pump->tproxy_unclaimed() == 2);
+    // The rule found no transparent socket: the stack dropped them.
+    CHECK(r.pump->tproxy_received() == kPorts * kRounds + 1);
+    CHECK(r.pump->tproxy_unclaimed() == 0);
+  }
+  SECTION("another program's socket on a port of the range keeps its datagrams") {
+    // An unconnected socket on the relay's address, as a SIP client on the
+    // relay's host binds an ephemeral port that falls into the range.
+    Sock other = udp_any(g_topo.rly_fd, relay, static_cast<uint16_t>(kLo + kPorts + 2));
+    send_any(phone, IpEndpoint(relay, static_cast<uint16_t>(kLo + kPorts + 2)), "not yours");
+    send_any(phone, IpEndpoint(relay, static_cast<uint16_t>(kLo + 5)), "yours");
+    r.run_until(kPorts * kRounds + 1);
+    CHECK(r.rec.got[5].back().second == "yours");
+    pollfd p{other.fd, POLLIN, 0};
+    REQUIRE(poll(&p, 1, 3000) == 1);
+    char buf[64];
+    const ssize_t n = recv(other.fd, buf, sizeof buf, MSG_DONTWAIT);
+    CHECK(std::string(buf, static_cast<size_t>(std::max<ssize_t>(n, 0))) == "not yours");
+    CHECK(r.pump->tproxy_received() == kPorts * kRounds + 1);
+    CHECK(r.pump->tproxy_unclaimed() == 0);
   }
   SECTION("without the rule, each port's socket receives again") {
     {
@@ -195,4 +215,41 @@ TEST_CASE("a per-port socket is not taken for a tproxy socket") {
   Sock plain = udp(g_topo.rly_fd, kRelayIp, 41500);
   IpEndpoint bound;
   CHECK_FALSE(mp::relay::is_tproxy_socket(plain.fd, bound));
+  // Transparent, as the relay's port sockets are when the rule is on.
+  REQUIRE(mp::relay::make_transparent(plain.fd, AF_INET) == 0);
+  CHECK_FALSE(mp::relay::is_tproxy_socket(plain.fd, bound));
+}
+
+TEST_CASE("the tproxy table of another relay instance is left alone") {
+  InNs in(g_topo.rly_fd);
+  const char* table = "mp_tproxy_owner";
+  auto inet_table = [&] {
+    return kt::nft("list tables").find(std::string("table inet ") + table + "\n") !=
+           std::string::npos;
+  };
+  std::string error;
+  auto first = NftTproxy::create(table, kRelayIp, 39000, std::nullopt, 0, kLo, kHi, error);
+  INFO(error);
+  REQUIRE(first != nullptr);
+  REQUIRE(inet_table());
+  // The same address with other ports: another instance on this host.
+  auto second = NftTproxy::create(table, kRelayIp, 39001, std::nullopt, 0, 43000, 43999, error);
+  CHECK(second == nullptr);
+  CHECK(error.find("left alone") != std::string::npos);
+  CHECK(error.find("set a different nft_table") != std::string::npos);
+  CHECK_FALSE(NftTproxy::remove(table, kRelayIp, 43000, 43999, error));
+  CHECK(kt::nft("list table inet " + std::string(table)).find("39000") != std::string::npos);
+  // The same relay again (a start after a crash): replaced.
+  auto again = NftTproxy::create(table, kRelayIp, 39002, std::nullopt, 0, kLo, kHi, error);
+  INFO(error);
+  REQUIRE(again != nullptr);
+  CHECK(kt::nft("list table inet " + std::string(table)).find("39002") != std::string::npos);
+  first->keep_table_on_exit(true);  // the table it made is gone already
+  again.reset();
+  CHECK_FALSE(inet_table());
+  // A table that is not a relay's.
+  kt::nft(std::string("add table inet ") + table);
+  CHECK(NftTproxy::create(table, kRelayIp, 39003, std::nullopt, 0, kLo, kHi, error) == nullptr);
+  CHECK(error.find("no comment") != std::string::npos);
+  kt::nft(std::string("delete table inet ") + table);
 }

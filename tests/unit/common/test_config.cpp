@@ -41,7 +41,7 @@ TEST_CASE("defaults follow AG MediaProxy where it has the option", "[config]") {
   CHECK(c.relay.forwarding == mp::Forwarding::Auto);
   CHECK(c.relay.media_io == mp::MediaIo::Auto);
   CHECK(c.relay.media_send == mp::MediaSend::Auto);
-  CHECK(c.relay.media_receive == mp::MediaReceive::Sockets);
+  CHECK(c.relay.media_receive == mp::MediaReceive::Auto);
   CHECK(c.relay.state_write_interval == Approx(0.001));
   CHECK(c.relay.media_coalesce == Approx(0.0005));
   CHECK_FALSE(c.metrics.listen);
