@@ -79,6 +79,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "kernel/nft_expr.h"
 
 namespace mp::kernel::detail {
 
@@ -121,54 +122,9 @@ constexpr const char* kAnd = " and ";
 // Set ids tie the rules to sets created in the same transaction.
 enum SetId : uint32_t { kFwdId = 1, kFwd6Id = 2 };
 
-template <typename T, void (*Free)(T*)>
-struct Owned {
-  T* p;
-  explicit Owned(T* x) : p(x) {}
-  ~Owned() {
-    if (p) Free(p);
-  }
-  Owned(const Owned&) = delete;
-  Owned& operator=(const Owned&) = delete;
-};
-
-void free_table(nftnl_table* t) {
-  nftnl_table_free(t);
-}
-void free_chain(nftnl_chain* c) {
-  nftnl_chain_free(c);
-}
-void free_set(nftnl_set* s) {
-  nftnl_set_free(s);
-}
-void free_rule(nftnl_rule* r) {
-  nftnl_rule_free(r);
-}
-void free_udata(nftnl_udata_buf* b) {
-  nftnl_udata_buf_free(b);
-}
-using Table = Owned<nftnl_table, free_table>;
-using Chain = Owned<nftnl_chain, free_chain>;
-using Set = Owned<nftnl_set, free_set>;
-using Rule = Owned<nftnl_rule, free_rule>;
-using Udata = Owned<nftnl_udata_buf, free_udata>;
-
 bool put_table(Batch& batch, uint16_t type, uint16_t flags, const std::string& name,
                const std::string& comment = std::string()) {
-  Table t(nftnl_table_alloc());
-  nftnl_table_set_str(t.p, NFTNL_TABLE_NAME, name.c_str());
-  Udata ud(nftnl_udata_buf_alloc(256));
-  if (!comment.empty()) {
-    nftnl_table_set_u32(t.p, NFTNL_TABLE_FLAGS, 0);
-    nftnl_udata_put_strz(ud.p, NFTNL_UDATA_TABLE_COMMENT, comment.c_str());
-    nftnl_table_set_data(t.p, NFTNL_TABLE_USERDATA, nftnl_udata_buf_data(ud.p),
-                         nftnl_udata_buf_len(ud.p));
-  }
-  nlmsghdr* nlh = batch.add(type, flags);
-  if (!nlh) return false;
-  nftnl_table_nlmsg_build_payload(nlh, t.p);
-  batch.close(nlh);
-  return true;
+  return detail::put_table(batch, type, flags, name, comment, kTableFamily);
 }
 
 bool put_chain(Batch& batch, const std::string& table, const char* name, uint32_t hook,
@@ -217,15 +173,6 @@ bool put_map(Batch& batch, const std::string& table, const char* name, uint32_t 
 }
 
 // Expression builders; the rule owns what they return.
-nftnl_expr* payload_load(uint32_t base, uint32_t offset, uint32_t len, uint32_t dreg) {
-  nftnl_expr* e = nftnl_expr_alloc("payload");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, dreg);
-  return e;
-}
-
 // A header write from register `sreg` that keeps both checksums right: the
 // IP header checksum through csum_type inet at offset 10 (network header
 // only), and the UDP checksum through the L4 flag, which goes through the
@@ -249,21 +196,6 @@ nftnl_expr* payload_write(uint32_t base, uint32_t offset, uint32_t len, uint32_t
   return e;
 }
 
-nftnl_expr* cmp_eq(const void* data, uint32_t len) {
-  nftnl_expr* e = nftnl_expr_alloc("cmp");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, NFT_CMP_EQ);
-  nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
-  return e;
-}
-
-nftnl_expr* meta_load(uint32_t key) {
-  nftnl_expr* e = nftnl_expr_alloc("meta");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
-  return e;
-}
-
 nftnl_expr* lookup(const char* set, uint32_t set_id, uint32_t reg) {
   nftnl_expr* e = nftnl_expr_alloc("lookup");
   nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, reg);
@@ -283,33 +215,14 @@ bool put_rule(Batch& batch, const std::string& table, const char* chain, const c
   nftnl_udata_put_strz(ud.p, NFTNL_UDATA_RULE_COMMENT, comment);
   nftnl_rule_set_data(r.p, NFTNL_RULE_USERDATA, nftnl_udata_buf_data(ud.p),
                       nftnl_udata_buf_len(ud.p));
-  nlmsghdr* nlh = batch.add(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
-  if (!nlh) return false;
-  nftnl_rule_nlmsg_build_payload(nlh, r.p);
-  batch.close(nlh);
-  return true;
+  return detail::put_rule(batch, r.p, kTableFamily);
 }
 
 void fill_ingress(nftnl_rule* r) {
   nftnl_rule_add_expr(r, meta_load(NFT_META_PROTOCOL));
   uint16_t ipv4 = htons(ETH_P_IP);
   nftnl_rule_add_expr(r, cmp_eq(&ipv4, 2));
-  // One compare for "UDP, not a fragment" over header bytes 6..9 (flags and
-  // fragment offset, TTL, protocol): the more-fragments flag and the offset
-  // must be 0 (fragments go to the IP stack: only it can reassemble them, and
-  // later fragments carry no UDP header to match), the TTL is ignored.
-  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 6, 4, NFT_REG_1));
-  nftnl_expr* bw = nftnl_expr_alloc("bitwise");
-  const uint8_t mask[4] = {0x3f, 0xff, 0x00, 0xff};
-  const uint8_t zero[4] = {0, 0, 0, 0};
-  const uint8_t udp_unfragmented[4] = {0, 0, 0, IPPROTO_UDP};
-  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-  nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, 4);
-  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, mask, 4);
-  nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, zero, 4);
-  nftnl_rule_add_expr(r, bw);
-  nftnl_rule_add_expr(r, cmp_eq(udp_unfragmented, 4));
+  add_ipv4_udp_unfragmented(r);  // fragments go to the stack
   // ip saddr . ip daddr (adjacent: one load) . udp sport and dport (one
   // load) in 32-bit registers 00..01 and 02. The relay's own address is part
   // of every key, so a packet to another address of the host never matches.

@@ -6,8 +6,6 @@
 #include <libnftnl/chain.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/rule.h>
-#include <libnftnl/table.h>
-#include <libnftnl/udata.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter_ipv4.h>
@@ -18,88 +16,58 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "kernel/nft_expr.h"
 #include "kernel/nft_netlink.h"
 #include "kernel/nft_ruleset.h"
 
 namespace mp::kernel {
 
+using detail::add_ipv4_udp_unfragmented;
 using detail::Batch;
 using detail::BatchError;
+using detail::Chain;
+using detail::cmp;
+using detail::cmp_eq;
 using detail::describe_errno;
+using detail::immediate;
+using detail::meta_load;
 using detail::Netlink;
+using detail::payload_load;
+using detail::Rule;
 
 namespace {
 
 constexpr uint16_t kInet = NFPROTO_INET;
 constexpr const char* kChain = "prerouting";
 
-nftnl_expr* load(uint32_t base, uint32_t offset, uint32_t len) {
-  nftnl_expr* e = nftnl_expr_alloc("payload");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
-  return e;
-}
-
-nftnl_expr* compare(uint32_t op, const void* data, uint32_t len) {
-  nftnl_expr* e = nftnl_expr_alloc("cmp");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
-  nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
-  nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
-  return e;
-}
-
-nftnl_expr* immediate(uint32_t reg, const void* data, uint32_t len) {
-  nftnl_expr* e = nftnl_expr_alloc("immediate");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, reg);
-  nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, data, len);
-  return e;
-}
-
 // One family's rule (see the header). `relay` is 4 or 16 bytes.
-bool put_rule(Batch& batch, const std::string& table, bool v6, const uint8_t* relay, uint16_t port,
-              uint16_t lo, uint16_t hi) {
-  nftnl_rule* r = nftnl_rule_alloc();
+bool put_family_rule(Batch& batch, const std::string& table, bool v6, const uint8_t* relay,
+                     uint16_t port, uint16_t lo, uint16_t hi) {
+  Rule rule(nftnl_rule_alloc());
+  nftnl_rule* r = rule.p;
   nftnl_rule_set_str(r, NFTNL_RULE_TABLE, table.c_str());
   nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, kChain);
-  nftnl_expr* meta = nftnl_expr_alloc("meta");
-  nftnl_expr_set_u32(meta, NFTNL_EXPR_META_KEY, NFT_META_NFPROTO);
-  nftnl_expr_set_u32(meta, NFTNL_EXPR_META_DREG, NFT_REG_1);
-  nftnl_rule_add_expr(r, meta);
+  nftnl_rule_add_expr(r, meta_load(NFT_META_NFPROTO));
   const uint8_t nfproto = v6 ? NFPROTO_IPV6 : NFPROTO_IPV4;
-  nftnl_rule_add_expr(r, compare(NFT_CMP_EQ, &nfproto, 1));
+  nftnl_rule_add_expr(r, cmp_eq(&nfproto, 1));
   if (v6) {
     // Next header UDP itself: extension headers (fragments among them) go
     // to the stack, which reassembles them for the port's socket.
     const uint8_t udp = IPPROTO_UDP;
-    nftnl_rule_add_expr(r, load(NFT_PAYLOAD_NETWORK_HEADER, 6, 1));
-    nftnl_rule_add_expr(r, compare(NFT_CMP_EQ, &udp, 1));
-    nftnl_rule_add_expr(r, load(NFT_PAYLOAD_NETWORK_HEADER, 24, 16));
-    nftnl_rule_add_expr(r, compare(NFT_CMP_EQ, relay, 16));
+    nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 6, 1));
+    nftnl_rule_add_expr(r, cmp_eq(&udp, 1));
+    nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 24, 16));
+    nftnl_rule_add_expr(r, cmp_eq(relay, 16));
   } else {
-    // UDP, not a fragment: over header bytes 6..9, the more-fragments flag
-    // and the offset zero, the TTL ignored, the protocol UDP.
-    nftnl_rule_add_expr(r, load(NFT_PAYLOAD_NETWORK_HEADER, 6, 4));
-    nftnl_expr* bw = nftnl_expr_alloc("bitwise");
-    const uint8_t mask[4] = {0x3f, 0xff, 0x00, 0xff};
-    const uint8_t zero[4] = {0, 0, 0, 0};
-    const uint8_t udp_whole[4] = {0, 0, 0, IPPROTO_UDP};
-    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, 4);
-    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, mask, 4);
-    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, zero, 4);
-    nftnl_rule_add_expr(r, bw);
-    nftnl_rule_add_expr(r, compare(NFT_CMP_EQ, udp_whole, 4));
-    nftnl_rule_add_expr(r, load(NFT_PAYLOAD_NETWORK_HEADER, 16, 4));
-    nftnl_rule_add_expr(r, compare(NFT_CMP_EQ, relay, 4));
+    add_ipv4_udp_unfragmented(r);  // fragments go to the stack
+    nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_NETWORK_HEADER, 16, 4));
+    nftnl_rule_add_expr(r, cmp_eq(relay, 4));
   }
   // Ports in network order compare bytewise as numbers.
   const uint16_t lo_be = htons(lo), hi_be = htons(hi), port_be = htons(port);
-  nftnl_rule_add_expr(r, load(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
-  nftnl_rule_add_expr(r, compare(NFT_CMP_GTE, &lo_be, 2));
-  nftnl_rule_add_expr(r, compare(NFT_CMP_LTE, &hi_be, 2));
+  nftnl_rule_add_expr(r, payload_load(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2));
+  nftnl_rule_add_expr(r, cmp(NFT_CMP_GTE, &lo_be, 2));
+  nftnl_rule_add_expr(r, cmp(NFT_CMP_LTE, &hi_be, 2));
   // Only a port whose socket is the relay's (transparent): a datagram for
   // another program's socket on the relay's address, or for a port nobody
   // has bound, goes on as if there were no rule.
@@ -108,7 +76,7 @@ bool put_rule(Batch& batch, const std::string& table, bool v6, const uint8_t* re
   nftnl_expr_set_u32(sock, NFTNL_EXPR_SOCKET_DREG, NFT_REG_1);
   nftnl_rule_add_expr(r, sock);
   const uint8_t transparent = 1;
-  nftnl_rule_add_expr(r, compare(NFT_CMP_EQ, &transparent, 1));
+  nftnl_rule_add_expr(r, cmp_eq(&transparent, 1));
   nftnl_rule_add_expr(r, immediate(NFT_REG_2, relay, v6 ? 16 : 4));
   nftnl_rule_add_expr(r, immediate(NFT_REG_3, &port_be, 2));
   nftnl_expr* tp = nftnl_expr_alloc("tproxy");
@@ -116,51 +84,27 @@ bool put_rule(Batch& batch, const std::string& table, bool v6, const uint8_t* re
   nftnl_expr_set_u32(tp, NFTNL_EXPR_TPROXY_REG_ADDR, NFT_REG_2);
   nftnl_expr_set_u32(tp, NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_3);
   nftnl_rule_add_expr(r, tp);
-  nlmsghdr* nlh = batch.add(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, kInet);
-  if (nlh) {
-    nftnl_rule_nlmsg_build_payload(nlh, r);
-    batch.close(nlh);
-  }
-  nftnl_rule_free(r);
-  return nlh != nullptr;
+  return detail::put_rule(batch, r, kInet);
 }
 
 bool put_table(Batch& batch, uint16_t type, uint16_t flags, const std::string& name,
                const std::string& comment) {
-  nftnl_table* t = nftnl_table_alloc();
-  nftnl_table_set_str(t, NFTNL_TABLE_NAME, name.c_str());
-  nftnl_udata_buf* ud = nftnl_udata_buf_alloc(256);
-  if (!comment.empty()) {
-    nftnl_table_set_u32(t, NFTNL_TABLE_FLAGS, 0);
-    nftnl_udata_put_strz(ud, NFTNL_UDATA_TABLE_COMMENT, comment.c_str());
-    nftnl_table_set_data(t, NFTNL_TABLE_USERDATA, nftnl_udata_buf_data(ud),
-                         nftnl_udata_buf_len(ud));
-  }
-  nlmsghdr* nlh = batch.add(type, flags, kInet);
-  if (nlh) {
-    nftnl_table_nlmsg_build_payload(nlh, t);
-    batch.close(nlh);
-  }
-  nftnl_udata_buf_free(ud);
-  nftnl_table_free(t);
-  return nlh != nullptr;
+  return detail::put_table(batch, type, flags, name, comment, kInet);
 }
 
 bool put_chain(Batch& batch, const std::string& table) {
-  nftnl_chain* c = nftnl_chain_alloc();
-  nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, table.c_str());
-  nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, kChain);
-  nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
-  nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_PRE_ROUTING);
-  nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, NF_IP_PRI_MANGLE);
-  nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+  Chain c(nftnl_chain_alloc());
+  nftnl_chain_set_str(c.p, NFTNL_CHAIN_TABLE, table.c_str());
+  nftnl_chain_set_str(c.p, NFTNL_CHAIN_NAME, kChain);
+  nftnl_chain_set_str(c.p, NFTNL_CHAIN_TYPE, "filter");
+  nftnl_chain_set_u32(c.p, NFTNL_CHAIN_HOOKNUM, NF_INET_PRE_ROUTING);
+  nftnl_chain_set_s32(c.p, NFTNL_CHAIN_PRIO, NF_IP_PRI_MANGLE);
+  nftnl_chain_set_u32(c.p, NFTNL_CHAIN_POLICY, NF_ACCEPT);
   nlmsghdr* nlh = batch.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, kInet);
-  if (nlh) {
-    nftnl_chain_nlmsg_build_payload(nlh, c);
-    batch.close(nlh);
-  }
-  nftnl_chain_free(c);
-  return nlh != nullptr;
+  if (!nlh) return false;
+  nftnl_chain_nlmsg_build_payload(nlh, c.p);
+  batch.close(nlh);
+  return true;
 }
 
 constexpr const char* kCommentPrefix = "mediaproxy relay ";
@@ -254,9 +198,9 @@ std::unique_ptr<NftTproxy> NftTproxy::create(const std::string& name, Ipv4 relay
         return put_table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, name, "") &&
                put_table(b, NFT_MSG_DELTABLE, 0, name, "") &&
                put_table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, name, comment) && put_chain(b, name) &&
-               put_rule(b, name, false, v4, port, port_lo, port_hi) &&
+               put_family_rule(b, name, false, v4, port, port_lo, port_hi) &&
                (!relay_ip6 ||
-                put_rule(b, name, true, relay_ip6->bytes.data(), port6, port_lo, port_hi));
+                put_family_rule(b, name, true, relay_ip6->bytes.data(), port6, port_lo, port_hi));
       },
       be);
   if (err != 0) {
