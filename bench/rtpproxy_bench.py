@@ -165,11 +165,14 @@ def rtpengine_argv(binary, port, pmin, pmax, threads):
             "--timeout=600", "--log-stderr", "--log-level=3"]
 
 
-def mediaproxy_argv(binary, port, pmin, pmax, workdir, metrics_port=None, state=True):
+def mediaproxy_argv(binary, port, pmin, pmax, workdir, metrics_port=None, state=True,
+                    receive=None):
     """metrics_port set: the `mediaproxy+sqlite` variant, with accounting into an SQLite file
     in the runtime directory and the metrics endpoint to watch its queue drain. state False:
     the `mediaproxy-nostate` variant, without the relay state file (sessions not kept across
-    a restart), the baseline of what journalling every session costs."""
+    a restart), the baseline of what journalling every session costs. receive: a
+    media_receive value (the `mediaproxy-sockets` variant: per-port sockets, the baseline of
+    what the default's transparent port sockets cost a set-up); None: the default."""
     ini = os.path.join(workdir, "mediaproxy.ini")
     acct = ("accounting = database\n\n[Database]\ndburi = sqlite:accounting.db\n\n"
             f"[Metrics]\nlisten = 127.0.0.1:{metrics_port}\n\n") if metrics_port else "\n"
@@ -179,7 +182,8 @@ def mediaproxy_argv(binary, port, pmin, pmax, workdir, metrics_port=None, state=
                 "[Dispatcher]\nlisten_management = none\n" + acct +
                 f"[Relay]\nrelay_ip = 127.0.0.1\nport_range = {pmin}:{pmax}\n"
                 "forwarding = userspace\nstream_timeout = 600\n" +
-                ("" if state else "state_file = none\n") + "\n"
+                ("" if state else "state_file = none\n") +
+                (f"media_receive = {receive}\n" if receive else "") + "\n"
                 f"[Rtpproxy]\nlisten = udp:127.0.0.1:{port}\n")
     return [binary, "--foreground", "--config", ini]
 
@@ -240,7 +244,8 @@ def run_trial(a, kind, threads, binary, loadgen, work, trial_no):
     else:
         metrics_port = free_tcp_port() if kind == "mediaproxy+sqlite" else None
         argv = mediaproxy_argv(binary, port, a.pmin, a.pmax, wd, metrics_port,
-                               state=kind != "mediaproxy-nostate")
+                               state=kind != "mediaproxy-nostate",
+                               receive="sockets" if kind == "mediaproxy-sockets" else None)
         name = kind
     srv = Server(name, argv, port, wd, a.server_cpu, a.nice, a.rt)
     why = srv.start()
@@ -410,7 +415,8 @@ def print_report(meta, trials, summary, ours, base):
                 p(f"  issue 14: CPU per setup <= 40 us: {'met' if cps <= 40 else 'NOT met'} "
                   f"({cps:.1f} us)")
     for other, what in (("mediaproxy-baseline", "--baseline binary"),
-                        ("mediaproxy-nostate", "the relay state file journalling every session")):
+                        ("mediaproxy-nostate", "the relay state file journalling every session"),
+                        ("mediaproxy-sockets", "media_receive = sockets, not the default")):
         if ours in summary and other in summary:
             o, b = summary[ours], summary[other]
             p("")
@@ -541,7 +547,8 @@ def main():
             if s == "rtpengine":
                 variants += [("rtpengine", int(n), a.rtpengine)
                              for n in a.rtpengine_threads.split(",")]
-            elif s in ("mediaproxy", "mediaproxy+sqlite", "mediaproxy-nostate"):
+            elif s in ("mediaproxy", "mediaproxy+sqlite", "mediaproxy-nostate",
+                       "mediaproxy-sockets"):
                 variants.append((s, 0, mp_bin))
             elif s == "mediaproxy-baseline":
                 sys.exit("mediaproxy-baseline is added by --baseline BIN")

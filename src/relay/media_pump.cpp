@@ -121,12 +121,8 @@ int MediaPump::watch(int fd, MediaSocket* s) {
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.ptr = s;
-  const bool v6 = s->local_.ip.is_v6();
-  // Before the first datagram can be steered past it, or not at all.
-  if (transparent_ports_)
-    if (int err = make_transparent(fd, v6 ? AF_INET6 : AF_INET)) return -err;
   if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) return -errno;
-  std::vector<MediaSocket*>& ports = by_port_[v6 ? 1 : 0];
+  std::vector<MediaSocket*>& ports = by_port_[s->local_.ip.is_v6() ? 1 : 0];
   if (ports.empty()) ports.assign(65536, nullptr);
   ports[s->local_.port] = s;
   return 0;

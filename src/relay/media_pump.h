@@ -139,11 +139,12 @@ class MediaPump {
   // pump.
   std::vector<std::pair<IpEndpoint, int>> release_tproxy_sockets();
   size_t tproxy_sockets() const;
-  // With `on`, makes every port socket transparent, now and as they are
-  // watched, so that the tproxy rule steers their datagrams
-  // (tproxy_socket.h); false with the reason (and off again) if the kernel
-  // refused one. Off: sockets watched from now on stay as they are.
+  // With `on`, makes every port socket watched now transparent, so that
+  // the tproxy rule steers their datagrams (tproxy_socket.h), and tells
+  // MediaSocket::open() to make new ones so; false with the reason (and off
+  // again) if the kernel refused one. Off: new sockets stay plain.
   bool set_ports_transparent(bool on, std::string& error);
+  bool ports_transparent() const { return transparent_ports_; }
   // Frees `s` now, or at the end of the current pass if one is running.
   void retire(MediaSocket* s);
 

@@ -7,6 +7,8 @@
 
 #include <cerrno>
 
+#include "relay/tproxy_socket.h"
+
 namespace mp::relay {
 
 namespace {
@@ -40,8 +42,19 @@ MediaSocket* MediaSocket::open(MediaPump* pump, const IpEndpoint& local, MediaSo
       error = uv_translate_sys_error(errno);
       return nullptr;
     }
-    int size = kReceiveBuffer;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    if (pump->ports_transparent()) {
+      // Its datagrams go to the tproxy socket (media_pump.h): its own buffer
+      // takes only what the rule leaves, and the default does for that. The
+      // system call a set-up would spend on the size marks it instead.
+      if (int err = make_transparent(fd, family)) {
+        error = uv_translate_sys_error(err);
+        ::close(fd);
+        return nullptr;
+      }
+    } else {
+      int size = kReceiveBuffer;
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    }
     if (family == AF_INET6) {
       int on = 1;  // an IPv6 socket never takes IPv4-mapped traffic
       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);

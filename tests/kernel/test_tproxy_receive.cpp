@@ -165,6 +165,21 @@ TEST_CASE("through the tproxy socket, every port's datagrams reach their owner")
     CHECK(r.pump->tproxy_received() == kPorts * kRounds + 1);
     CHECK(r.pump->tproxy_unclaimed() == 0);
   }
+  SECTION("a port socket opened after the rule is steered too") {
+    int err = 0;
+    MediaSocket* late;
+    {
+      InNs in(g_topo.rly_fd);
+      late = MediaSocket::open(r.pump, IpEndpoint(relay, static_cast<uint16_t>(kLo + kPorts + 3)),
+                               &r.rec, kPorts + 3, err);
+    }
+    REQUIRE(late != nullptr);
+    r.sockets.push_back(late);
+    send_any(phone, IpEndpoint(relay, static_cast<uint16_t>(kLo + kPorts + 3)), "late");
+    r.run_until(kPorts * kRounds + 1);
+    CHECK(r.rec.got[kPorts + 3].back().second == "late");
+    CHECK(r.pump->tproxy_received() == kPorts * kRounds + 1);
+  }
   SECTION("another program's socket on a port of the range keeps its datagrams") {
     // An unconnected socket on the relay's address, as a SIP client on the
     // relay's host binds an ephemeral port that falls into the range.
