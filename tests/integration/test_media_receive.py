@@ -6,17 +6,20 @@ calls carry media, the table exists while the relay runs and is gone after
 a clean exit, and a socket another program bound on the relay address with
 a port in the range keeps its datagrams. A table of that name that is not
 this relay's is left alone: auto falls back to the per-port sockets with a
-warning, tproxy refuses to start. Skipped without root or nft.
+warning, tproxy refuses to start. The metrics say which socket read what.
+Skipped without root or nft.
 """
 
+import http.client
 import os
+import re
 import shutil
 import socket
 import subprocess
 
 import pytest
 
-from mpclient import Dialog, MediaPort, assert_media_flows, parse_ports
+from mpclient import Dialog, MediaPort, assert_media_flows, free_tcp_port, parse_ports
 from mpharness import PORT_BASE, PORT_SPAN, RELAY_IP, MediaProxy, render_config, run_expect_exit
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"),
@@ -45,6 +48,20 @@ def foreign_table():
     nft("delete", "table", "inet", TABLE)
 
 
+def metrics(port: int) -> dict:
+    """The relay's receive metrics: {name or name{labels}: value}."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+    conn.request("GET", "/metrics")
+    body = conn.getresponse().read().decode()
+    conn.close()
+    out = {}
+    for line in body.splitlines():
+        m = re.match(r"(mediaproxy_relay_(?:tproxy|received)\S*) (\S+)$", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
 def call_with_media(mp: MediaProxy) -> None:
     c = mp.client()
     caller, callee = MediaPort("127.0.0.2"), MediaPort("127.0.0.3")
@@ -55,9 +72,14 @@ def call_with_media(mp: MediaProxy) -> None:
     assert d.remove() == "removed"
 
 
+# Each call_with_media(): 30 RTP and 30 RTCP datagrams each way, at least.
+PER_CALL = 120
+
+
 def test_auto_receives_through_the_tproxy_socket(mp_factory):
     nft("delete", "table", "inet", TABLE)
-    mp = mp_factory(**{"Relay.nft_table": TABLE})
+    port = free_tcp_port()
+    mp = mp_factory(**{"Relay.nft_table": TABLE, "Metrics.listen": f"127.0.0.1:{port}"})
     assert STEERED in mp.stderr_text(), mp.stderr_tail()
     listing = table_listing()
     assert "socket transparent 1 tproxy ip to" in listing, listing
@@ -76,17 +98,28 @@ def test_auto_receives_through_the_tproxy_socket(mp_factory):
         other.close()
         sender.close()
     call_with_media(mp)
+    m = metrics(port)
+    assert m["mediaproxy_relay_tproxy_sockets"] == 1, m
+    # Everything through the one socket: the port sockets read nothing.
+    assert m['mediaproxy_relay_received_datagrams_total{socket="tproxy"}'] >= 2 * PER_CALL, m
+    assert m['mediaproxy_relay_received_datagrams_total{socket="port"}'] == 0, m
+    assert m["mediaproxy_relay_tproxy_unclaimed_datagrams_total"] == 0, m
     assert mp.stop() == 0
     assert table_listing() == "", "the table outlived a clean exit"
 
 
 def test_auto_leaves_another_table_alone(mp_factory, foreign_table):
-    mp = mp_factory(**{"Relay.nft_table": TABLE})
+    port = free_tcp_port()
+    mp = mp_factory(**{"Relay.nft_table": TABLE, "Metrics.listen": f"127.0.0.1:{port}"})
     log = mp.stderr_text()
     assert STEERED not in log
     assert "media receive: through each port's own socket (media_receive = auto:" in log, log
     assert "left alone" in log
     call_with_media(mp)
+    m = metrics(port)
+    assert m["mediaproxy_relay_tproxy_sockets"] == 0, m
+    assert m['mediaproxy_relay_received_datagrams_total{socket="tproxy"}'] == 0, m
+    assert m['mediaproxy_relay_received_datagrams_total{socket="port"}'] >= PER_CALL, m
     assert mp.stop() == 0
     listing = table_listing()
     assert f"table inet {TABLE}" in listing and "chain" not in listing, listing
