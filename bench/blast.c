@@ -18,15 +18,16 @@
 //               [--wait-first W] [--late L] [--run-id X]
 //               [--prime-targets FILE --prime K [--prime-pps R]]
 //               [--prime-only] [--ready-file F] [--delay]
-//       Receives with recvmmsg (polling: drain, sleep 0.5 ms) and counts packets per stream (stream = SSRC field, checked against
-//       a magic and the run id, so stale packets of an earlier trial are not counted). One shared
-//       socket by default; --per-stream binds N sockets at PORT+i and uses epoll. Counts packets
-//       in the window [first packet, first packet + S], in total (until S + G after the first
-//       packet) and late ones (after the window + L, default 0.05 s: a relay that only keeps up
-//       by filling socket buffers is not keeping up); gives up W seconds after start if nothing arrives. Optionally first sends K
-//       priming packets per stream from its socket(s) to the relay ports listed in FILE (this is
-//       how the callee side gets latched). Reports socket-queue drops (SO_RXQ_OVFL) so loss caused
-//       by the sink itself is visible. Prints one JSON object.
+//       Receives with recvmmsg (polling: drain, sleep 0.5 ms) and counts packets per stream (stream
+//       = SSRC field, checked against a magic and the run id, so stale packets of an earlier trial
+//       are not counted). One shared socket by default; --per-stream binds N sockets at PORT+i and
+//       uses epoll. Counts packets in the window [first packet, first packet + S], in total (until
+//       S + G after the first packet) and late ones (after the window + L, default 0.05 s: a relay
+//       that only keeps up by filling socket buffers is not keeping up); gives up W seconds after
+//       start if nothing arrives. Optionally first sends K priming packets per stream from its
+//       socket(s) to the relay ports listed in FILE (this is how the callee side gets latched).
+//       Reports socket-queue drops (SO_RXQ_OVFL) so loss caused by the sink itself is visible.
+//       Prints one JSON object.
 //
 //       --delay: each stamped packet's delay from its send time to its arrival at the receiving
 //       socket (the kernel's SO_TIMESTAMPNS, so the sink's own polling pause does not count),
@@ -88,13 +89,15 @@ static void die(const char* what) {
 }
 
 static void usage(void) {
-  fprintf(stderr,
-          "usage: blast send --targets FILE|--dst ADDR:PORT --streams N --bind ADDR [--sport-base P]\n"
-          "                  [--pps R] [--duration S] [--burst B] [--count K] [--pt PT]\n"
-          "                  [--run-id X] [--cpu-pids P,P,...] [--stamp]\n"
-          "       blast recv --bind ADDR:PORT --streams N [--per-stream] [--duration S] [--grace G]\n"
-          "                  [--wait-first W] [--late L] [--run-id X] [--prime-targets FILE --prime K]\n"
-          "                  [--prime-pps R] [--prime-only] [--ready-file F] [--delay]\n");
+  fprintf(
+      stderr,
+      "usage: blast send --targets FILE|--dst ADDR:PORT --streams N --bind ADDR [--sport-base P]\n"
+      "                  [--pps R] [--duration S] [--burst B] [--count K] [--pt PT]\n"
+      "                  [--run-id X] [--cpu-pids P,P,...] [--stamp]\n"
+      "       blast recv --bind ADDR:PORT --streams N [--per-stream] [--duration S] [--grace G]\n"
+      "                  [--wait-first W] [--late L] [--run-id X] [--prime-targets FILE --prime "
+      "K]\n"
+      "                  [--prime-pps R] [--prime-only] [--ready-file F] [--delay]\n");
   exit(2);
 }
 
@@ -223,8 +226,8 @@ static void cpu_snapshot(struct cpu_snap* s) {
     unsigned long long v[10] = {0};
     int id = -1;
     if (line[3] == ' ') {
-      sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-             &v[4], &v[5], &v[6], &v[7]);
+      sscanf(line + 4, "%llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+             &v[5], &v[6], &v[7]);
       // user nice system idle iowait irq softirq steal (guest is inside user)
       s->busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
       s->softirq = v[6];
@@ -247,10 +250,11 @@ static void cpu_snapshot(struct cpu_snap* s) {
 
 static void print_cpu(const struct cpu_snap* a, const struct cpu_snap* b, double wall) {
   double hz = (double)sysconf(_SC_CLK_TCK);
-  printf(",\"cpu\":{\"wall_s\":%.4f,\"ncpu\":%ld,\"machine_busy_s\":%.3f,\"machine_softirq_s\":%.3f,"
-         "\"machine_total_s\":%.3f,\"per_cpu\":[",
-         wall, sysconf(_SC_NPROCESSORS_ONLN), (double)(b->busy - a->busy) / hz,
-         (double)(b->softirq - a->softirq) / hz, (double)(b->total - a->total) / hz);
+  printf(
+      ",\"cpu\":{\"wall_s\":%.4f,\"ncpu\":%ld,\"machine_busy_s\":%.3f,\"machine_softirq_s\":%.3f,"
+      "\"machine_total_s\":%.3f,\"per_cpu\":[",
+      wall, sysconf(_SC_NPROCESSORS_ONLN), (double)(b->busy - a->busy) / hz,
+      (double)(b->softirq - a->softirq) / hz, (double)(b->total - a->total) / hz);
   for (int c = 0; c < b->ncpu; c++) {
     printf("%s{\"user\":%.2f,\"sys\":%.2f,\"irq\":%.2f,\"steal\":%.2f,\"idle\":%.2f}", c ? "," : "",
            (double)(b->cpu[c][0] - a->cpu[c][0]) / hz, (double)(b->cpu[c][1] - a->cpu[c][1]) / hz,
@@ -282,19 +286,32 @@ static int cmd_send(int argc, char** argv) {
     }
     const char* v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) usage();
-    if (!strcmp(a, "--targets")) targets = v;
-    else if (!strcmp(a, "--dst")) dst = v;
-    else if (!strcmp(a, "--streams")) streams = atoi(v);
-    else if (!strcmp(a, "--bind")) bind_ip = v;
-    else if (!strcmp(a, "--sport-base")) sport_base = atoi(v);
-    else if (!strcmp(a, "--pps")) pps = atof(v);
-    else if (!strcmp(a, "--duration")) duration = atof(v);
-    else if (!strcmp(a, "--burst")) burst = atoi(v);
-    else if (!strcmp(a, "--count")) count = atol(v);
-    else if (!strcmp(a, "--pt")) pt = atoi(v);
-    else if (!strcmp(a, "--run-id")) run_id = (uint32_t)strtoul(v, NULL, 0);
-    else if (!strcmp(a, "--cpu-pids")) cpu_pids = v;
-    else usage();
+    if (!strcmp(a, "--targets"))
+      targets = v;
+    else if (!strcmp(a, "--dst"))
+      dst = v;
+    else if (!strcmp(a, "--streams"))
+      streams = atoi(v);
+    else if (!strcmp(a, "--bind"))
+      bind_ip = v;
+    else if (!strcmp(a, "--sport-base"))
+      sport_base = atoi(v);
+    else if (!strcmp(a, "--pps"))
+      pps = atof(v);
+    else if (!strcmp(a, "--duration"))
+      duration = atof(v);
+    else if (!strcmp(a, "--burst"))
+      burst = atoi(v);
+    else if (!strcmp(a, "--count"))
+      count = atol(v);
+    else if (!strcmp(a, "--pt"))
+      pt = atoi(v);
+    else if (!strcmp(a, "--run-id"))
+      run_id = (uint32_t)strtoul(v, NULL, 0);
+    else if (!strcmp(a, "--cpu-pids"))
+      cpu_pids = v;
+    else
+      usage();
     i++;
   }
   if (streams <= 0 || (!targets && !dst)) usage();
@@ -337,8 +354,10 @@ static int cmd_send(int argc, char** argv) {
     set_bufsize(fd, SO_SNDBUFFORCE, SO_SNDBUF, 1 << 20);
     addr_t sa = bind_addr;
     uint16_t port = htons((uint16_t)(sport_base ? sport_base + i : 0));
-    if (sa.sa.sa_family == AF_INET6) sa.v6.sin6_port = port;
-    else sa.v4.sin_port = port;
+    if (sa.sa.sa_family == AF_INET6)
+      sa.v6.sin6_port = port;
+    else
+      sa.v4.sin_port = port;
     if (bind(fd, &sa.sa, addr_len(&sa))) die("bind");
     if (connect(fd, &tgt[i].sa, addr_len(&tgt[i]))) die("connect");
     fds[i] = fd;
@@ -409,8 +428,10 @@ static int cmd_send(int argc, char** argv) {
       deficit -= n;
       if (r > 0) sent += r;
       if (r < n) {
-        if (r < 0 && (errno == EAGAIN || errno == ENOBUFS)) would_block += n;
-        else errors += n - (r > 0 ? r : 0);
+        if (r < 0 && (errno == EAGAIN || errno == ENOBUFS))
+          would_block += n;
+        else
+          errors += n - (r > 0 ? r : 0);
       }
       if (++cur == streams) cur = 0;
     }
@@ -418,11 +439,12 @@ static int cmd_send(int argc, char** argv) {
   double t1 = now_mono();
   cpu_snapshot(&c1);
   double wall = t1 - t0;
-  printf("{\"role\":\"send\",\"streams\":%d,\"burst\":%d,\"pt\":%d,\"run_id\":%u,"
-         "\"target_pps\":%.0f,\"duration_s\":%.4f,\"attempted\":%lld,\"sent\":%lld,"
-         "\"send_errors\":%lld,\"send_wouldblock\":%lld,\"offered_pps\":%.1f",
-         streams, burst, pt, run_id, pps, wall, attempted, sent, errors, would_block,
-         wall > 0 ? (double)sent / wall : 0.0);
+  printf(
+      "{\"role\":\"send\",\"streams\":%d,\"burst\":%d,\"pt\":%d,\"run_id\":%u,"
+      "\"target_pps\":%.0f,\"duration_s\":%.4f,\"attempted\":%lld,\"sent\":%lld,"
+      "\"send_errors\":%lld,\"send_wouldblock\":%lld,\"offered_pps\":%.1f",
+      streams, burst, pt, run_id, pps, wall, attempted, sent, errors, would_block,
+      wall > 0 ? (double)sent / wall : 0.0);
   print_cpu(&c0, &c1, wall);
   printf("}\n");
   fflush(stdout);
@@ -526,18 +548,30 @@ static int cmd_recv(int argc, char** argv) {
     }
     const char* v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) usage();
-    if (!strcmp(a, "--bind")) bind_s = v;
-    else if (!strcmp(a, "--streams")) streams = atoi(v);
-    else if (!strcmp(a, "--duration")) duration = atof(v);
-    else if (!strcmp(a, "--grace")) grace = atof(v);
-    else if (!strcmp(a, "--late")) late_s = atof(v);
-    else if (!strcmp(a, "--wait-first")) wait_first = atof(v);
-    else if (!strcmp(a, "--run-id")) run_id = (uint32_t)strtoul(v, NULL, 0);
-    else if (!strcmp(a, "--prime-targets")) prime_targets = v;
-    else if (!strcmp(a, "--prime")) prime = atoi(v);
-    else if (!strcmp(a, "--prime-pps")) prime_pps = atof(v);
-    else if (!strcmp(a, "--ready-file")) ready_file = v;
-    else usage();
+    if (!strcmp(a, "--bind"))
+      bind_s = v;
+    else if (!strcmp(a, "--streams"))
+      streams = atoi(v);
+    else if (!strcmp(a, "--duration"))
+      duration = atof(v);
+    else if (!strcmp(a, "--grace"))
+      grace = atof(v);
+    else if (!strcmp(a, "--late"))
+      late_s = atof(v);
+    else if (!strcmp(a, "--wait-first"))
+      wait_first = atof(v);
+    else if (!strcmp(a, "--run-id"))
+      run_id = (uint32_t)strtoul(v, NULL, 0);
+    else if (!strcmp(a, "--prime-targets"))
+      prime_targets = v;
+    else if (!strcmp(a, "--prime"))
+      prime = atoi(v);
+    else if (!strcmp(a, "--prime-pps"))
+      prime_pps = atof(v);
+    else if (!strcmp(a, "--ready-file"))
+      ready_file = v;
+    else
+      usage();
     i++;
   }
   if (!bind_s || streams <= 0) usage();
@@ -592,8 +626,7 @@ static int cmd_recv(int argc, char** argv) {
       for (int i = 0; i < streams; i++) {
         fill_packet(pkt, 13, (uint16_t)r, (uint32_t)r * 160u, (uint32_t)i, run_id);
         int fd = fds[per_stream ? i : 0];
-        if (sendto(fd, pkt, PKT_LEN, 0, &tgt[i].sa, addr_len(&tgt[i])) == PKT_LEN)
-          prime_sent++;
+        if (sendto(fd, pkt, PKT_LEN, 0, &tgt[i].sa, addr_len(&tgt[i])) == PKT_LEN) prime_sent++;
         double due = t0 + (double)(prime_sent + 1) / prime_pps;
         if (due > now_mono() + 0.0005) sleep_until(due);
       }
@@ -686,21 +719,23 @@ static int cmd_recv(int argc, char** argv) {
     if (mn < 0 || c < mn) mn = c;
     if (c > mx) mx = c;
   }
-  printf("{\"role\":\"recv\",\"streams\":%d,\"per_stream_sockets\":%s,\"run_id\":%u,"
-         "\"received\":%lld,\"in_window\":%lld,\"late\":%lld,\"window_s\":%.3f,\"streams_hit\":%lld,"
-         "\"per_stream_min\":%lld,\"per_stream_max\":%lld,\"rx_socket_drops\":%lld,"
-         "\"foreign\":%lld,\"prime_rx\":%lld,\"prime_sent\":%lld,\"got_first\":%s,"
-         "\"bins_100ms\":[",
-         streams, per_stream ? "true" : "false", run_id, st.total, st.in_window, st.late, duration, hit,
-         mn < 0 ? 0 : mn, mx, drops, st.foreign, st.prime_rx, prime_sent,
-         st.started ? "true" : "false");
+  printf(
+      "{\"role\":\"recv\",\"streams\":%d,\"per_stream_sockets\":%s,\"run_id\":%u,"
+      "\"received\":%lld,\"in_window\":%lld,\"late\":%lld,\"window_s\":%.3f,\"streams_hit\":%lld,"
+      "\"per_stream_min\":%lld,\"per_stream_max\":%lld,\"rx_socket_drops\":%lld,"
+      "\"foreign\":%lld,\"prime_rx\":%lld,\"prime_sent\":%lld,\"got_first\":%s,"
+      "\"bins_100ms\":[",
+      streams, per_stream ? "true" : "false", run_id, st.total, st.in_window, st.late, duration,
+      hit, mn < 0 ? 0 : mn, mx, drops, st.foreign, st.prime_rx, prime_sent,
+      st.started ? "true" : "false");
   for (int b = 0; b < st.nbins; b++) printf("%s%lld", b ? "," : "", st.bins[b]);
   printf("]");
   if (st.delay_us && st.delayed)
-    printf(",\"delay_us\":{\"packets\":%lld,\"p50\":%lld,\"p90\":%lld,\"p99\":%lld,"
-           "\"p999\":%lld,\"max\":%lld}",
-           st.delayed, delay_percentile(&st, 0.5), delay_percentile(&st, 0.9),
-           delay_percentile(&st, 0.99), delay_percentile(&st, 0.999), delay_percentile(&st, 1.0));
+    printf(
+        ",\"delay_us\":{\"packets\":%lld,\"p50\":%lld,\"p90\":%lld,\"p99\":%lld,"
+        "\"p999\":%lld,\"max\":%lld}",
+        st.delayed, delay_percentile(&st, 0.5), delay_percentile(&st, 0.9),
+        delay_percentile(&st, 0.99), delay_percentile(&st, 0.999), delay_percentile(&st, 1.0));
   printf("}\n");
   fflush(stdout);
   return 0;

@@ -49,8 +49,7 @@ bool NftForwarder::open_impl(Impl& im, const std::string& table_name, Ipv4 relay
     error = "kernel forwarding needs the relay's own IPv4 address, not 0.0.0.0";
     return false;
   }
-  if (relay_ip6 && (relay_ip6->is_v4() || relay_ip6->is_v4_mapped() ||
-                    relay_ip6->is_any())) {
+  if (relay_ip6 && (relay_ip6->is_v4() || relay_ip6->is_v4_mapped() || relay_ip6->is_any())) {
     error = "kernel forwarding needs the relay's own IPv6 address, not " + format_ip(*relay_ip6);
     return false;
   }

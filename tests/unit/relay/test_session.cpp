@@ -195,9 +195,9 @@ TEST_CASE("media_index answers one stream and leaves the others alone", "[sessio
                     const std::string& media, const std::string& index) {
     mp::protocol::RelayCommand c;
     c.name = "update";
-    c.headers = {{"type", type},         {"call_id", "call-1"},  {"cseq", std::to_string(cseq)},
-                 {"from_uri", "a@x"},    {"to_uri", "b@y"},      {"from_tag", "A"},
-                 {"user_agent", "UA"},   {"to_tag", to_tag},     {"media", media},
+    c.headers = {{"type", type},        {"call_id", "call-1"}, {"cseq", std::to_string(cseq)},
+                 {"from_uri", "a@x"},   {"to_uri", "b@y"},     {"from_tag", "A"},
+                 {"user_agent", "UA"},  {"to_tag", to_tag},    {"media", media},
                  {"media_index", index}};
     return f.engine->handle(c, 7);
   };
