@@ -1,8 +1,10 @@
 // Implementation of the shared nftables builders (nft_expr.h).
 #include "kernel/nft_expr.h"
 
-#include <linux/netlink.h>
 #include <netinet/in.h>
+// After netinet/in.h, which linux/netfilter.h's linux/in.h would clash with.
+#include <linux/netfilter.h>
+#include <linux/netlink.h>
 
 namespace mp::kernel::detail {
 
@@ -66,6 +68,28 @@ bool put_table(Batch& batch, uint16_t type, uint16_t flags, const std::string& n
   nlmsghdr* nlh = batch.add(type, flags, family);
   if (!nlh) return false;
   nftnl_table_nlmsg_build_payload(nlh, t.p);
+  batch.close(nlh);
+  return true;
+}
+
+bool put_base_chain(Batch& batch, const std::string& table, const char* name, uint32_t hook,
+                    int32_t prio, uint16_t family, const std::vector<std::string>& devices) {
+  Chain c(nftnl_chain_alloc());
+  nftnl_chain_set_str(c.p, NFTNL_CHAIN_TABLE, table.c_str());
+  nftnl_chain_set_str(c.p, NFTNL_CHAIN_NAME, name);
+  nftnl_chain_set_str(c.p, NFTNL_CHAIN_TYPE, "filter");
+  nftnl_chain_set_u32(c.p, NFTNL_CHAIN_HOOKNUM, hook);
+  nftnl_chain_set_s32(c.p, NFTNL_CHAIN_PRIO, prio);
+  nftnl_chain_set_u32(c.p, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+  std::vector<const char*> names;
+  if (family == NFPROTO_NETDEV) {
+    for (const auto& d : devices) names.push_back(d.c_str());
+    names.push_back(nullptr);
+    nftnl_chain_set_data(c.p, NFTNL_CHAIN_DEVICES, names.data(), 0);
+  }
+  nlmsghdr* nlh = batch.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, family);
+  if (!nlh) return false;
+  nftnl_chain_nlmsg_build_payload(nlh, c.p);
   batch.close(nlh);
   return true;
 }

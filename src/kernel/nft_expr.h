@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "kernel/nft_netlink.h"
 
@@ -58,6 +59,11 @@ void add_ipv4_udp_unfragmented(nftnl_rule* r);
 // `comment` when not empty. False when the batch has no room.
 bool put_table(Batch& batch, uint16_t type, uint16_t flags, const std::string& name,
                const std::string& comment, uint16_t family);
+// A NEWCHAIN message for base chain `name` of `table` (type filter, policy
+// accept) on hook `hook` at priority `prio`; a netdev chain is bound to
+// `devices`, others take none.
+bool put_base_chain(Batch& batch, const std::string& table, const char* name, uint32_t hook,
+                    int32_t prio, uint16_t family, const std::vector<std::string>& devices = {});
 // A NEWRULE message appending `r` (table and chain set) to its chain.
 bool put_rule(Batch& batch, nftnl_rule* r, uint16_t family);
 

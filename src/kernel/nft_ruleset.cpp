@@ -127,26 +127,6 @@ bool put_table(Batch& batch, uint16_t type, uint16_t flags, const std::string& n
   return detail::put_table(batch, type, flags, name, comment, kTableFamily);
 }
 
-bool put_chain(Batch& batch, const std::string& table, const char* name, uint32_t hook,
-               int32_t prio, const std::vector<std::string>& devices) {
-  Chain c(nftnl_chain_alloc());
-  nftnl_chain_set_str(c.p, NFTNL_CHAIN_TABLE, table.c_str());
-  nftnl_chain_set_str(c.p, NFTNL_CHAIN_NAME, name);
-  nftnl_chain_set_str(c.p, NFTNL_CHAIN_TYPE, "filter");
-  nftnl_chain_set_u32(c.p, NFTNL_CHAIN_HOOKNUM, hook);
-  nftnl_chain_set_s32(c.p, NFTNL_CHAIN_PRIO, prio);
-  nftnl_chain_set_u32(c.p, NFTNL_CHAIN_POLICY, NF_ACCEPT);
-  std::vector<const char*> names;
-  for (const auto& d : devices) names.push_back(d.c_str());
-  names.push_back(nullptr);
-  nftnl_chain_set_data(c.p, NFTNL_CHAIN_DEVICES, names.data(), 0);
-  nlmsghdr* nlh = batch.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
-  if (!nlh) return false;
-  nftnl_chain_nlmsg_build_payload(nlh, c.p);
-  batch.close(nlh);
-  return true;
-}
-
 bool put_map(Batch& batch, const std::string& table, const char* name, uint32_t id,
              uint32_t key_type, uint32_t key_len, uint32_t key_order, uint32_t data_type,
              uint32_t data_len, uint32_t data_order, bool counter) {
@@ -290,7 +270,7 @@ bool put_ruleset(Batch& batch, const std::string& table, const RelayAddresses& r
          (!v6 ||
           put_map(batch, table, kFwd6Map, kFwd6Id, kFwd6KeyType, kFwd6KeyLen, kByteorderInvalid,
                   kFwd6ValueType, kFwd6ValueLen, kByteorderInvalid, true)) &&
-         put_chain(batch, table, kIngressChain, NF_NETDEV_INGRESS, 0, devices) &&
+         put_base_chain(batch, table, kIngressChain, NF_NETDEV_INGRESS, 0, kTableFamily, devices) &&
          put_rule(batch, table, kIngressChain, kIngressComment,
                   [&](nftnl_rule* r) { fill_ingress(r); }) &&
          (!v6 || put_rule(batch, table, kIngressChain, kIngress6Comment,
@@ -299,7 +279,7 @@ bool put_ruleset(Batch& batch, const std::string& table, const RelayAddresses& r
 
 bool put_ingress_devices(Batch& batch, const std::string& table,
                          const std::vector<std::string>& devices) {
-  return put_chain(batch, table, kIngressChain, NF_NETDEV_INGRESS, 0, devices);
+  return put_base_chain(batch, table, kIngressChain, NF_NETDEV_INGRESS, 0, kTableFamily, devices);
 }
 
 bool put_delete_table(Batch& batch, const std::string& table) {

@@ -25,7 +25,6 @@ namespace mp::kernel {
 using detail::add_ipv4_udp_unfragmented;
 using detail::Batch;
 using detail::BatchError;
-using detail::Chain;
 using detail::cmp;
 using detail::cmp_eq;
 using detail::describe_errno;
@@ -90,21 +89,6 @@ bool put_family_rule(Batch& batch, const std::string& table, bool v6, const uint
 bool put_table(Batch& batch, uint16_t type, uint16_t flags, const std::string& name,
                const std::string& comment) {
   return detail::put_table(batch, type, flags, name, comment, kInet);
-}
-
-bool put_chain(Batch& batch, const std::string& table) {
-  Chain c(nftnl_chain_alloc());
-  nftnl_chain_set_str(c.p, NFTNL_CHAIN_TABLE, table.c_str());
-  nftnl_chain_set_str(c.p, NFTNL_CHAIN_NAME, kChain);
-  nftnl_chain_set_str(c.p, NFTNL_CHAIN_TYPE, "filter");
-  nftnl_chain_set_u32(c.p, NFTNL_CHAIN_HOOKNUM, NF_INET_PRE_ROUTING);
-  nftnl_chain_set_s32(c.p, NFTNL_CHAIN_PRIO, NF_IP_PRI_MANGLE);
-  nftnl_chain_set_u32(c.p, NFTNL_CHAIN_POLICY, NF_ACCEPT);
-  nlmsghdr* nlh = batch.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, kInet);
-  if (!nlh) return false;
-  nftnl_chain_nlmsg_build_payload(nlh, c.p);
-  batch.close(nlh);
-  return true;
 }
 
 constexpr const char* kCommentPrefix = "mediaproxy relay ";
@@ -197,7 +181,9 @@ std::unique_ptr<NftTproxy> NftTproxy::create(const std::string& name, Ipv4 relay
         // is replaced within this transaction.
         return put_table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, name, "") &&
                put_table(b, NFT_MSG_DELTABLE, 0, name, "") &&
-               put_table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, name, comment) && put_chain(b, name) &&
+               put_table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, name, comment) &&
+               detail::put_base_chain(b, name, kChain, NF_INET_PRE_ROUTING, NF_IP_PRI_MANGLE,
+                                      kInet) &&
                put_family_rule(b, name, false, v4, port, port_lo, port_hi) &&
                (!relay_ip6 ||
                 put_family_rule(b, name, true, relay_ip6->bytes.data(), port6, port_lo, port_hi));
