@@ -41,6 +41,7 @@
 #include "metrics/http_server.h"
 #include "relay/dispatcher_client.h"
 #include "relay/relay_engine.h"
+#include "relay/tproxy_socket.h"
 #include "tls/passport.h"
 #include "tls/tls_context.h"
 
@@ -223,9 +224,17 @@ int run_server(Config cfg, bool foreground, bool upgrade) {
       LOG_WARN("upgrade: unknown socket '%s' closed", log_safe(h.what).c_str());
       ::close(h.fd);
     }
-    LOG_INFO("upgrade: took over %zu media socket(s), %s and %zu module connection(s)",
-             handed_media.size(), handed_listener >= 0 ? "the module socket" : "no module socket",
-             handed_connections.size());
+    // The media_receive sockets travel as media sockets; counted apart.
+    size_t tproxy = 0;
+    for (const auto& [local, fd] : handed_media) {
+      IpEndpoint bound;
+      if (relay::is_tproxy_socket(fd, bound)) ++tproxy;
+    }
+    LOG_INFO("upgrade: took over %zu media socket(s), %s and %zu module connection(s)%s",
+             handed_media.size() - tproxy,
+             handed_listener >= 0 ? "the module socket" : "no module socket",
+             handed_connections.size(),
+             tproxy ? ("; " + std::to_string(tproxy) + " tproxy receive socket(s)").c_str() : "");
   }
   if (has_relay) {
     p.engine = std::make_unique<relay::RelayEngine>(p.loop, cfg.relay, relay_ip);

@@ -227,6 +227,8 @@ def test_upgrade_takes_over_sockets_of_both_families(mp_factory):
     assert mp.upgrade() == 0, "the old process exits cleanly"
     log = mp.stderr_text()
     assert "upgrade: took over 4 media socket(s)" in log, log
+    if "media receive: every media port through one socket" in log:  # one per family
+        assert "; 2 tproxy receive socket(s)" in log, log
     assert "1 session(s) restored, 0 not" in log
     cross_exchange(caller, (V4, q), callee, (V6, p), 5)
     assert d.remove() == "removed"

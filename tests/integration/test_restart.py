@@ -213,11 +213,11 @@ def test_upgrade_takes_over_sockets_connections_and_calls(mp_factory):
     missing = [i for i, pkt in enumerate(sent) if pkt not in got]
     assert not missing, f"{len(missing)} of {len(sent)} lost, first at {missing[:5]}"
     log = mp.stderr_text()
-    # Four ports per call, and the tproxy receive socket where media_receive
-    # = auto found it (as root).
-    media = 8 + ("media receive: every media port through one socket" in log)
-    assert f"upgrade: took over {media} media socket(s), the module socket and 1 module " \
-        "connection(s)" in log, log
+    assert "upgrade: took over 8 media socket(s), the module socket and 1 module connection(s)" \
+        in log, log
+    # And the tproxy receive socket where media_receive = auto found it (root).
+    if "media receive: every media port through one socket" in log:
+        assert "1 module connection(s); 1 tproxy receive socket(s)" in log, log
     assert "2 session(s) restored, 0 not" in log
     # The module's connection from before the upgrade is served by the new process.
     for d, *_ in calls:
