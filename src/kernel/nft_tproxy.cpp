@@ -11,6 +11,8 @@
 #include <linux/netfilter_ipv4.h>
 #include <linux/netlink.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -97,21 +99,41 @@ std::string ports_part(uint16_t port_lo, uint16_t port_hi) {
   return ": media ports " + std::to_string(port_lo) + "-" + std::to_string(port_hi) +
          " to one socket per family";
 }
+constexpr const char* kAtPort = " at port ";
 
+// "mediaproxy relay IP[ and IP6]: media ports LO-HI to one socket per
+// family at port PORT" (PORT: the IPv4 tproxy socket's).
 std::string comment_of(Ipv4 relay_ip, const std::optional<IpAddress>& relay_ip6, uint16_t port_lo,
-                       uint16_t port_hi) {
+                       uint16_t port_hi, uint16_t port) {
   std::string comment = kCommentPrefix + format_ipv4(relay_ip);
   if (relay_ip6) comment += " and " + format_ip(*relay_ip6);
-  return comment + ports_part(port_lo, port_hi);
+  return comment + ports_part(port_lo, port_hi) + kAtPort + std::to_string(port);
+}
+
+// Whether a socket is bound to relay_ip:port now (a bind there fails).
+bool port_in_use(Ipv4 relay_ip, uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  std::memcpy(&sa.sin_addr, &relay_ip.be, 4);
+  const bool in_use =
+      ::bind(fd, reinterpret_cast<const sockaddr*>(&sa), sizeof sa) != 0 && errno == EADDRINUSE;
+  ::close(fd);
+  return in_use;
 }
 
 // Whether table inet `name` may be replaced or deleted by the relay at
-// `relay_ip` with media ports [port_lo, port_hi]: there is none, or its
-// comment names that address and those ports (its IPv6 address may have
-// changed). Otherwise false with the reason: another relay instance on this
-// host (or something else) made it, and it is left alone.
+// `relay_ip` with media ports [port_lo, port_hi] whose tproxy socket has
+// port `own_port` (0: none): there is none, or its comment names that
+// address and those ports (its IPv6 address may have changed) and the
+// socket it steers to is `own_port` or gone (a crash left it). Otherwise
+// false with the reason: another relay instance on this host (or something
+// else) made it, or one with the same address and ports runs, and it is
+// left alone.
 bool may_replace(Netlink& nl, const std::string& name, Ipv4 relay_ip, uint16_t port_lo,
-                 uint16_t port_hi, std::string& error) {
+                 uint16_t port_hi, uint16_t own_port, std::string& error) {
   alignas(nlmsghdr) char buf[512];
   nlmsghdr* req = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETTABLE, kInet, NLM_F_ACK, nl.take_seq());
   mnl_attr_put_strz(req, NFTA_TABLE_NAME, name.c_str());
@@ -126,28 +148,46 @@ bool may_replace(Netlink& nl, const std::string& name, Ipv4 relay_ip, uint16_t p
   }
   const std::string who = kCommentPrefix + format_ipv4(relay_ip);
   const std::string ports = ports_part(port_lo, port_hi);
-  const bool ours = parsed && comment.size() >= who.size() + ports.size() &&
-                    comment.compare(0, who.size(), who) == 0 &&
-                    comment.compare(comment.size() - ports.size(), ports.size(), ports) == 0 &&
-                    (comment[who.size()] == ' ' || comment[who.size()] == ':');
-  if (ours) return true;
-  error = "nftables table inet " + name + " exists and is not this relay's (" +
-          (comment.empty() ? std::string("it has no comment")
-                           : "its comment: \"" + log_safe(comment, 120) + "\"") +
-          "); it is left alone: set a different nft_table for the relay at " +
-          format_ipv4(relay_ip) + " with ports " + std::to_string(port_lo) + "-" +
-          std::to_string(port_hi);
-  return false;
+  const size_t at = comment.find(ports);
+  const bool ours =
+      parsed && comment.compare(0, who.size(), who) == 0 && comment.size() > who.size() &&
+      (comment[who.size()] == ' ' || comment[who.size()] == ':') && at != std::string::npos;
+  const std::string left_alone = "; it is left alone: set a different nft_table for the relay at " +
+                                 format_ipv4(relay_ip) + " with ports " + std::to_string(port_lo) +
+                                 "-" + std::to_string(port_hi);
+  if (!ours) {
+    error = "nftables table inet " + name + " exists and is not this relay's (" +
+            (comment.empty() ? std::string("it has no comment")
+                             : "its comment: \"" + log_safe(comment, 120) + "\"") +
+            ")" + left_alone;
+    return false;
+  }
+  uint32_t steered = 0;
+  const size_t number = at + ports.size() + std::strlen(kAtPort);
+  if (comment.compare(at + ports.size(), std::strlen(kAtPort), kAtPort) == 0)
+    for (size_t i = number;
+         i < comment.size() && i < number + 5 && comment[i] >= '0' && comment[i] <= '9'; ++i)
+      steered = steered * 10 + static_cast<uint32_t>(comment[i] - '0');
+  if (steered > 0 && steered <= 65535 && steered != own_port &&
+      port_in_use(relay_ip, static_cast<uint16_t>(steered))) {
+    error = "nftables table inet " + name + " steers to " + format_ipv4(relay_ip) + ":" +
+            std::to_string(steered) +
+            ", a socket that is bound: another relay with this address and these ports is "
+            "running" +
+            left_alone;
+    return false;
+  }
+  return true;
 }
 
 bool delete_table(const std::string& name, Ipv4 relay_ip, uint16_t port_lo, uint16_t port_hi,
-                  std::string& error) {
+                  uint16_t own_port, std::string& error) {
   Netlink nl;
   if (int err = nl.open()) {
     error = describe_errno(err, "cannot open a netlink socket to nf_tables");
     return false;
   }
-  if (!may_replace(nl, name, relay_ip, port_lo, port_hi, error)) return false;
+  if (!may_replace(nl, name, relay_ip, port_lo, port_hi, own_port, error)) return false;
   Batch batch;
   BatchError be;
   const int err = nl.transact(
@@ -168,8 +208,8 @@ std::unique_ptr<NftTproxy> NftTproxy::create(const std::string& name, Ipv4 relay
     error = describe_errno(err, "cannot open a netlink socket to nf_tables");
     return nullptr;
   }
-  if (!may_replace(nl, name, relay_ip, port_lo, port_hi, error)) return nullptr;
-  const std::string comment = comment_of(relay_ip, relay_ip6, port_lo, port_hi);
+  if (!may_replace(nl, name, relay_ip, port_lo, port_hi, port, error)) return nullptr;
+  const std::string comment = comment_of(relay_ip, relay_ip6, port_lo, port_hi, port);
   uint8_t v4[4];
   std::memcpy(v4, &relay_ip.be, 4);
   Batch batch;
@@ -197,18 +237,19 @@ std::unique_ptr<NftTproxy> NftTproxy::create(const std::string& name, Ipv4 relay
           "CONFIG_NFT_SOCKET)";
     return nullptr;
   }
-  return std::unique_ptr<NftTproxy>(new NftTproxy(name, relay_ip, port_lo, port_hi));
+  return std::unique_ptr<NftTproxy>(new NftTproxy(name, relay_ip, port_lo, port_hi, port));
 }
 
 bool NftTproxy::remove(const std::string& name, Ipv4 relay_ip, uint16_t port_lo, uint16_t port_hi,
                        std::string& error) {
-  return delete_table(name, relay_ip, port_lo, port_hi, error);
+  return delete_table(name, relay_ip, port_lo, port_hi, 0, error);
 }
 
 NftTproxy::~NftTproxy() {
   if (keep_) return;
   std::string error;
-  if (!delete_table(name_, relay_ip_, port_lo_, port_hi_, error)) LOG_WARN("%s", error.c_str());
+  if (!delete_table(name_, relay_ip_, port_lo_, port_hi_, port_, error))
+    LOG_WARN("%s", error.c_str());
 }
 
 }  // namespace mp::kernel

@@ -37,17 +37,20 @@ class NftTproxy {
  public:
   // Creates table `inet <name>` as above, or replaces one of that name in
   // the same transaction (no moment without a rule) if its comment names
-  // `relay_ip` and the same ports (one left by this relay); a table of
-  // another relay instance on the host, or not a relay's, is left alone and
-  // refused. The IPv6 rule
+  // `relay_ip` and the same ports and the socket it steers to is `port` or
+  // bound by no one (one left by this relay: a live upgrade hands that
+  // socket over, a crash closes it); a table of another relay instance on
+  // the host, of a running one with the same address and ports, or not a
+  // relay's, is left alone and refused. The IPv6 rule
   // only with `relay_ip6`. nullptr with the reason on failure.
   static std::unique_ptr<NftTproxy> create(const std::string& name, Ipv4 relay_ip, uint16_t port,
                                            const std::optional<IpAddress>& relay_ip6,
                                            uint16_t port6, uint16_t port_lo, uint16_t port_hi,
                                            std::string& error);
   // Deletes table `inet <name>` if there is one and it is that of the relay
-  // at `relay_ip` with those ports. False with the reason if it is another's
-  // or nf_tables refused (other than: no such table).
+  // at `relay_ip` with those ports, left behind (its socket bound by no
+  // one). False with the reason if it is another's or nf_tables refused
+  // (other than: no such table).
   static bool remove(const std::string& name, Ipv4 relay_ip, uint16_t port_lo, uint16_t port_hi,
                      std::string& error);
 
@@ -59,11 +62,15 @@ class NftTproxy {
   const std::string& name() const { return name_; }
 
  private:
-  NftTproxy(std::string name, Ipv4 relay_ip, uint16_t port_lo, uint16_t port_hi)
-      : name_(std::move(name)), relay_ip_(relay_ip), port_lo_(port_lo), port_hi_(port_hi) {}
+  NftTproxy(std::string name, Ipv4 relay_ip, uint16_t port_lo, uint16_t port_hi, uint16_t port)
+      : name_(std::move(name)),
+        relay_ip_(relay_ip),
+        port_lo_(port_lo),
+        port_hi_(port_hi),
+        port_(port) {}
   std::string name_;
   Ipv4 relay_ip_;
-  uint16_t port_lo_, port_hi_;
+  uint16_t port_lo_, port_hi_, port_;
   bool keep_ = false;
 };
 

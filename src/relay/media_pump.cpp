@@ -168,13 +168,15 @@ std::vector<std::pair<IpEndpoint, int>> MediaPump::release_tproxy_sockets() {
 
 bool MediaPump::set_ports_transparent(bool on, std::string& error) {
   transparent_ports_ = on;
-  for (int v6 = 0; v6 < 2 && on; ++v6)
+  for (int v6 = 0; v6 < 2; ++v6)
     for (MediaSocket* s : by_port_[v6])
       if (s)
-        if (int err = make_transparent(s->fd_, v6 ? AF_INET6 : AF_INET)) {
+        if (int err = make_transparent(s->fd_, v6 ? AF_INET6 : AF_INET, on)) {
+          if (!on) continue;  // as plain as it can be made
           error = "cannot make the media port socket " + format_ip_endpoint(s->local_) +
                   " transparent: " + std::strerror(err);
-          transparent_ports_ = false;
+          std::string ignored;
+          set_ports_transparent(false, ignored);
           return false;
         }
   return true;

@@ -141,8 +141,8 @@ class MediaPump {
   size_t tproxy_sockets() const;
   // With `on`, makes every port socket watched now transparent, so that
   // the tproxy rule steers their datagrams (tproxy_socket.h), and tells
-  // MediaSocket::open() to make new ones so; false with the reason (and off
-  // again) if the kernel refused one. Off: new sockets stay plain.
+  // MediaSocket::open() to make new ones so; false with the reason (and all
+  // plain again) if the kernel refused one. Off: all plain.
   bool set_ports_transparent(bool on, std::string& error);
   bool ports_transparent() const { return transparent_ports_; }
   // Frees `s` now, or at the end of the current pass if one is running.

@@ -57,8 +57,7 @@ bool RelayEngine::start_tproxy(std::string& error) {
   inherited_tproxy_[0] = inherited_tproxy_[1] = -1;
   IpEndpoint bound[2];
   const bool v6 = ctx_.relay_ip6.has_value();
-  // The ports first: the rule steers only what reaches a transparent socket.
-  bool ok = pump_->set_ports_transparent(true, why);
+  bool ok = true;
   for (int f = 0; f < (v6 ? 2 : 1) && ok; ++f) {
     const IpAddress ip = f == 0 ? IpAddress(ctx_.relay_ip) : *ctx_.relay_ip6;
     if (fd[f] >= 0 && is_tproxy_socket(fd[f], bound[f]) && bound[f].ip == ip) continue;
@@ -73,8 +72,13 @@ bool RelayEngine::start_tproxy(std::string& error) {
   }
   for (int f = 0; f < 2 && ok; ++f)
     if (fd[f] >= 0 && (ok = pump_->add_tproxy_socket(fd[f], bound[f], why))) fd[f] = -1;
+  // The port sockets last: the rule steers only what would reach a
+  // transparent one, so nothing is steered before the pump reads the tproxy
+  // sockets, and nothing at all if any step failed.
+  if (ok) ok = pump_->set_ports_transparent(true, why);
   if (!ok) {
-    tproxy_table_.reset();  // nothing steered to sockets the pump does not read
+    tproxy_table_.reset();            // nothing steered to sockets the pump does not read
+    pump_->release_tproxy_sockets();  // closed with the pump
     for (int f = 0; f < 2; ++f)
       if (fd[f] >= 0) ::close(fd[f]);
     std::string ignored;

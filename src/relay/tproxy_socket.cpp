@@ -102,12 +102,12 @@ bool is_tproxy_socket(int fd, IpEndpoint& bound) {
   return true;
 }
 
-int make_transparent(int fd, int family) {
-  const int on = 1;
-  return ::setsockopt(fd, transparent_level(family), transparent_option(family), &on, sizeof on) ==
-                 0
-             ? 0
-             : errno;
+int make_transparent(int fd, int family, bool on) {
+  const int value = on ? 1 : 0;
+  if (::setsockopt(fd, transparent_level(family), transparent_option(family), &value,
+                   sizeof value) != 0)
+    return errno;
+  return 0;
 }
 
 uint16_t original_destination_port(const msghdr& received) {

@@ -43,10 +43,10 @@ int open_tproxy_socket(const IpAddress& ip, uint16_t avoid_lo, uint16_t avoid_hi
 // destination), and its bound address in `bound`.
 bool is_tproxy_socket(int fd, IpEndpoint& bound);
 
-// Makes a port's socket of `family` transparent, which is what the tproxy
-// rule asks of the socket a datagram would otherwise reach before steering
-// it (kernel/nft_tproxy.h). 0 or errno.
-int make_transparent(int fd, int family);
+// Makes a port's socket of `family` transparent (or, `on` false, plain
+// again), which is what the tproxy rule asks of the socket a datagram would
+// otherwise reach before steering it (kernel/nft_tproxy.h). 0 or errno.
+int make_transparent(int fd, int family, bool on = true);
 
 // The destination port a received datagram was addressed to, from its
 // IP_ORIGDSTADDR or IPV6_ORIGDSTADDR control message; 0 if it has none.

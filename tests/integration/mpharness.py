@@ -63,6 +63,10 @@ DEFAULTS: Dict[str, Dict[str, str]] = {
         # Loopback cannot exercise the kernel path (tests/kernel does, in
         # namespaces); pin userspace so the host's nftables state is irrelevant.
         "forwarding": "userspace",
+        # Run as root, the relay receives through an nftables tproxy table
+        # (media_receive = auto): one per xdist worker, so that parallel
+        # workers' relays on 127.0.0.1 do not find each other's.
+        "nft_table": f"mp_it_{PORT_BASE}",
     },
 }
 OPTION_SECTION = {opt: sec for sec, opts in DEFAULTS.items() for opt in opts}

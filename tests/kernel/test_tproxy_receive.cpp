@@ -165,6 +165,18 @@ TEST_CASE("through the tproxy socket, every port's datagrams reach their owner")
     CHECK(r.pump->tproxy_received() == kPorts * kRounds + 1);
     CHECK(r.pump->tproxy_unclaimed() == 0);
   }
+  SECTION("port sockets made plain again are not steered") {
+    std::string error;
+    {
+      InNs in(g_topo.rly_fd);
+      REQUIRE(r.pump->set_ports_transparent(false, error));
+    }
+    send_any(phone, IpEndpoint(relay, static_cast<uint16_t>(kLo + 8)), "plain");
+    r.run_until(kPorts * kRounds + 1);
+    CHECK(r.rec.got[8].back().second == "plain");
+    CHECK(r.pump->tproxy_received() == kPorts * kRounds);  // read by the port's own socket
+    CHECK(r.pump->received() == kPorts * kRounds + 1);
+  }
   SECTION("a port socket opened after the rule is steered too") {
     int err = 0;
     MediaSocket* late;
@@ -260,6 +272,17 @@ TEST_CASE("the tproxy table of another relay instance is left alone") {
   REQUIRE(again != nullptr);
   CHECK(kt::nft("list table inet " + std::string(table)).find("39002") != std::string::npos);
   first->keep_table_on_exit(true);  // the table it made is gone already
+  // A running instance with the same address and ports: its socket is bound.
+  {
+    Sock live = udp(g_topo.rly_fd, kRelayIp, 39002);
+    InNs back(g_topo.rly_fd);  // udp() left for the home namespace
+    auto twin = NftTproxy::create(table, kRelayIp, 39004, std::nullopt, 0, kLo, kHi, error);
+    CHECK(twin == nullptr);
+    CHECK(error.find("is running") != std::string::npos);
+    CHECK_FALSE(NftTproxy::remove(table, kRelayIp, kLo, kHi, error));
+    CHECK(kt::nft("list table inet " + std::string(table)).find("39002") != std::string::npos);
+  }
+  InNs still(g_topo.rly_fd);  // `back` left for the home namespace
   again.reset();
   CHECK_FALSE(inet_table());
   // A table that is not a relay's.
