@@ -72,6 +72,10 @@ std::string bin(const char (&text)[N]) {
 
 const std::vector<std::string>& seeds() {
   static const std::vector<std::string> kSeeds = {
+      // tproxy table comments (kernel/tproxy_comment.h), with and without IPv6 and port.
+      "mediaproxy relay 10.0.0.1: media ports 40000-59999 to one socket per family at port 33117",
+      "mediaproxy relay 10.0.0.1 and 2001:db8::7: media ports 40000-59999 to one socket per "
+      "family",
       // IPv6 media items: bracketed (relay protocol), bare (Kamailio's module).
       "audio:[2001:db8::5]:6000:sendrecv:ice=no,video:[::]:0:inactive",
       "audio:2001:db8::23:49170:sendrecv:ice=no,video:::1:5000:recvonly",

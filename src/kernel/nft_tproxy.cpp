@@ -21,6 +21,7 @@
 #include "kernel/nft_expr.h"
 #include "kernel/nft_netlink.h"
 #include "kernel/nft_ruleset.h"
+#include "kernel/tproxy_comment.h"
 
 namespace mp::kernel {
 
@@ -93,23 +94,6 @@ bool put_table(Batch& batch, uint16_t type, uint16_t flags, const std::string& n
   return detail::put_table(batch, type, flags, name, comment, kInet);
 }
 
-constexpr const char* kCommentPrefix = "mediaproxy relay ";
-
-std::string ports_part(uint16_t port_lo, uint16_t port_hi) {
-  return ": media ports " + std::to_string(port_lo) + "-" + std::to_string(port_hi) +
-         " to one socket per family";
-}
-constexpr const char* kAtPort = " at port ";
-
-// "mediaproxy relay IP[ and IP6]: media ports LO-HI to one socket per
-// family at port PORT" (PORT: the IPv4 tproxy socket's).
-std::string comment_of(Ipv4 relay_ip, const std::optional<IpAddress>& relay_ip6, uint16_t port_lo,
-                       uint16_t port_hi, uint16_t port) {
-  std::string comment = kCommentPrefix + format_ipv4(relay_ip);
-  if (relay_ip6) comment += " and " + format_ip(*relay_ip6);
-  return comment + ports_part(port_lo, port_hi) + kAtPort + std::to_string(port);
-}
-
 // Whether a socket is bound to relay_ip:port now (a bind there fails).
 bool port_in_use(Ipv4 relay_ip, uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -146,30 +130,20 @@ bool may_replace(Netlink& nl, const std::string& name, Ipv4 relay_ip, uint16_t p
     error = describe_errno(err, "cannot read nftables table inet " + name);
     return false;
   }
-  const std::string who = kCommentPrefix + format_ipv4(relay_ip);
-  const std::string ports = ports_part(port_lo, port_hi);
-  const size_t at = comment.find(ports);
-  const bool ours =
-      parsed && comment.compare(0, who.size(), who) == 0 && comment.size() > who.size() &&
-      (comment[who.size()] == ' ' || comment[who.size()] == ':') && at != std::string::npos;
+  const auto owner = parsed ? parse_tproxy_comment(comment) : std::nullopt;
   const std::string left_alone = "; it is left alone: set a different nft_table for the relay at " +
                                  format_ipv4(relay_ip) + " with ports " + std::to_string(port_lo) +
                                  "-" + std::to_string(port_hi);
-  if (!ours) {
+  if (!owner || owner->relay_ip != relay_ip || owner->port_lo != port_lo ||
+      owner->port_hi != port_hi) {
     error = "nftables table inet " + name + " exists and is not this relay's (" +
             (comment.empty() ? std::string("it has no comment")
                              : "its comment: \"" + log_safe(comment, 120) + "\"") +
             ")" + left_alone;
     return false;
   }
-  uint32_t steered = 0;
-  const size_t number = at + ports.size() + std::strlen(kAtPort);
-  if (comment.compare(at + ports.size(), std::strlen(kAtPort), kAtPort) == 0)
-    for (size_t i = number;
-         i < comment.size() && i < number + 5 && comment[i] >= '0' && comment[i] <= '9'; ++i)
-      steered = steered * 10 + static_cast<uint32_t>(comment[i] - '0');
-  if (steered > 0 && steered <= 65535 && steered != own_port &&
-      port_in_use(relay_ip, static_cast<uint16_t>(steered))) {
+  const uint16_t steered = owner->port;
+  if (steered != 0 && steered != own_port && port_in_use(relay_ip, steered)) {
     error = "nftables table inet " + name + " steers to " + format_ipv4(relay_ip) + ":" +
             std::to_string(steered) +
             ", a socket that is bound: another relay with this address and these ports is "
@@ -209,7 +183,8 @@ std::unique_ptr<NftTproxy> NftTproxy::create(const std::string& name, Ipv4 relay
     return nullptr;
   }
   if (!may_replace(nl, name, relay_ip, port_lo, port_hi, port, error)) return nullptr;
-  const std::string comment = comment_of(relay_ip, relay_ip6, port_lo, port_hi, port);
+  const std::string comment =
+      format_tproxy_comment(TproxyTableOwner{relay_ip, relay_ip6, port_lo, port_hi, port});
   uint8_t v4[4];
   std::memcpy(v4, &relay_ip.be, 4);
   Batch batch;
