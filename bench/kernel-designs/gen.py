@@ -58,7 +58,7 @@ def gen(d, n):
         o.append(f"    meta mark & 0xff000000 == 0x6d000000 ip saddr set {R}\n  }}")
         o.append("}")
         return "\n".join(o) + "\n"
-    if d in ("nd2k", "nd2ke"):
+    if d in ("nd2k", "nd2kn", "nd2ke"):
         # the key carries the relay address too (no separate daddr compare) and both ports
         # as one 4-byte field: two payload loads fill it
         def kp(i):
@@ -68,8 +68,9 @@ def gen(d, n):
             sp, dp = 20000 + 4*i + 2, DPORT
             return f"{sp >> 8}.{sp & 255}.{dp >> 8}.{dp & 255}"
         o.append("table netdev kx {")
-        if d == "nd2k":
-            o.append("  map fwdm { type ipv4_addr . ipv4_addr . ipv4_addr : ipv4_addr . ipv4_addr . ipv4_addr . ipv4_addr . iface_index; counter;")
+        if d in ("nd2k", "nd2kn"):
+            cnt = "" if d == "nd2kn" else " counter;"
+            o.append(f"  map fwdm {{ type ipv4_addr . ipv4_addr . ipv4_addr : ipv4_addr . ipv4_addr . ipv4_addr . ipv4_addr . iface_index;{cnt}")
             o.append("    elements = { " + elems(n, lambda i: f"{S} . {R} . {kp(i)} : {R} . {D} . {pp(i)} . {D} . \"v-r\"") + " } }")
         else:
             macs = open(f"/tmp/kx-work/macs").read().strip()  # dst . src MAC as three ipv4_addr

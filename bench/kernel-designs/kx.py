@@ -44,7 +44,7 @@ def load(design, n):
     for dev in ("v-s", "v-r"):
         subprocess.run(["ip", "netns", "exec", "kx-rly", "sysctl", "-qw", f"net.ipv4.conf.{dev}.accept_local={al}"], check=True)
     subprocess.run(["ip", "netns", "exec", "kx-rly", "nft", "-f", path], check=True)
-    kr = {"ip1": "ip1", "ip1_nocnt": "ip1", "nd1": "nd1", "nd1t": "nd1t", "ip1p": "ip1p", "ip1s": "ip1s", "nd2": "nd2", "nd2e": "nd2e", "nd2p": "nd2p", "nd2k": "nd2k", "nd2ke": "nd2ke"}.get(design)
+    kr = {"ip1": "ip1", "ip1_nocnt": "ip1", "nd1": "nd1", "nd1t": "nd1t", "ip1p": "ip1p", "ip1s": "ip1s", "nd2": "nd2", "nd2e": "nd2e", "nd2p": "nd2p", "nd2k": "nd2k", "nd2kn": "nd2k", "nd2ke": "nd2ke"}.get(design)
     if kr:
         subprocess.run(["ip", "netns", "exec", "kx-rly", f"{K}/kxrule", kr, RELAY], check=True)
     _loaded[0] = (design, n)
