@@ -24,15 +24,6 @@ constexpr uint64_t kSweepIntervalMs = 60 * 1000;
 constexpr double kIdleBeforeSweep = 120;  // seconds a call state may outlive its session
 constexpr size_t kMaxQueuedPerCall = 64;
 
-std::string key_of(const std::string& call_id, const std::string& tag) {
-  std::string key;
-  key.reserve(call_id.size() + 1 + tag.size());  // one allocation
-  key += call_id;
-  key += '\n';
-  key += tag;
-  return key;
-}
-
 const char* verb_name(RtpproxyVerb v) {
   switch (v) {
     case RtpproxyVerb::Version:
@@ -98,10 +89,10 @@ void RtpproxyFrontEnd::count_error(int code) {
 }
 
 RtpproxyFrontEnd::Call* RtpproxyFrontEnd::find(const std::string& call_id, const std::string& tag,
-                                               std::string* key) {
+                                               CallKey* key) {
   auto ids = by_call_id_.find(call_id);
   if (ids == by_call_id_.end()) return nullptr;
-  for (const std::string& k : ids->second) {
+  for (const CallKey k : ids->second) {
     Call& c = calls_.at(k);
     if (c.tag[0] == tag || c.tag[1] == tag) {
       if (key) *key = k;
@@ -111,8 +102,7 @@ RtpproxyFrontEnd::Call* RtpproxyFrontEnd::find(const std::string& call_id, const
   return nullptr;
 }
 
-void RtpproxyFrontEnd::handle(const RtpproxyCommand& cmd, const std::string& client_ip,
-                              Reply reply) {
+void RtpproxyFrontEnd::handle(RtpproxyCommand cmd, const std::string& client_ip, Reply reply) {
   const char* verb = verb_name(cmd.verb);
   auto answer = [this, verb, &reply](std::string text) {
     ++commands_[std::string(verb) + (text.size() > 1 && text[0] == 'E' ? " error" : " ok")];
@@ -161,7 +151,7 @@ void RtpproxyFrontEnd::handle(const RtpproxyCommand& cmd, const std::string& cli
       break;
   }
 
-  std::string key;
+  CallKey key = 0;
   Call* call = find(cmd.call_id, cmd.from_tag.tag, &key);
   if (!call && cmd.to_tag) call = find(cmd.call_id, cmd.to_tag->tag, &key);
   if (!call) {
@@ -173,7 +163,7 @@ void RtpproxyFrontEnd::handle(const RtpproxyCommand& cmd, const std::string& cli
       answer(protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
       return;
     }
-    key = key_of(cmd.call_id, cmd.from_tag.tag);
+    key = next_key_++;
     Call& fresh = calls_[key];
     fresh.call_id = cmd.call_id;
     fresh.tag[0] = cmd.from_tag.tag;
@@ -181,27 +171,27 @@ void RtpproxyFrontEnd::handle(const RtpproxyCommand& cmd, const std::string& cli
     call = &fresh;
   }
   call->touched = now();
-  Reply counted = [this, verb, reply = std::move(reply)](std::string text) {
-    ++commands_[std::string(verb) + (!text.empty() && text[0] == 'E' ? " error" : " ok")];
-    reply(std::move(text));
-  };
-  Pending p{cmd, client_ip, std::move(counted)};
+  Pending p{std::move(cmd), client_ip, verb, std::move(reply)};
   if (call->busy) {
     if (call->queue.size() >= kMaxQueuedPerCall) {
       LOG_WARN("rtpproxy: more than %zu commands waiting for one call; answered E%d",
                kMaxQueuedPerCall, rtpp_error::kOverload);
-      p.reply(protocol::format_rtpproxy_error(rtpp_error::kOverload));
+      respond(p, protocol::format_rtpproxy_error(rtpp_error::kOverload));
       return;
     }
     call->queue.push_back(std::move(p));
     return;
   }
-  run(*call, std::move(p));
+  run(*call, key, std::move(p));
 }
 
-void RtpproxyFrontEnd::run(Call& call, Pending p) {
+void RtpproxyFrontEnd::respond(Pending& p, std::string text) {
+  ++commands_[std::string(p.verb) + (!text.empty() && text[0] == 'E' ? " error" : " ok")];
+  p.reply(std::move(text));
+}
+
+void RtpproxyFrontEnd::run(Call& call, CallKey key, Pending p) {
   call.busy = true;
-  const std::string key = key_of(call.call_id, call.tag[0]);
   switch (p.cmd.verb) {
     case RtpproxyVerb::Update:
       update(call, key, p);
@@ -220,30 +210,30 @@ void RtpproxyFrontEnd::run(Call& call, Pending p) {
 
 // Sends the reply, then starts the call's next queued command (if the call
 // still exists: a D or an expiry may have removed it).
-void RtpproxyFrontEnd::finish(const std::string& key, Reply& reply, std::string text) {
-  reply(std::move(text));
+void RtpproxyFrontEnd::finish(CallKey key, Pending& p, std::string text) {
+  respond(p, std::move(text));
   auto it = calls_.find(key);
   if (it == calls_.end()) return;
   Call& call = it->second;
   call.busy = false;
   if (call.queue.empty()) return;
   Pending next = std::move(call.queue.front());
-  call.queue.pop_front();
-  run(call, std::move(next));
+  call.queue.erase(call.queue.begin());  // at most kMaxQueuedPerCall: a short move
+  run(call, key, std::move(next));
 }
 
-void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
+void RtpproxyFrontEnd::update(Call& call, CallKey key, Pending& p) {
   const RtpproxyCommand& cmd = p.cmd;
   const unsigned n = cmd.from_tag.media_number ? cmd.from_tag.media_number : 1;
-  auto fail = [this, &key, &p, &call](int code, const char* why) {
+  auto fail = [this, key, &p, &call](int code, const char* why) {
     LOG_WARN("rtpproxy: %s for call %s answered E%d: %s", p.cmd.letters.c_str(),
              log_safe(p.cmd.call_id).c_str(), code, why);
     if (call.cseq[0] == 0 && call.cseq[1] == 0) {  // refused before it existed: no trace
       erase_call(key);
-      p.reply(protocol::format_rtpproxy_error(code));
+      respond(p, protocol::format_rtpproxy_error(code));
       return;
     }
-    finish(key, p.reply, protocol::format_rtpproxy_error(code));
+    finish(key, p, protocol::format_rtpproxy_error(code));
   };
   if (n > protocol::kMaxMediaItems) return fail(rtpp_error::kBadArgument, "media number too high");
   const std::optional<IpAddress> party_ip = rtpproxy_party_address(cmd);
@@ -292,15 +282,16 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
     int offerer;
     bool answered;
   };
-  Before before{call.cseq[side], call.sdp[side], call.offerer, call.answered};
-  if (!retransmission) {
+  Before before{call.cseq[side], {}, call.offerer, call.answered};
+  if (!retransmission) {  // (a retransmission's list equals call.sdp[side])
     ++call.cseq[side];
-    call.sdp[side] = list;
+    before.sdp = std::move(call.sdp[side]);
+    call.sdp[side] = std::move(list);
     call.offerer = side;
     call.answered = false;
   }
   std::string media;
-  for (const StreamSdp& s : list) {
+  for (const StreamSdp& s : call.sdp[side]) {
     if (!media.empty()) media += ',';
     media += s.known ? rtpproxy_media_item(s.ip, s.port, s.asymmetric)
                      : rtpproxy_media_item(party_ip->is_v4() ? "0.0.0.0" : "::", 0);
@@ -346,27 +337,27 @@ void RtpproxyFrontEnd::update(Call& call, const std::string& key, Pending& p) {
             // Nothing was allocated: forget the call (a flood of refused calls
             // leaves no state behind; a retry starts afresh).
             erase_call(key);
-            p.reply(protocol::format_rtpproxy_error(rtpp_error::kNoPorts));
+            respond(p, protocol::format_rtpproxy_error(rtpp_error::kNoPorts));
             return;
           }
-          finish(key, p.reply, protocol::format_rtpproxy_error(rtpp_error::kNoPorts));
+          finish(key, p, protocol::format_rtpproxy_error(rtpp_error::kNoPorts));
           return;
         }
         if (created) ++created_;
-        finish(key, p.reply,
+        finish(key, p,
                protocol::format_rtpproxy_port(port, ip, rtpproxy_reply_family_token(p.cmd, ip)));
       });
 }
 
-void RtpproxyFrontEnd::lookup(Call& call, const std::string& key, Pending& p) {
+void RtpproxyFrontEnd::lookup(Call& call, CallKey key, Pending& p) {
   const RtpproxyCommand& cmd = p.cmd;
   const unsigned n = cmd.to_tag && cmd.to_tag->media_number ? cmd.to_tag->media_number
                      : cmd.from_tag.media_number            ? cmd.from_tag.media_number
                                                             : 1;
-  auto fail = [this, &key, &p](int code, const char* why) {
+  auto fail = [this, key, &p](int code, const char* why) {
     LOG_WARN("rtpproxy: %s for call %s answered E%d: %s", p.cmd.letters.c_str(),
              log_safe(p.cmd.call_id).c_str(), code, why);
-    finish(key, p.reply, protocol::format_rtpproxy_error(code));
+    finish(key, p, protocol::format_rtpproxy_error(code));
   };
   if (n > protocol::kMaxMediaItems) return fail(rtpp_error::kBadArgument, "media number too high");
   if (!rtpproxy_party_address(cmd))
@@ -414,15 +405,15 @@ void RtpproxyFrontEnd::lookup(Call& call, const std::string& key, Pending& p) {
       LOG_WARN("rtpproxy: %s for call %s: the relay answered '%s'; answered E%d",
                p.cmd.letters.c_str(), log_safe(p.cmd.call_id).c_str(), log_safe(r).c_str(),
                rtpp_error::kSessionUnknown);
-      finish(key, p.reply, protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
+      finish(key, p, protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
       return;
     }
-    finish(key, p.reply,
+    finish(key, p,
            protocol::format_rtpproxy_port(port, ip, rtpproxy_reply_family_token(p.cmd, ip)));
   });
 }
 
-void RtpproxyFrontEnd::remove(Call& call, const std::string& key, Pending& p) {
+void RtpproxyFrontEnd::remove(Call& call, CallKey key, Pending& p) {
   protocol::Request req;
   req.command = "remove";
   req.headers.reserve(3);
@@ -435,22 +426,22 @@ void RtpproxyFrontEnd::remove(Call& call, const std::string& key, Pending& p) {
   dispatcher_.handle(std::move(req), [this, key, p = std::move(p)](std::string r) mutable {
     if (calls_.count(key)) erase_call(key);
     if (r == "removed") {
-      p.reply("0");
+      respond(p, "0");
     } else {
       LOG_INFO("rtpproxy: D for call %s: the dispatcher answered '%s'",
                log_safe(p.cmd.call_id).c_str(), log_safe(r).c_str());
-      p.reply(protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
+      respond(p, protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
     }
   });
 }
 
-void RtpproxyFrontEnd::query(Call& call, const std::string& key, Pending& p) {
+void RtpproxyFrontEnd::query(Call& call, CallKey key, Pending& p) {
   dispatcher_.query(
       call.call_id, call.tag[0], call.tag[1], [this, key, p = std::move(p)](std::string r) mutable {
         rapidjson::Document d;
         d.Parse(r.c_str(), r.size());
         if (d.HasParseError() || !d.IsObject()) {
-          finish(key, p.reply, protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
+          finish(key, p, protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
           return;
         }
         auto num = [&d](const char* name) -> uint64_t {
@@ -466,7 +457,7 @@ void RtpproxyFrontEnd::query(Call& call, const std::string& key, Pending& p) {
         f.packets_from_callee = num(swapped ? "caller_packets" : "callee_packets");
         f.relayed = num("relayed");
         f.dropped = num("dropped");
-        finish(key, p.reply, protocol::format_rtpproxy_query(p.cmd, f));
+        finish(key, p, protocol::format_rtpproxy_query(p.cmd, f));
       });
 }
 
@@ -492,8 +483,8 @@ std::string RtpproxyFrontEnd::stats(const RtpproxyCommand& cmd) const {
 void RtpproxyFrontEnd::on_session_end(const std::string& call_id, bool timed_out) {
   auto ids = by_call_id_.find(call_id);
   if (ids == by_call_id_.end()) return;
-  const std::vector<std::string> keys = ids->second;
-  for (const std::string& k : keys) {
+  const std::vector<CallKey> keys = ids->second;
+  for (const CallKey k : keys) {
     auto it = calls_.find(k);
     if (it == calls_.end()) continue;
     Call& c = it->second;
@@ -512,7 +503,7 @@ void RtpproxyFrontEnd::on_session_end(const std::string& call_id, bool timed_out
   }
 }
 
-void RtpproxyFrontEnd::erase_call(const std::string& key) {
+void RtpproxyFrontEnd::erase_call(CallKey key) {
   auto it = calls_.find(key);
   if (it == calls_.end()) return;
   const std::string call_id = it->second.call_id;
@@ -523,12 +514,12 @@ void RtpproxyFrontEnd::erase_call(const std::string& key) {
     if (keys.empty()) by_call_id_.erase(ids);
   }
   // Commands queued behind find no call now, as rtpproxy would answer them.
-  std::deque<Pending> queued = std::move(it->second.queue);
+  std::vector<Pending> queued = std::move(it->second.queue);
   calls_.erase(it);
   for (Pending& q : queued)
-    q.reply(q.cmd.verb == RtpproxyVerb::Lookup
-                ? std::string("0")
-                : protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
+    respond(q, q.cmd.verb == RtpproxyVerb::Lookup
+                   ? std::string("0")
+                   : protocol::format_rtpproxy_error(rtpp_error::kSessionUnknown));
 }
 
 bool RtpproxyFrontEnd::notify_permitted(const std::string& target,
@@ -554,11 +545,11 @@ bool RtpproxyFrontEnd::notify_permitted(const std::string& target,
 void RtpproxyFrontEnd::on_sweep(uv_timer_t* t) {
   auto* self = static_cast<RtpproxyFrontEnd*>(t->data);
   const double limit = self->now() - kIdleBeforeSweep;
-  std::vector<std::string> stale;
+  std::vector<CallKey> stale;
   for (const auto& [key, c] : self->calls_)
     if (!c.busy && c.touched < limit && !self->dispatcher_.has_session(c.call_id))
       stale.push_back(key);
-  for (const std::string& key : stale) self->erase_call(key);
+  for (const CallKey key : stale) self->erase_call(key);
 }
 
 void RtpproxyFrontEnd::write_metrics(metrics::Exposition& out) const {

@@ -21,7 +21,6 @@
 
 #include <uv.h>
 
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -47,7 +46,7 @@ class RtpproxyFrontEnd {
   using Reply = std::function<void(std::string reply)>;
   // Answers one parsed command from the client at `client_ip` (empty for a
   // UNIX socket client). `reply` may run before handle() returns.
-  void handle(const protocol::RtpproxyCommand& cmd, const std::string& client_ip, Reply reply);
+  void handle(protocol::RtpproxyCommand cmd, const std::string& client_ip, Reply reply);
   // A command that did not parse: counted, answered E<code> by the caller.
   void count_error(int code);
 
@@ -67,8 +66,12 @@ class RtpproxyFrontEnd {
   struct Pending {
     protocol::RtpproxyCommand cmd;
     std::string client_ip;
-    Reply reply;
+    const char* verb;  // for the commands_ counter
+    Reply reply;       // through respond(), which counts
   };
+  // A call's identity in calls_: a serial, never reused, so that a reply
+  // arriving after its call was removed cannot land on a newer call.
+  using CallKey = uint64_t;
   struct Call {
     std::string call_id;
     std::string tag[2];  // [0] the party whose U created the call, [1] the other party
@@ -77,24 +80,26 @@ class RtpproxyFrontEnd {
     int offerer = -1;               // party of the current offer
     bool answered = false;          // an L was applied to the current offer
     std::string notify_socket, notify_tag;
-    double touched = 0;  // monotonic seconds
-    bool busy = false;   // a command is with the dispatcher
-    std::deque<Pending> queue;
+    double touched = 0;          // monotonic seconds
+    bool busy = false;           // a command is with the dispatcher
+    std::vector<Pending> queue;  // empty: no allocation (most calls never queue)
   };
 
-  void run(Call& call, Pending p);
-  void finish(const std::string& key, Reply& reply, std::string text);
-  void update(Call& call, const std::string& key, Pending& p);
-  void lookup(Call& call, const std::string& key, Pending& p);
-  void remove(Call& call, const std::string& key, Pending& p);
-  void query(Call& call, const std::string& key, Pending& p);
+  void run(Call& call, CallKey key, Pending p);
+  // Counts and sends a reply.
+  void respond(Pending& p, std::string text);
+  void finish(CallKey key, Pending& p, std::string text);
+  void update(Call& call, CallKey key, Pending& p);
+  void lookup(Call& call, CallKey key, Pending& p);
+  void remove(Call& call, CallKey key, Pending& p);
+  void query(Call& call, CallKey key, Pending& p);
   std::string info(bool brief) const;
   std::string stats(const protocol::RtpproxyCommand& cmd) const;
   void on_session_end(const std::string& call_id, bool timed_out);
   // Forgets a call; its queued commands are answered as for an unknown call.
-  void erase_call(const std::string& key);
+  void erase_call(CallKey key);
   // The call `tag` belongs to, or nullptr; `key` is set to its map key.
-  Call* find(const std::string& call_id, const std::string& tag, std::string* key);
+  Call* find(const std::string& call_id, const std::string& tag, CallKey* key);
   bool notify_permitted(const std::string& target, const std::string& client_ip) const;
   static void on_sweep(uv_timer_t* t);
   double now() const { return static_cast<double>(uv_now(loop_)) / 1000.0; }
@@ -104,10 +109,11 @@ class RtpproxyFrontEnd {
   RtpproxyConfig cfg_;
   TimeoutNotifier notifier_;
   uv_timer_t sweep_timer_;
-  // Keyed by call-id + '\n' + the creating party's tag.
-  std::unordered_map<std::string, Call> calls_;
-  // call-id -> keys of its calls (rtpproxy allows several per call-id).
-  std::unordered_map<std::string, std::vector<std::string>> by_call_id_;
+  std::unordered_map<CallKey, Call> calls_;
+  CallKey next_key_ = 1;
+  // call-id -> keys of its calls (rtpproxy allows several per call-id, one
+  // per creating party's tag).
+  std::unordered_map<std::string, std::vector<CallKey>> by_call_id_;
 
   uint64_t created_ = 0, deleted_ = 0, timed_out_ = 0, notified_ = 0;
   std::unordered_map<std::string, uint64_t> commands_;  // by verb letter and result

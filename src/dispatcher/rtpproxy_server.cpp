@@ -342,7 +342,7 @@ void RtpproxyServer::dispatch(std::string_view command, const std::string& clien
     reply(protocol::format_rtpproxy_error(error.code));
     return;
   }
-  front_end_.handle(*cmd, client_ip, std::move(reply));
+  front_end_.handle(std::move(*cmd), client_ip, std::move(reply));
 }
 
 bool RtpproxyServer::listen(std::string& error) {

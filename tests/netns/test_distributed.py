@@ -458,6 +458,42 @@ def test_rtpproxy_protocol_calls_use_the_relay_fleet_with_failover(service):
         ctl.close()
 
 
+def test_rtpproxy_commands_sent_without_waiting_run_in_order(service):
+    """A proxy may send a call's next command before the last is answered
+    (several workers, one call). With the relay a TLS round trip away, U, L,
+    D and another L sent back to back wait their turn per call: U and L get
+    their ports, D removes the call, and the L queued behind D is answered as
+    for a call that is gone ("0"). A second call's commands are not held up."""
+    ctl = service.lan.udp("caller")
+    ctl.settimeout(3)
+    try:
+        sent = [("1", "Uc0 pipe@x 10.201.0.50 4000 fp;1"),
+                ("2", "Lc0 pipe@x 10.201.0.51 4002 fp;1 tp;1"),
+                ("3", "D pipe@x fp tp"),
+                ("4", "Lc0 pipe@x 10.201.0.51 4002 fp;1 tp;1"),
+                ("5", "Uc0 other@x 10.201.0.52 4004 fo;1")]
+        for cookie, cmd in sent:
+            ctl.sendto(f"77_{cookie} {cmd}".encode(), (DISPATCHER_IP, 22222))
+        replies, order = {}, []
+        while len(replies) < len(sent):
+            cookie, _, text = ctl.recv(4096).decode().rstrip("\n").partition(" ")
+            assert cookie not in replies, f"answered twice: {cookie}"
+            replies[cookie] = text
+            order.append(cookie)
+        u, l_reply = replies["77_1"].split(), replies["77_2"].split()
+        assert len(u) == 2 and u[1] in service.relay_ips.values() and int(u[0]) > 0, u
+        assert l_reply[1] == u[1] and int(l_reply[0]) > 0, l_reply
+        assert replies["77_3"] == "0" and replies["77_4"] == "0", replies
+        assert order.index("77_1") < order.index("77_2") < order.index("77_3"), order
+        assert len(replies["77_5"].split()) == 2, replies["77_5"]
+        ctl.sendto(b"77_6 D pipe@x fp tp", (DISPATCHER_IP, 22222))
+        assert ctl.recv(4096) == b"77_6 E50\n"
+        ctl.sendto(b"77_7 D other@x fo", (DISPATCHER_IP, 22222))
+        assert ctl.recv(4096) == b"77_7 0\n"
+    finally:
+        ctl.close()
+
+
 def test_rtpproxy_error_decided_by_a_timer_is_answered_at_once(service):
     """With every relay stopped, the dispatcher's answer to an rtpproxy U is
     decided when the last relay_timeout (0.2 s) fires: the reply goes out at
