@@ -275,7 +275,14 @@ wait "$UAS_PID" || UAS_RC=$?
 [[ $UAS_RC -eq 0 ]] || { log "FAIL: sipp uas rc=$UAS_RC"; RC=1; }
 
 # ---- the session must be gone after the BYE ----
-sleep 0.3
+if [[ $MODE == hangup ]]; then
+    # the shim's remove comes from the dialog:end event, which Kamailio runs
+    # when a BYE it sent is answered: wait for it (bounded) instead of a guess
+    wait_until 5 "the dialog:end event in kamailio.log" \
+        grep -q "E2E dialog_end(dialog:end)" "$TMP/kamailio.log" || true
+else
+    sleep 0.3
+fi
 mapfile -t IDS < <($PY "$UTIL" dialog "$TMP" || true)
 $PY "$UTIL" request "$SOCK" 2 remove "call_id=${IDS[0]-}" "from_tag=${IDS[1]-}" \
     "to_tag=${IDS[2]-}" >"$TMP/remove_after_bye.txt" 2>&1 || true
